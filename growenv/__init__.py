@@ -1,0 +1,23 @@
+"""growenv: neural-network growth (TINY expressivity bottleneck) as an RL problem."""
+
+from growenv.amplitude import AmplitudeResult, amplitude_search, default_gammas
+from growenv.growth import GrowthCandidate, apply_growth, extended_forward
+from growenv.nets import GrowingMLP
+from growenv.report import BottleneckReport, SiteReport, bottleneck
+from growenv.statistics import GrowthStatistics, compute_statistics
+
+__all__ = [
+    "AmplitudeResult",
+    "BottleneckReport",
+    "GrowingMLP",
+    "GrowthCandidate",
+    "GrowthStatistics",
+    "SiteReport",
+    "amplitude_search",
+    "apply_growth",
+    "bottleneck",
+    "compute_statistics",
+    "default_gammas",
+    "extended_forward",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,284 @@
+"""GrowingMLP: a fully connected network whose hidden widths grow during training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
+from growenv.optim import grow_parameter
+
+
+def _check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else ">= 1"
+        raise ValueError(f"{name}: expected an int {bound}, got {value}")
+    return value
+
+
+class GrowingMLP(nn.Module):
+    """Fully connected network ``in -> h_1 -> ... -> h_L -> out`` with growable hidden widths.
+
+    Layer ``l`` computes ``a_l = W_l b_{l-1} + c_l`` and hidden states ``b_l = sigma(a_l)``;
+    the last layer is linear (logits or regression outputs). Hidden widths may start at 0
+    or 1. *Site* ``j`` is the hidden state ``j`` (the one feeding linear layer ``j + 1``):
+    growing it adds rows to ``W_j`` and columns to ``W_{j+1}``.
+
+    Growth keeps optimizers working by growing parameter storage in place: the
+    ``nn.Parameter`` objects stay the same (so an optimizer's ``param_groups`` still hold
+    them) and their optimizer state tensors (Adam moments, SGD momentum) are zero-padded to
+    the new shape, so existing entries keep their state and new ones start fresh. Pass the
+    optimizer to :meth:`grow`.
+
+    Parameters
+    ----------
+    in_features, out_features
+        Input and output sizes.
+    hidden
+        Initial hidden widths, one per hidden layer (each >= 0).
+    activation
+        Name (``"selu"``, ``"relu"``, ...) or any elementwise ``nn.Module``.
+    device, dtype
+        Where the parameters live.
+    generator
+        Optional ``torch.Generator`` for reproducible initialisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str | nn.Module = "selu",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        in_features = _check_positive_int("in_features", in_features)
+        out_features = _check_positive_int("out_features", out_features)
+        if isinstance(hidden, int) or not isinstance(hidden, Sequence):
+            raise TypeError(f"hidden: expected a sequence of ints, got {type(hidden).__name__}")
+        widths = [
+            _check_positive_int(f"hidden[{i}]", w, allow_zero=True) for i, w in enumerate(hidden)
+        ]
+        self.activation = resolve_activation(activation)
+        self.sigma0, self.slope0 = value_and_slope_at_zero(self.activation)
+        sizes = [in_features, *widths, out_features]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(max(fan_in, 1))
+            w = torch.empty(fan_out, fan_in, device=device, dtype=dtype)
+            b = torch.empty(fan_out, device=device, dtype=dtype)
+            w.uniform_(-bound, bound, generator=generator)
+            b.uniform_(-bound, bound, generator=generator)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def in_features(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weights[-1].shape[0]
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        """Current width of every hidden state (site)."""
+        return [w.shape[0] for w in self.weights[:-1]]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.weights)
+
+    @property
+    def num_sites(self) -> int:
+        """Number of hidden states that can grow."""
+        return len(self.weights) - 1
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.in_features, *self.hidden_widths, self.out_features]
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    def num_parameters(self) -> int:
+        """Number of weights and biases."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops(self) -> int:
+        """Multiply-adds of one forward pass of one sample (linear layers)."""
+        return sum(w.numel() for w in self.weights)
+
+    def extra_repr(self) -> str:
+        arch = " -> ".join(str(s) for s in self.layer_sizes)
+        return f"{arch}, activation={activation_name(self.activation)}"
+
+    # --------------------------------------------------------------- forward
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise a clear error when ``x`` is not a float tensor of shape (n, in_features)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{name}: expected shape (n, {self.in_features}), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        last = self.num_layers - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = F.linear(h, w, b)
+            if layer < last:
+                h = self.activation(h)
+        return h
+
+    def forward_prefix(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Return the input of linear layer ``layer`` (``x`` for layer 0)."""
+        h = x
+        for i in range(layer):
+            h = self.activation(F.linear(h, self.weights[i], self.biases[i]))
+        return h
+
+    def forward_suffix(self, pre_activation: torch.Tensor, layer: int) -> torch.Tensor:
+        """Continue the forward pass from the pre-activation of layer ``layer``.
+
+        Leading dimensions of ``pre_activation`` are kept (used to evaluate several
+        amplitudes at once).
+        """
+        h = pre_activation
+        for i in range(layer + 1, self.num_layers):
+            h = F.linear(self.activation(h), self.weights[i], self.biases[i])
+        return h
+
+    # ---------------------------------------------------------------- growth
+    def check_site(self, site: int) -> int:
+        if isinstance(site, bool) or not isinstance(site, int):
+            raise TypeError(f"site: expected an int, got {type(site).__name__}")
+        if not 0 <= site < self.num_sites:
+            raise ValueError(
+                f"site: expected 0 <= site < {self.num_sites} (hidden states of this net), "
+                f"got {site}"
+            )
+        return site
+
+    @torch.no_grad()
+    def grow(
+        self,
+        site: int,
+        in_weight: torch.Tensor,
+        in_bias: torch.Tensor,
+        out_weight: torch.Tensor,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Append ``K`` neurons to hidden state ``site``.
+
+        Parameters
+        ----------
+        site
+            Hidden state index.
+        in_weight, in_bias
+            Incoming weights ``(K, width of the layer input)`` and biases ``(K,)``.
+        out_weight
+            Outgoing weights ``(out_features of layer site + 1, K)``.
+        optimizer
+            Optimizer whose state for the grown parameters is zero-padded in place.
+        """
+        site = self.check_site(site)
+        w_in, b_in, w_out = self.weights[site], self.biases[site], self.weights[site + 1]
+        k = in_weight.shape[0]
+        if in_weight.shape != (k, w_in.shape[1]) or in_bias.shape != (k,):
+            raise ValueError(
+                f"in_weight/in_bias: expected shapes (K, {w_in.shape[1]}) and (K,), got "
+                f"{tuple(in_weight.shape)} and {tuple(in_bias.shape)}"
+            )
+        if out_weight.shape != (w_out.shape[0], k):
+            raise ValueError(
+                f"out_weight: expected shape ({w_out.shape[0]}, {k}), got {tuple(out_weight.shape)}"
+            )
+        grow_parameter(w_in, torch.cat([w_in.data, in_weight.to(w_in)], 0), optimizer)
+        grow_parameter(b_in, torch.cat([b_in.data, in_bias.to(b_in)], 0), optimizer)
+        grow_parameter(w_out, torch.cat([w_out.data, out_weight.to(w_out)], 1), optimizer)
+
+    # ------------------------------------------------------------ conversion
+    @classmethod
+    def from_sequential(cls, seq: nn.Sequential) -> GrowingMLP:
+        """Build from ``nn.Sequential(Linear, act, Linear, act, ..., Linear)``.
+
+        All hidden activations must be the same type; the weights are copied.
+        """
+        if not isinstance(seq, nn.Sequential):
+            raise TypeError(f"seq: expected torch.nn.Sequential, got {type(seq).__name__}")
+        modules = list(seq)
+        linears = modules[0::2]
+        acts = modules[1::2]
+        for i, m in enumerate(linears):
+            if not isinstance(m, nn.Linear):
+                raise TypeError(
+                    f"seq[{2 * i}]: expected torch.nn.Linear (layers must alternate "
+                    f"Linear, activation, ..., Linear), got {type(m).__name__}"
+                )
+            if m.bias is None:
+                raise ValueError(f"seq[{2 * i}]: Linear layers need a bias (bias=True)")
+        if not linears or len(acts) != len(linears) - 1:
+            raise ValueError(
+                "seq: expected Linear, activation, Linear, ..., Linear (ending with Linear)"
+            )
+        for i, m in enumerate(acts):
+            if isinstance(m, nn.Linear) or not isinstance(m, nn.Module):
+                raise TypeError(f"seq[{2 * i + 1}]: expected an activation, got {type(m).__name__}")
+            if type(m) is not type(acts[0]):
+                raise TypeError(
+                    f"seq[{2 * i + 1}]: all activations must be the same type "
+                    f"({type(acts[0]).__name__}), got {type(m).__name__}"
+                )
+        for i in range(1, len(linears)):
+            if linears[i].in_features != linears[i - 1].out_features:
+                raise ValueError(
+                    f"seq[{2 * i}]: in_features {linears[i].in_features} does not match the "
+                    f"previous Linear's out_features {linears[i - 1].out_features}"
+                )
+        first = linears[0].weight
+        net = cls(
+            linears[0].in_features,
+            [m.out_features for m in linears[:-1]],
+            linears[-1].out_features,
+            activation=acts[0] if acts else "identity",
+            device=first.device,
+            dtype=first.dtype,
+        )
+        with torch.no_grad():
+            for w, b, m in zip(net.weights, net.biases, linears, strict=True):
+                w.copy_(m.weight)
+                b.copy_(m.bias)
+        return net
+
+    def to_sequential(self) -> nn.Sequential:
+        """Return an equivalent ``nn.Sequential`` (copies of the weights)."""
+        layers: list[nn.Module] = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            lin = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+            layers.append(lin)
+            if i < self.num_layers - 1:
+                layers.append(type(self.activation)())
+        return nn.Sequential(*layers)

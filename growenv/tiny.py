@@ -1,0 +1,155 @@
+"""The TINY solver: pure functions from statistics to updates, new neurons and gains.
+
+Every function accepts arbitrary leading batch dimensions (sites, environments, ...);
+``torch.linalg.eigh`` and ``svd`` batch over them natively. Conventions follow
+``design.md`` section 3 (``S = E[b b^T]``, ``M = E[b v^T]`` with ``v = -dl/da``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Eigenvalues of S below rtol * max eigenvalue are treated as zero. The default depends on
+# the precision the statistics were accumulated in: below these ratios the eigenvalues
+# are rounding noise of the sums, and inverting them amplifies that noise.
+DEFAULT_RTOL = {
+    torch.float16: 1e-3,
+    torch.bfloat16: 1e-3,
+    torch.float32: 1e-6,
+    torch.float64: 1e-12,
+}
+DEFAULT_ATOL = 1e-10  # ... and below this absolute floor (padding, empty inputs)
+DEFAULT_STATISTICAL_THRESHOLD = 1e-3  # lambda_k below this are not significant
+
+
+@dataclass
+class CovarianceFactors:
+    """``S^+`` and ``S^{-1/2}`` (pseudo-inverse square root) from one ``eigh``."""
+
+    pinv: torch.Tensor
+    inv_sqrt: torch.Tensor
+    rank: torch.Tensor
+
+
+def symmetrize(s: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (s + s.transpose(-1, -2))
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    """Relative eigenvalue cut-off for statistics accumulated in ``dtype``."""
+    return DEFAULT_RTOL.get(dtype, 1e-6)
+
+
+def covariance_factors(
+    s: torch.Tensor, rtol: float = 1e-6, atol: float = DEFAULT_ATOL
+) -> CovarianceFactors:
+    """Pseudo-inverse and inverse square root of PSD matrices ``s`` (..., d, d).
+
+    ``s`` is symmetrised; eigenvalues ``<= max(atol, rtol * largest)`` are dropped (the
+    matrix is treated as singular there), so zero padding is inert.
+    """
+    s = symmetrize(s)
+    if s.shape[-1] == 0:
+        empty = torch.zeros_like(s)
+        return CovarianceFactors(empty, empty, s.new_zeros(s.shape[:-2], dtype=torch.long))
+    eigvals, eigvecs = torch.linalg.eigh(s)
+    threshold = torch.clamp(rtol * eigvals[..., -1:], min=atol)
+    keep = eigvals > threshold
+    safe = torch.where(keep, eigvals, torch.ones_like(eigvals))
+    inv = torch.where(keep, 1.0 / safe, torch.zeros_like(eigvals))
+    inv_sqrt = torch.where(keep, torch.rsqrt(safe), torch.zeros_like(eigvals))
+    pinv = (eigvecs * inv.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
+    isqrt = (eigvecs * inv_sqrt.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
+    return CovarianceFactors(pinv, isqrt, keep.sum(-1))
+
+
+def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best update of a layer's weights and its first-order gain.
+
+    ``dW* = (S^+ M)^T`` of shape (..., out, in + 1) (last column: bias) and
+    ``d = <M, S^+ M>`` (..., ), the first-order decrease of the mean loss per unit step.
+    """
+    sm = s_pinv @ m
+    gain = (m * sm).sum((-1, -2))
+    return sm.transpose(-1, -2), gain
+
+
+def projected_cross_correlation(p: torch.Tensor, c: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+    """``N = E[b_j v_perp^T] = P - C dW^T``, the correlation with the residual at layer j+1."""
+    return p - c @ dw.transpose(-1, -2)
+
+
+def bottleneck(vv: torch.Tensor, update_gain: torch.Tensor) -> torch.Tensor:
+    """Expressivity bottleneck ``Psi = E||v_perp||^2 = E||v||^2 - d`` (clamped at 0)."""
+    return torch.clamp(vv - update_gain, min=0.0)
+
+
+@dataclass
+class NeuronSolution:
+    """All candidate neurons of a site, sorted by decreasing ``lambda``.
+
+    ``alpha`` (..., r, in + 1): incoming weights (last column: bias); ``omega``
+    (..., out, r): outgoing weights; ``eigenvalues`` (..., r).
+    """
+
+    eigenvalues: torch.Tensor
+    alpha: torch.Tensor
+    omega: torch.Tensor
+
+
+def new_neurons(s_inv_sqrt: torch.Tensor, n: torch.Tensor) -> NeuronSolution:
+    """TINY neurons from the SVD ``S^{-1/2} N = sum_k lambda_k u_k v_k^T``.
+
+    ``alpha_k = sqrt(lambda_k) S^{-1/2} u_k``, ``omega_k = sqrt(lambda_k) v_k``. Adding the
+    first K lowers the (linearised) bottleneck by ``sum_{k<=K} lambda_k^2``.
+    """
+    u, lam, vh = torch.linalg.svd(s_inv_sqrt @ n, full_matrices=False)
+    root = lam.clamp(min=0).sqrt()
+    alpha = (s_inv_sqrt @ u * root.unsqueeze(-2)).transpose(-1, -2)
+    omega = vh.transpose(-1, -2) * root.unsqueeze(-2)
+    return NeuronSolution(lam, alpha, omega)
+
+
+def gradmax_neurons(p: torch.Tensor) -> NeuronSolution:
+    """GradMax-style neurons (Evci et al. 2022) for ablations.
+
+    Incoming weights zero; outgoing weights are the top right singular vectors of the raw
+    correlation ``P = E[b_j v_{j+1}^T]`` (unit norm), which maximise the gradient norm of the
+    new incoming weights. The returned ``eigenvalues`` are the singular values of ``P``.
+    """
+    _, lam, vh = torch.linalg.svd(p, full_matrices=False)
+    alpha = torch.zeros(*p.shape[:-2], lam.shape[-1], p.shape[-2], dtype=p.dtype, device=p.device)
+    return NeuronSolution(lam, alpha, vh.transpose(-1, -2))
+
+
+def random_neurons(
+    in_dim: int, out_dim: int, k: int, like: torch.Tensor, generator: torch.Generator | None = None
+) -> NeuronSolution:
+    """Random neurons for ablations: ``alpha ~ N(0, 1/in)``, ``omega ~ N(0, 1/k)``."""
+    alpha = torch.randn(k, in_dim, generator=generator, dtype=like.dtype).to(like.device)
+    omega = torch.randn(out_dim, k, generator=generator, dtype=like.dtype).to(like.device)
+    alpha = alpha / max(in_dim, 1) ** 0.5
+    omega = omega / max(k, 1) ** 0.5
+    return NeuronSolution(like.new_zeros(k), alpha, omega)
+
+
+def significant_count(eigenvalues: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of ``lambda_k >= threshold``, but at least one where any is positive."""
+    count = (eigenvalues >= threshold).sum(-1)
+    any_positive = (eigenvalues > 0).any(-1)
+    return torch.where(any_positive, count.clamp(min=1), count)
+
+
+def first_order_gain(
+    update_gain: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    slope_at_zero: float,
+    num_neurons: torch.Tensor | int,
+) -> torch.Tensor:
+    """TINY's first-order gain ``d + sigma'(0) * sum_{k < K} lambda_k^2`` (gromo's convention)."""
+    k = torch.as_tensor(num_neurons, device=eigenvalues.device)
+    idx = torch.arange(eigenvalues.shape[-1], device=eigenvalues.device)
+    mask = idx < k.unsqueeze(-1)
+    return update_gain + slope_at_zero * (eigenvalues.pow(2) * mask).sum(-1)
