@@ -21,3 +21,8 @@ __all__ = [
     "extended_forward",
 ]
 __version__ = "0.1.0"
+
+import gymnasium as _gym  # noqa: E402
+
+if "growenv/Grow-v0" not in _gym.registry:
+    _gym.register(id="growenv/Grow-v0", entry_point="growenv.env:GrowthEnv")

@@ -1,0 +1,508 @@
+"""GrowthEnv: the Gymnasium environment for growth decisions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from growenv import costs, features
+from growenv.amplitude import amplitude_search, default_gammas
+from growenv.growth import apply_growth
+from growenv.nets import GrowingMLP
+from growenv.report import BottleneckReport, bottleneck
+from growenv.tasks import TASK_NAMES, Task, TeacherStudentDistribution, make_task
+from growenv.training import evaluate, make_optimizer, train_steps
+
+TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
+DISTRIBUTION_NAME = "teacher_student_distribution"
+PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
+
+
+def _int_arg(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _float_arg(name: str, value: Any, low: float = 0.0, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+        raise ValueError(f"{name}: expected a number >= {low}, got {value!r}")
+    return float(value)
+
+
+class GrowthEnv(gym.Env):
+    """Decide where and when a network grows.
+
+    ## Description
+    An episode trains a small MLP on a task (default: teacher-student regression, Douka et
+    al. 2025: a random SELU teacher 20 -> 50 -> 50 -> 1 with a skip from the input to the
+    second hidden state; the student starts at width 1 per hidden layer). Each step the
+    agent picks a hidden site to grow by ``neurons_per_growth`` TINY neurons (with the
+    amplitude factor found by a line search on the task's statistics split), or skips
+    growth, or stops; then the network trains for ``train_steps`` optimizer steps and the
+    TINY statistics of every site are measured for the next observation.
+
+    ## Action Space
+    ``Discrete(max_sites + 2)``: ``i < max_sites`` grows site ``i`` (hidden state ``i``),
+    ``max_sites`` skips growth (train only), ``max_sites + 1`` stops the episode.
+    :meth:`action_masks` gives the valid actions (sites that exist, have a positive
+    eigenvalue and fit the parameter budget); a masked action raises ``ValueError``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (max_sites * 13 + 10,), float32)``: per site (row-major, zero rows
+    for sites the net does not have) then global features. Gains are divided by the current
+    statistics loss ``L``; ``symlog(x) = sign(x) log(1 + |x|)``.
+
+    | index (per site s: 13 s + i) | feature | range |
+    |---|---|---|
+    | 0 | site present (mask) | {0, 1} |
+    | 1 | log(1 + width) | [0, inf) |
+    | 2 | symlog(d / L), best-update gain | [0, inf) |
+    | 3-5 | symlog(lambda_k^2 / L), k = 1..3 | [0, inf) |
+    | 6 | symlog(sum of significant lambda^2 / L) | [0, inf) |
+    | 7 | symlog(Psi / L), bottleneck | [0, inf) |
+    | 8 | symlog(gain of the candidate / L) | [0, inf) |
+    | 9 | symlog((gain / L) / (added params / params)) | [0, inf) |
+    | 10 | symlog(added params / params) | [0, inf) |
+    | 11 | symlog(added FLOPs / FLOPs) | [0, inf) |
+    | 12 | significant eigenvalues / neurons per growth (<= 4) | [0, 4] |
+
+    | index (13 max_sites + i) | global feature | range |
+    |---|---|---|
+    | 0 | log train loss (mean of the last training phase) | R |
+    | 1 | log validation loss | R |
+    | 2 | validation accuracy (0 for regression) | [0, 1] |
+    | 3 | log parameters | [0, inf) |
+    | 4 | log FLOPs (multiply-adds per sample) | [0, inf) |
+    | 5 | compute used / max_compute (log10(MACs) / 20 without a budget) | [0, inf) |
+    | 6 | parameter budget left / max_params (1 without a budget) | [0, 1] |
+    | 7 | step / max_steps | [0, 1] |
+    | 8 | log(val loss / train loss) | R |
+    | 9 | symlog of the last step's relative val-loss decrease | R |
+
+    ## Rewards
+    ``r = (L_val(t-1) - L_val(t)) / L_val(t-1) - cost_per_param * added params
+    - cost_per_flop * added FLOPs``: the relative validation-loss decrease minus the cost
+    of growth (zero by default, recovering pure loss). Stopping gives 0.
+
+    ## Starting State
+    A task (fixed, or drawn from a distribution by the reset seed), a student with
+    ``start_width`` neurons per hidden layer, trained ``train_steps`` steps.
+
+    ## Episode End
+    Terminated on the stop action or when the compute budget is spent; truncated after
+    ``max_steps`` steps.
+
+    ## Arguments
+    ``task`` ("teacher_student", "multi_sin", "digits", "cifar10",
+    "teacher_student_distribution", a ``Task``, a ``TeacherStudentDistribution`` or a
+    callable ``rng -> Task``), ``task_kwargs``, ``device``, ``hidden_layers``,
+    ``start_width``, ``activation``, ``max_sites``, ``neurons_per_growth`` (int or "auto":
+    the significant ones), ``train_steps``, ``batch_size``, ``optimizer``, ``lr``,
+    ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
+    ``cost_per_flop``, ``method`` ("tiny", "gradmax", "random"), ``render_mode``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: TaskSource = "teacher_student",
+        task_kwargs: dict | None = None,
+        device: str | torch.device = "cpu",
+        hidden_layers: int = 2,
+        start_width: int = 1,
+        activation: str = "selu",
+        max_sites: int = 4,
+        neurons_per_growth: int | str = 4,
+        train_steps: int = 100,
+        batch_size: int = 128,
+        optimizer: str = "adam",
+        lr: float = 3e-3,
+        max_steps: int = 20,
+        max_params: int | None = None,
+        max_compute: float | None = None,
+        cost_per_param: float = 0.0,
+        cost_per_flop: float = 0.0,
+        method: str = "tiny",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.hidden_layers = _int_arg("hidden_layers", hidden_layers, 1)
+        self.max_sites = _int_arg("max_sites", max_sites, 1)
+        if self.hidden_layers > self.max_sites:
+            raise ValueError(
+                f"max_sites: must be >= hidden_layers ({self.hidden_layers}), got {max_sites}"
+            )
+        self.start_width = _int_arg("start_width", start_width, 0)
+        if neurons_per_growth != "auto":
+            neurons_per_growth = _int_arg("neurons_per_growth", neurons_per_growth, 1)
+        self.neurons_per_growth = neurons_per_growth
+        self.train_steps = _int_arg("train_steps", train_steps, 0)
+        self.batch_size = _int_arg("batch_size", batch_size, 1)
+        self.max_steps = _int_arg("max_steps", max_steps, 1)
+        self.max_params = None if max_params is None else _int_arg("max_params", max_params, 1)
+        self.max_compute = _float_arg("max_compute", max_compute, 1.0, allow_none=True)
+        self.cost_per_param = _float_arg("cost_per_param", cost_per_param)
+        self.cost_per_flop = _float_arg("cost_per_flop", cost_per_flop)
+        self.lr = _float_arg("lr", lr, 1e-12)
+        if method not in ("tiny", "gradmax", "random"):
+            raise ValueError(f"method: expected 'tiny', 'gradmax' or 'random', got {method!r}")
+        self.method = method
+        self.optimizer_name = optimizer
+        self.activation = activation
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode: expected one of {self.metadata['render_modes']} or None, "
+                f"got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: CUDA was requested but torch.cuda.is_available() is False")
+        self._task_source = self._resolve_task_source(task, task_kwargs or {})
+        self._fixed_task: Task | None = None
+
+        n_obs = self.max_sites * len(features.SITE_FEATURES) + len(features.GLOBAL_FEATURES)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.action_space = gym.spaces.Discrete(self.max_sites + 2)
+        self.skip_action = self.max_sites
+        self.stop_action = self.max_sites + 1
+        self.net: GrowingMLP | None = None
+
+    # ------------------------------------------------------------------ tasks
+    def _resolve_task_source(self, task: TaskSource, task_kwargs: dict) -> Callable:
+        if isinstance(task, Task):
+            if task_kwargs:
+                raise ValueError("task_kwargs: not used when task is a Task instance")
+            return lambda rng: task
+        if isinstance(task, TeacherStudentDistribution):
+            return lambda rng: task.sample(rng, **task_kwargs)
+        if isinstance(task, str):
+            if task == DISTRIBUTION_NAME:
+                dist = TeacherStudentDistribution(**task_kwargs)
+                return lambda rng: dist.sample(rng)
+            if task not in TASK_NAMES:
+                raise ValueError(
+                    f"task: expected one of {(*TASK_NAMES, DISTRIBUTION_NAME)}, a Task, a "
+                    f"TeacherStudentDistribution or a callable, got {task!r}"
+                )
+            built = make_task(task, **task_kwargs)  # fixed task: build once, errors early
+            return lambda rng: built
+        if callable(task):
+            return task
+        raise TypeError(f"task: expected a name, Task or callable, got {type(task).__name__}")
+
+    # ------------------------------------------------------------------ api
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        task = self._task_source(self.np_random)
+        if not isinstance(task, Task):
+            raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
+        self.task = task.flattened().to(self.device)
+        torch_seed = int(self.np_random.integers(2**62))
+        self._gen = torch.Generator().manual_seed(torch_seed)
+        init_gen = torch.Generator().manual_seed(torch_seed + 1)
+        self.net = GrowingMLP(
+            self.task.in_features,
+            [self.start_width] * self.hidden_layers,
+            self.task.out_features,
+            activation=self.activation,
+            device=self.device,
+            generator=init_gen,
+        )
+        self.optimizer = make_optimizer(self.net, self.optimizer_name, lr=self.lr)
+        self.step_count = 0
+        self.compute = 0.0
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.history: list[dict] = []
+        self._last_improvement = 0.0
+        self._val_loss = None
+        self._gamma = 0.0
+        self._loss_drop = 0.0
+        self._grown_site = -1
+        self._train_and_measure()
+        return self._observation(), self._info()
+
+    def step(self, action):
+        if self.net is None:
+            raise RuntimeError("step: call reset() before step()")
+        action = int(action)
+        if not 0 <= action < self.action_space.n:
+            raise ValueError(f"action: expected 0 <= action < {self.action_space.n}, got {action}")
+        mask = self.action_masks()
+        if not mask[action]:
+            raise ValueError(
+                f"action: {action} ({self.describe_action(action)}) is masked in this state; "
+                f"valid actions are {np.flatnonzero(mask).tolist()} (see action_masks())"
+            )
+        if action == self.stop_action:
+            self.step_count += 1
+            return self._observation(), 0.0, True, False, self._info()
+        params_before, flops_before = self.net.num_parameters(), self.net.flops()
+        prev_val = self._val_loss
+        self._gamma, self._loss_drop, self._grown_site = 0.0, 0.0, -1
+        if action < self.max_sites:
+            self._grow(action)
+        self._train_and_measure()
+        self.step_count += 1
+        added_params = self.net.num_parameters() - params_before
+        added_flops = self.net.flops() - flops_before
+        improvement = (prev_val - self._val_loss) / max(prev_val, 1e-12)
+        self._last_improvement = improvement
+        reward = improvement - self.cost_per_param * added_params - self.cost_per_flop * added_flops
+        terminated = self.max_compute is not None and self.compute >= self.max_compute
+        truncated = self.step_count >= self.max_steps and not terminated
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info()
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions: existing sites with a positive eigenvalue that fit the budget."""
+        mask = np.zeros(self.action_space.n, dtype=bool)
+        mask[self.skip_action] = mask[self.stop_action] = True
+        if self.net is None:
+            return mask
+        budget = None if self.max_params is None else self.max_params - self.net.num_parameters()
+        for site in range(self.net.num_sites):
+            ok = self._site_lambda1[site] > 0
+            if budget is not None:
+                ok = ok and self._added_params[site] <= budget
+            mask[site] = ok
+        return mask
+
+    def describe_action(self, action: int) -> str:
+        if action == self.skip_action:
+            return "skip growth"
+        if action == self.stop_action:
+            return "stop"
+        return f"grow site {action}"
+
+    def evaluate_candidates(self) -> dict[str, np.ndarray]:
+        """Real loss drop of every candidate after its gamma search (costly: one search each).
+
+        Returns ``{"loss_drop": (max_sites,), "gamma": (max_sites,)}``; invalid sites get
+        ``-inf`` drop. The search runs on the statistics split and is counted in compute.
+        """
+        drops = np.full(self.max_sites, -np.inf)
+        gammas = np.zeros(self.max_sites)
+        mask = self.action_masks()
+        for site in range(self.net.num_sites):
+            if not mask[site]:
+                continue
+            result = self._search(site)
+            drops[site], gammas[site] = float(result.loss_drop), float(result.gamma)
+        return {"loss_drop": drops, "gamma": gammas}
+
+    # ------------------------------------------------------------------ internals
+    def _candidate(self, site: int):
+        k = None if self.neurons_per_growth == "auto" else self.neurons_per_growth
+        return self.report.sites[site].candidate(k, method=self.method, generator=self._gen)
+
+    def _search(self, site: int):
+        start = time.perf_counter()
+        cand = self._candidate(site)
+        stats = self.task.stats
+        result = amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
+        self.seconds["search"] += time.perf_counter() - start
+        self.compute += costs.amplitude_macs(
+            self.net.layer_sizes, site, len(default_gammas()), len(stats)
+        )
+        result.candidate = cand
+        return result
+
+    def _grow(self, site: int) -> None:
+        result = self._search(site)
+        apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
+        self._gamma, self._loss_drop = float(result.gamma), float(result.loss_drop)
+        self._grown_site = site
+
+    def _train_and_measure(self) -> None:
+        task, sizes = self.task, self.net.layer_sizes
+        t0 = time.perf_counter()
+        train_loss = train_steps(
+            self.net,
+            self.optimizer,
+            task.train.x,
+            task.train.y,
+            task.loss,
+            self.train_steps,
+            self.batch_size,
+            self._gen,
+        )
+        t1 = time.perf_counter()
+        self.compute += costs.training_macs(
+            sizes, self.train_steps * min(self.batch_size, len(task.train))
+        )
+        self.report: BottleneckReport = bottleneck(
+            self.net, task.stats.x, task.stats.y, loss=task.loss
+        )
+        t2 = time.perf_counter()
+        self.compute += costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
+        val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
+        self.compute += costs.forward_macs(sizes) * len(task.val)
+        self._summarise_report()
+        t3 = time.perf_counter()
+        self.seconds["train"] += t1 - t0
+        self.seconds["statistics"] += t2 - t1
+        self.seconds["evaluate"] += t3 - t2
+        self._train_loss = float(train_loss) if self.train_steps else float(self.report.loss)
+        self._val_loss = float(val_loss)
+        self._val_acc = None if val_acc is None else float(val_acc)
+        self.history.append(
+            {
+                "step": self.step_count,
+                "params": self.net.num_parameters(),
+                "val_loss": self._val_loss,
+                "widths": list(self.net.hidden_widths),
+            }
+        )
+
+    def _summarise_report(self) -> None:
+        """Move the per-site numbers the observation needs to the host, in one transfer."""
+        sites = self.report.sites
+        n = len(sites)
+        rank = max([s.eigenvalues.numel() for s in sites] + [features.TOP_K])
+        rows = [
+            torch.cat(
+                [
+                    torch.stack([s.update_gain, s.bottleneck, s.num_significant.to(s.bottleneck)]),
+                    torch.nn.functional.pad(s.eigenvalues, (0, rank - s.eigenvalues.numel())),
+                ]
+            )
+            for s in sites
+        ]
+        host = torch.stack(rows).double().cpu().numpy() if rows else np.zeros((0, 3 + rank))
+        self._update_gain, self._psi, self._num_sig = host[:, 0], host[:, 1], host[:, 2]
+        lam = host[:, 3:]
+        self._lam = lam
+        self._site_lambda1 = lam[:, 0]
+        ranks = np.array([s.eigenvalues.numel() for s in sites], dtype=float)
+        k = (
+            self._num_sig
+            if self.neurons_per_growth == "auto"
+            else np.full(n, float(self.neurons_per_growth))
+        )
+        # a candidate adds min(K, rank) neurons: rank(N) <= width of the next layer
+        k = np.maximum(np.minimum(k, ranks), 1)
+        self._neurons = k
+        sizes = self.net.layer_sizes
+        self._added_params = np.array([k[j] * (sizes[j] + 1 + sizes[j + 2]) for j in range(n)])
+        self._added_flops = np.array([k[j] * (sizes[j] + sizes[j + 2]) for j in range(n)])
+        first_k = np.arange(rank)[None, :] < k[:, None]
+        self._gains = self._update_gain + self.net.slope0 * (lam**2 * first_k).sum(1)
+
+    def _observation(self) -> np.ndarray:
+        n = self.net.num_sites
+        site = features.site_features(
+            widths=np.array(self.net.hidden_widths, dtype=float),
+            update_gain=self._update_gain,
+            eigenvalues=self._lam,
+            num_significant=self._num_sig,
+            bottleneck=self._psi,
+            candidate_gain=self._gains,
+            added_params=self._added_params,
+            added_flops=self._added_flops,
+            loss=float(self.report.loss),
+            params=self.net.num_parameters(),
+            flops=self.net.flops(),
+            neurons=int(np.max(self._neurons)) if n else 1,
+            max_sites=self.max_sites,
+        )
+        params = self.net.num_parameters()
+        compute_used = (
+            self.compute / self.max_compute
+            if self.max_compute
+            else np.log10(max(self.compute, 1.0)) / 20.0
+        )
+        budget_left = (
+            1.0 if self.max_params is None else max(self.max_params - params, 0) / self.max_params
+        )
+        glob = features.global_features(
+            self._train_loss,
+            self._val_loss,
+            self._val_acc,
+            params,
+            self.net.flops(),
+            compute_used,
+            budget_left,
+            self.step_count / self.max_steps,
+            self._last_improvement,
+        )
+        obs = np.concatenate([site.reshape(-1), glob]).astype(np.float32)
+        return np.nan_to_num(obs, nan=0.0, posinf=1e6, neginf=-1e6)
+
+    def _info(self) -> dict[str, Any]:
+        gains = np.full(self.max_sites, -np.inf)
+        gains[: self.net.num_sites] = self._gains
+        mask = self.action_masks()
+        gains[~mask[: self.max_sites]] = -np.inf
+        return {
+            "params": self.net.num_parameters(),
+            "flops": self.net.flops(),
+            "widths": list(self.net.hidden_widths),
+            "train_loss": self._train_loss,
+            "stats_loss": float(self.report.loss),
+            "val_loss": self._val_loss,
+            "val_accuracy": self._val_acc,
+            "candidate_gains": gains,
+            "candidate_params": np.pad(
+                self._added_params, (0, self.max_sites - len(self._added_params))
+            ),
+            "gamma": self._gamma,
+            "loss_drop": self._loss_drop,
+            "grown_site": self._grown_site,
+            "compute": self.compute,
+            "seconds": dict(self.seconds),
+            "step": self.step_count,
+            "action_mask": mask,
+        }
+
+    # ------------------------------------------------------------------ render
+    def render(self):
+        if self.render_mode is None or self.net is None:
+            return None
+        if self.render_mode == "ansi":
+            return self._render_ansi()
+        return self._render_rgb()
+
+    def _render_ansi(self) -> str:
+        lines = [
+            f"step {self.step_count}/{self.max_steps}  params {self.net.num_parameters()}  "
+            f"val loss {self._val_loss:.4g}",
+            f"{'site':>4} {'width':>6} {'lambda_1':>10} {'gain':>10} {'bottleneck':>11}",
+        ]
+        for j, width in enumerate(self.net.hidden_widths):
+            lines.append(
+                f"{j:>4} {width:>6} {self._site_lambda1[j]:10.3e} {self._gains[j]:10.3e} "
+                f"{self._psi[j]:11.3e}"
+            )
+        lines.append(f"architecture: {' -> '.join(str(s) for s in self.net.layer_sizes)}")
+        return "\n".join(lines) + "\n"
+
+    def _render_rgb(self) -> np.ndarray:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5, 3.5), dpi=80)
+        ax = fig.add_subplot(1, 1, 1)
+        params = [h["params"] for h in self.history]
+        vals = [h["val_loss"] for h in self.history]
+        ax.plot(params, vals, marker="o")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("validation loss")
+        ax.set_yscale("log")
+        ax.set_title(f"{self.task.name}: {'-'.join(str(s) for s in self.net.layer_sizes)}")
+        fig.tight_layout()
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
