@@ -20,6 +20,7 @@ from growenv.training import evaluate, make_optimizer, train_steps
 
 TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
 DISTRIBUTION_NAME = "teacher_student_distribution"
+OBS_BOUND = 1e6  # features are logs and symlogs; this bound is never reached in practice
 PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
 
 
@@ -53,10 +54,13 @@ class GrowthEnv(gym.Env):
     ``Discrete(max_sites + 2)``: ``i < max_sites`` grows site ``i`` (hidden state ``i``),
     ``max_sites`` skips growth (train only), ``max_sites + 1`` stops the episode.
     :meth:`action_masks` gives the valid actions (sites that exist, have a positive
-    eigenvalue and fit the parameter budget); a masked action raises ``ValueError``.
+    eigenvalue and fit the parameter budget); a masked action raises ``ValueError``, or
+    with ``invalid_action="skip"`` is replaced by the skip action (``info["invalid_action"]``
+    says so; for learners without masks and for SB3's env checker, which samples actions
+    blindly).
 
     ## Observation Space
-    ``Box(-inf, inf, (max_sites * 13 + 10,), float32)``: per site (row-major, zero rows
+    ``Box(-1e6, 1e6, (max_sites * 13 + 10,), float32)``: per site (row-major, zero rows
     for sites the net does not have) then global features. Gains are divided by the current
     statistics loss ``L``; ``symlog(x) = sign(x) log(1 + |x|)``.
 
@@ -107,7 +111,8 @@ class GrowthEnv(gym.Env):
     ``start_width``, ``activation``, ``max_sites``, ``neurons_per_growth`` (int or "auto":
     the significant ones), ``train_steps``, ``batch_size``, ``optimizer``, ``lr``,
     ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
-    ``cost_per_flop``, ``method`` ("tiny", "gradmax", "random"), ``render_mode``.
+    ``cost_per_flop``, ``method`` ("tiny", "gradmax", "random"), ``invalid_action``
+    ("raise" or "skip"), ``render_mode``.
 
     ## Version History
     * v0: initial version.
@@ -135,6 +140,7 @@ class GrowthEnv(gym.Env):
         cost_per_param: float = 0.0,
         cost_per_flop: float = 0.0,
         method: str = "tiny",
+        invalid_action: str = "raise",
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -159,6 +165,9 @@ class GrowthEnv(gym.Env):
         if method not in ("tiny", "gradmax", "random"):
             raise ValueError(f"method: expected 'tiny', 'gradmax' or 'random', got {method!r}")
         self.method = method
+        if invalid_action not in ("raise", "skip"):
+            raise ValueError(f"invalid_action: expected 'raise' or 'skip', got {invalid_action!r}")
+        self.invalid_action = invalid_action
         self.optimizer_name = optimizer
         self.activation = activation
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -174,7 +183,7 @@ class GrowthEnv(gym.Env):
         self._fixed_task: Task | None = None
 
         n_obs = self.max_sites * len(features.SITE_FEATURES) + len(features.GLOBAL_FEATURES)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (n_obs,), np.float32)
         self.action_space = gym.spaces.Discrete(self.max_sites + 2)
         self.skip_action = self.max_sites
         self.stop_action = self.max_sites + 1
@@ -225,12 +234,14 @@ class GrowthEnv(gym.Env):
         self.step_count = 0
         self.compute = 0.0
         self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.compute_by_phase = dict.fromkeys(PHASES, 0.0)
         self.history: list[dict] = []
         self._last_improvement = 0.0
         self._val_loss = None
         self._gamma = 0.0
         self._loss_drop = 0.0
         self._grown_site = -1
+        self._input_factors = None
         self._train_and_measure()
         return self._observation(), self._info()
 
@@ -241,14 +252,17 @@ class GrowthEnv(gym.Env):
         if not 0 <= action < self.action_space.n:
             raise ValueError(f"action: expected 0 <= action < {self.action_space.n}, got {action}")
         mask = self.action_masks()
-        if not mask[action]:
+        invalid = not mask[action]
+        if invalid and self.invalid_action == "skip":
+            action = self.skip_action
+        elif invalid:
             raise ValueError(
                 f"action: {action} ({self.describe_action(action)}) is masked in this state; "
                 f"valid actions are {np.flatnonzero(mask).tolist()} (see action_masks())"
             )
         if action == self.stop_action:
             self.step_count += 1
-            return self._observation(), 0.0, True, False, self._info()
+            return self._observation(), 0.0, True, False, self._info(episode_end=True)
         params_before, flops_before = self.net.num_parameters(), self.net.flops()
         prev_val = self._val_loss
         self._gamma, self._loss_drop, self._grown_site = 0.0, 0.0, -1
@@ -263,7 +277,9 @@ class GrowthEnv(gym.Env):
         reward = improvement - self.cost_per_param * added_params - self.cost_per_flop * added_flops
         terminated = self.max_compute is not None and self.compute >= self.max_compute
         truncated = self.step_count >= self.max_steps and not terminated
-        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info()
+        info = self._info(episode_end=terminated or truncated)
+        info["invalid_action"] = invalid
+        return self._observation(), float(reward), bool(terminated), bool(truncated), info
 
     def action_masks(self) -> np.ndarray:
         """Valid actions: existing sites with a positive eigenvalue that fit the budget."""
@@ -313,8 +329,9 @@ class GrowthEnv(gym.Env):
         stats = self.task.stats
         result = amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
         self.seconds["search"] += time.perf_counter() - start
-        self.compute += costs.amplitude_macs(
-            self.net.layer_sizes, site, len(default_gammas()), len(stats)
+        self._add_compute(
+            "search",
+            costs.amplitude_macs(self.net.layer_sizes, site, len(default_gammas()), len(stats)),
         )
         result.candidate = cand
         return result
@@ -324,6 +341,10 @@ class GrowthEnv(gym.Env):
         apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
         self._gamma, self._loss_drop = float(result.gamma), float(result.loss_drop)
         self._grown_site = site
+
+    def _add_compute(self, phase: str, macs: float) -> None:
+        self.compute += macs
+        self.compute_by_phase[phase] += macs
 
     def _train_and_measure(self) -> None:
         task, sizes = self.task, self.net.layer_sizes
@@ -339,16 +360,23 @@ class GrowthEnv(gym.Env):
             self._gen,
         )
         t1 = time.perf_counter()
-        self.compute += costs.training_macs(
-            sizes, self.train_steps * min(self.batch_size, len(task.train))
-        )
+        samples = self.train_steps * min(self.batch_size, len(task.train))
+        self._add_compute("train", costs.training_macs(sizes, samples))
         self.report: BottleneckReport = bottleneck(
-            self.net, task.stats.x, task.stats.y, loss=task.loss
+            self.net,
+            task.stats.x,
+            task.stats.y,
+            loss=task.loss,
+            input_factors=self._input_factors,
         )
+        # the statistics split is fixed for the episode, so is its input covariance
+        self._input_factors = self.report.input_factors
         t2 = time.perf_counter()
-        self.compute += costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
+        self._add_compute(
+            "statistics", costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
+        )
         val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
-        self.compute += costs.forward_macs(sizes) * len(task.val)
+        self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
         self._summarise_report()
         t3 = time.perf_counter()
         self.seconds["train"] += t1 - t0
@@ -438,14 +466,14 @@ class GrowthEnv(gym.Env):
             self._last_improvement,
         )
         obs = np.concatenate([site.reshape(-1), glob]).astype(np.float32)
-        return np.nan_to_num(obs, nan=0.0, posinf=1e6, neginf=-1e6)
+        return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_BOUND, OBS_BOUND)
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, episode_end: bool = False) -> dict[str, Any]:
         gains = np.full(self.max_sites, -np.inf)
         gains[: self.net.num_sites] = self._gains
         mask = self.action_masks()
         gains[~mask[: self.max_sites]] = -np.inf
-        return {
+        info = {
             "params": self.net.num_parameters(),
             "flops": self.net.flops(),
             "widths": list(self.net.hidden_widths),
@@ -461,10 +489,15 @@ class GrowthEnv(gym.Env):
             "loss_drop": self._loss_drop,
             "grown_site": self._grown_site,
             "compute": self.compute,
-            "seconds": dict(self.seconds),
+            "compute_by_phase": dict(self.compute_by_phase),
             "step": self.step_count,
             "action_mask": mask,
         }
+        if episode_end:
+            # wall-clock time is not reproducible, so it is reported once, at the end of the
+            # episode (and always in ``env.seconds``); per-step info stays deterministic
+            info["seconds"] = dict(self.seconds)
+        return info
 
     # ------------------------------------------------------------------ render
     def render(self):
@@ -489,12 +522,11 @@ class GrowthEnv(gym.Env):
         return "\n".join(lines) + "\n"
 
     def _render_rgb(self) -> np.ndarray:
-        import matplotlib
-
-        matplotlib.use("Agg")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(5, 3.5), dpi=80)
+        FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         params = [h["params"] for h in self.history]
         vals = [h["val_loss"] for h in self.history]

@@ -27,6 +27,9 @@ class LayerSolution:
     update_weight: list[torch.Tensor]
     update_bias: list[torch.Tensor]
     update_gain: torch.Tensor  # (L,)
+    # factors of the input covariance, kept where the input is wide (> PAD_LIMIT) so that
+    # callers with fixed data can pass them back (``bottleneck(..., input_factors=...)``)
+    input_factors: tiny.CovarianceFactors | None = None
 
 
 @dataclass
@@ -127,6 +130,7 @@ class BottleneckReport:
     loss: torch.Tensor
     num_samples: int
     statistics: GrowthStatistics = field(repr=False)
+    input_factors: tiny.CovarianceFactors | None = field(default=None, repr=False)
 
     def table(self) -> str:
         """A plain-text table of the sites (synchronises with the device)."""
@@ -141,6 +145,82 @@ class BottleneckReport:
         return "\n".join(rows)
 
 
+# Matrices up to this size are zero-padded into one batched factorisation (one kernel launch
+# for all layers); larger ones (e.g. the 3073-wide input of a flattened CIFAR image) are
+# factorised alone, so that padding never multiplies their cost.
+PAD_LIMIT = 256
+
+
+def _groups(sizes: list[int], limit: int = PAD_LIMIT) -> list[list[int]]:
+    small = [i for i, d in enumerate(sizes) if d <= limit]
+    return ([small] if small else []) + [[i] for i, d in enumerate(sizes) if d > limit]
+
+
+def _factor_layers(
+    s_list: list[torch.Tensor],
+    m_list: list[torch.Tensor],
+    rtol: float,
+    atol: float,
+    input_factors: tiny.CovarianceFactors | None = None,
+) -> tuple[
+    list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], tiny.CovarianceFactors | None
+]:
+    """Per layer: ``S^{-1/2}``, ``dW*`` (out, in + 1) and the gain ``d``, batched by size.
+
+    ``input_factors``, if given, are the factors of layer 0's ``S`` (the input covariance,
+    constant for fixed data) and replace its factorisation.
+    """
+    n = len(s_list)
+    inv_sqrt: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    dws: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    gains: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    todo = list(range(n))
+    if input_factors is not None:
+        inv_sqrt[0] = input_factors.inv_sqrt
+        dw, gains[0] = tiny.best_update(input_factors.pinv, m_list[0])
+        dws[0] = dw
+        todo = todo[1:]
+    sizes = [s_list[i].shape[-1] for i in todo]
+    for local in _groups(sizes):
+        group = [todo[i] for i in local]
+        d = max(s_list[i].shape[-1] for i in group)
+        o = max(m_list[i].shape[-1] for i in group)
+        s_pad = torch.stack([_pad(s_list[i], d, d) for i in group])
+        m_pad = torch.stack([_pad(m_list[i], d, o) for i in group])
+        factors = tiny.covariance_factors(s_pad, rtol=rtol, atol=atol)
+        dw, gain = tiny.best_update(factors.pinv, m_pad)
+        for k, i in enumerate(group):
+            di, oi = s_list[i].shape[-1], m_list[i].shape[-1]
+            inv_sqrt[i] = factors.inv_sqrt[k, :di, :di]
+            dws[i] = dw[k, :oi, :di]
+            gains[i] = gain[k]
+        if group == [0] and s_list[0].shape[-1] > PAD_LIMIT:
+            input_factors = tiny.CovarianceFactors(
+                factors.pinv[0], factors.inv_sqrt[0], factors.rank[0]
+            )
+    return inv_sqrt, dws, gains, input_factors
+
+
+def _neurons_of_sites(
+    inv_sqrt: list[torch.Tensor], n_list: list[torch.Tensor]
+) -> list[tiny.NeuronSolution]:
+    """TINY neurons of every site, one batched SVD per size group."""
+    out: list[tiny.NeuronSolution] = [None] * len(n_list)  # type: ignore[list-item]
+    for group in _groups([n.shape[-2] for n in n_list]):
+        d = max(n_list[i].shape[-2] for i in group)
+        o = max(n_list[i].shape[-1] for i in group)
+        isqrt = torch.stack([_pad(inv_sqrt[i], d, d) for i in group])
+        n_pad = torch.stack([_pad(n_list[i], d, o) for i in group])
+        sol = tiny.new_neurons(isqrt, n_pad)
+        for k, i in enumerate(group):
+            di, oi = n_list[i].shape
+            r = min(di, oi)
+            out[i] = tiny.NeuronSolution(
+                sol.eigenvalues[k, :r], sol.alpha[k, :r, :di], sol.omega[k, :oi, :r]
+            )
+    return out
+
+
 def solve(
     stats: GrowthStatistics,
     slope_at_zero: float,
@@ -149,55 +229,51 @@ def solve(
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     dtype: torch.dtype = torch.float64,
     widths: list[int] | None = None,
+    input_factors: tiny.CovarianceFactors | None = None,
 ) -> tuple[list[SiteReport], LayerSolution]:
     """Solve every layer and site at once (pure function of the statistics).
 
-    All layers' ``S`` are zero-padded to one size and factorised by one batched ``eigh``;
-    all sites' ``S^{-1/2} N`` by one batched ``svd`` (padding is inert: zero eigenvalues
-    are dropped). Results are returned in the statistics' dtype.
+    Layers' ``S`` are zero-padded to one size and factorised by one batched ``eigh``, and
+    sites' ``S^{-1/2} N`` by one batched ``svd`` (padding is inert: zero eigenvalues are
+    dropped); matrices wider than ``PAD_LIMIT`` are factorised alone. Results are returned
+    in the statistics' dtype.
     """
     out_dtype = stats.S[0].dtype
     if rtol is None:
         rtol = tiny.default_rtol(out_dtype)
     num_layers = stats.num_layers
-    dims = [s.shape[-1] for s in stats.S]
-    outs = [m.shape[-1] for m in stats.M]
-    d_max, o_max = max(dims), max(outs)
-    s_all = torch.stack([_pad(s.to(dtype), d_max, d_max) for s in stats.S])
-    m_all = torch.stack([_pad(m.to(dtype), d_max, o_max) for m in stats.M])
-    factors = tiny.covariance_factors(s_all, rtol=rtol, atol=atol)
-    dw_all, gains = tiny.best_update(factors.pinv, m_all)  # (L, o, d), (L,)
-    vv = torch.stack([v.to(dtype) for v in stats.vv])
-    psi_all = tiny.bottleneck(vv, gains)
-
-    weights = [dw_all[l, : outs[l], : dims[l] - 1].to(out_dtype) for l in range(num_layers)]
-    biases = [dw_all[l, : outs[l], dims[l] - 1].to(out_dtype) for l in range(num_layers)]
-    layers = LayerSolution(weights, biases, gains.to(out_dtype))
+    inv_sqrt, dws, gain_list, factors0 = _factor_layers(
+        [s.to(dtype) for s in stats.S], [m.to(dtype) for m in stats.M], rtol, atol, input_factors
+    )
+    gains = torch.stack(gain_list)
+    psi = tiny.bottleneck(torch.stack([v.to(dtype) for v in stats.vv]), gains)
+    weights = [dw[:, :-1].to(out_dtype) for dw in dws]
+    biases = [dw[:, -1].to(out_dtype) for dw in dws]
+    layers = LayerSolution(weights, biases, gains.to(out_dtype), factors0)
 
     sites: list[SiteReport] = []
     if num_layers < 2:
         return sites, layers
-    p_all = torch.stack([_pad(p.to(dtype), d_max, o_max) for p in stats.P])
-    c_all = torch.stack([_pad(c.to(dtype), d_max, d_max) for c in stats.C])
-    n_all = tiny.projected_cross_correlation(p_all, c_all, dw_all[1:])
-    sol = tiny.new_neurons(factors.inv_sqrt[:-1], n_all)
-    significant = tiny.significant_count(sol.eigenvalues, statistical_threshold)
-    fo_gain = tiny.first_order_gain(gains[1:], sol.eigenvalues, slope_at_zero, significant)
-    for j in range(num_layers - 1):
-        d_in, o_next = dims[j], outs[j + 1]
-        r = min(d_in, o_next)
+    n_list = [
+        tiny.projected_cross_correlation(stats.P[j].to(dtype), stats.C[j].to(dtype), dws[j + 1])
+        for j in range(num_layers - 1)
+    ]
+    solutions = _neurons_of_sites(inv_sqrt[:-1], n_list)
+    for j, sol in enumerate(solutions):
+        significant = tiny.significant_count(sol.eigenvalues, statistical_threshold)
+        fo_gain = tiny.first_order_gain(gains[j + 1], sol.eigenvalues, slope_at_zero, significant)
         sites.append(
             SiteReport(
                 site=j,
-                width=widths[j] if widths is not None else dims[j + 1] - 1,
-                eigenvalues=sol.eigenvalues[j, :r].to(out_dtype),
+                width=widths[j] if widths is not None else stats.S[j + 1].shape[-1] - 1,
+                eigenvalues=sol.eigenvalues.to(out_dtype),
                 update_gain=gains[j + 1].to(out_dtype),
-                bottleneck=psi_all[j + 1].to(out_dtype),
-                num_significant=significant[j],
-                first_order_gain=fo_gain[j].to(out_dtype),
+                bottleneck=psi[j + 1].to(out_dtype),
+                num_significant=significant,
+                first_order_gain=fo_gain.to(out_dtype),
                 slope_at_zero=slope_at_zero,
-                alpha=sol.alpha[j, :r, :d_in].to(out_dtype),
-                omega=sol.omega[j, :o_next, :r].to(out_dtype),
+                alpha=sol.alpha.to(out_dtype),
+                omega=sol.omega.to(out_dtype),
                 update_weight=weights[j + 1],
                 update_bias=biases[j + 1],
                 raw_correlation=stats.P[j],
@@ -217,6 +293,7 @@ def bottleneck(
     atol: float = tiny.DEFAULT_ATOL,
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     solve_dtype: torch.dtype = torch.float64,
+    input_factors: tiny.CovarianceFactors | None = None,
 ) -> BottleneckReport:
     """Measure the expressivity bottleneck of every hidden site of ``net``.
 
@@ -242,6 +319,10 @@ def bottleneck(
     solve_dtype
         Precision of the factorisations (float64 by default; results come back in the
         net's dtype).
+    input_factors
+        Factors of the input covariance ``E[[x; 1][x; 1]^T]`` from an earlier report on
+        the same data (``report.input_factors``): the input layer's ``eigh`` is skipped. For
+        wide inputs (flattened images) it is the dominant cost, and constant for fixed data.
     """
     checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
     for name, value in checks:
@@ -258,5 +339,7 @@ def bottleneck(
         statistical_threshold=statistical_threshold,
         dtype=solve_dtype,
         widths=net.hidden_widths,
+        input_factors=input_factors,
     )
-    return BottleneckReport(sites, layers, stats.loss, stats.num_samples, stats)
+    factors = input_factors if input_factors is not None else layers.input_factors
+    return BottleneckReport(sites, layers, stats.loss, stats.num_samples, stats, factors)

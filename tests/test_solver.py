@@ -264,3 +264,19 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(
             a.first_order_gain, b.first_order_gain.cpu(), rtol=1e-3, atol=1e-6
         )
+
+
+def test_wide_layers_solved_alone_and_input_factors_reused(monkeypatch):
+    from growenv import report as report_module
+
+    net, x, y = make_problem([5, 3], in_features=9, seed=13, dtype=torch.float64)
+    padded = growenv.bottleneck(net, x, y)
+    monkeypatch.setattr(report_module, "PAD_LIMIT", 6)  # input (10) is now "wide"
+    alone = growenv.bottleneck(net, x, y)
+    assert alone.input_factors is not None and padded.input_factors is None
+    reused = growenv.bottleneck(net, x, y, input_factors=alone.input_factors)
+    for a, b, c in zip(padded.sites, alone.sites, reused.sites):
+        torch.testing.assert_close(a.eigenvalues, b.eigenvalues, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a.eigenvalues, c.eigenvalues, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a.first_order_gain, c.first_order_gain, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(padded.layers.update_gain, reused.layers.update_gain)

@@ -1,0 +1,251 @@
+"""GrowthEnv: checkers, determinism, masks, actions, rewards, tasks, bad kwargs."""
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import growenv  # noqa: F401  (registers growenv/Grow-v0)
+from growenv.env import GrowthEnv
+from growenv.tasks import TeacherStudentDistribution
+
+FAST = dict(train_steps=5, max_steps=4, batch_size=32)
+SMALL_TS = dict(n_train=256, n_stats=128, n_val=128, n_test=128)
+
+
+def fast_env(**kw):
+    args = dict(task_kwargs=SMALL_TS, **FAST)
+    args.update(kw)
+    return GrowthEnv(**args)
+
+
+def test_make_with_no_arguments_runs_an_episode():
+    env = gym.make("growenv/Grow-v0")
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert info["widths"] == [1, 1]
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.skip_action)
+    assert np.isfinite(reward) and not terminated
+    env.close()
+
+
+def test_gymnasium_env_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    # the checker steps with unmasked random actions: masked ones become "skip"
+    check_env(fast_env(invalid_action="skip"), skip_render_check=True)
+
+
+def test_sb3_env_checker():
+    from stable_baselines3.common.env_checker import check_env
+
+    # SB3's checker samples actions without masks: masked ones become "skip"
+    check_env(fast_env(invalid_action="skip"), warn=True)
+
+
+def test_invalid_action_skip_mode():
+    env = fast_env(invalid_action="skip")
+    _, info0 = env.reset(seed=0)
+    _, _, _, _, info = env.step(3)
+    assert info["invalid_action"] and info["grown_site"] == -1 and info["params"] == info0["params"]
+
+
+def trajectory(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    out = [obs]
+    rewards = []
+    for a in actions:
+        mask = env.action_masks()
+        a = a if mask[a] else env.skip_action
+        obs, r, term, trunc, info = env.step(a)
+        out.append(obs)
+        rewards.append(r)
+        if term or trunc:
+            break
+    return np.stack(out), np.array(rewards), info
+
+
+def test_same_seed_same_trajectory_and_different_seed_differs():
+    env = fast_env()
+    actions = [1, 0, 4, 1]
+    o1, r1, i1 = trajectory(env, 3, actions)
+    o2, r2, i2 = trajectory(fast_env(), 3, actions)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert i1["params"] == i2["params"]
+    o3, _, _ = trajectory(env, 4, actions)
+    assert not np.array_equal(o1, o3)
+
+
+def test_distribution_task_changes_with_seed_and_reproduces():
+    env = fast_env(task=TeacherStudentDistribution(width=(5, 12)), task_kwargs=None)
+    env.reset(seed=1)
+    t1 = env.task.info.copy()
+    env.reset(seed=2)
+    t2 = env.task.info.copy()
+    env.reset(seed=1)
+    assert env.task.info == t1
+    assert t1 != t2
+
+
+def test_each_action_type_and_masks():
+    env = fast_env()
+    obs, info = env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask.dtype == bool and mask.shape == (env.action_space.n,)
+    assert mask[env.skip_action] and mask[env.stop_action]
+    assert not mask[2] and not mask[3]  # the net has 2 hidden sites; max_sites is 4
+    with pytest.raises(ValueError, match="masked"):
+        env.step(3)
+    params = info["params"]
+    obs, r, term, trunc, info = env.step(1)  # grow site 1
+    assert info["grown_site"] == 1 and info["params"] > params and info["widths"][1] > 1
+    assert info["gamma"] >= 0
+    obs, r, term, trunc, info = env.step(env.skip_action)
+    assert info["grown_site"] == -1 and info["gamma"] == 0.0
+    assert "seconds" not in info  # wall-clock time only at the episode's end
+    obs, r, term, trunc, info = env.step(env.stop_action)
+    assert term and not trunc and r == 0.0
+    assert set(info["seconds"]) == {"train", "statistics", "search", "evaluate"}
+    assert info["compute"] == pytest.approx(sum(info["compute_by_phase"].values()))
+
+
+def test_truncation_at_step_limit():
+    env = fast_env(max_steps=2)
+    env.reset(seed=0)
+    _, _, term, trunc, _ = env.step(env.skip_action)
+    assert not trunc
+    _, _, term, trunc, _ = env.step(env.skip_action)
+    assert trunc and not term
+
+
+def test_compute_budget_terminates():
+    env = fast_env(max_compute=1.0, max_steps=10)
+    env.reset(seed=0)
+    _, _, term, trunc, info = env.step(env.skip_action)
+    assert term and info["compute"] >= 1.0
+
+
+def test_param_budget_masks_growth():
+    env = fast_env()
+    _, info = env.reset(seed=0)
+    env_b = fast_env(max_params=info["params"] + 1)
+    env_b.reset(seed=0)
+    assert not env_b.action_masks()[:2].any()
+
+
+def test_reward_is_relative_val_decrease_minus_cost():
+    env = fast_env(cost_per_param=0.0)
+    _, info0 = env.reset(seed=0)
+    _, r, _, _, info1 = env.step(1)
+    expected = (info0["val_loss"] - info1["val_loss"]) / info0["val_loss"]
+    assert r == pytest.approx(expected, rel=1e-6)
+    if info1["val_loss"] < info0["val_loss"]:
+        assert r > 0  # lowering the validation loss at zero cost is rewarded
+    cost = 1e-3
+    env_c = fast_env(cost_per_param=cost)
+    _, c0 = env_c.reset(seed=0)
+    _, rc, _, _, c1 = env_c.step(1)
+    assert rc == pytest.approx(expected - cost * (c1["params"] - c0["params"]), rel=1e-6)
+
+
+def test_info_gains_match_report_and_greedy_needs_no_recomputation():
+    env = fast_env(neurons_per_growth=2)
+    _, info = env.reset(seed=5)
+    for j, site in enumerate(env.report.sites):
+        k = min(2, site.eigenvalues.numel())
+        if env.action_masks()[j]:
+            assert info["candidate_gains"][j] == pytest.approx(float(site.gain(k)), rel=1e-5)
+    assert np.all(np.isneginf(info["candidate_gains"][2:]))
+    for key in (
+        "params",
+        "flops",
+        "train_loss",
+        "val_loss",
+        "gamma",
+        "compute",
+        "compute_by_phase",
+    ):
+        assert key in info
+
+
+def test_evaluate_candidates_matches_amplitude_search():
+    env = fast_env()
+    env.reset(seed=0)
+    res = env.evaluate_candidates()
+    assert res["loss_drop"].shape == (4,) and np.isneginf(res["loss_drop"][2:]).all()
+    assert (res["loss_drop"][:2] >= 0).all()
+
+
+@pytest.mark.parametrize("task", ["multi_sin", "digits"])
+def test_classification_tasks(task):
+    kwargs = dict(n_train=256, n_stats=128, n_val=128, n_test=128) if task == "multi_sin" else {}
+    env = fast_env(task=task, task_kwargs=kwargs)
+    obs, info = env.reset(seed=0)
+    assert 0.0 <= info["val_accuracy"] <= 1.0
+    env.step(0)
+
+
+def test_render_modes():
+    env = fast_env(render_mode="ansi")
+    env.reset(seed=0)
+    text = env.render()
+    assert "architecture" in text and "site" in text
+    env = fast_env(render_mode="rgb_array")
+    env.reset(seed=0)
+    env.step(1)
+    img = env.render()
+    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+
+
+def test_bad_kwargs():
+    with pytest.raises(ValueError, match="task: expected one of"):
+        GrowthEnv(task="imagenet")
+    with pytest.raises(ValueError, match="max_sites"):
+        GrowthEnv(hidden_layers=5, max_sites=4)
+    with pytest.raises(ValueError, match="neurons_per_growth"):
+        GrowthEnv(neurons_per_growth=0)
+    with pytest.raises(ValueError, match="render_mode"):
+        GrowthEnv(render_mode="human")
+    with pytest.raises(TypeError):
+        GrowthEnv(not_a_kwarg=1)
+    with pytest.raises(TypeError, match="n_trains"):
+        GrowthEnv(task_kwargs={"n_trains": 5})
+    with pytest.raises(ValueError, match="method"):
+        GrowthEnv(method="firefly")
+    env = fast_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action: expected 0 <= action < 6"):
+        env.step(6)
+
+
+def test_cifar_task_from_tiny_archive(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 30) for i in range(1, 6)] + [("test_batch", 20)]:
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    env = fast_env(task="cifar10", task_kwargs={"data_dir": str(tmp_path)})
+    obs, info = env.reset(seed=0)
+    assert env.net.in_features == 3072 and env.net.out_features == 10
+    env.step(0)
+
+
+def test_optimizer_state_kept_across_env_growth():
+    env = fast_env()
+    env.reset(seed=0)
+    w = env.net.weights[1]
+    before = env.optimizer.state[w]["exp_avg"].clone()
+    env._grow(0)
+    assert env.net.weights[1] is w
+    torch.testing.assert_close(env.optimizer.state[w]["exp_avg"][:, : before.shape[1]], before)
