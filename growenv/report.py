@@ -151,9 +151,9 @@ class BottleneckReport:
 PAD_LIMIT = 256
 
 
-def _groups(sizes: list[int], limit: int = PAD_LIMIT) -> list[list[int]]:
-    small = [i for i, d in enumerate(sizes) if d <= limit]
-    return ([small] if small else []) + [[i] for i, d in enumerate(sizes) if d > limit]
+def _groups(sizes: list[int]) -> list[list[int]]:
+    small = [i for i, d in enumerate(sizes) if d <= PAD_LIMIT]
+    return ([small] if small else []) + [[i] for i, d in enumerate(sizes) if d > PAD_LIMIT]
 
 
 def _factor_layers(
