@@ -38,20 +38,21 @@ def amplitude_search(
     """Evaluate the mean loss on ``(x, y)`` at every amplitude at once and take the best.
 
     The forward pass up to the grown site is shared; the rest runs once, batched over
-    amplitudes. ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``. No host
-    synchronisation.
+    amplitudes. ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``. With the default
+    grid there is no host synchronisation (user-given ``gammas`` are validated once).
     """
     net.check_input(x)
     _check_candidate(net, candidate)
     loss_fn = resolve_loss(loss)
     y = prepare_target(loss, y, x.shape[0], net.out_features)
     if gammas is None:
-        gammas = default_gammas(x.device, x.dtype)
-    gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
-    if gammas.numel() == 0 or bool((gammas < 0).any()):
-        raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
-    if not bool((gammas == 0).any()):
-        gammas = torch.cat([gammas.new_zeros(1), gammas])
+        gammas = default_gammas(x.device, x.dtype)  # starts with 0
+    else:
+        gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
+        if gammas.numel() == 0 or bool((gammas < 0).any()):
+            raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
+        if not bool((gammas == 0).any()):
+            gammas = torch.cat([gammas.new_zeros(1), gammas])
     with torch.no_grad():
         h_in = net.forward_prefix(x, candidate.site)
         pre = next_preactivation(net, candidate, h_in, gammas)

@@ -82,20 +82,21 @@ class StatisticsAccumulator:
         inputs
             ``h_l`` for every layer ``l`` (without the ones column), each ``(..., n, d_l)``.
         grads
-            ``d l_i / d a_l`` for every layer, each ``(..., n, out_l)`` (the sign is flipped
-            here: the statistics use ``v = -grad``).
+            ``d l_i / d a_l`` for every layer, each ``(..., n, out_l)`` (the statistics use
+            ``v = -grad``; the sign is applied to the averaged products).
         losses
             Per-sample losses ``(..., n)``.
         """
+        # products with the raw gradients g = dl/da; the sign of v = -g is applied to the
+        # small (d, out) results in result(), not to the (n, out) gradients
         b = [with_ones(h) for h in inputs]
-        v = [-g for g in grads]
         num_layers = len(b)
         sums = {
             "S": [_t(b[l]) @ b[l] for l in range(num_layers)],
-            "M": [_t(b[l]) @ v[l] for l in range(num_layers)],
-            "vv": [v[l].pow(2).sum((-1, -2)) for l in range(num_layers)],
+            "M": [_t(b[l]) @ grads[l] for l in range(num_layers)],
+            "vv": [torch.linalg.vector_norm(g, dim=(-2, -1)).square() for g in grads],
             "C": [_t(b[l]) @ b[l + 1] for l in range(num_layers - 1)],
-            "P": [_t(b[l]) @ v[l + 1] for l in range(num_layers - 1)],
+            "P": [_t(b[l]) @ grads[l + 1] for l in range(num_layers - 1)],
         }
         loss_sum = losses.sum(-1)
         if self._sums is None:
@@ -112,8 +113,18 @@ class StatisticsAccumulator:
         if self._sums is None or self.num_samples == 0:
             raise ValueError("data: no samples were given to the statistics pass")
         n = self.num_samples
-        means = {key: [t / n for t in values] for key, values in self._sums.items()}
+        sign = {"M": -1.0, "P": -1.0}  # v = -g
+        means = {
+            key: [t * (sign.get(key, 1.0) / n) for t in values]
+            for key, values in self._sums.items()
+        }
         return GrowthStatistics(loss=self._loss / n, num_samples=n, **means)
+
+    def all_finite(self) -> torch.Tensor:
+        """0-d bool tensor: the sums hold no NaN/inf (so neither did the data)."""
+        if self._sums is None:
+            return torch.tensor(True)
+        return torch.isfinite(self._loss).all() & torch.isfinite(self._sums["S"][0]).all()
 
 
 def iterate_batches(
@@ -159,24 +170,20 @@ def compute_statistics(
     loss
         ``"mse"``, ``"cross_entropy"`` or a callable returning per-sample losses.
     check_finite
-        Raise ``ValueError`` if the data hold NaN or inf (one host check after the loop).
+        Raise ``ValueError`` if the data hold NaN or inf: one host check after the loop, on
+        the accumulated input covariance and loss (a non-finite input or target makes them
+        non-finite), so the loop itself never synchronises.
     """
     loss_fn = resolve_loss(loss)
     acc = StatisticsAccumulator()
-    finite = None
     device = net.device
     for xb, yb in iterate_batches(x, y, batch_size):
         net.check_input(xb)
         xb = xb.to(device=device, dtype=net.dtype)
         yb = prepare_target(loss, yb.to(device), xb.shape[0], net.out_features)
-        if check_finite:
-            ok = torch.isfinite(xb).all()
-            if yb.is_floating_point():
-                ok = ok & torch.isfinite(yb).all()
-            finite = ok if finite is None else finite & ok
         inputs, grads, losses = layer_inputs_and_grads(net, xb, yb, loss_fn)
         acc.add(inputs, grads, losses)
-    if finite is not None and not bool(finite):
+    if check_finite and not bool(acc.all_finite()):
         raise ValueError("x/y: the data contain NaN or inf values")
     return acc.result()
 
