@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -199,8 +200,14 @@ class GrowthEnv(gym.Env):
             return lambda rng: task.sample(rng, **task_kwargs)
         if isinstance(task, str):
             if task == DISTRIBUTION_NAME:
-                dist = TeacherStudentDistribution(**task_kwargs)
-                return lambda rng: dist.sample(rng)
+                # distribution fields (depth, width, seeds, ...) build the distribution; the
+                # rest (n_train, noise_std, ...) are passed to every teacher_student draw
+                fields = {f.name for f in dataclasses.fields(TeacherStudentDistribution)}
+                dist_kwargs = {k: v for k, v in task_kwargs.items() if k in fields}
+                overrides = {k: v for k, v in task_kwargs.items() if k not in fields}
+                dist = TeacherStudentDistribution(**dist_kwargs)
+                dist.sample(np.random.default_rng(0), **overrides)  # bad overrides fail now
+                return lambda rng: dist.sample(rng, **overrides)
             if task not in TASK_NAMES:
                 raise ValueError(
                     f"task: expected one of {(*TASK_NAMES, DISTRIBUTION_NAME)}, a Task, a "
