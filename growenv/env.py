@@ -222,6 +222,14 @@ class GrowthEnv(gym.Env):
     # ------------------------------------------------------------------ api
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self.net = self._start_episode()
+        self.optimizer = make_optimizer(self.net, self.optimizer_name, lr=self.lr)
+        self._train_and_measure()
+        return self._observation(), self._info()
+
+    def _start_episode(self) -> GrowingMLP:
+        """Draw the task and the generators from ``np_random``, reset the counters, and
+        return the initial student (the lockstep vector env copies it into its stack)."""
         task = self._task_source(self.np_random)
         if not isinstance(task, Task):
             raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
@@ -229,7 +237,7 @@ class GrowthEnv(gym.Env):
         torch_seed = int(self.np_random.integers(2**62))
         self._gen = torch.Generator().manual_seed(torch_seed)
         init_gen = torch.Generator().manual_seed(torch_seed + 1)
-        self.net = GrowingMLP(
+        net = GrowingMLP(
             self.task.in_features,
             [self.start_width] * self.hidden_layers,
             self.task.out_features,
@@ -237,7 +245,6 @@ class GrowthEnv(gym.Env):
             device=self.device,
             generator=init_gen,
         )
-        self.optimizer = make_optimizer(self.net, self.optimizer_name, lr=self.lr)
         self.step_count = 0
         self.compute = 0.0
         self.seconds = dict.fromkeys(PHASES, 0.0)
@@ -249,12 +256,22 @@ class GrowthEnv(gym.Env):
         self._loss_drop = 0.0
         self._grown_site = -1
         self._input_factors = None
-        self._train_and_measure()
-        return self._observation(), self._info()
+        return net
 
     def step(self, action):
         if self.net is None:
             raise RuntimeError("step: call reset() before step()")
+        action, invalid = self._validate_action(action)
+        if action == self.stop_action:
+            return self._stop()
+        before = self._begin_step()
+        if action < self.max_sites:
+            self._grow(action)
+        self._train_and_measure()
+        return self._end_step(before, invalid)
+
+    def _validate_action(self, action) -> tuple[int, bool]:
+        """The action to take and whether the given one was masked (or raise)."""
         action = int(action)
         if not 0 <= action < self.action_space.n:
             raise ValueError(f"action: expected 0 <= action < {self.action_space.n}, got {action}")
@@ -267,15 +284,20 @@ class GrowthEnv(gym.Env):
                 f"action: {action} ({self.describe_action(action)}) is masked in this state; "
                 f"valid actions are {np.flatnonzero(mask).tolist()} (see action_masks())"
             )
-        if action == self.stop_action:
-            self.step_count += 1
-            return self._observation(), 0.0, True, False, self._info(episode_end=True)
-        params_before, flops_before = self.net.num_parameters(), self.net.flops()
-        prev_val = self._val_loss
+        return action, invalid
+
+    def _stop(self):
+        self.step_count += 1
+        info = self._info(episode_end=True)
+        info["invalid_action"] = False
+        return self._observation(), 0.0, True, False, info
+
+    def _begin_step(self) -> tuple[int, int, float]:
         self._gamma, self._loss_drop, self._grown_site = 0.0, 0.0, -1
-        if action < self.max_sites:
-            self._grow(action)
-        self._train_and_measure()
+        return self.net.num_parameters(), self.net.flops(), self._val_loss
+
+    def _end_step(self, before: tuple[int, int, float], invalid: bool):
+        params_before, flops_before, prev_val = before
         self.step_count += 1
         added_params = self.net.num_parameters() - params_before
         added_flops = self.net.flops() - flops_before
@@ -336,25 +358,30 @@ class GrowthEnv(gym.Env):
         stats = self.task.stats
         result = amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
         self.seconds["search"] += time.perf_counter() - start
-        self._add_compute(
-            "search",
-            costs.amplitude_macs(self.net.layer_sizes, site, len(default_gammas()), len(stats)),
-        )
+        self._account_search(site)
         result.candidate = cand
         return result
+
+    def _account_search(self, site: int) -> None:
+        macs = costs.amplitude_macs(
+            self.net.layer_sizes, site, len(default_gammas()), len(self.task.stats)
+        )
+        self._add_compute("search", macs)
 
     def _grow(self, site: int) -> None:
         result = self._search(site)
         apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
-        self._gamma, self._loss_drop = float(result.gamma), float(result.loss_drop)
-        self._grown_site = site
+        self._record_growth(site, float(result.gamma), float(result.loss_drop))
+
+    def _record_growth(self, site: int, gamma: float, loss_drop: float) -> None:
+        self._gamma, self._loss_drop, self._grown_site = gamma, loss_drop, site
 
     def _add_compute(self, phase: str, macs: float) -> None:
         self.compute += macs
         self.compute_by_phase[phase] += macs
 
     def _train_and_measure(self) -> None:
-        task, sizes = self.task, self.net.layer_sizes
+        task = self.task
         t0 = time.perf_counter()
         train_loss = train_steps(
             self.net,
@@ -367,8 +394,6 @@ class GrowthEnv(gym.Env):
             self._gen,
         )
         t1 = time.perf_counter()
-        samples = self.train_steps * min(self.batch_size, len(task.train))
-        self._add_compute("train", costs.training_macs(sizes, samples))
         self.report: BottleneckReport = bottleneck(
             self.net,
             task.stats.x,
@@ -379,32 +404,8 @@ class GrowthEnv(gym.Env):
         # the statistics split is fixed for the episode, so is its input covariance
         self._input_factors = self.report.input_factors
         t2 = time.perf_counter()
-        self._add_compute(
-            "statistics", costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
-        )
         val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
-        self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
-        self._summarise_report()
-        t3 = time.perf_counter()
-        self.seconds["train"] += t1 - t0
-        self.seconds["statistics"] += t2 - t1
-        self.seconds["evaluate"] += t3 - t2
-        self._train_loss = float(train_loss) if self.train_steps else float(self.report.loss)
-        self._val_loss = float(val_loss)
-        self._val_acc = None if val_acc is None else float(val_acc)
-        self.history.append(
-            {
-                "step": self.step_count,
-                "params": self.net.num_parameters(),
-                "val_loss": self._val_loss,
-                "widths": list(self.net.hidden_widths),
-            }
-        )
-
-    def _summarise_report(self) -> None:
-        """Move the per-site numbers the observation needs to the host, in one transfer."""
         sites = self.report.sites
-        n = len(sites)
         rank = max([s.eigenvalues.numel() for s in sites] + [features.TOP_K])
         rows = [
             torch.cat(
@@ -415,12 +416,54 @@ class GrowthEnv(gym.Env):
             )
             for s in sites
         ]
+        scalars = torch.stack([train_loss.to(val_loss), self.report.loss.to(val_loss), val_loss])
+        # one transfer of everything the observation needs
         host = torch.stack(rows).double().cpu().numpy() if rows else np.zeros((0, 3 + rank))
-        self._update_gain, self._psi, self._num_sig = host[:, 0], host[:, 1], host[:, 2]
-        lam = host[:, 3:]
+        train_host, stats_host, val_host = scalars.double().cpu().numpy()
+        t3 = time.perf_counter()
+        self.seconds["train"] += t1 - t0
+        self.seconds["statistics"] += t2 - t1
+        self.seconds["evaluate"] += t3 - t2
+        self._absorb_measurement(
+            train_loss=float(train_host),
+            stats_loss=float(stats_host),
+            val_loss=float(val_host),
+            val_acc=None if val_acc is None else float(val_acc),
+            site_table=host,
+            ranks=np.array([s.eigenvalues.numel() for s in sites], dtype=float),
+        )
+
+    def _absorb_measurement(
+        self,
+        train_loss: float,
+        stats_loss: float,
+        val_loss: float,
+        val_acc: float | None,
+        site_table: np.ndarray,
+        ranks: np.ndarray,
+    ) -> None:
+        """Book the compute of a train + measure phase and store what the observation needs.
+
+        ``site_table`` rows (one per site): update gain d, bottleneck Psi, number of
+        significant eigenvalues, then the eigenvalues (zero padded); ``ranks``: how many
+        eigenvalues each site has (the most neurons one growth can add there).
+        """
+        sizes, task = self.net.layer_sizes, self.task
+        samples = self.train_steps * min(self.batch_size, len(task.train))
+        self._add_compute("train", costs.training_macs(sizes, samples))
+        self._add_compute(
+            "statistics", costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
+        )
+        self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
+        self._stats_loss = stats_loss
+        self._train_loss = train_loss if self.train_steps else stats_loss
+        self._val_loss = val_loss
+        self._val_acc = val_acc
+        n = site_table.shape[0]
+        self._update_gain, self._psi, self._num_sig = site_table.T[:3]
+        lam = site_table[:, 3:]
         self._lam = lam
-        self._site_lambda1 = lam[:, 0]
-        ranks = np.array([s.eigenvalues.numel() for s in sites], dtype=float)
+        self._site_lambda1 = lam[:, 0] if n else np.zeros(0)
         k = (
             self._num_sig
             if self.neurons_per_growth == "auto"
@@ -429,11 +472,18 @@ class GrowthEnv(gym.Env):
         # a candidate adds min(K, rank) neurons: rank(N) <= width of the next layer
         k = np.maximum(np.minimum(k, ranks), 1)
         self._neurons = k
-        sizes = self.net.layer_sizes
         self._added_params = np.array([k[j] * (sizes[j] + 1 + sizes[j + 2]) for j in range(n)])
         self._added_flops = np.array([k[j] * (sizes[j] + sizes[j + 2]) for j in range(n)])
-        first_k = np.arange(rank)[None, :] < k[:, None]
+        first_k = np.arange(lam.shape[1])[None, :] < k[:, None]
         self._gains = self._update_gain + self.net.slope0 * (lam**2 * first_k).sum(1)
+        self.history.append(
+            {
+                "step": self.step_count,
+                "params": self.net.num_parameters(),
+                "val_loss": self._val_loss,
+                "widths": list(self.net.hidden_widths),
+            }
+        )
 
     def _observation(self) -> np.ndarray:
         n = self.net.num_sites
@@ -446,7 +496,7 @@ class GrowthEnv(gym.Env):
             candidate_gain=self._gains,
             added_params=self._added_params,
             added_flops=self._added_flops,
-            loss=float(self.report.loss),
+            loss=self._stats_loss,
             params=self.net.num_parameters(),
             flops=self.net.flops(),
             neurons=int(np.max(self._neurons)) if n else 1,
@@ -485,7 +535,7 @@ class GrowthEnv(gym.Env):
             "flops": self.net.flops(),
             "widths": list(self.net.hidden_widths),
             "train_loss": self._train_loss,
-            "stats_loss": float(self.report.loss),
+            "stats_loss": self._stats_loss,
             "val_loss": self._val_loss,
             "val_accuracy": self._val_acc,
             "candidate_gains": gains,

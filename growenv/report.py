@@ -191,8 +191,8 @@ def _factor_layers(
         dw, gain = tiny.best_update(factors.pinv, m_pad)
         for k, i in enumerate(group):
             di, oi = s_list[i].shape[-1], m_list[i].shape[-1]
-            inv_sqrt[i] = factors.inv_sqrt[k, :di, :di]
-            dws[i] = dw[k, :oi, :di]
+            inv_sqrt[i] = factors.inv_sqrt[k, ..., :di, :di]
+            dws[i] = dw[k, ..., :oi, :di]
             gains[i] = gain[k]
         if group == [0] and s_list[0].shape[-1] > PAD_LIMIT:
             input_factors = tiny.CovarianceFactors(
@@ -213,10 +213,10 @@ def _neurons_of_sites(
         n_pad = torch.stack([_pad(n_list[i], d, o) for i in group])
         sol = tiny.new_neurons(isqrt, n_pad)
         for k, i in enumerate(group):
-            di, oi = n_list[i].shape
+            di, oi = n_list[i].shape[-2:]
             r = min(di, oi)
             out[i] = tiny.NeuronSolution(
-                sol.eigenvalues[k, :r], sol.alpha[k, :r, :di], sol.omega[k, :oi, :r]
+                sol.eigenvalues[k, ..., :r], sol.alpha[k, ..., :r, :di], sol.omega[k, ..., :oi, :r]
             )
     return out
 
@@ -247,8 +247,8 @@ def solve(
     )
     gains = torch.stack(gain_list)
     psi = tiny.bottleneck(torch.stack([v.to(dtype) for v in stats.vv]), gains)
-    weights = [dw[:, :-1].to(out_dtype) for dw in dws]
-    biases = [dw[:, -1].to(out_dtype) for dw in dws]
+    weights = [dw[..., :-1].to(out_dtype) for dw in dws]
+    biases = [dw[..., -1].to(out_dtype) for dw in dws]
     layers = LayerSolution(weights, biases, gains.to(out_dtype), factors0)
 
     sites: list[SiteReport] = []
