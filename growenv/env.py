@@ -16,11 +16,14 @@ from growenv.amplitude import amplitude_search, default_gammas
 from growenv.growth import apply_growth
 from growenv.nets import GrowingMLP
 from growenv.report import BottleneckReport, bottleneck
-from growenv.tasks import TASK_NAMES, Task, TeacherStudentDistribution, make_task
+from growenv.tasks import TASK_NAMES, Split, Task, TeacherStudentDistribution, make_task
 from growenv.training import evaluate, make_optimizer, train_steps
 
 TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
 DISTRIBUTION_NAME = "teacher_student_distribution"
+# A site whose best neuron would gain less than this fraction of the loss (lambda_1^2 / L) is
+# masked: such eigenvalues are rounding noise of float32 statistics, not capacity to add.
+GAIN_RESOLUTION = 1e-7
 OBS_BOUND = 1e6  # features are logs and symlogs; this bound is never reached in practice
 PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
 
@@ -39,6 +42,18 @@ def _float_arg(name: str, value: Any, low: float = 0.0, allow_none: bool = False
     return float(value)
 
 
+def _cast(task: Task, dtype: torch.dtype) -> Task:
+    """The task with floating-point inputs (and regression targets) in ``dtype``."""
+    if dtype == torch.float32:
+        return task
+
+    def cast(split: Split) -> Split:
+        y = split.y.to(dtype) if split.y.is_floating_point() else split.y
+        return Split(split.x.to(dtype), y)
+
+    return dataclasses.replace(task, **{k: cast(v) for k, v in task.splits().items()})
+
+
 class GrowthEnv(gym.Env):
     """Decide where and when a network grows.
 
@@ -54,8 +69,9 @@ class GrowthEnv(gym.Env):
     ## Action Space
     ``Discrete(max_sites + 2)``: ``i < max_sites`` grows site ``i`` (hidden state ``i``),
     ``max_sites`` skips growth (train only), ``max_sites + 1`` stops the episode.
-    :meth:`action_masks` gives the valid actions (sites that exist, have a positive
-    eigenvalue and fit the parameter budget); a masked action raises ``ValueError``, or
+    :meth:`action_masks` gives the valid actions (sites that exist, whose best neuron
+    gains more than float32 noise, ``lambda_1^2 > 1e-7 L``, and that fit the parameter
+    budget); a masked action raises ``ValueError``, or
     with ``invalid_action="skip"`` is replaced by the skip action (``info["invalid_action"]``
     says so; for learners without masks and for SB3's env checker, which samples actions
     blindly).
@@ -113,7 +129,8 @@ class GrowthEnv(gym.Env):
     the significant ones), ``train_steps``, ``batch_size``, ``optimizer``, ``lr``,
     ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
     ``cost_per_flop``, ``method`` ("tiny", "gradmax", "random"), ``invalid_action``
-    ("raise" or "skip"), ``render_mode``.
+    ("raise" or "skip"), ``dtype`` ("float32" or "float64": network, data and
+    statistics), ``render_mode``.
 
     ## Version History
     * v0: initial version.
@@ -142,6 +159,7 @@ class GrowthEnv(gym.Env):
         cost_per_flop: float = 0.0,
         method: str = "tiny",
         invalid_action: str = "raise",
+        dtype: str | torch.dtype = "float32",
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -169,6 +187,14 @@ class GrowthEnv(gym.Env):
         if invalid_action not in ("raise", "skip"):
             raise ValueError(f"invalid_action: expected 'raise' or 'skip', got {invalid_action!r}")
         self.invalid_action = invalid_action
+        dtypes = {"float32": torch.float32, "float64": torch.float64}
+        if isinstance(dtype, str):
+            if dtype not in dtypes:
+                raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+            dtype = dtypes[dtype]
+        if dtype not in dtypes.values():
+            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+        self.dtype = dtype
         self.optimizer_name = optimizer
         self.activation = activation
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -233,7 +259,7 @@ class GrowthEnv(gym.Env):
         task = self._task_source(self.np_random)
         if not isinstance(task, Task):
             raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
-        self.task = task.flattened().to(self.device)
+        self.task = _cast(task.flattened().to(self.device), self.dtype)
         torch_seed = int(self.np_random.integers(2**62))
         self._gen = torch.Generator().manual_seed(torch_seed)
         init_gen = torch.Generator().manual_seed(torch_seed + 1)
@@ -244,7 +270,7 @@ class GrowthEnv(gym.Env):
             activation=self.activation,
             device=self.device,
             generator=init_gen,
-        )
+        ).to(self.dtype)
         self.step_count = 0
         self.compute = 0.0
         self.seconds = dict.fromkeys(PHASES, 0.0)
@@ -311,14 +337,16 @@ class GrowthEnv(gym.Env):
         return self._observation(), float(reward), bool(terminated), bool(truncated), info
 
     def action_masks(self) -> np.ndarray:
-        """Valid actions: existing sites with a positive eigenvalue that fit the budget."""
+        """Valid actions: existing sites whose best neuron gains more than rounding noise
+        (``lambda_1^2 > 1e-7 L``) and whose candidate fits the parameter budget."""
         mask = np.zeros(self.action_space.n, dtype=bool)
         mask[self.skip_action] = mask[self.stop_action] = True
         if self.net is None:
             return mask
         budget = None if self.max_params is None else self.max_params - self.net.num_parameters()
+        floor = GAIN_RESOLUTION * abs(self._stats_loss)
         for site in range(self.net.num_sites):
-            ok = self._site_lambda1[site] > 0
+            ok = self._site_lambda1[site] ** 2 > floor
             if budget is not None:
                 ok = ok and self._added_params[site] <= budget
             mask[site] = ok

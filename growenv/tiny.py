@@ -99,13 +99,28 @@ class NeuronSolution:
     omega: torch.Tensor
 
 
+def canonical_signs(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fix the sign of each singular pair: the largest-magnitude entry of ``v_k`` is positive.
+
+    ``(u_k, v_k)`` and ``(-u_k, -v_k)`` are equally valid, but for a non-odd activation the
+    two give different neurons; a fixed rule makes results independent of the LAPACK
+    path (and of zero padding, which leaves the largest entry in place).
+    """
+    pivot = vh.abs().argmax(-1, keepdim=True)
+    sign = torch.sign(torch.gather(vh, -1, pivot))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return u * sign.transpose(-1, -2), vh * sign
+
+
 def new_neurons(s_inv_sqrt: torch.Tensor, n: torch.Tensor) -> NeuronSolution:
     """TINY neurons from the SVD ``S^{-1/2} N = sum_k lambda_k u_k v_k^T``.
 
-    ``alpha_k = sqrt(lambda_k) S^{-1/2} u_k``, ``omega_k = sqrt(lambda_k) v_k``. Adding the
-    first K lowers the (linearised) bottleneck by ``sum_{k<=K} lambda_k^2``.
+    ``alpha_k = sqrt(lambda_k) S^{-1/2} u_k``, ``omega_k = sqrt(lambda_k) v_k`` (signs as in
+    :func:`canonical_signs`). Adding the first K lowers the (linearised) bottleneck by
+    ``sum_{k<=K} lambda_k^2``.
     """
     u, lam, vh = torch.linalg.svd(s_inv_sqrt @ n, full_matrices=False)
+    u, vh = canonical_signs(u, vh)
     root = lam.clamp(min=0).sqrt()
     alpha = (s_inv_sqrt @ u * root.unsqueeze(-2)).transpose(-1, -2)
     omega = vh.transpose(-1, -2) * root.unsqueeze(-2)
@@ -119,7 +134,8 @@ def gradmax_neurons(p: torch.Tensor) -> NeuronSolution:
     correlation ``P = E[b_j v_{j+1}^T]`` (unit norm), which maximise the gradient norm of the
     new incoming weights. The returned ``eigenvalues`` are the singular values of ``P``.
     """
-    _, lam, vh = torch.linalg.svd(p, full_matrices=False)
+    u, lam, vh = torch.linalg.svd(p, full_matrices=False)
+    _, vh = canonical_signs(u, vh)
     alpha = torch.zeros(*p.shape[:-2], lam.shape[-1], p.shape[-2], dtype=p.dtype, device=p.device)
     return NeuronSolution(lam, alpha, vh.transpose(-1, -2))
 

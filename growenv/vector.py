@@ -1,0 +1,374 @@
+"""LockstepVecEnv: many GrowthEnvs trained, measured and grown as one batched model.
+
+Each environment keeps its own :class:`~growenv.env.GrowthEnv` bookkeeping (task, RNG,
+budget, counters, observation, reward and info, so they mean exactly what they mean in
+``GrowthEnv``); the networks live in one :class:`~growenv.stacked.StackedMLP`, so training,
+the statistics pass, the TINY solve (batched ``eigh``/``svd`` over envs and sites) and the
+amplitude search run once for all envs instead of once per env.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from stable_baselines3.common.vec_env import VecEnv
+
+from growenv import features
+from growenv.amplitude import default_gammas
+from growenv.env import GrowthEnv
+from growenv.losses import resolve_loss
+from growenv.report import solve
+from growenv.stacked import StackedMLP, gamma_losses
+
+SPLITS = ("train", "stats", "val")
+
+
+class _Architecture:
+    """Stands in for ``env.net`` in a lockstep env: sizes and counts, read from the stack."""
+
+    def __init__(self, stack: StackedMLP, env: int) -> None:
+        self._stack, self._env = stack, env
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return self._stack.layer_sizes(self._env)
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return self._stack.widths[self._env].tolist()
+
+    @property
+    def num_sites(self) -> int:
+        return self._stack.widths.shape[1]
+
+    @property
+    def slope0(self) -> float:
+        return self._stack.slope0
+
+    def num_parameters(self) -> int:
+        return self._stack.num_parameters(self._env)
+
+    def flops(self) -> int:
+        sizes = self.layer_sizes
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def _weights_and_bias(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Zero-pad ``[W | b]`` to ``rows`` x ``cols`` weight columns, keeping the bias last."""
+    w = F.pad(t[:, :-1], (0, cols - (t.shape[1] - 1), 0, rows - t.shape[0]))
+    b = F.pad(t[:, -1:], (0, 0, 0, rows - t.shape[0]))
+    return torch.cat([w, b], 1)
+
+
+class LockstepVecEnv(VecEnv):
+    """``num_envs`` growth environments whose networks are stacked into one batched model.
+
+    Parameters
+    ----------
+    num_envs
+        Number of environments (>= 1).
+    seed
+        Env ``i`` is seeded with ``seed + i`` at the first reset (SB3's convention).
+    device
+        Where the stacked networks and the data live (``"cpu"`` or ``"cuda"``).
+    **env_kwargs
+        Any :class:`~growenv.env.GrowthEnv` keyword (``optimizer`` must be ``"adam"`` and
+        ``method`` ``"tiny"``). All envs' tasks must have the same split sizes and shapes.
+
+    Auto-reset follows SB3: a finished env is reset at once, its last observation is in
+    ``info["terminal_observation"]``. ``action_masks()`` returns ``(num_envs, n_actions)``.
+    """
+
+    def __init__(self, num_envs: int, seed: int | None = None, device="cpu", **env_kwargs) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
+        if env_kwargs.get("optimizer", "adam") != "adam":
+            raise ValueError("optimizer: the lockstep env implements 'adam' only")
+        if env_kwargs.get("method", "tiny") != "tiny":
+            raise ValueError("method: the lockstep env implements 'tiny' neurons only")
+        first = GrowthEnv(device=device, **env_kwargs)  # validates every kwarg
+        self.envs = [first] + [copy.copy(first) for _ in range(num_envs - 1)]
+        super().__init__(num_envs, first.observation_space, first.action_space)
+        self.device = torch.device(device)
+        self.stack: StackedMLP | None = None
+        self.data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._solutions: list[tuple[list, int] | None] = [None] * num_envs
+        self._actions: np.ndarray | None = None
+        self.loss_fn = None
+        self.seconds = {"train": 0.0, "statistics": 0.0, "search": 0.0, "evaluate": 0.0}
+        if seed is not None:
+            self.seed(seed)
+
+    # ------------------------------------------------------------------ resets
+    def _start(self, e: int, seed: int | None) -> None:
+        env = self.envs[e]
+        gym.Env.reset(env, seed=seed)
+        net = env._start_episode()
+        if self.stack is None:
+            self.loss_fn = resolve_loss(env.task.loss)
+            self.stack = StackedMLP(
+                self.num_envs,
+                net.in_features,
+                net.num_sites,
+                net.out_features,
+                net.activation,
+                net.slope0,
+                net.sigma0,
+                capacity=max(8, env.start_width),
+                device=self.device,
+                dtype=env.dtype,
+                lr=env.lr,
+            )
+        self.stack.load(e, net)
+        env.net = _Architecture(self.stack, e)
+        self._load_data(e, env)
+
+    def _load_data(self, e: int, env: GrowthEnv) -> None:
+        for name in SPLITS:
+            split = getattr(env.task, name)
+            if name not in self.data:
+                shape_x = (self.num_envs, *split.x.shape)
+                shape_y = (self.num_envs, *split.y.shape)
+                self.data[name] = (
+                    split.x.new_zeros(shape_x, device=self.device),
+                    split.y.new_zeros(shape_y, device=self.device),
+                )
+            x, y = self.data[name]
+            if x.shape[1:] != split.x.shape or y.shape[1:] != split.y.shape:
+                raise ValueError(
+                    f"task: the lockstep env needs every env's task to have the same split "
+                    f"sizes and shapes; env {e}'s {name} split is x{tuple(split.x.shape)}, "
+                    f"y{tuple(split.y.shape)}, the others x{tuple(x.shape[1:])}, "
+                    f"y{tuple(y.shape[1:])}"
+                )
+            x[e], y[e] = split.x, split.y
+
+    def reset(self) -> np.ndarray:
+        for e in range(self.num_envs):
+            self._start(e, self._seeds[e])
+        self._measure(list(range(self.num_envs)))
+        self._reset_seeds()
+        self._reset_options()
+        self.reset_infos = [env._info() for env in self.envs]
+        return np.stack([env._observation() for env in self.envs])
+
+    # ------------------------------------------------------------------ stepping
+    def step_async(self, actions: np.ndarray) -> None:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(
+                f"actions: expected shape ({self.num_envs},) (one action per env), "
+                f"got {actions.shape}"
+            )
+        self._actions = actions
+
+    def step_wait(self):
+        if self.stack is None:
+            raise RuntimeError("step: call reset() before step()")
+        actions, self._actions = self._actions, None
+        results: list[Any] = [None] * self.num_envs
+        before: dict[int, tuple] = {}
+        invalid: dict[int, bool] = {}
+        growing: dict[int, list[int]] = {}
+        for e, env in enumerate(self.envs):
+            try:
+                action, invalid[e] = env._validate_action(actions[e])
+            except ValueError as err:
+                raise ValueError(f"actions[{e}]: {err}") from None
+            if action == env.stop_action:
+                results[e] = env._stop()
+                continue
+            before[e] = env._begin_step()
+            if action < env.max_sites:
+                growing.setdefault(action, []).append(e)
+        for site, envs in sorted(growing.items()):
+            self._grow(site, envs)
+        active = sorted(before)
+        if active:
+            self._measure(active)
+        for e in active:
+            results[e] = self.envs[e]._end_step(before[e], invalid[e])
+        obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        dones = np.zeros(self.num_envs, dtype=bool)
+        infos: list[dict] = []
+        finished = []
+        for e, (o, r, term, trunc, info) in enumerate(results):
+            obs[e], rewards[e], dones[e] = o, r, term or trunc
+            info["TimeLimit.truncated"] = trunc and not term
+            if dones[e]:
+                info["terminal_observation"] = o
+                finished.append(e)
+            infos.append(info)
+        if finished:
+            for e in finished:
+                self._start(e, None)
+            self._measure(finished)
+            for e in finished:
+                obs[e] = self.envs[e]._observation()
+                self.reset_infos[e] = self.envs[e]._info()
+        return obs, rewards, dones, infos
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_envs, n_actions)`` boolean array of the valid actions of every env."""
+        return np.stack([env.action_masks() for env in self.envs])
+
+    # ------------------------------------------------------------------ batched work
+    def _idx(self, envs: list[int]) -> torch.Tensor:
+        return torch.tensor(envs, dtype=torch.long, device=self.device)
+
+    def _measure(self, envs: list[int]) -> None:
+        """Train, measure (statistics + solve) and validate the envs ``envs`` together."""
+        stack, idx = self.stack, self._idx(envs)
+        ref = self.envs[envs[0]]
+        t0 = time.perf_counter()
+        x, y = (t[idx] for t in self.data["train"])
+        steps, n = ref.train_steps, x.shape[1]
+        if steps > 0:
+            draws = [
+                torch.randint(0, n, (steps, min(ref.batch_size, n)), generator=self.envs[e]._gen)
+                for e in envs
+            ]
+            batches = torch.stack(draws).to(self.device)
+        else:
+            batches = torch.zeros(len(envs), 0, 1, dtype=torch.long, device=self.device)
+        train_loss = stack.train(idx, x, y, self.loss_fn, batches)
+        t1 = time.perf_counter()
+        sx, sy = (t[idx] for t in self.data["stats"])
+        stats = stack.statistics(idx, sx, sy, self.loss_fn)
+        sites, _ = solve(stats, stack.slope0)
+        t2 = time.perf_counter()
+        vx, vy = (t[idx] for t in self.data["val"])
+        with torch.no_grad():
+            out = stack.forward(vx, idx)
+            val_loss = self.loss_fn(out, vy).mean(-1)
+            classify = not vy.is_floating_point()
+            acc = (out.argmax(-1) == vy).to(out.dtype).mean(-1) if classify else val_loss
+        rank = max([s.eigenvalues.shape[-1] for s in sites] + [features.TOP_K])
+        table = torch.stack(
+            [
+                torch.cat(
+                    [
+                        torch.stack(
+                            [s.update_gain, s.bottleneck, s.num_significant.to(s.bottleneck)], 1
+                        ),
+                        F.pad(s.eigenvalues, (0, rank - s.eigenvalues.shape[-1])),
+                    ],
+                    1,
+                )
+                for s in sites
+            ],
+            1,
+        )  # (E', sites, 3 + rank)
+        scalars = torch.stack([train_loss, stats.loss, val_loss, acc], 1)
+        host_table = table.double().cpu().numpy()  # one transfer for all envs
+        host_scalars = scalars.double().cpu().numpy()
+        t3 = time.perf_counter()
+        share = 1.0 / len(envs)
+        for key, dt in (("train", t1 - t0), ("statistics", t2 - t1), ("evaluate", t3 - t2)):
+            self.seconds[key] += dt
+        for k, e in enumerate(envs):
+            env = self.envs[e]
+            sizes = stack.layer_sizes(e)
+            ranks = np.array(
+                [min(sizes[j] + 1, sizes[j + 2]) for j in range(len(sites))], dtype=float
+            )
+            site_table = host_table[k].copy()
+            lam = site_table[:, 3:]
+            lam[np.arange(lam.shape[1])[None, :] >= ranks[:, None]] = 0.0  # padding: exactly 0
+            train_l, stats_l, val_l, acc_l = host_scalars[k]
+            env.seconds["train"] += (t1 - t0) * share
+            env.seconds["statistics"] += (t2 - t1) * share
+            env.seconds["evaluate"] += (t3 - t2) * share
+            env._absorb_measurement(
+                train_loss=float(train_l),
+                stats_loss=float(stats_l),
+                val_loss=float(val_l),
+                val_acc=float(acc_l) if classify else None,
+                site_table=site_table,
+                ranks=ranks,
+            )
+            self._solutions[e] = (sites, k)
+
+    def _grow(self, site: int, envs: list[int]) -> None:
+        """Amplitude search for all envs growing ``site`` at once, then apply each."""
+        t0 = time.perf_counter()
+        stack = self.stack
+        idx = self._idx(envs)
+        nxt = site + 1
+        caps = stack.caps
+        ks = [int(self.envs[e]._neurons[site]) for e in envs]
+        k_max = max(ks)
+        needed = max(int(stack.widths[e, site]) + k for e, k in zip(envs, ks, strict=True))
+        stack.ensure_capacity(site, needed)
+        alphas, omegas, updates = [], [], []
+        for e, k in zip(envs, ks, strict=True):
+            sites, row = self._solutions[e]
+            s = sites[site]
+            alpha = _weights_and_bias(s.alpha[row, :k], k, caps[site])
+            omega = F.pad(s.omega[row, :, :k], (0, 0, 0, caps[nxt + 1] - s.omega.shape[-2]))
+            update = torch.cat([s.update_weight[row], s.update_bias[row].unsqueeze(1)], 1)
+            update = _weights_and_bias(update, caps[nxt + 1], caps[nxt])
+            alphas.append(F.pad(alpha, (0, 0, 0, k_max - k)))
+            omegas.append(F.pad(omega, (0, k_max - k)))
+            updates.append(update)
+        in_mask = stack.in_mask(site, idx).unsqueeze(1)
+        out_mask = stack.out_mask(nxt, idx)
+        alpha = torch.stack(alphas) * in_mask
+        omega = torch.stack(omegas) * out_mask.unsqueeze(2)
+        update = torch.stack(updates) * out_mask.unsqueeze(2) * stack.in_mask(nxt, idx).unsqueeze(1)
+        sx, sy = (t[idx] for t in self.data["stats"])
+        gammas = default_gammas(self.device, stack.dtype)
+        losses = gamma_losses(stack, idx, site, sx, sy, self.loss_fn, alpha, omega, update, gammas)
+        best = torch.argmin(losses, 1)
+        rows = torch.arange(len(envs), device=self.device)
+        gamma = gammas[best]
+        drop = losses[:, 0] - losses[rows, best]
+        host = torch.stack([gamma.double(), drop.double()], 1).cpu().numpy()
+        for i, (e, k) in enumerate(zip(envs, ks, strict=True)):
+            env = self.envs[e]
+            env._account_search(site)
+            stack.apply(e, site, alpha[i, :k], omega[i, :, :k], update[i], gamma[i])
+            env._record_growth(site, float(host[i, 0]), float(host[i, 1]))
+        elapsed = time.perf_counter() - t0
+        self.seconds["search"] += elapsed
+        for e in envs:
+            self.envs[e].seconds["search"] += elapsed / len(envs)
+
+    # ------------------------------------------------------------------ VecEnv plumbing
+    def close(self) -> None:
+        self.stack = None
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.envs[i], attr_name) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        for i in self._get_indices(indices):
+            setattr(self.envs[i], attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+        if method_name == "evaluate_candidates":
+            raise NotImplementedError(
+                "evaluate_candidates: not available in the lockstep env; use --vec dummy or "
+                "subproc for policies that need real loss drops (greedy-loss, annealing, bic)"
+            )
+        return [
+            getattr(self.envs[i], method_name)(*method_args, **method_kwargs)
+            for i in self._get_indices(indices)
+        ]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self):
+        return [None for _ in range(self.num_envs)]
+
+    def net(self, env: int):
+        """Env ``env``'s current network as a stand-alone GrowingMLP (a copy)."""
+        return self.stack.to_net(env, self.envs[env].activation)
