@@ -74,9 +74,10 @@ def _row(
     action: int,
     reward: float,
     policy_seconds: float,
+    test: tuple[float, float | None] | None = None,
 ) -> dict[str, Any]:
-    test_loss, test_acc = _test_metrics(env)
-    seconds = env.seconds  # cumulative; info has them only at the episode end
+    test_loss, test_acc = _test_metrics(env) if test is None else test
+    seconds = info.get("seconds", env.seconds)  # cumulative; in info at the episode end
     return {
         "task": env.task.name,
         "policy": policy,
@@ -149,6 +150,79 @@ def run_episode(
         obs, reward, terminated, truncated, info = env.step(action)
         rows.append(_row(env, info, name, seed, action, float(reward), policy_seconds))
         done = terminated or truncated
+    return rows
+
+
+# Policies that only read the observation and info (no amplitude searches through the env):
+# these run their seeds in one LockstepVecEnv.
+LOCKSTEP_POLICIES = ("greedy", "round-robin", "random", "periodic")
+
+
+def supports_lockstep(spec: str) -> bool:
+    """Whether the policy ``spec`` can run its episodes in a :class:`LockstepVecEnv`."""
+    return spec in LOCKSTEP_POLICIES or spec.startswith("ppo:")
+
+
+def run_lockstep_episodes(
+    env_kwargs: Mapping[str, Any],
+    spec: str,
+    seeds: Sequence[int],
+    device: str = "cpu",
+) -> list[list[dict[str, Any]]]:
+    """One episode per seed of policy ``spec``, all seeds in one :class:`LockstepVecEnv`.
+
+    Returns, per seed, the same rows as :func:`run_episode` (test loss measured by one
+    batched pass per step). Envs that finish early idle with "skip" until all are done;
+    their extra steps are not recorded.
+    """
+    from agents.base import make_policy
+    from growenv.vector import LockstepVecEnv
+
+    kwargs = dict(env_kwargs)
+    vec = LockstepVecEnv(len(seeds), device=device, **kwargs)
+    vec.seed_each([int(s) for s in seeds])
+    policies = [make_policy(spec) for _ in seeds]
+    obs = vec.reset()
+    infos = list(vec.reset_infos)
+    rows: list[list[dict[str, Any]]] = [[] for _ in seeds]
+    policy_seconds = [0.0] * len(seeds)
+    for pol, seed in zip(policies, seeds, strict=True):
+        pol.reset(int(seed))
+    name = [getattr(p, "name", spec) for p in policies]
+    test = vec.evaluate_split("test")
+    for e, seed in enumerate(seeds):
+        rows[e].append(
+            _row(vec.envs[e], infos[e], name[e], seed, -1, 0.0, 0.0, (test[0][e], test[1][e]))
+        )
+    active = [True] * len(seeds)
+    while any(active):
+        actions = np.full(len(seeds), vec.envs[0].skip_action)
+        for e, env in enumerate(vec.envs):
+            if active[e]:
+                start = time.perf_counter()
+                actions[e] = int(policies[e].act(obs[e], infos[e], env))
+                policy_seconds[e] += time.perf_counter() - start
+        obs, rewards, dones, step_infos = vec.step(actions)
+        test = vec.evaluate_split("test")
+        for e, seed in enumerate(seeds):
+            if not active[e]:
+                continue
+            info = step_infos[e]
+            rows[e].append(
+                _row(
+                    vec.envs[e],
+                    info,
+                    name[e],
+                    seed,
+                    int(actions[e]),
+                    float(rewards[e]),
+                    policy_seconds[e],
+                    (test[0][e], test[1][e]) if not dones[e] else vec.last_test[e],
+                )
+            )
+            if dones[e]:
+                active[e] = False
+        infos = step_infos
     return rows
 
 

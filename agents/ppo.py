@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 CONFIG_FILE = "config.json"
+VEC_KINDS = ("lockstep", "subproc", "dummy")
 MODEL_FILE = "model.zip"
 NORM_FILE = "obs_norm.npz"
 
@@ -46,7 +47,7 @@ class PPOConfig:
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
     total_timesteps: int = 20_000
     n_envs: int = 4
-    vec: str = "subproc"
+    vec: str = "lockstep"
     seed: int = 0
     device: str = "cpu"
     n_steps: int = 96
@@ -68,8 +69,8 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if self.vec not in ("subproc", "dummy"):
-            raise ValueError(f"vec: expected 'subproc' or 'dummy', got {self.vec!r}")
+        if self.vec not in VEC_KINDS:
+            raise ValueError(f"vec: expected one of {VEC_KINDS}, got {self.vec!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma: expected 0 < gamma <= 1, got {self.gamma}")
         from growenv.env import GrowthEnv
@@ -115,9 +116,20 @@ def _make_env_fn(env_kwargs: dict[str, Any], threads: int | None):
 
 
 def make_vec_env(config: PPOConfig):
-    """The training vector env: ``n_envs`` GrowthEnvs seeded ``seed + i`` (SB3's convention)."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    """The training vector env: ``n_envs`` envs seeded ``seed + i`` (SB3's convention).
 
+    ``"lockstep"`` stacks all networks into one batched model (growenv.vector);
+    ``"subproc"``/``"dummy"`` are SB3's vector envs over separate GrowthEnvs.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+
+    if config.vec == "lockstep":
+        from growenv.vector import LockstepVecEnv
+
+        kwargs = {k: v for k, v in config.env_kwargs.items() if k != "device"}
+        return VecMonitor(
+            LockstepVecEnv(config.n_envs, seed=config.seed, device=config.device, **kwargs)
+        )
     if config.vec == "subproc" and config.n_envs > 1:
         fns = [_make_env_fn(config.env_kwargs, 1) for _ in range(config.n_envs)]
         venv = SubprocVecEnv(fns, start_method="spawn")
@@ -369,7 +381,12 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory (model.zip, config.json, logs)")
     p.add_argument("--timesteps", type=int, default=PPOConfig.total_timesteps)
     p.add_argument("--n-envs", type=int, default=PPOConfig.n_envs)
-    p.add_argument("--vec", choices=("subproc", "dummy"), default="subproc")
+    p.add_argument(
+        "--vec",
+        choices=VEC_KINDS,
+        default="lockstep",
+        help="lockstep (default): all envs as one batched model; subproc/dummy: SB3's",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-kwargs", default=None, help="JSON dict overriding the env settings")

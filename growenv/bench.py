@@ -85,15 +85,18 @@ def _policy_for(spec: str):
     return _POLICY_CACHE[spec]
 
 
-def _run_job(job: tuple[str, str, int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One episode (or the oracle run) of ``(task, policy spec, seed, env kwargs)``."""
-    from agents.evaluate import oracle_row, run_episode
+def _run_job(job: tuple[str, str, int | tuple[int, ...], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One episode (or the oracle run) of ``(task, policy spec, seed, env kwargs)``; with a
+    tuple of seeds, all of them in one lockstep vector env."""
+    from agents.evaluate import oracle_row, run_episode, run_lockstep_episodes
 
     task, spec, seed, env_kwargs = job
     kwargs = {**env_kwargs, "task": task}
     try:
         if spec == "oracle":
             rows = [oracle_row(kwargs, seed)]
+        elif isinstance(seed, tuple):
+            rows = [r for rs in run_lockstep_episodes(kwargs, spec, list(seed)) for r in rs]
         else:
             rows = run_episode(kwargs, _policy_for(spec), seed, env=_env_for(kwargs))
     except Exception as err:
@@ -111,6 +114,7 @@ def run_bench(
     workers: int = 1,
     oracle: bool = False,
     progress: bool = True,
+    vec: str = "auto",
 ) -> list[dict[str, Any]]:
     """Run every (task, policy, seed) episode and return all rows.
 
@@ -134,6 +138,11 @@ def run_bench(
         teacher-student task and seed.
     progress
         Show a tqdm progress bar (on stderr).
+    vec
+        ``"lockstep"``: the seeds of a (task, policy) run together in one
+        :class:`growenv.vector.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
+        episode; ``"auto"`` (default): lockstep for the policies that only read
+        observations (greedy, round-robin, random, periodic, ppo:PATH), single otherwise.
 
     Returns
     -------
@@ -150,13 +159,27 @@ def run_bench(
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     if not tasks or not policies or not seeds:
         raise ValueError("run_bench: tasks, policies and seeds must not be empty")
+    from agents.evaluate import supports_lockstep
+
+    if vec not in ("auto", "lockstep", "single"):
+        raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
     specs = list(policies)
-    jobs = [(t, p, int(s), env_kwargs) for t in tasks for p in specs for s in seeds]
+    if vec == "lockstep":
+        bad = [p for p in specs if not supports_lockstep(p)]
+        if bad:
+            raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
+    jobs: list[tuple] = []
+    for t in tasks:
+        for p in specs:
+            if vec != "single" and supports_lockstep(p):
+                jobs.append((t, p, tuple(int(s) for s in seeds), env_kwargs))
+            else:
+                jobs += [(t, p, int(s), env_kwargs) for s in seeds]
     if oracle:
         jobs += [(t, "oracle", int(s), env_kwargs) for t in tasks if "teacher" in t for s in seeds]
     _POLICY_CACHE.clear()  # a PPO file may have changed since the last call
     results: list[list[dict[str, Any]] | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc="bench", unit="episode", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="bench", unit="job", disable=not progress)
     try:
         if workers == 1:
             import torch
@@ -209,6 +232,13 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help='GrowthEnv arguments as JSON, e.g. \'{"train_steps": 50, "max_steps": 12}\'',
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--vec",
+        choices=("auto", "lockstep", "single"),
+        default="auto",
+        help="lockstep: run a policy's seeds as one batched LockstepVecEnv; single: one env "
+        "per episode; auto (default): lockstep where the policy allows it",
+    )
     p.add_argument("--oracle", action="store_true", help="add the teacher-architecture oracle row")
     p.add_argument("--reference", default="greedy", help="policy the differences refer to")
     p.add_argument("--out", default=None, help="results directory (results.csv, summary.json)")
@@ -240,9 +270,20 @@ def bench_main(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as err:
         print(f"growenv bench: error: {err}", file=sys.stderr)
         return 2
-    rows = run_bench(
-        tasks, policies, seeds, env_kwargs, args.workers, args.oracle, not args.no_progress
-    )
+    try:
+        rows = run_bench(
+            tasks,
+            policies,
+            seeds,
+            env_kwargs,
+            args.workers,
+            args.oracle,
+            not args.no_progress,
+            vec=args.vec,
+        )
+    except ValueError as err:
+        print(f"growenv bench: error: {err}", file=sys.stderr)
+        return 2
     from agents.plots import plot_results
     from agents.summary import format_table, summarize, write_results
 

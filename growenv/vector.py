@@ -26,7 +26,7 @@ from growenv.losses import resolve_loss
 from growenv.report import solve
 from growenv.stacked import StackedMLP, gamma_losses
 
-SPLITS = ("train", "stats", "val")
+SPLITS = ("train", "stats", "val", "test")
 
 
 class _Architecture:
@@ -102,6 +102,7 @@ class LockstepVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self.loss_fn = None
         self.seconds = {"train": 0.0, "statistics": 0.0, "search": 0.0, "evaluate": 0.0}
+        self.last_test: dict[int, tuple[float, float | None]] = {}
         if seed is not None:
             self.seed(seed)
 
@@ -207,6 +208,9 @@ class LockstepVecEnv(VecEnv):
                 finished.append(e)
             infos.append(info)
         if finished:
+            # test metrics of the finished networks, before their slots are reused
+            loss, acc = self.evaluate_split("test", finished)
+            self.last_test = {e: (loss[i], acc[i]) for i, e in enumerate(finished)}
             for e in finished:
                 self._start(e, None)
             self._measure(finished)
@@ -214,6 +218,28 @@ class LockstepVecEnv(VecEnv):
                 obs[e] = self.envs[e]._observation()
                 self.reset_infos[e] = self.envs[e]._info()
         return obs, rewards, dones, infos
+
+    def seed_each(self, seeds: list[int]) -> None:
+        """Seeds of the next reset, one per env (instead of ``seed + i``)."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seeds: expected {self.num_envs} seeds, got {len(seeds)}")
+        self._seeds = [int(s) for s in seeds]
+
+    def evaluate_split(
+        self, split: str = "test", envs: list[int] | None = None
+    ) -> tuple[np.ndarray, list[float | None]]:
+        """Mean loss and accuracy (None for regression) of the envs' nets on a split."""
+        envs = list(range(self.num_envs)) if envs is None else envs
+        idx = self._idx(envs)
+        x, y = (t[idx] for t in self.data[split])
+        with torch.no_grad():
+            out = self.stack.forward(x, idx)
+            loss = self.loss_fn(out, y).mean(-1)
+            if y.is_floating_point():
+                return loss.double().cpu().numpy(), [None] * len(envs)
+            acc = (out.argmax(-1) == y).double().mean(-1)
+            host = torch.stack([loss.double(), acc], 1).cpu().numpy()
+        return host[:, 0], [float(a) for a in host[:, 1]]
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, n_actions)`` boolean array of the valid actions of every env."""

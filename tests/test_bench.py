@@ -249,3 +249,25 @@ def test_summarize_and_table_for_classification():
     assert "test acc" in table and "| round-robin | 2 |" in table
     with pytest.raises(ValueError, match="task"):
         run_bench(["multi_sin"], ["greedy"], [0], {"task": "digits"})
+
+
+def test_lockstep_bench_rows_match_single_env_rows():
+    from growenv.bench import run_bench
+
+    kw = dict(train_steps=3, max_steps=3, batch_size=32, dtype="float64")
+    args = (["teacher_student"], ["greedy", "random"], [0, 1], kw)
+    lock = run_bench(*args, progress=False, vec="lockstep")
+    single = run_bench(*args, progress=False, vec="single")
+    assert len(lock) == len(single)
+    for a, b in zip(lock, single):
+        assert (a["policy"], a["seed"], a["step"], a["action"]) == (
+            b["policy"],
+            b["seed"],
+            b["step"],
+            b["action"],
+        )
+        assert a["params"] == b["params"]
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="cannot run in lockstep"):
+        run_bench(["teacher_student"], ["greedy-loss"], [0], kw, progress=False, vec="lockstep")

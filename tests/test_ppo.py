@@ -96,3 +96,12 @@ def test_bad_config_and_mismatched_observation(tmp_path):
     train(config(eval_tasks=0), out, progress_bar=False)
     with pytest.raises(ValueError, match="max_sites must match"):
         run_episode({**ENV, "max_sites": 5}, load(out), seed=0)
+
+
+def test_training_on_the_lockstep_vec_env(tmp_path):
+    out = tmp_path / "lock"
+    train(config(vec="lockstep", eval_tasks=0), out, progress_bar=False)
+    rows = run_episode(ENV, load(out), seed=0)
+    assert len(rows) >= 2
+    train(config(vec="lockstep", eval_tasks=0), tmp_path / "lock2", progress_bar=False)
+    torch.testing.assert_close(params_of(out), params_of(tmp_path / "lock2"))

@@ -1,0 +1,694 @@
+"""TINY statistics of a :class:`~growenv.conv.GrowingConvNet`, in one forward+backward pass.
+
+Conventions (as gromo's conv modules, so that the numbers agree): statistics are **sums over
+spatial positions and means over samples**; ``v = -dl_i/da`` with ``l_i`` the sample's own
+loss. A patch vector ``b`` carries a trailing ones entry (the bias); patch entries are
+ordered as ``F.unfold`` orders them (channel-major, then kernel row, then column), so they
+reshape to conv weights directly.
+
+Per convolution ``l`` (input map ``Y_l``, patches ``b_l(p)`` at its output positions ``p``):
+``S_l = E[sum_p b_l b_l^T]``, ``M_l = E[sum_p b_l v_l^T]``, ``vv_l = E[sum_p ||v_l||^2]``;
+for the head (pooled features ``f``): ``S = E[[f;1][f;1]^T]`` etc.
+
+Site ``j`` between conv ``j`` and conv ``j + 1``: a new channel is
+``pool(sigma(alpha . b_j(q)))`` at hidden positions ``q``; linearised, pooling acts on the
+patches, giving ``u(q) = pool(b_j)(q)`` (``u = 0`` in conv ``j + 1``'s zero padding). Its
+outgoing kernel ``omega`` (``out x k x k`` for ``kernel="full"``, the centre tap only for
+``"restricted"``) adds ``sum_o omega_{c,o} alpha . u(s p + o - pad)`` to output ``c`` at
+``p``. Hence, with ``u_o(p) = u(s p + o - pad)``:
+
+* ``S_growth = E[sum_p sum_o u_o u_o^T] = E[sum_q w(q) u(q) u(q)^T]`` where ``w(q)`` counts
+  the ``(p, o)`` pairs reaching ``q`` (border effects of padding and stride),
+* ``P[:, (c, o)] = E[sum_p u_o(p) v_c(p)]`` and the cross term
+  ``C[o] = E[sum_p u_o(p) b_{j+1}(p)^T]``, so that ``N[:, (c, o)] = P - C[o] dW_c``.
+
+The last stage's site feeds the head through the global average: the same closed form with
+the position-averaged patches ``mean_q u(q)`` (MLP-like, per sample).
+
+**How it is computed.** ``u`` is linear in the conv input ``X``: ``u(q) = sum_t A_t X(S q +
+t)`` (``A``: the conv's kernel offsets convolved with the pooling window). Every statistic
+is therefore a weighted sum, over positions, of products ``X(sigma r + delta) Z(r)`` with
+``Z`` one of ``X``, the next input ``H`` or the gradient ``v``, and a *separable* weight
+(padding masks, stride lattices and ``w(q)`` are products of a row and a column factor).
+Those weights are constant (per stride phase) away from the borders, so positions are split
+into cells: each border row/column on its own, and one cell per stride phase for the
+interior; one ``conv2d`` weight-gradient per cell gives the correlations at all offsets
+``delta`` at once. This is exact and never forms the unfolded patches (nor gromo's
+patch x offset x position tensor): the products are over the ``C_in`` channels of ``X``
+(not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and the per-batch work is these
+correlations alone; the cells are combined with the (small, fixed) weights once, after the
+last batch. MaxPool stages are linearised as an average over the window (a max of equal
+values has no linear derivative); preview, apply and the amplitude search use the real max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
+from growenv.statistics import GrowthStatistics, iterate_batches
+
+KERNELS = ("full", "restricted")
+
+
+@dataclass
+class ConvGrowthStatistics(GrowthStatistics):
+    """Sample means (sums over positions) of the TINY statistics of a conv net.
+
+    ``S``, ``M``, ``vv``: per layer (convolutions, then the head). Per site: ``S_growth``
+    ``(D, D)``, ``P`` ``(D, O')`` with ``O' = out * k^2`` (full kernel, columns ordered
+    ``(channel, kernel row, kernel column)``), ``out`` (restricted kernel or the head site),
+    and the cross term ``C``: ``(k^2, D, E)`` for a full-kernel site, ``(D, E)`` otherwise,
+    so that ``N = P - C dW^T`` (per offset) with :func:`growenv.tiny.projected_cross_correlation`.
+    ``site_kernels[j]`` is ``"full"``, ``"restricted"`` or ``"linear"`` (the head site).
+    """
+
+    S_growth: list[torch.Tensor]
+    site_kernels: list[str]
+
+
+# --------------------------------------------------------------------------- geometry (1-D)
+def _lattice(pos: int, offset: int, stride: int, size: int) -> int:
+    """1 if ``pos = stride * i + offset`` for some ``0 <= i < size``, else 0."""
+    rel = pos - offset
+    return int(rel % stride == 0 and 0 <= rel // stride < size)
+
+
+def _tap_matrix(kernel: int, conv_stride: int, pool: int) -> list[list[float]]:
+    """``A[o, t]``: weight of ``X(S q + t)`` in patch entry ``o`` (one dimension).
+
+    Without pooling (``pool = 1``) the identity; with an average over ``pool`` positions of
+    the pre-pool grid, ``A[o, conv_stride * d + o] = 1 / pool``.
+    """
+    span = conv_stride * (pool - 1) + kernel
+    taps = [[0.0] * span for _ in range(kernel)]
+    for o in range(kernel):
+        for d in range(pool):
+            taps[o][conv_stride * d + o] += 1.0 / pool
+    return taps
+
+
+def _tap_weights(
+    x_len: int, span: int, step: int, pad: int, q_len: int, omega: list[float]
+) -> list[list[float]]:
+    """Per tap ``t``: the weight of ``X(r)`` read as ``X(step q + t - pad)`` at ``q``."""
+    out = []
+    for t in range(span):
+        row = []
+        for r in range(x_len):
+            hit = _lattice(r, t - pad, step, q_len)
+            row.append(omega[(r - t + pad) // step] if hit else 0.0)
+        out.append(row)
+    return out
+
+
+def _growth_weights(h_len: int, k: int, stride: int, pad: int, o_len: int, offsets) -> list[float]:
+    """``w(q)``: number of (output position, kernel offset) pairs of the next conv reading q."""
+    return [float(sum(_lattice(q, o - pad, stride, o_len) for o in offsets)) for q in range(h_len)]
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """Partition of ``range(size)``: cell ``i`` holds ``start + step * m`` for ``m < count``."""
+
+    size: int
+    step: int
+    cells: tuple[tuple[int, int], ...]
+
+
+def _make_cells(vectors: list[list[float]], size: int, period: int) -> tuple[_Cells, list]:
+    """Cells on which every vector is constant: border rows alone, interior by stride phase.
+
+    Returns the cells and ``coef[v][i]``, the value of vector ``v`` on cell ``i``.
+    """
+    border = 0
+    while border < size:
+        lo, hi = border, size - border
+        if all(v[i] == v[i + period] for v in vectors for i in range(lo, hi - period)):
+            break
+        border += 1
+    lo, hi = border, max(size - border, border)
+    cells = [(i, 1) for i in range(lo)]
+    for phase in range(period):
+        count = len(range(lo + phase, hi, period))
+        if count:
+            cells.append((lo + phase, count))
+    cells += [(i, 1) for i in range(hi, size)]
+    coef = [[v[start] for start, _ in cells] for v in vectors]
+    return _Cells(size, period, tuple(cells)), coef
+
+
+# ---------------------------------------------------------------------- correlations (n-D)
+# cells with at most this many positions are computed by one batched einsum over their
+# windows (grouped by shape: the single-position corner cells); larger ones by conv2d
+# weight-gradients, which never unfold (mkldnn/cuDNN do the im2col implicitly)
+SMALL_CELL = 1
+
+
+def _window(a: torch.Tensor, start: tuple[int, int], length: tuple[int, int]) -> torch.Tensor:
+    """``a[..., start0 : start0 + length0, start1 : start1 + length1]``, zero outside ``a``."""
+    sl, pads = [], []
+    for d in range(2):
+        size = a.shape[-2 + d]
+        lo, hi = max(start[d], 0), min(start[d] + length[d], size)
+        sl.append(slice(lo, max(hi, lo)))
+        pads.append((lo - start[d], length[d] - max(hi - lo, 0) - (lo - start[d])))
+    out = a[:, :, sl[0], sl[1]]
+    if any(p for pair in pads for p in pair):
+        out = F.pad(out, (*pads[1], *pads[0]))
+    return out
+
+
+def _correlate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sigma: int,
+    dmin: tuple[int, int],
+    dmax: tuple[int, int],
+    rows: _Cells,
+    cols: _Cells,
+) -> torch.Tensor:
+    """``G[i, j, cb, ca, d0, d1] = sum_n sum_{r in cell (i, j)} b(r) a(sigma r + dmin + d)``.
+
+    ``a`` (n, ca, ., .) is zero outside its grid; ``b`` (n, cb, R0, R1). Single-position
+    cells (corners) are one batched einsum; border strips take one conv2d weight-gradient
+    each; a single interior cell is the full-grid correlation minus the others (no copy of
+    ``a``); with stride phases, each interior cell takes its own strided weight-gradient.
+    """
+    kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
+    out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], a.shape[1], *kd)
+    weight_size = (b.shape[1], a.shape[1], *kd)
+    specs = {}
+    for i, (r0, n0) in enumerate(rows.cells):
+        for j, (c0, n1) in enumerate(cols.cells):
+            counts, starts, steps = (n0, n1), (r0, c0), (rows.step, cols.step)
+            stride = tuple(sigma * steps[d] if counts[d] > 1 else 1 for d in range(2))
+            first = tuple(sigma * starts[d] + dmin[d] for d in range(2))
+            length = tuple(stride[d] * (counts[d] - 1) + kd[d] for d in range(2))
+            b_sl = tuple(
+                slice(starts[d], starts[d] + steps[d] * (counts[d] - 1) + 1, steps[d])
+                for d in range(2)
+            )
+            specs[i, j] = (counts, stride, first, length, b_sl)
+    large = [key for key, spec in specs.items() if spec[0][0] * spec[0][1] > SMALL_CELL]
+    big = [key for key in large if specs[key][0][0] > 1 and specs[key][0][1] > 1]
+    groups: dict[tuple, list] = {}
+    for key, spec in specs.items():
+        if key not in large:
+            groups.setdefault((spec[0], spec[1], spec[3]), []).append(key)
+    for (_, stride, _), keys in groups.items():
+        wins = torch.stack([_window(a, specs[k][2], specs[k][3]) for k in keys])
+        wins = wins.unfold(3, kd[0], stride[0]).unfold(4, kd[1], stride[1])
+        bs = torch.stack([b[:, :, specs[k][4][0], specs[k][4][1]] for k in keys])
+        res = torch.einsum("snbij,snaijxy->sbaxy", bs, wins)
+        for k, value in zip(keys, res, strict=True):
+            out[k] = value
+    # a single interior cell (no stride phases): the full-grid correlation minus the others
+    full_grid = len(big) == 1 and rows.step == 1 and cols.step == 1
+    for key in large:
+        if not (full_grid and key == big[0]):
+            _, stride, first, length, b_sl = specs[key]
+            out[key] = torch.nn.grad.conv2d_weight(
+                _window(a, first, length), weight_size, b[:, :, b_sl[0], b_sl[1]], stride=stride
+            )
+    if full_grid:
+        out[big[0]] = _full_correlation(a, b, sigma, dmin, dmax, weight_size) - out.sum((0, 1))
+    return out
+
+
+def _full_correlation(a, b, sigma, dmin, dmax, weight_size) -> torch.Tensor:
+    """Correlation over the whole grid of ``b``; uses the conv's own zero padding when it
+    fits (no copy of ``a``)."""
+    size, kd = b.shape[-2:], weight_size[-2:]
+    pad = [-dmin[d] for d in range(2)]
+    fits = all(
+        pad[d] >= 0
+        and (a.shape[-2 + d] + 2 * pad[d] - kd[d]) // sigma + 1 == size[d]
+        and sigma * (size[d] - 1) + dmax[d] <= a.shape[-2 + d] - 1 + pad[d]
+        for d in range(2)
+    )
+    if fits:
+        return torch.nn.grad.conv2d_weight(a, weight_size, b, stride=sigma, padding=tuple(pad))
+    length = tuple(sigma * (size[d] - 1) + kd[d] for d in range(2))
+    return torch.nn.grad.conv2d_weight(_window(a, dmin, length), weight_size, b, stride=sigma)
+
+
+def _cell_sums(b: torch.Tensor, rows: _Cells, cols: _Cells) -> torch.Tensor:
+    """``sum_n sum_{r in cell (i, j)} b(r)``: (n_rows, n_cols, channels)."""
+    by_row = torch.stack(
+        [b[:, :, s : s + rows.step * (c - 1) + 1 : rows.step].sum((0, 2)) for s, c in rows.cells]
+    )  # (nr, C, W)
+    return torch.stack(
+        [by_row[..., s : s + cols.step * (c - 1) + 1 : cols.step].sum(-1) for s, c in cols.cells],
+        1,
+    )
+
+
+def _tensor(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64, device=like.device)
+
+
+@dataclass(frozen=True)
+class _Patches:
+    """``u(q) = sum_t A[o, t] X(S q + t - pad)`` (per dimension) on a grid of ``q_size``."""
+
+    kernel: int
+    taps: list[list[float]]  # (kernel, span)
+    step: int  # S
+    pad: int
+    q_size: tuple[int, int]
+
+    @property
+    def span(self) -> int:
+        return len(self.taps[0])
+
+
+def _stage_patches(stage, x_size: tuple[int, int], pooled: bool) -> _Patches:
+    """Patches of conv ``stage`` at its output grid (``pooled``: after its pooling)."""
+    conv_size = (stage.conv_size(x_size[0]), stage.conv_size(x_size[1]))
+    if not pooled or stage.pool is None:
+        taps = _tap_matrix(stage.kernel_size, stage.stride, 1)
+        return _Patches(stage.kernel_size, taps, stage.stride, stage.padding, conv_size)
+    taps = _tap_matrix(stage.kernel_size, stage.stride, stage.pool_size)
+    step = stage.stride * stage.pool_step
+    q_size = (stage.out_size(x_size[0]), stage.out_size(x_size[1]))
+    return _Patches(stage.kernel_size, taps, step, stage.padding, q_size)
+
+
+class _CovPlan:
+    """``E[sum_q omega_m(q) u(q) u(q)^T]`` for several separable weights ``omega_m``."""
+
+    def __init__(self, patches: _Patches, x_size, omegas, q_period: int, like) -> None:
+        self.p = patches
+        span = patches.span
+        coefs = []
+        self.cells = []
+        for d in range(2):
+            vectors = []
+            for omega in omegas:
+                vectors += _tap_weights(
+                    x_size[d], span, patches.step, patches.pad, patches.q_size[d], omega[d]
+                )
+            cells, coef = _make_cells(vectors, x_size[d], patches.step * q_period)
+            self.cells.append(cells)
+            coefs.append(_tensor(coef, like).reshape(len(omegas), span, -1))
+        self.coef_r, self.coef_c = coefs
+        self.counts = [sum(om[0]) * sum(om[1]) for om in omegas]
+        self.taps = _tensor(patches.taps, like)
+
+    def accumulate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = self.p.span - 1
+        return {
+            "g": _correlate(x, x, 1, (-t, -t), (t, t), *self.cells),
+            "s": _cell_sums(x, *self.cells),
+        }
+
+    def assemble(self, sums: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """(m, D, D) in float64."""
+        span = self.p.span
+        g = sums["g"].double()  # (nr, nc, Cb, Ca, 2T-1, 2T-1)
+        z = torch.einsum("mai,mbj,ijxyuv->mabuvxy", self.coef_r, self.coef_c, g)
+        t = torch.arange(span, device=g.device)
+        idx = t.view(1, -1) - t.view(-1, 1) + span - 1  # [tau, tau'] -> delta index
+        tr, tc = t.view(-1, 1, 1, 1), t.view(1, -1, 1, 1)
+        tr2, tc2 = t.view(1, 1, -1, 1), t.view(1, 1, 1, -1)
+        # (m, tau_r, tau_c, tau'_r, tau'_c, Cb, Ca)
+        gg = z[:, tr, tc, idx[tr, tr2], idx[tc, tc2]]
+        a = self.taps
+        gg = torch.einsum("xa,mabcdij->mxbcdij", a, gg)
+        gg = torch.einsum("yb,mxbcdij->mxycdij", a, gg)
+        gg = torch.einsum("zc,mxycdij->mxyzdij", a, gg)
+        gg = torch.einsum("wd,mxyzdij->mixyjzw", a, gg)
+        m, cb = gg.shape[0], gg.shape[1]
+        cov = gg.reshape(m, cb * self.p.kernel**2, -1)
+        s = torch.einsum("mai,mbj,ijc->mcab", self.coef_r, self.coef_c, sums["s"].double())
+        bias = torch.einsum("xa,yb,mcab->mcxy", a, a, s).reshape(m, -1)
+        d = cov.shape[-1] + 1
+        out = cov.new_zeros(m, d, d)
+        out[:, :-1, :-1] = cov
+        out[:, :-1, -1] = bias
+        out[:, -1, :-1] = bias
+        out[:, -1, -1] = torch.tensor(self.counts, dtype=out.dtype) * n
+        return out
+
+
+class _CrossPlan:
+    """``P`` and the cross term ``C`` of a conv -> conv site (module docstring)."""
+
+    def __init__(self, patches: _Patches, nxt, o_size, kernel: str, like) -> None:
+        self.p, self.k2 = patches, nxt.kernel_size
+        s2, p2, h_size = nxt.stride, nxt.padding, patches.q_size
+        self.offsets = list(range(self.k2)) if kernel == "full" else [self.k2 // 2]
+        step, pad, span = patches.step, patches.pad, patches.span
+        k2_range, t_range = range(self.k2), range(span)
+        # P: sum over output positions p of X(step*s2*p + step*(o - p2) + t - pad) v(p)
+        self.p_sigma = step * s2
+        dp = [[step * (o - p2) + t - pad for t in t_range] for o in self.offsets]
+        self.p_d = (min(map(min, dp)), max(map(max, dp)))
+        self.p_idx = torch.tensor(dp, device=like.device) - self.p_d[0]
+        # C: sum over hidden positions r of X(step*r + step*(o - o2) + t - pad) H(r)
+        dk = [
+            [[step * (o - o2) + t - pad for t in t_range] for o2 in k2_range] for o in self.offsets
+        ]
+        flat = [d for a in dk for b in a for d in b]
+        self.k_d = (min(flat), max(flat))
+        self.k_idx = torch.tensor(dk, device=like.device) - self.k_d[0]
+        self.p_cells, self.k_cells, self.b_cells = [], [], []
+        p_coef, k_coef, b_coef, counts = [], [], [], []
+        for d in range(2):
+            hl, ol = h_size[d], o_size[d]
+            v_p = [[float(0 <= s2 * q + o - p2 < hl) for q in range(ol)] for o in self.offsets]
+            cells, coef = _make_cells(v_p, ol, 1)
+            self.p_cells.append(cells)
+            p_coef.append(_tensor(coef, like))
+            v_k = [
+                [_lattice(r, o2 - p2, s2, ol) * float(0 <= r + o - o2 < hl) for r in range(hl)]
+                for o in self.offsets
+                for o2 in k2_range
+            ]
+            cells, coef = _make_cells(v_k, hl, s2)
+            self.k_cells.append(cells)
+            k_coef.append(_tensor(coef, like).reshape(len(self.offsets), self.k2, -1))
+            v_b = [[float(_lattice(q, o - p2, s2, ol)) for q in range(hl)] for o in self.offsets]
+            cells, coef = _make_cells(v_b, hl, s2)
+            self.b_cells.append(cells)
+            b_coef.append(_tensor(coef, like))
+            counts.append(_tensor([sum(v) for v in v_p], like))
+        self.p_coef, self.k_coef, self.b_coef = p_coef, k_coef, b_coef
+        self.counts = counts[0].view(-1, 1) * counts[1].view(1, -1)
+        self.taps = _tensor(patches.taps, like)
+
+    def accumulate(self, x: torch.Tensor, h: torch.Tensor, v: torch.Tensor) -> dict:
+        pad, span = self.p.pad, self.p.span
+        ones = x.new_ones(1, 1, *h.shape[-2:])
+        return {
+            "gp": _correlate(
+                x, v, self.p_sigma, (self.p_d[0],) * 2, (self.p_d[1],) * 2, *self.p_cells
+            ),
+            "sv": _cell_sums(v, *self.p_cells),
+            "gk": _correlate(
+                x, h, self.p.step, (self.k_d[0],) * 2, (self.k_d[1],) * 2, *self.k_cells
+            ),
+            "sh": _cell_sums(h, *self.k_cells),
+            "gb": _correlate(
+                x.sum(0, keepdim=True),
+                ones,
+                self.p.step,
+                (-pad,) * 2,
+                (span - 1 - pad,) * 2,
+                *self.b_cells,
+            ),  # fmt: skip
+        }
+
+    def assemble(self, sums: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``P`` (D, out * n_offsets) and ``C`` (n_offsets, D, E), float64, not normalised."""
+        a, no, k2, span = self.taps, len(self.offsets), self.k2, self.p.span
+        dev = a.device
+        t = torch.arange(span, device=dev)
+        # ---- P
+        g = sums["gp"].double()
+        z = torch.einsum("ai,bj,ijxyuv->abuvxy", *self.p_coef, g)
+        o_r, o_c = (
+            torch.arange(no, device=dev).view(-1, 1, 1, 1),
+            torch.arange(no, device=dev).view(1, -1, 1, 1),
+        )
+        tr, tc = t.view(1, 1, -1, 1), t.view(1, 1, 1, -1)
+        gg = z[o_r, o_c, self.p_idx[o_r, tr], self.p_idx[o_c, tc]]  # (no, no, T, T, O, C)
+        pm = torch.einsum("xa,yb,rsabqc->cxyqrs", a, a, gg)
+        pm = pm.reshape(pm.shape[0] * pm.shape[1] * pm.shape[2], -1)
+        pb = torch.einsum("ai,bj,ijq->qab", *self.p_coef, sums["sv"].double()).reshape(1, -1)
+        p = torch.cat([pm, pb], 0)
+        # ---- C
+        g = sums["gk"].double()  # (nr, nc, Hc, C, Kd, Kd)
+        hc, c = g.shape[2], g.shape[3]
+        k = g.new_zeros(no, no, c, self.p.kernel, self.p.kernel, hc, k2, k2)
+        oc = torch.arange(no, device=dev).view(-1, 1, 1, 1)
+        o2c = torch.arange(k2, device=dev).view(1, -1, 1, 1)
+        cr, cc = self.k_coef
+        for i in range(no):
+            for j in range(k2):
+                zab = torch.einsum("i,cdj,ijxyuv->cduvxy", cr[i, j], cc, g)
+                gg = zab[oc, o2c, self.k_idx[i, j][tr], self.k_idx[oc, o2c, tc]]
+                k[i, :, :, :, :, :, j] = torch.einsum("xa,yb,cdabhq->cqxyhd", a, a, gg)
+        k = k.reshape(no * no, c * self.p.kernel**2, hc * k2 * k2)
+        zb = torch.einsum("ai,bj,ijxyuv->abyuv", *self.b_coef, sums["gb"].double())
+        kcol = torch.einsum("xa,yb,rscab->rscxy", a, a, zb).reshape(no * no, -1)
+        krow = torch.einsum("abi,cdj,ijh->achbd", cr, cc, sums["sh"].double()).reshape(no * no, -1)
+        out = k.new_zeros(no * no, k.shape[1] + 1, k.shape[2] + 1)
+        out[:, :-1, :-1] = k
+        out[:, :-1, -1] = kcol
+        out[:, -1, :-1] = krow
+        out[:, -1, -1] = self.counts.reshape(-1) * n
+        return p, out
+
+
+class _HeadPlan:
+    """Position-averaged patches ``mean_q u(q)`` of the last stage, per sample."""
+
+    def __init__(self, patches: _Patches, x_size, like) -> None:
+        self.p = patches
+        q, span, step, pad = patches.q_size, patches.span, patches.step, patches.pad
+        self.pads = [max(0, step * (q[d] - 1) + span - 1 - pad - (x_size[d] - 1)) for d in range(2)]
+        self.taps = torch.tensor(patches.taps, dtype=like.dtype, device=like.device)
+
+    def mean_patches(self, x: torch.Tensor) -> torch.Tensor:
+        p, (qh, qw) = self.p, self.p.q_size
+        xp = F.pad(x, (p.pad, self.pads[1], p.pad, self.pads[0]))
+        sums = [
+            [
+                xp[
+                    :,
+                    :,
+                    r : r + p.step * (qh - 1) + 1 : p.step,
+                    c : c + p.step * (qw - 1) + 1 : p.step,
+                ].sum((-2, -1))
+                for c in range(p.span)
+            ]
+            for r in range(p.span)
+        ]
+        ws = torch.stack([torch.stack(row, -1) for row in sums], -2)  # (n, C, T, T)
+        u = torch.einsum("xa,yb,ncab->ncxy", self.taps, self.taps, ws).reshape(x.shape[0], -1)
+        return torch.cat([u / (qh * qw), u.new_ones(x.shape[0], 1)], 1)
+
+
+def _ones_omega(q_size) -> tuple[list[float], list[float]]:
+    return ([1.0] * q_size[0], [1.0] * q_size[1])
+
+
+class ConvStatisticsAccumulator:
+    """Streams batches of stage inputs and pre-activation gradients into running sums.
+
+    The per-batch work is the cell correlations (module docstring); :meth:`result` combines
+    them with the geometry weights once. No host synchronisation happens in :meth:`add`.
+    """
+
+    def __init__(self, net, kernel: str = "full") -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+        self.net, self.kernel = net, kernel
+        self._sums: dict | None = None
+        self._loss: torch.Tensor | None = None
+        self._sizes: list | None = None
+        self.num_samples = 0
+
+    def _build(self, inputs: list[torch.Tensor]) -> None:
+        net, like = self.net, inputs[0]
+        stages, num = net.stages, net.num_sites
+        sizes = [tuple(t.shape[-2:]) for t in inputs[:num]]
+        self._sizes = sizes
+        self.layer_plans, self.growth_plans, self.cross_plans = [], [], []
+        for l, stage in enumerate(stages):
+            patches = _stage_patches(stage, sizes[l], pooled=False)
+            omegas, period, shared = [_ones_omega(patches.q_size)], 1, False
+            if l < num - 1:
+                nxt, h_size = stages[l + 1], sizes[l + 1]
+                o_size = (nxt.conv_size(h_size[0]), nxt.conv_size(h_size[1]))
+                offsets = (
+                    range(nxt.kernel_size) if self.kernel == "full" else [nxt.kernel_size // 2]
+                )
+                w = tuple(
+                    _growth_weights(
+                        h_size[d], nxt.kernel_size, nxt.stride, nxt.padding, o_size[d], offsets
+                    )
+                    for d in range(2)
+                )
+                pooled = _stage_patches(stage, sizes[l], pooled=True)
+                if stage.pool is None:
+                    omegas, period, shared = [*omegas, w], nxt.stride, True
+                else:
+                    self.growth_plans.append(_CovPlan(pooled, sizes[l], [w], nxt.stride, like))
+                if shared:
+                    self.growth_plans.append(None)
+                self.cross_plans.append(_CrossPlan(pooled, nxt, o_size, self.kernel, like))
+            self.layer_plans.append(_CovPlan(patches, sizes[l], omegas, period, like))
+        last = stages[-1]
+        self.head_plan = _HeadPlan(_stage_patches(last, sizes[-1], pooled=True), sizes[-1], like)
+
+    def _batch(self, inputs, grads) -> dict:
+        net, num = self.net, self.net.num_sites
+        out: dict = {"layers": [], "growth": [], "cross": []}
+        for l, stage in enumerate(net.stages):
+            y, g = inputs[l], grads[l]
+            stats = self.layer_plans[l].accumulate(y)
+            m = torch.nn.grad.conv2d_weight(
+                y, tuple(net.weights[l].shape), g, stride=stage.stride, padding=stage.padding
+            )
+            stats["m"] = torch.cat([m.flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
+            stats["vv"] = g.square().sum()
+            out["layers"].append(stats)
+            if l < num - 1:
+                plan = self.growth_plans[l]
+                out["growth"].append(plan.accumulate(y) if plan is not None else {})
+                out["cross"].append(self.cross_plans[l].accumulate(y, inputs[l + 1], grads[l + 1]))
+        f, g = inputs[-1], grads[-1]
+        b = torch.cat([f, f.new_ones(f.shape[0], 1)], 1)
+        u = self.head_plan.mean_patches(inputs[num - 1])
+        out["head"] = {"s": b.T @ b, "m": b.T @ g, "vv": g.square().sum()}
+        out["head_site"] = {"s": u.T @ u, "p": u.T @ g, "c": u.T @ b}
+        return out
+
+    def add(self, inputs: list[torch.Tensor], grads: list[torch.Tensor], losses: torch.Tensor):
+        """Add one batch: stage inputs (+ pooled features), gradients (+ head), losses."""
+        if self._sizes is None:
+            self._build(inputs)
+        elif [tuple(t.shape[-2:]) for t in inputs[:-1]] != self._sizes:
+            raise ValueError("x: all batches must have the same image size")
+        batch = self._batch(inputs, grads)
+        if self._sums is None:
+            self._sums, self._loss = batch, losses.sum()
+        else:
+            torch._foreach_add_(_leaves(self._sums), _leaves(batch))
+            self._loss = self._loss + losses.sum()
+        self.num_samples += losses.shape[0]
+
+    def all_finite(self) -> torch.Tensor:
+        """0-d bool tensor: the sums hold no NaN/inf (so neither did the data)."""
+        if self._sums is None:
+            return torch.tensor(True)
+        first = self._sums["layers"][0]["s"]
+        return torch.isfinite(self._loss) & torch.isfinite(first).all()
+
+    def result(self) -> ConvGrowthStatistics:
+        if self._sums is None or self.num_samples == 0:
+            raise ValueError("data: no samples were given to the statistics pass")
+        n, sums, num = self.num_samples, self._sums, self.net.num_sites
+        dtype = self.net.dtype
+        s_list, m_list, vv, sg, p_list, c_list, kinds = [], [], [], [], [], [], []
+        for l, layer in enumerate(sums["layers"]):
+            covs = self.layer_plans[l].assemble(layer, n)
+            s_list.append(covs[0])
+            m_list.append(-layer["m"].double())
+            vv.append(layer["vv"].double())
+            if l < num - 1:
+                plan = self.growth_plans[l]
+                sg.append(covs[1] if plan is None else plan.assemble(sums["growth"][l], n)[0])
+                p, c = self.cross_plans[l].assemble(sums["cross"][l], n)
+                p_list.append(-p)
+                c_list.append(c if self.kernel == "full" else c[0])
+                kinds.append(self.kernel)
+        head, site = sums["head"], sums["head_site"]
+        s_list.append(head["s"].double())
+        m_list.append(-head["m"].double())
+        vv.append(head["vv"].double())
+        sg.append(site["s"].double())
+        p_list.append(-site["p"].double())
+        c_list.append(site["c"].double())
+        kinds.append("linear")
+
+        def mean(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [(t / n).to(dtype) for t in ts]
+
+        return ConvGrowthStatistics(
+            S=mean(s_list),
+            M=mean(m_list),
+            vv=mean(vv),
+            C=mean(c_list),
+            P=mean(p_list),
+            loss=self._loss / n,
+            num_samples=n,
+            S_growth=mean(sg),
+            site_kernels=kinds,
+        )
+
+
+def _leaves(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    values = tree.values() if isinstance(tree, dict) else tree
+    return [leaf for value in values for leaf in _leaves(value)]
+
+
+def conv_layer_inputs_and_grads(
+    net, x: torch.Tensor, y: torch.Tensor, loss_fn: PerSampleLoss
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Forward ``x``, backpropagate the summed per-sample loss to every pre-activation.
+
+    Only gradients with respect to pre-activations are computed (no weight gradients).
+    Returns the stage inputs (then the pooled features), the gradients ``dl_i/da`` of every
+    conv and of the head, and the per-sample losses.
+    """
+    inputs: list[torch.Tensor] = []
+    pre: list[torch.Tensor] = []
+    with torch.enable_grad():
+        h = x.detach()
+        for l, stage in enumerate(net.stages):
+            inputs.append(h)
+            a = F.conv2d(
+                h, net.weights[l].detach(), net.biases[l].detach(), stage.stride, stage.padding
+            )
+            if l == 0:
+                a.requires_grad_(True)
+            pre.append(a)
+            h = net.stage_output(a, l)
+        f = h.mean((-2, -1))
+        inputs.append(f)
+        out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach())
+        pre.append(out)
+        losses = loss_fn(out, y)
+        grads = torch.autograd.grad(losses.sum(), pre)
+    return [t.detach() for t in inputs], list(grads), losses.detach()
+
+
+def compute_conv_statistics(
+    net,
+    x: torch.Tensor | Iterable,
+    y: torch.Tensor | None = None,
+    loss: str | PerSampleLoss = "mse",
+    kernel: str = "full",
+    batch_size: int | None = None,
+    check_finite: bool = True,
+) -> ConvGrowthStatistics:
+    """One forward+backward pass of a :class:`~growenv.conv.GrowingConvNet` -> statistics.
+
+    Parameters
+    ----------
+    net
+        The network.
+    x, y
+        Image tensors (split into ``batch_size`` chunks), or ``x`` an iterable of ``(x, y)``
+        batches and ``y=None``. All batches must have the same image size.
+    loss
+        ``"mse"``, ``"cross_entropy"`` or a callable returning per-sample losses.
+    kernel
+        ``"full"`` (a new channel has a full k x k kernel in the next conv, as gromo's
+        ``FullConv2dGrowingModule``) or ``"restricted"`` (its centre tap only, as gromo's
+        ``RestrictedConv2dGrowingModule``). The last site (feeding the head) is linear.
+    check_finite
+        Raise ``ValueError`` if the data hold NaN or inf (one host check after the loop).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    loss_fn = resolve_loss(loss)
+    acc = ConvStatisticsAccumulator(net, kernel)
+    for xb, yb in iterate_batches(x, y, batch_size):
+        net.check_input(xb)
+        xb = xb.to(device=net.device, dtype=net.dtype)
+        yb = prepare_target(loss, yb.to(net.device), xb.shape[0], net.out_features)
+        acc.add(*conv_layer_inputs_and_grads(net, xb, yb, loss_fn))
+    if check_finite and not bool(acc.all_finite()):
+        raise ValueError("x/y: the data contain NaN or inf values")
+    return acc.result()
