@@ -109,9 +109,13 @@ class GrowthEnv(gym.Env):
     | 9 | symlog of the last step's relative val-loss decrease | R |
 
     ## Rewards
-    ``r = (L_val(t-1) - L_val(t)) / L_val(t-1) - cost_per_param * added params
-    - cost_per_flop * added FLOPs``: the relative validation-loss decrease minus the cost
-    of growth (zero by default, recovering pure loss). Stopping gives 0.
+    ``r = log(L_val(t-1) / L_val(t)) - cost_per_param * added params - cost_per_flop *
+    added FLOPs``: the relative (logarithmic) validation-loss decrease minus the cost of
+    growth (zero by default, recovering pure loss). Stopping gives 0. The log ratio
+    telescopes: an episode's undiscounted return is ``log(L_val(0) / L_val(T))`` minus the
+    costs, so maximising it means reaching the lowest final loss at the given budget.
+    ``reward="relative"`` gives ``(L_val(t-1) - L_val(t)) / L_val(t-1)`` instead, which does
+    not telescope (an agent can collect more of it by delaying growth).
 
     ## Starting State
     A task (fixed, or drawn from a distribution by the reset seed), a student with
@@ -128,9 +132,9 @@ class GrowthEnv(gym.Env):
     ``start_width``, ``activation``, ``max_sites``, ``neurons_per_growth`` (int or "auto":
     the significant ones), ``train_steps``, ``batch_size``, ``optimizer``, ``lr``,
     ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
-    ``cost_per_flop``, ``method`` ("tiny", "gradmax", "random"), ``invalid_action``
-    ("raise" or "skip"), ``dtype`` ("float32" or "float64": network, data and
-    statistics), ``render_mode``.
+    ``cost_per_flop``, ``reward`` ("log_ratio" or "relative"), ``method`` ("tiny",
+    "gradmax", "random"), ``invalid_action`` ("raise" or "skip"), ``dtype`` ("float32" or
+    "float64": network, data and statistics), ``render_mode``.
 
     ## Version History
     * v0: initial version.
@@ -157,6 +161,7 @@ class GrowthEnv(gym.Env):
         max_compute: float | None = None,
         cost_per_param: float = 0.0,
         cost_per_flop: float = 0.0,
+        reward: str = "log_ratio",
         method: str = "tiny",
         invalid_action: str = "raise",
         dtype: str | torch.dtype = "float32",
@@ -180,6 +185,9 @@ class GrowthEnv(gym.Env):
         self.max_compute = _float_arg("max_compute", max_compute, 1.0, allow_none=True)
         self.cost_per_param = _float_arg("cost_per_param", cost_per_param)
         self.cost_per_flop = _float_arg("cost_per_flop", cost_per_flop)
+        if reward not in ("log_ratio", "relative"):
+            raise ValueError(f"reward: expected 'log_ratio' or 'relative', got {reward!r}")
+        self.reward_kind = reward
         self.lr = _float_arg("lr", lr, 1e-12)
         if method not in ("tiny", "gradmax", "random"):
             raise ValueError(f"method: expected 'tiny', 'gradmax' or 'random', got {method!r}")
@@ -327,7 +335,11 @@ class GrowthEnv(gym.Env):
         self.step_count += 1
         added_params = self.net.num_parameters() - params_before
         added_flops = self.net.flops() - flops_before
-        improvement = (prev_val - self._val_loss) / max(prev_val, 1e-12)
+        prev, now = max(prev_val, 1e-12), max(self._val_loss, 1e-12)
+        if self.reward_kind == "log_ratio":
+            improvement = float(np.log(prev / now))
+        else:
+            improvement = (prev - now) / prev
         self._last_improvement = improvement
         reward = improvement - self.cost_per_param * added_params - self.cost_per_flop * added_flops
         terminated = self.max_compute is not None and self.compute >= self.max_compute

@@ -136,11 +136,31 @@ def test_param_budget_masks_growth():
     assert not env_b.action_masks()[:2].any()
 
 
-def test_reward_is_relative_val_decrease_minus_cost():
+def test_relative_reward_option():
+    env = fast_env(reward="relative")
+    _, info0 = env.reset(seed=0)
+    _, r, _, _, info1 = env.step(1)
+    assert r == pytest.approx((info0["val_loss"] - info1["val_loss"]) / info0["val_loss"])
+    with pytest.raises(ValueError, match="reward"):
+        fast_env(reward="loss")
+
+
+def test_episode_return_telescopes_to_log_loss_ratio():
+    env = fast_env(max_steps=3)
+    _, info0 = env.reset(seed=1)
+    total, done = 0.0, False
+    while not done:
+        _, r, term, trunc, info = env.step(env.skip_action)
+        total += r
+        done = term or trunc
+    assert total == pytest.approx(np.log(info0["val_loss"] / info["val_loss"]), rel=1e-6)
+
+
+def test_reward_is_log_val_decrease_minus_cost():
     env = fast_env(cost_per_param=0.0)
     _, info0 = env.reset(seed=0)
     _, r, _, _, info1 = env.step(1)
-    expected = (info0["val_loss"] - info1["val_loss"]) / info0["val_loss"]
+    expected = np.log(info0["val_loss"] / info1["val_loss"])
     assert r == pytest.approx(expected, rel=1e-6)
     if info1["val_loss"] < info0["val_loss"]:
         assert r > 0  # lowering the validation loss at zero cost is rewarded
