@@ -46,15 +46,15 @@ class PPOConfig:
     """
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
-    total_timesteps: int = 20_000
-    n_envs: int = 4
+    total_timesteps: int = 60_000
+    n_envs: int = 32
     vec: str = "lockstep"
     seed: int = 0
     device: str = "cpu"
-    n_steps: int = 96
-    batch_size: int = 96
+    n_steps: int = 32
+    batch_size: int = 256
     n_epochs: int = 10
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     gamma: float = 1.0
     gae_lambda: float = 0.95
     ent_coef: float = 0.01

@@ -1,6 +1,6 @@
 """Learned growth (MaskablePPO) vs greedy vs random on held-out tasks, at equal budgets.
 
-Usage: python experiments/ppo_vs_greedy.py [--timesteps 60000] [--seeds 20] [--out DIR]
+Usage: OMP_NUM_THREADS=1 python experiments/ppo_vs_greedy.py [--timesteps 60000] [--seeds 20]
        python experiments/ppo_vs_greedy.py --model results/ppo_vs_greedy/agent   # reuse
 
 1. Trains MaskablePPO on the teacher-student distribution (a new teacher every episode:
@@ -130,8 +130,10 @@ def plot(rows: list[dict], path: Path, policies: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=60_000)
-    parser.add_argument("--n-envs", type=int, default=16)
+    parser.add_argument("--timesteps", type=int, default=PPOConfig.total_timesteps)
+    parser.add_argument("--n-envs", type=int, default=PPOConfig.n_envs)
+    parser.add_argument("--n-steps", type=int, default=PPOConfig.n_steps, help="per env")
+    parser.add_argument("--lr", type=float, default=PPOConfig.learning_rate)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="a trained agent to evaluate instead")
@@ -144,6 +146,8 @@ def main() -> None:
         config = PPOConfig(
             total_timesteps=args.timesteps,
             n_envs=args.n_envs,
+            n_steps=args.n_steps,
+            learning_rate=args.lr,
             vec="lockstep",
             seed=args.train_seed,
             eval_every=args.timesteps // 4,
