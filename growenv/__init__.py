@@ -1,6 +1,8 @@
 """growenv: neural-network growth (TINY expressivity bottleneck) as an RL problem."""
 
 from growenv.amplitude import AmplitudeResult, amplitude_search, default_gammas
+from growenv.conv import GrowingConvNet
+from growenv.conv_growth import ConvGrowthCandidate, conv_bottleneck
 from growenv.growth import GrowthCandidate, apply_growth, extended_forward
 from growenv.nets import GrowingMLP
 from growenv.report import BottleneckReport, SiteReport, bottleneck
@@ -9,6 +11,8 @@ from growenv.statistics import GrowthStatistics, compute_statistics
 __all__ = [
     "AmplitudeResult",
     "BottleneckReport",
+    "ConvGrowthCandidate",
+    "GrowingConvNet",
     "GrowingMLP",
     "GrowthCandidate",
     "GrowthStatistics",
@@ -17,6 +21,7 @@ __all__ = [
     "apply_growth",
     "bottleneck",
     "compute_statistics",
+    "conv_bottleneck",
     "default_gammas",
     "extended_forward",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from growenv.growth import GrowthCandidate, _check_candidate, next_preactivation
+from growenv.growth import GrowthCandidate, _check_candidate, _is_conv, next_preactivation
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 
 
@@ -41,6 +41,10 @@ def amplitude_search(
     amplitudes. ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``. With the default
     grid there is no host synchronisation (user-given ``gammas`` are validated once).
     """
+    if _is_conv(net):
+        from growenv.conv_growth import conv_amplitude_search
+
+        return conv_amplitude_search(net, candidate, x, y, loss, gammas)
     net.check_input(x)
     _check_candidate(net, candidate)
     loss_fn = resolve_loss(loss)

@@ -264,6 +264,34 @@ class GrowingConvNet(nn.Module):
             total += w.numel() * stage.conv_size(size[0]) * stage.conv_size(size[1])
         return total
 
+    def added_parameters(self, site: int, num_channels: int) -> int:
+        """Parameters that ``num_channels`` new channels at ``site`` add (kernels in and out,
+        biases)."""
+        site = self.check_site(site)
+        w_in, w_out = self.weights[site], self.weights[site + 1]
+        return num_channels * (w_in[0].numel() + 1 + w_out.shape[0] * w_out[0, 0].numel())
+
+    def added_flops(
+        self, site: int, num_channels: int, image_size: int | tuple[int, int] | None = None
+    ) -> int:
+        """Multiply-adds per image that ``num_channels`` new channels at ``site`` add."""
+        site = self.check_site(site)
+        sizes = self.grid_sizes(image_size)
+        stage, w_in, w_out = self.stages[site], self.weights[site], self.weights[site + 1]
+        conv_in = stage.conv_size(sizes[site][0]) * stage.conv_size(sizes[site][1])
+        macs = w_in[0].numel() * conv_in
+        if site + 1 < self.num_sites:
+            nxt, size = self.stages[site + 1], sizes[site + 1]
+            macs += (
+                w_out.shape[0]
+                * w_out[0, 0].numel()
+                * nxt.conv_size(size[0])
+                * nxt.conv_size(size[1])
+            )
+        else:
+            macs += w_out.shape[0]
+        return num_channels * macs
+
     def extra_repr(self) -> str:
         parts = []
         for stage, width in zip(self.stages, self.hidden_widths, strict=True):

@@ -57,6 +57,12 @@ def _check_candidate(net, candidate: GrowthCandidate) -> None:
         )
 
 
+def _is_conv(net) -> bool:
+    from growenv.conv import GrowingConvNet
+
+    return isinstance(net, GrowingConvNet)
+
+
 def _as_gammas(gamma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     g = torch.as_tensor(gamma, dtype=like.dtype, device=like.device)
     return g.reshape(-1)
@@ -93,6 +99,10 @@ def extended_forward(
     ``gamma`` may be a float (returns (n, out)) or a 1-D tensor of G amplitudes
     (returns (G, n, out)).
     """
+    if _is_conv(net):
+        from growenv.conv_growth import conv_extended_forward
+
+        return conv_extended_forward(net, candidate, x, gamma)
     net.check_input(x)
     _check_candidate(net, candidate)
     gammas = _as_gammas(gamma, x)
@@ -118,6 +128,10 @@ def apply_growth(
     The result equals :func:`extended_forward` at the same ``gamma``. Optimizer state of the
     grown parameters is kept (zero-padded for the new entries).
     """
+    if _is_conv(net):
+        from growenv.conv_growth import conv_apply_growth
+
+        return conv_apply_growth(net, candidate, gamma, optimizer)
     _check_candidate(net, candidate)
     site = candidate.site
     w_out, b_out = net.weights[site + 1], net.biases[site + 1]

@@ -294,6 +294,7 @@ def bottleneck(
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     solve_dtype: torch.dtype = torch.float64,
     input_factors: tiny.CovarianceFactors | None = None,
+    kernel: str = "full",
 ) -> BottleneckReport:
     """Measure the expressivity bottleneck of every hidden site of ``net``.
 
@@ -323,7 +324,29 @@ def bottleneck(
         Factors of the input covariance ``E[[x; 1][x; 1]^T]`` from an earlier report on
         the same data (``report.input_factors``): the input layer's ``eigh`` is skipped. For
         wide inputs (flattened images) it is the dominant cost, and constant for fixed data.
+    kernel
+        For a :class:`~growenv.conv.GrowingConvNet`: ``"full"`` (a new channel is a k×k
+        kernel in and out, gromo's FullConv2dGrowingModule) or ``"restricted"`` (1×1 out).
+        Ignored for MLPs.
     """
+    from growenv.conv import GrowingConvNet
+
+    if isinstance(net, GrowingConvNet):
+        from growenv.conv_growth import conv_bottleneck
+
+        return conv_bottleneck(
+            net,
+            x,
+            y,
+            loss,
+            kernel,
+            batch_size=batch_size,
+            rtol=rtol,
+            atol=atol,
+            statistical_threshold=statistical_threshold,
+            solve_dtype=solve_dtype,
+            input_factors=input_factors,
+        )
     checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
     for name, value in checks:
         if name == "rtol" and value is None:

@@ -1,0 +1,294 @@
+"""Conv TINY statistics + solve: growenv vs gromo (the TINY authors' code), time and memory.
+
+Cases (same weights and data for every implementation; SELU; batch 128; 3x3 kernels):
+
+* ``pair``: one CIFAR-sized layer pair, 16 -> 16 -> 16 channels on 32x32 maps, padding 1,
+  then average pooling and a linear head (10 outputs).
+* ``net``: a whole small net, 3 x 32 x 32 images -> 16 -> 16 -> 32 (stride 2) -> 32
+  (stride 2) -> pooled linear head (10).
+
+Implementations, each run in its own subprocess (time = median of the timed repeats after an
+untimed warm-up on 2 images that loads every kernel; memory = peak RSS growth over the RSS
+after that warm-up, i.e. the extra memory of a full-batch call, from
+``getrusage(RUSAGE_SELF).ru_maxrss``):
+
+* ``plain``: forward + ``MSELoss(sum).backward()`` of the same layers (weight gradients),
+* ``growenv``: ``growenv.conv_growth.conv_bottleneck`` (one forward+backward to the
+  pre-activations, the statistics of every layer and site, the solve of every site),
+* ``gromo``: its protocol for every layer (``init_computation``, forward,
+  ``loss.backward()``, ``update_computation``, ``compute_optimal_updates``), with its
+  ``FullConv2dGrowingModule`` (or ``RestrictedConv2dGrowingModule``); its mask tensor is
+  built in the warm-up and cached; ``--gromo-repeats`` timed calls.
+
+``growenv (batch_size=B)`` streams the same 128 images in batches of B (same statistics).
+
+Targets (full kernel, pair, on the 2-core CPU): growenv <= 3x plain, >= 20x faster than
+gromo, <= 1/10 of gromo's extra peak memory.
+
+Usage::
+
+    python experiments/bench_conv.py [--cases pair net] [--kernels full restricted]
+        [--repeats 7] [--gromo-repeats 1] [--threads N] [--out results/bench_conv.json]
+
+On shared cores, OpenMP/MKL threads that wait for a descheduled peer make every kernel
+slow (the more kernels, the worse): compare implementations at the same ``--threads``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGET_VS_PLAIN = 3.0
+TARGET_SPEEDUP = 20.0
+TARGET_MEMORY = 0.1
+BATCH = 128
+
+# name -> (in channels, image size, [(out channels, stride)], out features)
+CASES = {
+    "pair": (16, 32, [(16, 1), (16, 1)], 10),
+    "net": (3, 32, [(16, 1), (16, 1), (32, 2), (32, 2)], 10),
+}
+
+
+def make_problem(case: str, seed: int = 0):
+    """Weights (conv and head), images and targets, from a seeded generator."""
+    c_in, size, stages, out = CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    params, fan_in = [], c_in
+    for c, _ in stages:
+        bound = 1.0 / (fan_in * 9) ** 0.5
+        params.append(((torch.rand(c, fan_in, 3, 3, generator=g) * 2 - 1) * bound, torch.zeros(c)))
+        fan_in = c
+    params.append((torch.randn(out, fan_in, generator=g) / fan_in**0.5, torch.zeros(out)))
+    x = torch.randn(BATCH, c_in, size, size, generator=g)
+    y = torch.randn(BATCH, out, generator=g)
+    return params, x, y
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# --------------------------------------------------------------------------- implementations
+def plain_step(case: str, params, x, y):
+    _, _, stages, _ = CASES[case]
+    weights = [(w.clone().requires_grad_(), b.clone().requires_grad_()) for w, b in params]
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        h = xb
+        for (w, b), (_, stride) in zip(weights[:-1], stages, strict=True):
+            h = F.selu(F.conv2d(h, w, b, stride, 1))
+        out = F.linear(h.mean((-2, -1)), *weights[-1])
+        loss = nn.functional.mse_loss(out, yb, reduction="sum")
+        for w, b in weights:
+            w.grad = b.grad = None
+        loss.backward()
+
+    return step
+
+
+def growenv_step(case: str, params, x, y, kernel: str, batch_size: int | None = None):
+    from growenv.conv import GrowingConvNet
+    from growenv.conv_growth import conv_bottleneck
+
+    c_in, size, stages, out = CASES[case]
+    net = GrowingConvNet(
+        c_in, [c for c, _ in stages], out, 3, [s for _, s in stages], 1, None, "selu", size
+    )
+    with torch.no_grad():
+        for (w, b), pw, pb in zip(params, net.weights, net.biases, strict=True):
+            pw.copy_(w)
+            pb.copy_(b)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        report = conv_bottleneck(net, xb, yb, kernel=kernel, batch_size=batch_size)
+        float(report.sites[0].first_order_gain)  # results on the host
+
+    return step
+
+
+def gromo_step(case: str, params, x, y, kernel: str):
+    from gromo.modules import conv2d_growing_module as gm
+
+    _, _, stages, out = CASES[case]
+    cls = gm.FullConv2dGrowingModule if kernel == "full" else gm.RestrictedConv2dGrowingModule
+    layers = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, ((w, b), (_, stride)) in enumerate(zip(params[:-1], stages, strict=True)):
+            layer = cls(
+                w.shape[1], w.shape[0], 3, stride=stride, padding=1,
+                post_layer_function=nn.SELU(), previous_module=layers[-1] if layers else None,
+                name=f"conv{i}",
+            )  # fmt: skip
+            with torch.no_grad():
+                layer.layer.weight.copy_(w)
+                layer.layer.bias.copy_(b)
+            if layers:
+                layers[-1].next_module = layer
+            layers.append(layer)
+    head = nn.Linear(params[-1][0].shape[1], out)
+    with torch.no_grad():
+        head.weight.copy_(params[-1][0])
+        head.bias.copy_(params[-1][1])
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for layer in layers:
+                layer.init_computation()
+            model.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb, reduction="sum")
+            loss.backward()
+            for layer in layers:
+                layer.update_computation()
+            for layer in layers:
+                layer.compute_optimal_updates()
+            float(layers[-1].first_order_improvement)
+            for layer in layers:
+                layer.reset_computation()
+
+    return step
+
+
+def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:
+    """Run in a subprocess: set up, measure the extra peak memory and the time of one call."""
+    params, x, y = make_problem(case)
+    if impl == "plain":
+        step = plain_step(case, params, x, y)
+    elif impl.startswith("growenv"):
+        batch_size = int(impl.split("@")[1]) if "@" in impl else None
+        step = growenv_step(case, params, x, y, kernel, batch_size)
+    else:
+        step = gromo_step(case, params, x, y, kernel)
+    t0 = time.perf_counter()
+    step(x[:2], y[:2])  # one-time set-up (kernels, gromo's cached mask tensor) on 2 images
+    first = time.perf_counter() - t0
+    base = rss_mb()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step(x, y)
+        times.append(time.perf_counter() - t0)
+    return {
+        "seconds": statistics.median(times),
+        "all_seconds": times,
+        "warmup_seconds_2_images": first,
+        "extra_peak_mb": rss_mb() - base,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_worker(case: str, impl: str, kernel: str, repeats: int, threads: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", case, impl, kernel, str(repeats)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {case}/{impl}/{kernel} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--kernels", nargs="+", default=["full"], choices=["full", "restricted"])
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls (plain, growenv)")
+    parser.add_argument("--gromo-repeats", type=int, default=1)
+    parser.add_argument("--skip-gromo", action="store_true")
+    parser.add_argument(
+        "--stream",
+        type=int,
+        default=32,
+        help="also time growenv streamed in batches of this size (0: no)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads in every worker (default: torch's)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.worker is not None:
+        case, impl, kernel, repeats = args.worker
+        print(json.dumps(worker(case, impl, kernel, int(repeats))))
+        return
+    load_before = os.getloadavg()
+    results = []
+    for case in args.cases:
+        plain = run_worker(case, "plain", "-", args.repeats, args.threads)
+        results.append({"case": case, "impl": "plain", "kernel": "-", **plain})
+        for kernel in args.kernels:
+            ours = run_worker(case, "growenv", kernel, args.repeats, args.threads)
+            results.append({"case": case, "impl": "growenv", "kernel": kernel, **ours})
+            if args.stream:
+                impl = f"growenv@{args.stream}"
+                streamed = run_worker(case, impl, kernel, args.repeats, args.threads)
+                name = f"growenv (batch_size={args.stream})"
+                results.append({"case": case, "impl": name, "kernel": kernel, **streamed})
+            if not args.skip_gromo:
+                ref = run_worker(case, "gromo", kernel, args.gromo_repeats, args.threads)
+                results.append({"case": case, "impl": "gromo", "kernel": kernel, **ref})
+    by = {(r["case"], r["impl"], r["kernel"]): r for r in results}
+    rows = [
+        "| case | implementation | kernel | time (s) | x plain fwd+bwd | extra peak memory (MB) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = r["seconds"] / by[(r["case"], "plain", "-")]["seconds"]
+        rows.append(
+            f"| {r['case']} | {r['impl']} | {r['kernel']} | {r['seconds']:.3f} | {ratio:.2f} "
+            f"| {r['extra_peak_mb']:.0f} |"
+        )
+    checks = []
+    for case in args.cases:
+        for kernel in args.kernels:
+            ours = by[(case, "growenv", kernel)]
+            vs_plain = ours["seconds"] / by[(case, "plain", "-")]["seconds"]
+            line = (
+                f"{case}/{kernel}: growenv = {vs_plain:.2f}x plain (target <= {TARGET_VS_PLAIN:g})"
+            )
+            ref = by.get((case, "gromo", kernel))
+            if ref is not None:
+                speedup = ref["seconds"] / ours["seconds"]
+                mem = ours["extra_peak_mb"] / max(ref["extra_peak_mb"], 1e-9)
+                line += (
+                    f", {speedup:.0f}x faster than gromo (target >= {TARGET_SPEEDUP:g}), "
+                    f"{mem:.3f} of gromo's extra peak memory (target <= {TARGET_MEMORY:g})"
+                )
+            checks.append(line)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; load average "
+        f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
+    print("\n".join(rows))
+    print()
+    print("\n".join(checks))
+    print(f"\nmachine: {machine}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"results": results, "checks": checks, "machine": machine}
+        args.out.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""GrowingConvNet, its TINY statistics and growth against explicit float64 loops."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growenv.conv import GrowingConvNet
+from growenv.conv_growth import (
+    ConvGrowthCandidate,
+    conv_amplitude_search,
+    conv_apply_growth,
+    conv_bottleneck,
+    conv_extended_forward,
+)
+from growenv.conv_statistics import (
+    _correlate,
+    _make_cells,
+    compute_conv_statistics,
+    conv_statistics_macs,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny images gain nothing from threads, and on shared cores OpenMP's spin-waiting
+    makes each of the many small kernels slow: run this module single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# (channels, kernel_size, stride, padding, pool, image (H, W)); tiny images, few channels
+GEOMETRIES = {
+    "k3s1p1": ([3, 2], 3, 1, 1, None, (6, 6)),
+    "k3s1p0": ([3, 2], 3, 1, 0, None, (7, 6)),
+    "k3s2p1": ([3, 2], 3, 2, 1, None, (7, 7)),
+    "k3s2p0-s1p1": ([2, 3], 3, [2, 1], [0, 1], None, (9, 8)),
+    "k3s1-s2": ([3, 2], 3, [1, 2], 1, None, (7, 8)),
+    "k3s2p0-s2p1": ([3, 2], 3, 2, [0, 1], None, (9, 10)),
+    "k5p2-k3p0": ([2, 2], [5, 3], 1, [2, 0], None, (6, 7)),
+    "avgpool-3stages": ([2, 2, 2], 3, 1, 1, ["avg", None, None], (8, 8)),
+    "s2+avg3s2": ([2, 2], 3, [2, 1], 1, [("avg", 3, 2), None], (11, 11)),
+}
+
+
+def make_net(name: str, activation: str = "tanh", dtype=torch.float64, seed: int = 0):
+    channels, k, s, p, pool, size = GEOMETRIES[name]
+    g = torch.Generator().manual_seed(seed)
+    net = GrowingConvNet(2, channels, 3, k, s, p, pool, activation, size, generator=g)
+    return net.to(dtype), size
+
+
+def data(size, n=5, dtype=torch.float64, seed=1, channels=2, out=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, channels, *size, generator=g).to(dtype)
+    y = torch.randn(n, out, generator=g).to(dtype)
+    return x, y
+
+
+# ----------------------------------------------------------------- float64 reference (loops)
+def explicit_patches(y: torch.Tensor, k: int, s: int, p: int, out_size) -> torch.Tensor:
+    """(n, Ho, Wo, C k k) zero-padded patches, one position and one offset at a time."""
+    n, c, h, w = y.shape
+    out = torch.zeros(n, *out_size, c, k, k, dtype=y.dtype)
+    for p0, p1, o0, o1 in itertools.product(
+        range(out_size[0]), range(out_size[1]), range(k), range(k)
+    ):
+        r0, r1 = s * p0 + o0 - p, s * p1 + o1 - p
+        if 0 <= r0 < h and 0 <= r1 < w:
+            out[:, p0, p1, :, o0, o1] = y[:, :, r0, r1]
+    return out.reshape(n, *out_size, c * k * k)
+
+
+def with_ones(t: torch.Tensor) -> torch.Tensor:
+    return torch.cat([t, torch.ones(*t.shape[:-1], 1, dtype=t.dtype)], -1)
+
+
+def reference(net, x, y, kernel="full"):
+    """Sample means of the statistics by explicit loops over positions and kernel offsets.
+
+    Patches ``u`` of the new channel at hidden positions are averaged over pooling windows;
+    for each output position ``p`` of the next conv and each kernel offset ``o`` the patch at
+    ``s p + o - pad`` (zero in the padding) is correlated with the gradient and the next
+    layer's patch.
+    """
+    net = copy.deepcopy(net).double()
+    x, y = x.double(), y.double()
+    ins, pres, h = [], [], x
+    for l, st in enumerate(net.stages):
+        ins.append(h)
+        w, b = net.weights[l].detach(), net.biases[l].detach()
+        a = F.conv2d(h, w, b, st.stride, st.padding).requires_grad_(True)
+        pres.append(a)
+        h = net.stage_output(a, l)
+    f = h.mean((-2, -1))
+    out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach()).requires_grad_(True)
+    grads = torch.autograd.grad(((out - y) ** 2).sum(), [*pres, out])
+    ins, f, n = [t.detach() for t in ins], f.detach(), x.shape[0]
+    res = {"S": [], "M": [], "Sg": [], "P": [], "C": []}
+    pooled = []
+    for l, st in enumerate(net.stages):
+        g = grads[l]
+        size = tuple(g.shape[-2:])
+        u = with_ones(explicit_patches(ins[l], st.kernel_size, st.stride, st.padding, size))
+        res["S"].append(torch.einsum("nhwa,nhwb->ab", u, u) / n)
+        res["M"].append(-torch.einsum("nhwa,nchw->ac", u, g) / n)
+        if st.pool is not None:
+            kp, sp = st.pool_size, st.pool_step
+            hh, wh = (size[0] - kp) // sp + 1, (size[1] - kp) // sp + 1
+            avg = torch.zeros(n, hh, wh, u.shape[-1], dtype=u.dtype)
+            for q0, q1, d0, d1 in itertools.product(range(hh), range(wh), range(kp), range(kp)):
+                avg[:, q0, q1] += u[:, sp * q0 + d0, sp * q1 + d1] / kp**2
+            u = avg
+        pooled.append(u)
+    b = with_ones(f)
+    res["S"].append(b.T @ b / n)
+    res["M"].append(-b.T @ grads[-1] / n)
+    for j in range(net.num_sites - 1):
+        u, nxt, g = pooled[j], net.stages[j + 1], grads[j + 1]
+        k2, s2, p2 = nxt.kernel_size, nxt.stride, nxt.padding
+        out_size = tuple(g.shape[-2:])
+        un = with_ones(explicit_patches(ins[j + 1], k2, s2, p2, out_size))
+        offsets = list(itertools.product(range(k2), range(k2)))
+        if kernel == "restricted":
+            offsets = [(k2 // 2, k2 // 2)]
+        d, o = u.shape[-1], g.shape[1]
+        sg = torch.zeros(d, d, dtype=torch.float64)
+        pm = torch.zeros(d, o, len(offsets), dtype=torch.float64)
+        cm = torch.zeros(len(offsets), d, un.shape[-1], dtype=torch.float64)
+        for p0, p1 in itertools.product(range(out_size[0]), range(out_size[1])):
+            for i, (o0, o1) in enumerate(offsets):
+                q0, q1 = s2 * p0 + o0 - p2, s2 * p1 + o1 - p2
+                if 0 <= q0 < u.shape[1] and 0 <= q1 < u.shape[2]:
+                    uq = u[:, q0, q1]
+                    sg += uq.T @ uq
+                    pm[:, :, i] -= uq.T @ g[:, :, p0, p1]
+                    cm[i] += uq.T @ un[:, p0, p1]
+        res["Sg"].append(sg / n)
+        res["P"].append(pm.reshape(d, -1) / n)
+        res["C"].append((cm if kernel == "full" else cm[0]) / n)
+    um = pooled[-1].mean((1, 2))
+    res["Sg"].append(um.T @ um / n)
+    res["P"].append(-um.T @ grads[-1] / n)
+    res["C"].append(um.T @ b / n)
+    return res
+
+
+def reference_solve(ref, net, kernel, rtol):
+    """Independent float64 solve: pinv / eigh / svdvals of the reference statistics."""
+    out = []
+    for j in range(net.num_sites):
+        s, m = ref["S"][j + 1], ref["M"][j + 1]
+        dw = (torch.linalg.pinv(s, rtol=rtol, hermitian=True) @ m).T  # (O, E)
+        d = (m.T * dw).sum()
+        p, c = ref["P"][j], ref["C"][j]
+        if kernel == "full" and j < net.num_sites - 1:
+            offsets = c.shape[0]
+            n = p.reshape(p.shape[0], -1, offsets).clone()
+            for i in range(offsets):
+                n[:, :, i] -= c[i] @ dw.T
+            n = n.reshape(p.shape[0], -1)
+        else:
+            n = p - c @ dw.T
+        ev, vecs = torch.linalg.eigh(ref["Sg"][j])
+        keep = ev > rtol * ev[-1]
+        isqrt = vecs[:, keep] @ torch.diag(ev[keep].rsqrt()) @ vecs[:, keep].T
+        lam = torch.linalg.svdvals(isqrt @ n)
+        sig = max(int((lam >= 1e-3).sum()), 1)
+        out.append({"d": d, "lam": lam, "fo": d + net.slope0 * (lam[:sig] ** 2).sum()})
+    return out
+
+
+def rel(a, b) -> float:
+    a, b = torch.as_tensor(a).detach().double(), torch.as_tensor(b).detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-300))
+
+
+# ------------------------------------------------------------------------------ statistics
+@pytest.mark.parametrize("seed", range(40))
+def test_correlation_engine_matches_brute_force(seed):
+    """The cell-wise correlations (corners, bands, interior, stride phases) against loops."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randint(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    sigma, period = randint(1, 2), randint(1, 4)
+    size = (randint(1, 12), randint(1, 12))
+    dmin = (randint(-3, 1), randint(-3, 1))
+    dmax = (dmin[0] + randint(0, 4), dmin[1] + randint(0, 4))
+    cells = []
+    for d in range(2):  # weight vectors periodic inside, arbitrary near the borders
+        border = min(randint(0, 3), size[d])
+        vec = [float(randint(0, 3)) for _ in range(period)]
+        inner = [vec[i % period] for i in range(size[d])]
+        for i in list(range(border)) + list(range(size[d] - border, size[d])):
+            inner[i] = float(randint(0, 5))
+        cells.append(_make_cells([inner], size[d], period)[0])
+    a_size = tuple(sigma * (size[d] - 1) + randint(1, 4) for d in range(2))
+    a = torch.randn(3, 2, *a_size, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 3, *size, generator=g, dtype=torch.float64)
+    ours = _correlate(a, b, sigma, dmin, dmax, *cells)
+    kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
+    ref = torch.zeros_like(ours)
+    for (i, (r0, n0)), (j, (c0, n1)) in itertools.product(
+        enumerate(cells[0].cells), enumerate(cells[1].cells)
+    ):
+        for m0, m1, d0, d1 in itertools.product(range(n0), range(n1), range(kd[0]), range(kd[1])):
+            r, c = r0 + cells[0].step * m0, c0 + cells[1].step * m1
+            ar, ac = sigma * r + dmin[0] + d0, sigma * c + dmin[1] + d1
+            if 0 <= ar < a_size[0] and 0 <= ac < a_size[1]:
+                ref[i, j, :, :, d0, d1] += b[:, :, r, c].T @ a[:, :, ar, ac]
+    assert torch.allclose(ours, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_statistics_match_explicit_loops(name, kernel):
+    net, size = make_net(name)
+    x, y = data(size)
+    stats = compute_conv_statistics(net, x, y, kernel=kernel)
+    ref = reference(net, x, y, kernel)
+    pairs = {"S": stats.S, "M": stats.M, "Sg": stats.S_growth, "P": stats.P, "C": stats.C}
+    for key, ours in pairs.items():
+        assert len(ours) == len(ref[key]), key
+        for i, (a, b) in enumerate(zip(ours, ref[key])):
+            assert a.shape == b.shape, (key, i)
+            assert rel(a, b) < 1e-12, (key, i, rel(a, b))
+
+
+def test_maxpool_is_linearised_as_average():
+    """MaxPool stages use the average-pool statistics (a max of equal values has no linear
+    derivative); the statistics equal those of the same net with AvgPool."""
+    net, size = make_net("avgpool-3stages")
+    x, y = data(size)
+    stats_avg = compute_conv_statistics(net, x, y)
+    net_max = copy.deepcopy(net)
+    net_max.stages = (dataclasses.replace(net.stages[0], pool="max"), *net.stages[1:])
+    stats_max = compute_conv_statistics(net_max, x, y)
+    assert rel(stats_max.S_growth[0], stats_avg.S_growth[0]) < 1e-12
+    assert not torch.allclose(net_max(x), net(x))
+
+
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+@pytest.mark.parametrize("name", ["k3s1p1", "k3s1p0", "k3s2p0-s1p1", "avgpool-3stages"])
+def test_eigenvalues_and_gains_match_float64(name, kernel):
+    """float32 statistics + solve against the float64 loops and an independent solve."""
+    net, size = make_net(name, activation="selu", dtype=torch.float32)
+    x, y = data(size, n=48, dtype=torch.float32)
+    report = conv_bottleneck(net, x, y, kernel=kernel)
+    ref = reference_solve(reference(net, x, y, kernel), net, kernel, rtol=1e-6)
+    assert len(report.sites) == net.num_sites
+    for site, r in zip(report.sites, ref):
+        k = min(5, r["lam"].shape[0])
+        scale = float(r["lam"][0])
+        assert float((site.eigenvalues[:k].double() - r["lam"][:k]).abs().max()) <= 1e-3 * scale
+        assert rel(site.update_gain, r["d"]) < 1e-3
+        assert rel(site.first_order_gain, r["fo"]) < 1e-3
+
+
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+@pytest.mark.parametrize("name", ["k3s1p1", "k3s2p1", "s2+avg3s2"])
+def test_linear_gain_matches_finite_difference(name, kernel):
+    """``-dL/dgamma`` at 0 (``site.linear_gain``) against a finite difference of the real
+    loss of the preview, smooth activation (tanh), float64."""
+    net, size = make_net(name, activation="tanh")
+    x, y = data(size, n=160)
+    report = conv_bottleneck(net, x, y, kernel=kernel)
+    with torch.no_grad():
+        base = ((net(x) - y) ** 2).sum(-1).mean()
+    for site in report.sites:
+        cand = site.candidate(2)
+        eps = 1e-8
+        moved = ((conv_extended_forward(net, cand, x, eps) - y) ** 2).sum(-1).mean()
+        fd = float(base - moved) / eps
+        assert fd == pytest.approx(float(site.linear_gain(2)), rel=2e-3), site.site
+
+
+# ------------------------------------------------------------------------ preview / apply
+@pytest.mark.parametrize("activation", ["selu", "sigmoid"])
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+def test_preview_at_zero_is_forward_and_apply_equals_preview(kernel, activation):
+    net, size = make_net("avgpool-3stages", activation=activation, dtype=torch.float32)
+    x, y = data(size, n=12, dtype=torch.float32)
+    report = conv_bottleneck(net, x, y, kernel=kernel)
+    for site in report.sites:
+        cand = site.candidate(2)
+        assert isinstance(cand, ConvGrowthCandidate)
+        assert torch.equal(conv_extended_forward(net, cand, x, 0.0), net(x))
+        gammas = torch.tensor([0.0, 0.05, 0.7])
+        previews = conv_extended_forward(net, cand, x, gammas)
+        assert previews.shape == (3, 12, 3)
+        assert torch.allclose(previews[0], net(x), atol=1e-6)
+        grown = copy.deepcopy(net)
+        params_before = grown.num_parameters()
+        conv_apply_growth(grown, cand, 0.7)
+        assert torch.allclose(grown(x), previews[2], rtol=1e-4, atol=1e-5)
+        assert grown.num_parameters() - params_before == cand.added_parameters()
+        assert grown.hidden_widths[site.site] == net.hidden_widths[site.site] + cand.num_neurons
+
+
+def test_amplitude_search_is_argmin_of_real_loss():
+    net, size = make_net("k3s1p1", activation="selu", dtype=torch.float32)
+    x, y = data(size, n=20, dtype=torch.float32)
+    report = conv_bottleneck(net, x, y)
+    cand = report.sites[0].candidate(2)
+    result = conv_amplitude_search(net, cand, x, y, max_elements=500)  # several chunks
+    assert float(result.loss_drop) >= 0
+    for g, loss in zip(result.gammas[::8], result.losses[::8]):
+        real = ((conv_extended_forward(net, cand, x, float(g)) - y) ** 2).sum(-1).mean()
+        assert float(loss) == pytest.approx(float(real), rel=1e-5)
+    assert float(result.losses.min()) == pytest.approx(float(result.base_loss - result.loss_drop))
+
+
+def test_growth_from_one_channel_and_optimizer_state():
+    g = torch.Generator().manual_seed(3)
+    net = GrowingConvNet(2, [1, 1], 2, activation="selu", image_size=6, generator=g)
+    x, y = data((6, 6), n=32, dtype=torch.float32, out=2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss = ((net(x) - y) ** 2).sum(-1).mean()
+    loss.backward()
+    opt.step()
+    params = list(net.parameters())
+    moments = {id(p): opt.state[p]["exp_avg"].clone() for p in params}
+    for site in (0, 1, 0):
+        report = conv_bottleneck(net, x, y)
+        cand = report.sites[site].candidate(2)
+        amp = conv_amplitude_search(net, cand, x, y)
+        conv_apply_growth(net, cand, amp.gamma, optimizer=opt)
+    assert net.hidden_widths[0] >= 3 and net.hidden_widths[1] >= 2
+    assert all(p is q for p, q in zip(net.parameters(), params))
+    for p in params:
+        state = opt.state[p]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
+        old = moments[id(p)]
+        assert torch.equal(state["exp_avg"][tuple(slice(0, s) for s in old.shape)], old)
+    opt.zero_grad()
+    ((net(x) - y) ** 2).sum(-1).mean().backward()
+    opt.step()  # the grown state is usable
+
+
+def test_streamed_batches_equal_one_batch_and_cross_entropy():
+    net, size = make_net("k3s2p1", dtype=torch.float32)
+    x, y = data(size, n=10, dtype=torch.float32)
+    one = compute_conv_statistics(net, x, y)
+    streamed = compute_conv_statistics(net, x, y, batch_size=3)
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    iterated = compute_conv_statistics(net, loader)
+    for other in (streamed, iterated):
+        for a, b in zip(one.C + one.P + one.S_growth, other.C + other.P + other.S_growth):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    report = conv_bottleneck(net, x, labels, loss="cross_entropy")
+    assert all(torch.isfinite(s.first_order_gain) for s in report.sites)
+
+
+def test_candidate_methods_and_table():
+    net, size = make_net("k3s1p1", dtype=torch.float32)
+    x, y = data(size, n=16, dtype=torch.float32)
+    for kernel in ("full", "restricted"):
+        report = conv_bottleneck(net, x, y, kernel=kernel)
+        assert "site" in report.table()
+        for method in ("tiny", "gradmax", "random"):
+            cand = report.sites[0].candidate(2, method=method, generator=torch.Generator())
+            assert cand.in_weight.shape == (2, 2, 3, 3)
+            assert cand.out_weight.shape == (2, 2, 3, 3)
+            if kernel == "restricted":
+                mask = torch.ones(3, 3, dtype=torch.bool)
+                mask[1, 1] = False
+                assert not cand.out_weight[:, :, mask].any()
+        head = report.sites[1].candidate(1)
+        assert head.out_weight.shape == (3, 1) and head.kernel == "linear"
+
+
+# -------------------------------------------------------------------------- net and errors
+def test_sequential_round_trip_counts_and_flops():
+    net, size = make_net("s2+avg3s2", dtype=torch.float32)
+    x, _ = data(size, n=4, dtype=torch.float32)
+    seq = net.to_sequential()
+    assert torch.allclose(seq(x), net(x))
+    back = GrowingConvNet.from_sequential(seq, image_size=size)
+    assert torch.allclose(back(x), net(x))
+    assert net.num_parameters() == sum(p.numel() for p in seq.parameters())
+    # multiply-adds: conv 0 (2 -> 2, 3x3, stride 2 -> 6x6), conv 1 (2 -> 2 on 2x2), head 2 -> 3
+    assert net.flops() == 2 * 2 * 9 * 36 + 2 * 2 * 9 * 4 + 2 * 3
+    assert net.layer_sizes == [2, 2, 2, 3] and net.num_sites == 2
+    assert net.added_parameters(0, 2) == 2 * (2 * 9 + 1 + 2 * 9)
+    assert net.added_parameters(1, 1) == 2 * 9 + 1 + 3
+    assert net.added_flops(0, 1) == 2 * 9 * 36 + 2 * 9 * 4
+    grown = copy.deepcopy(net)
+    x, y = data(size, n=8, dtype=torch.float32)
+    conv_apply_growth(grown, conv_bottleneck(grown, x, y).sites[0].candidate(1), 0.5)
+    assert grown.num_parameters() - net.num_parameters() == net.added_parameters(0, 1)
+    assert grown.flops() - net.flops() == net.added_flops(0, 1)
+    full, restricted = (conv_statistics_macs(net, 10, kernel) for kernel in ("full", "restricted"))
+    assert full > restricted > 3 * 10 * net.flops()
+    pad_same = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same"), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 1),
+    )  # fmt: skip
+    assert GrowingConvNet.from_sequential(pad_same).stages[0].padding == 1
+
+
+def head(c):
+    return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 2)]
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ([nn.Conv2d(3, 4, (3, 5)), nn.ReLU(), *head(4)], "square"),
+        ([nn.Conv2d(3, 4, 3, dilation=2), nn.ReLU(), *head(4)], "dilat"),
+        ([nn.Conv2d(4, 4, 3, groups=2), nn.ReLU(), *head(4)], "group"),
+        ([nn.ConvTranspose2d(3, 4, 3), nn.ReLU(), *head(4)], "transposed"),
+        ([nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), *head(4)], "bias"),
+        ([nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), *head(4)], "BatchNorm"),
+        ([nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(5, 4, 3), nn.ReLU(), *head(4)], "in_channels"),
+        ([nn.Conv2d(3, 4, 3), nn.ReLU(), *head(5)], "in_features"),
+        ([nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2)], "AdaptiveAvgPool2d"),
+        ([nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, padding=1), *head(4)], "padding"),
+        ([nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh(), *head(4)], "same type"),
+    ],
+)
+def test_from_sequential_errors(layers, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        GrowingConvNet.from_sequential(nn.Sequential(*layers))
+
+
+def test_bad_inputs():
+    net = GrowingConvNet(3, [2, 2], 2, image_size=8)
+    with pytest.raises(ValueError, match="shape"):
+        net.check_input(torch.randn(4, 3, 8))
+    with pytest.raises(ValueError, match="channels"):
+        net.check_input(torch.randn(4, 1, 8, 8))
+    with pytest.raises(TypeError, match="floating"):
+        net.check_input(torch.zeros(4, 3, 8, 8, dtype=torch.long))
+    with pytest.raises(TypeError, match="Tensor"):
+        net.check_input([[1.0]])
+    small = GrowingConvNet(3, [2], 2, kernel_size=5, padding=0)
+    with pytest.raises(ValueError, match="too small"):
+        small.check_input(torch.randn(1, 3, 4, 4))
+    x, y = torch.randn(6, 3, 8, 8), torch.randn(6, 2)
+    with pytest.raises(ValueError, match="kernel"):
+        conv_bottleneck(net, x, y, kernel="1x1")
+    with pytest.raises(TypeError, match="GrowingConvNet"):
+        conv_bottleneck(nn.Linear(3, 2), x, y)
+    with pytest.raises(ValueError, match="image size"):
+        compute_conv_statistics(net, [(x[:3], y[:3]), (torch.randn(3, 3, 9, 9), y[3:])])
+    with pytest.raises(ValueError, match="NaN"):
+        conv_bottleneck(net, x.clone().fill_(float("nan")), y)
+    with pytest.raises(ValueError, match="site"):
+        net.check_site(2)
+    with pytest.raises(ValueError, match="channels"):
+        GrowingConvNet(3, [0], 2)
+    report = conv_bottleneck(net, x, y)
+    cand = report.sites[0].candidate(1)
+    conv_apply_growth(net, cand, 0.1)
+    with pytest.raises(ValueError, match="grown"):
+        conv_extended_forward(net, report.sites[1].candidate(1), x)
