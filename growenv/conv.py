@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
+from growenv.growing import GrowingNet
 from growenv.optim import grow_parameter
 
 POOLS = ("avg", "max")
@@ -110,7 +111,7 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stage: ConvS
     return out.reshape(*lead, *out.shape[-3:])
 
 
-class GrowingConvNet(nn.Module):
+class GrowingConvNet(GrowingNet):
     """Convolutional network with growable channel counts and a pooled linear head.
 
     ``x (n, C, H, W) -> [conv_l -> sigma -> pool_l] for each stage -> mean over positions ->
@@ -138,6 +139,8 @@ class GrowingConvNet(nn.Module):
     device, dtype, generator
         Where the parameters live; optional generator for reproducible initialisation.
     """
+
+    site_noun = "stages"
 
     def __init__(
         self,
@@ -213,20 +216,6 @@ class GrowingConvNet(nn.Module):
         return self.weights[0].shape[1]
 
     @property
-    def out_features(self) -> int:
-        return self.weights[-1].shape[0]
-
-    @property
-    def hidden_widths(self) -> list[int]:
-        """Channel count of every stage (site)."""
-        return [w.shape[0] for w in self.weights[:-1]]
-
-    @property
-    def num_layers(self) -> int:
-        """Convolutions plus the head."""
-        return len(self.weights)
-
-    @property
     def num_sites(self) -> int:
         return len(self.stages)
 
@@ -234,14 +223,6 @@ class GrowingConvNet(nn.Module):
     def layer_sizes(self) -> list[int]:
         """``[in_channels, *channel counts, out_features]``."""
         return [self.in_channels, *self.hidden_widths, self.out_features]
-
-    @property
-    def device(self) -> torch.device:
-        return self.weights[0].device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weights[0].dtype
 
     def grid_sizes(self, image_size: int | tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Spatial size of the input of every stage, then of the last stage's output."""
@@ -251,10 +232,6 @@ class GrowingConvNet(nn.Module):
             size = (stage.out_size(size[0]), stage.out_size(size[1]))
             sizes.append(size)
         return sizes
-
-    def num_parameters(self) -> int:
-        """Number of weights and biases."""
-        return sum(p.numel() for p in self.parameters())
 
     def flops(self, image_size: int | tuple[int, int] | None = None) -> int:
         """Multiply-adds of one forward pass of one image (convolutions and head)."""
@@ -365,15 +342,6 @@ class GrowingConvNet(nn.Module):
         return F.linear(h.mean((-2, -1)), self.weights[-1], self.biases[-1])
 
     # ---------------------------------------------------------------- growth
-    def check_site(self, site: int) -> int:
-        if isinstance(site, bool) or not isinstance(site, int):
-            raise TypeError(f"site: expected an int, got {type(site).__name__}")
-        if not 0 <= site < self.num_sites:
-            raise ValueError(
-                f"site: expected 0 <= site < {self.num_sites} (stages of this net), got {site}"
-            )
-        return site
-
     @torch.no_grad()
     def grow(
         self,

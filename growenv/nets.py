@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
+from growenv.growing import GrowingNet
 from growenv.optim import grow_parameter
 
 
@@ -22,7 +23,7 @@ def _check_positive_int(name: str, value: object, allow_zero: bool = False) -> i
     return value
 
 
-class GrowingMLP(nn.Module):
+class GrowingMLP(GrowingNet):
     """Fully connected network ``in -> h_1 -> ... -> h_L -> out`` with growable hidden widths.
 
     Layer ``l`` computes ``a_l = W_l b_{l-1} + c_l`` and hidden states ``b_l = sigma(a_l)``;
@@ -88,19 +89,6 @@ class GrowingMLP(nn.Module):
         return self.weights[0].shape[1]
 
     @property
-    def out_features(self) -> int:
-        return self.weights[-1].shape[0]
-
-    @property
-    def hidden_widths(self) -> list[int]:
-        """Current width of every hidden state (site)."""
-        return [w.shape[0] for w in self.weights[:-1]]
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.weights)
-
-    @property
     def num_sites(self) -> int:
         """Number of hidden states that can grow."""
         return len(self.weights) - 1
@@ -108,18 +96,6 @@ class GrowingMLP(nn.Module):
     @property
     def layer_sizes(self) -> list[int]:
         return [self.in_features, *self.hidden_widths, self.out_features]
-
-    @property
-    def device(self) -> torch.device:
-        return self.weights[0].device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weights[0].dtype
-
-    def num_parameters(self) -> int:
-        """Number of weights and biases."""
-        return sum(p.numel() for p in self.parameters())
 
     def flops(self) -> int:
         """Multiply-adds of one forward pass of one sample (linear layers)."""
@@ -169,16 +145,6 @@ class GrowingMLP(nn.Module):
         return h
 
     # ---------------------------------------------------------------- growth
-    def check_site(self, site: int) -> int:
-        if isinstance(site, bool) or not isinstance(site, int):
-            raise TypeError(f"site: expected an int, got {type(site).__name__}")
-        if not 0 <= site < self.num_sites:
-            raise ValueError(
-                f"site: expected 0 <= site < {self.num_sites} (hidden states of this net), "
-                f"got {site}"
-            )
-        return site
-
     @torch.no_grad()
     def grow(
         self,
