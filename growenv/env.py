@@ -13,6 +13,7 @@ import torch
 
 from growenv import costs, features
 from growenv.amplitude import amplitude_search, default_gammas
+from growenv.conv import GrowingConvNet
 from growenv.growth import apply_growth
 from growenv.nets import GrowingMLP
 from growenv.report import BottleneckReport, bottleneck
@@ -40,6 +41,19 @@ def _float_arg(name: str, value: Any, low: float = 0.0, allow_none: bool = False
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
         raise ValueError(f"{name}: expected a number >= {low}, got {value!r}")
     return float(value)
+
+
+def _as_images(task: Task) -> Task:
+    """The task with inputs shaped as images ``(n, C, H, W)`` (for conv nets)."""
+    shape = task.input_shape if len(task.input_shape) == 3 else task.info.get("image_shape")
+    if shape is None or len(shape) != 3:
+        raise ValueError(
+            f"net: 'conv' needs image inputs (C, H, W); task {task.name!r} has inputs of "
+            f"shape {task.input_shape} and no info['image_shape']"
+        )
+    shape = tuple(int(d) for d in shape)
+    splits = {k: Split(v.x.reshape(len(v), *shape), v.y) for k, v in task.splits().items()}
+    return dataclasses.replace(task, input_shape=shape, **splits)
 
 
 def _cast(task: Task, dtype: torch.dtype) -> Task:
@@ -134,7 +148,10 @@ class GrowthEnv(gym.Env):
     ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
     ``cost_per_flop``, ``reward`` ("log_ratio" or "relative"), ``method`` ("tiny",
     "gradmax", "random"), ``invalid_action`` ("raise" or "skip"), ``dtype`` ("float32" or
-    "float64": network, data and statistics), ``render_mode``.
+    "float64": network, data and statistics), ``net`` ("mlp", or "conv": a
+    :class:`~growenv.conv.GrowingConvNet` with ``hidden_layers`` stages of
+    ``start_width`` channels, stride 1 then 2, on image tasks), ``kernel`` ("full" or
+    "restricted" TINY channels for conv nets), ``render_mode``.
 
     ## Version History
     * v0: initial version.
@@ -165,6 +182,8 @@ class GrowthEnv(gym.Env):
         method: str = "tiny",
         invalid_action: str = "raise",
         dtype: str | torch.dtype = "float32",
+        net: str = "mlp",
+        kernel: str = "full",
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -195,6 +214,13 @@ class GrowthEnv(gym.Env):
         if invalid_action not in ("raise", "skip"):
             raise ValueError(f"invalid_action: expected 'raise' or 'skip', got {invalid_action!r}")
         self.invalid_action = invalid_action
+        if net not in ("mlp", "conv"):
+            raise ValueError(f"net: expected 'mlp' or 'conv', got {net!r}")
+        if kernel not in ("full", "restricted"):
+            raise ValueError(f"kernel: expected 'full' or 'restricted', got {kernel!r}")
+        self.net_kind, self.kernel = net, kernel
+        if net == "conv" and task == "cifar10":
+            task_kwargs = {"flatten": False, **(task_kwargs or {})}
         dtypes = {"float32": torch.float32, "float64": torch.float64}
         if isinstance(dtype, str):
             if dtype not in dtypes:
@@ -267,18 +293,33 @@ class GrowthEnv(gym.Env):
         task = self._task_source(self.np_random)
         if not isinstance(task, Task):
             raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
-        self.task = _cast(task.flattened().to(self.device), self.dtype)
+        task = _as_images(task) if self.net_kind == "conv" else task.flattened()
+        self.task = _cast(task.to(self.device), self.dtype)
         torch_seed = int(self.np_random.integers(2**62))
         self._gen = torch.Generator().manual_seed(torch_seed)
         init_gen = torch.Generator().manual_seed(torch_seed + 1)
-        net = GrowingMLP(
-            self.task.in_features,
-            [self.start_width] * self.hidden_layers,
-            self.task.out_features,
-            activation=self.activation,
-            device=self.device,
-            generator=init_gen,
-        ).to(self.dtype)
+        widths = [max(self.start_width, 1 if self.net_kind == "conv" else 0)] * self.hidden_layers
+        if self.net_kind == "conv":
+            channels, height, width = self.task.input_shape
+            net = GrowingConvNet(
+                channels,
+                widths,
+                self.task.out_features,
+                stride=[1] + [2] * (self.hidden_layers - 1),
+                activation=self.activation,
+                image_size=(height, width),
+                device=self.device,
+                generator=init_gen,
+            ).to(self.dtype)
+        else:
+            net = GrowingMLP(
+                self.task.in_features,
+                widths,
+                self.task.out_features,
+                activation=self.activation,
+                device=self.device,
+                generator=init_gen,
+            ).to(self.dtype)
         self.step_count = 0
         self.compute = 0.0
         self.seconds = dict.fromkeys(PHASES, 0.0)
@@ -403,9 +444,11 @@ class GrowthEnv(gym.Env):
         return result
 
     def _account_search(self, site: int) -> None:
-        macs = costs.amplitude_macs(
-            self.net.layer_sizes, site, len(default_gammas()), len(self.task.stats)
-        )
+        gammas, n = len(default_gammas()), len(self.task.stats)
+        if self.net_kind == "conv":  # upper bound: the whole forward for every amplitude
+            macs = self.net.flops() * gammas * n
+        else:
+            macs = costs.amplitude_macs(self.net.layer_sizes, site, gammas, n)
         self._add_compute("search", macs)
 
     def _grow(self, site: int) -> None:
@@ -440,6 +483,7 @@ class GrowthEnv(gym.Env):
             task.stats.y,
             loss=task.loss,
             input_factors=self._input_factors,
+            kernel=self.kernel,
         )
         # the statistics split is fixed for the episode, so is its input covariance
         self._input_factors = self.report.input_factors
@@ -490,11 +534,21 @@ class GrowthEnv(gym.Env):
         """
         sizes, task = self.net.layer_sizes, self.task
         samples = self.train_steps * min(self.batch_size, len(task.train))
-        self._add_compute("train", costs.training_macs(sizes, samples))
-        self._add_compute(
-            "statistics", costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes)
-        )
-        self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
+        if self.net_kind == "conv":
+            from growenv.conv_statistics import conv_statistics_macs
+
+            forward = self.net.flops()
+            self._add_compute("train", 3 * forward * samples)
+            stats = conv_statistics_macs(self.net, len(task.stats), self.kernel)
+            self._add_compute("statistics", stats)
+            self._add_compute("evaluate", forward * len(task.val))
+        else:
+            self._add_compute("train", costs.training_macs(sizes, samples))
+            self._add_compute(
+                "statistics",
+                costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes),
+            )
+            self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
         self._stats_loss = stats_loss
         self._train_loss = train_loss if self.train_steps else stats_loss
         self._val_loss = val_loss
@@ -512,8 +566,9 @@ class GrowthEnv(gym.Env):
         # a candidate adds min(K, rank) neurons: rank(N) <= width of the next layer
         k = np.maximum(np.minimum(k, ranks), 1)
         self._neurons = k
-        self._added_params = np.array([k[j] * (sizes[j] + 1 + sizes[j + 2]) for j in range(n)])
-        self._added_flops = np.array([k[j] * (sizes[j] + sizes[j + 2]) for j in range(n)])
+        net = self.net
+        self._added_params = np.array([net.added_parameters(j, int(k[j])) for j in range(n)])
+        self._added_flops = np.array([net.added_flops(j, int(k[j])) for j in range(n)])
         first_k = np.arange(lam.shape[1])[None, :] < k[:, None]
         self._gains = self._update_gain + self.net.slope0 * (lam**2 * first_k).sum(1)
         self.history.append(

@@ -97,6 +97,18 @@ class GrowingMLP(GrowingNet):
     def layer_sizes(self) -> list[int]:
         return [self.in_features, *self.hidden_widths, self.out_features]
 
+    def added_parameters(self, site: int, num_neurons: int) -> int:
+        """Parameters that ``num_neurons`` new neurons at ``site`` add (in, bias, out)."""
+        sizes = self.layer_sizes
+        site = self.check_site(site)
+        return num_neurons * (sizes[site] + 1 + sizes[site + 2])
+
+    def added_flops(self, site: int, num_neurons: int) -> int:
+        """Multiply-adds per sample that ``num_neurons`` new neurons at ``site`` add."""
+        sizes = self.layer_sizes
+        site = self.check_site(site)
+        return num_neurons * (sizes[site] + sizes[site + 2])
+
     def flops(self) -> int:
         """Multiply-adds of one forward pass of one sample (linear layers)."""
         return sum(w.numel() for w in self.weights)

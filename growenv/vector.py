@@ -58,6 +58,14 @@ class _Architecture:
         sizes = self.layer_sizes
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
+    def added_parameters(self, site: int, num_neurons: int) -> int:
+        sizes = self.layer_sizes
+        return num_neurons * (sizes[site] + 1 + sizes[site + 2])
+
+    def added_flops(self, site: int, num_neurons: int) -> int:
+        sizes = self.layer_sizes
+        return num_neurons * (sizes[site] + sizes[site + 2])
+
 
 def _weights_and_bias(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Zero-pad ``[W | b]`` to ``rows`` x ``cols`` weight columns, keeping the bias last."""
@@ -90,6 +98,8 @@ class LockstepVecEnv(VecEnv):
             raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
         if env_kwargs.get("optimizer", "adam") != "adam":
             raise ValueError("optimizer: the lockstep env implements 'adam' only")
+        if env_kwargs.get("net", "mlp") != "mlp":
+            raise ValueError("net: the lockstep env stacks MLPs only; use --vec dummy for conv")
         if env_kwargs.get("method", "tiny") != "tiny":
             raise ValueError("method: the lockstep env implements 'tiny' neurons only")
         first = GrowthEnv(device=device, **env_kwargs)  # validates every kwarg

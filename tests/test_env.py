@@ -241,11 +241,12 @@ def test_bad_kwargs():
         env.step(6)
 
 
-def test_cifar_task_from_tiny_archive(tmp_path):
-    root = tmp_path / "cifar-10-batches-py"
+def write_tiny_cifar(root_dir, n_train=30, n_test=20):
+    """Five training batches and a test batch in the official python layout."""
+    root = root_dir / "cifar-10-batches-py"
     root.mkdir()
     rng = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 30) for i in range(1, 6)] + [("test_batch", 20)]:
+    for name, n in [(f"data_batch_{i}", n_train) for i in range(1, 6)] + [("test_batch", n_test)]:
         batch = {
             "batch_label": name,
             "labels": rng.integers(0, 10, n).tolist(),
@@ -255,10 +256,61 @@ def test_cifar_task_from_tiny_archive(tmp_path):
             pickle.dump(batch, f)
     with open(root / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    env = fast_env(task="cifar10", task_kwargs={"data_dir": str(tmp_path)})
+    return str(root_dir)
+
+
+def test_cifar_task_from_tiny_archive(tmp_path):
+    env = fast_env(task="cifar10", task_kwargs={"data_dir": write_tiny_cifar(tmp_path)})
     obs, info = env.reset(seed=0)
     assert env.net.in_features == 3072 and env.net.out_features == 10
     env.step(0)
+
+
+def conv_env(tmp_path, **kw):
+    args = dict(
+        task="cifar10",
+        task_kwargs={"data_dir": write_tiny_cifar(tmp_path)},
+        net="conv",
+        start_width=2,
+        train_steps=2,
+        max_steps=3,
+        batch_size=16,
+    )
+    args.update(kw)
+    return GrowthEnv(**args)
+
+
+def test_conv_net_episode_on_cifar_shaped_task(tmp_path):
+    from growenv.conv import GrowingConvNet
+
+    env = conv_env(tmp_path)
+    obs, info = env.reset(seed=0)
+    assert isinstance(env.net, GrowingConvNet) and env.task.input_shape == (3, 32, 32)
+    assert info["widths"] == [2, 2] and 0.0 <= info["val_accuracy"] <= 1.0
+    site = int(np.argmax(info["candidate_gains"]))
+    params = info["params"]
+    obs, r, term, trunc, info = env.step(site)
+    assert info["grown_site"] == site and info["params"] > params
+    assert info["params"] == env.net.num_parameters()
+    # the predicted cost of the candidate equals what the growth added
+    assert info["params"] - params == env.net.added_parameters(site, 0) + int(
+        info["widths"][site] - 2
+    ) * (env.net.added_parameters(site, 1))
+    obs, r, term, trunc, info = env.step(env.skip_action)
+    assert np.isfinite(r)
+    with pytest.raises(ValueError, match="net"):
+        GrowthEnv(net="transformer")
+    with pytest.raises(ValueError, match="image inputs"):
+        GrowthEnv(net="conv", task="teacher_student").reset(seed=0)
+
+
+def test_env_checkers_pass_for_cifar_with_conv_nets(tmp_path):
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    gym_check(conv_env(tmp_path, invalid_action="skip"), skip_render_check=True)
+    (tmp_path / "b").mkdir()
+    sb3_check(conv_env(tmp_path / "b", invalid_action="skip"), warn=True)
 
 
 def test_optimizer_state_kept_across_env_growth():
