@@ -151,7 +151,8 @@ class GrowthEnv(gym.Env):
     "float64": network, data and statistics), ``net`` ("mlp", or "conv": a
     :class:`~growenv.conv.GrowingConvNet` with ``hidden_layers`` stages of
     ``start_width`` channels, stride 1 then 2, on image tasks), ``kernel`` ("full" or
-    "restricted" TINY channels for conv nets), ``render_mode``.
+    "restricted" TINY channels for conv nets), ``augment`` (random crop with padding 4 and
+    horizontal flip of the training minibatches of image tasks), ``render_mode``.
 
     ## Version History
     * v0: initial version.
@@ -184,6 +185,7 @@ class GrowthEnv(gym.Env):
         dtype: str | torch.dtype = "float32",
         net: str = "mlp",
         kernel: str = "full",
+        augment: bool = False,
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -219,6 +221,9 @@ class GrowthEnv(gym.Env):
         if kernel not in ("full", "restricted"):
             raise ValueError(f"kernel: expected 'full' or 'restricted', got {kernel!r}")
         self.net_kind, self.kernel = net, kernel
+        if not isinstance(augment, bool):
+            raise ValueError(f"augment: expected True or False, got {augment!r}")
+        self.augment = augment
         if net == "conv" and task == "cifar10":
             task_kwargs = {"flatten": False, **(task_kwargs or {})}
         dtypes = {"float32": torch.float32, "float64": torch.float64}
@@ -475,6 +480,7 @@ class GrowthEnv(gym.Env):
             self.train_steps,
             self.batch_size,
             self._gen,
+            transform=self._augmentation(),
         )
         t1 = time.perf_counter()
         self.report: BottleneckReport = bottleneck(
@@ -516,6 +522,18 @@ class GrowthEnv(gym.Env):
             site_table=host,
             ranks=np.array([s.eigenvalues.numel() for s in sites], dtype=float),
         )
+
+    def _augmentation(self):
+        """Random crop (padding 4) and horizontal flip of training minibatches, if enabled."""
+        if not self.augment:
+            return None
+        shape = self.task.input_shape if len(self.task.input_shape) == 3 else None
+        shape = shape or self.task.info.get("image_shape")
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"augment: task {self.task.name!r} has no image inputs to augment")
+        from growenv.cifar import augment
+
+        return lambda xb, gen: augment(xb, gen, image_shape=tuple(shape))
 
     def _absorb_measurement(
         self,

@@ -29,8 +29,12 @@ def train_steps(
     steps: int,
     batch_size: int,
     generator: torch.Generator | None = None,
+    transform=None,
 ) -> torch.Tensor:
     """Run ``steps`` optimizer steps on random minibatches of ``(x, y)``.
+
+    ``transform(x_batch, generator)``, if given, augments each minibatch (e.g.
+    :func:`growenv.cifar.augment`) with the same generator, so runs stay reproducible.
 
     Minibatch indices are drawn with ``generator`` (on the CPU, so runs are reproducible on
     every device). Returns the mean training loss over the steps as a 0-d tensor (no host
@@ -44,6 +48,8 @@ def train_steps(
     idx = torch.randint(0, n, (steps, min(batch_size, n)), generator=generator).to(x.device)
     for step in range(steps):
         xb, yb = x[idx[step]], y[idx[step]]
+        if transform is not None:
+            xb = transform(xb, generator)
         optimizer.zero_grad(set_to_none=True)
         batch_loss = loss_fn(net(xb), yb).mean()
         batch_loss.backward()

@@ -98,6 +98,8 @@ class LockstepVecEnv(VecEnv):
             raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
         if env_kwargs.get("optimizer", "adam") != "adam":
             raise ValueError("optimizer: the lockstep env implements 'adam' only")
+        if env_kwargs.get("augment", False):
+            raise ValueError("augment: not implemented in the lockstep env; use --vec dummy")
         if env_kwargs.get("net", "mlp") != "mlp":
             raise ValueError("net: the lockstep env stacks MLPs only; use --vec dummy for conv")
         if env_kwargs.get("method", "tiny") != "tiny":

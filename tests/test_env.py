@@ -267,9 +267,10 @@ def test_cifar_task_from_tiny_archive(tmp_path):
 
 
 def conv_env(tmp_path, **kw):
+    if "task_kwargs" not in kw:
+        kw["task_kwargs"] = {"data_dir": write_tiny_cifar(tmp_path)}
     args = dict(
         task="cifar10",
-        task_kwargs={"data_dir": write_tiny_cifar(tmp_path)},
         net="conv",
         start_width=2,
         train_steps=2,
@@ -302,6 +303,23 @@ def test_conv_net_episode_on_cifar_shaped_task(tmp_path):
         GrowthEnv(net="transformer")
     with pytest.raises(ValueError, match="image inputs"):
         GrowthEnv(net="conv", task="teacher_student").reset(seed=0)
+
+
+def test_augmented_training_is_reproducible_and_changes_training(tmp_path):
+    path = write_tiny_cifar(tmp_path)
+
+    def run(augment, seed=0):
+        env = conv_env(tmp_path, task_kwargs={"data_dir": path}, augment=augment)
+        env.reset(seed=seed)
+        env.step(env.skip_action)
+        return [p.detach().clone() for p in env.net.parameters()]
+
+    a, b, plain = run(True), run(True), run(False)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert any(not torch.equal(x, z) for x, z in zip(a, plain))
+    with pytest.raises(ValueError, match="no image inputs"):
+        fast_env(augment=True).reset(seed=0)
 
 
 def test_env_checkers_pass_for_cifar_with_conv_nets(tmp_path):
