@@ -142,7 +142,8 @@ def run_bench(
         ``"lockstep"``: the seeds of a (task, policy) run together in one
         :class:`growenv.vector.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
         episode; ``"auto"`` (default): lockstep for the policies that only read
-        observations (greedy, round-robin, random, periodic, ppo:PATH), single otherwise.
+        observations (greedy, round-robin, random, periodic, ppo:PATH) on MLPs without
+        augmentation, single otherwise.
 
     Returns
     -------
@@ -168,10 +169,13 @@ def run_bench(
         bad = [p for p in specs if not supports_lockstep(p)]
         if bad:
             raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
+    stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
+    if vec == "lockstep" and not stackable:
+        raise ValueError("vec: the lockstep env stacks MLPs without augmentation only")
     jobs: list[tuple] = []
     for t in tasks:
         for p in specs:
-            if vec != "single" and supports_lockstep(p):
+            if vec != "single" and stackable and supports_lockstep(p):
                 jobs.append((t, p, tuple(int(s) for s in seeds), env_kwargs))
             else:
                 jobs += [(t, p, int(s), env_kwargs) for s in seeds]
