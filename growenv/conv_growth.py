@@ -24,7 +24,7 @@ from growenv import tiny
 from growenv.amplitude import AmplitudeResult, default_gammas
 from growenv.conv import _conv
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
-from growenv.growth import GrowthCandidate
+from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.report import PAD_LIMIT, BottleneckReport, LayerSolution, SiteReport
 
@@ -263,30 +263,6 @@ def conv_bottleneck(
 
 
 # ------------------------------------------------------------------ preview / apply / search
-def _check_candidate(net, candidate: GrowthCandidate) -> int:
-    site = net.check_site(candidate.site)
-    w_in, w_out = net.weights[site], net.weights[site + 1]
-    k = candidate.num_neurons
-    expected_in = (k, *w_in.shape[1:])
-    expected_out = (w_out.shape[0], k, *w_out.shape[2:])
-    if (
-        tuple(candidate.in_weight.shape) != expected_in
-        or tuple(candidate.out_weight.shape) != expected_out
-    ):
-        raise ValueError(
-            f"candidate: shapes {tuple(candidate.in_weight.shape)} / "
-            f"{tuple(candidate.out_weight.shape)} do not fit site {site} (expected "
-            f"{expected_in} / {expected_out}; was the net grown since the candidate was "
-            "computed?)"
-        )
-    if candidate.update_weight is not None and candidate.update_weight.shape != w_out.shape:
-        raise ValueError(
-            f"candidate.update_weight: expected shape {tuple(w_out.shape)}, "
-            f"got {tuple(candidate.update_weight.shape)}"
-        )
-    return site
-
-
 def conv_next_preactivation(
     net, candidate: GrowthCandidate, h_in: torch.Tensor, gammas: torch.Tensor
 ) -> torch.Tensor:
@@ -384,23 +360,7 @@ def conv_apply_growth(
     Equals :func:`conv_extended_forward` at the same ``gamma``; optimizer state of the grown
     parameters is kept (zero-padded for the new entries).
     """
-    site = _check_candidate(net, candidate)
-    w_out, b_out = net.weights[site + 1], net.biases[site + 1]
-    g = torch.as_tensor(gamma, dtype=net.dtype, device=net.device).reshape(())
-    root = g.clamp(min=0).sqrt()
-    omega = candidate.out_weight.to(w_out)
-    if candidate.update_weight is not None:
-        w_out.add_(g * candidate.update_weight.to(w_out))
-        b_out.add_(g * candidate.update_bias.to(b_out))
-    if net.sigma0 != 0.0:
-        b_out.sub_(root * net.sigma0 * omega.flatten(1).sum(1))
-    net.grow(
-        site,
-        root * candidate.in_weight.to(w_out),
-        root * candidate.in_bias.to(w_out),
-        root * omega,
-        optimizer=optimizer,
-    )
+    apply_growth(net, candidate, gamma, optimizer)  # the shared in-place update
 
 
 def conv_amplitude_search(

@@ -37,24 +37,29 @@ class GrowthCandidate:
         return k * (self.in_weight.shape[1] + 1) + k * self.out_weight.shape[0]
 
 
-def _check_candidate(net, candidate: GrowthCandidate) -> None:
+def _check_candidate(net, candidate: GrowthCandidate) -> int:
+    """Return the candidate's site, or raise if its shapes do not fit the net (MLP or conv)."""
     site = net.check_site(candidate.site)
     w_in, w_out = net.weights[site], net.weights[site + 1]
     k = candidate.num_neurons
-    if candidate.in_weight.shape != (k, w_in.shape[1]) or candidate.out_weight.shape != (
-        w_out.shape[0],
-        k,
+    expected_in = (k, *w_in.shape[1:])
+    expected_out = (w_out.shape[0], k, *w_out.shape[2:])
+    if (
+        tuple(candidate.in_weight.shape) != expected_in
+        or tuple(candidate.out_weight.shape) != expected_out
     ):
         raise ValueError(
             f"candidate: shapes {tuple(candidate.in_weight.shape)} / "
             f"{tuple(candidate.out_weight.shape)} do not fit site {site} of a net with layer "
-            f"sizes {net.layer_sizes} (was the net grown since the candidate was computed?)"
+            f"sizes {net.layer_sizes} (expected {expected_in} / {expected_out}; was the net "
+            "grown since the candidate was computed?)"
         )
     if candidate.update_weight is not None and candidate.update_weight.shape != w_out.shape:
         raise ValueError(
             f"candidate.update_weight: expected shape {tuple(w_out.shape)}, "
             f"got {tuple(candidate.update_weight.shape)}"
         )
+    return site
 
 
 def _is_conv(net) -> bool:
@@ -123,17 +128,12 @@ def apply_growth(
     gamma: float | torch.Tensor = 1.0,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Apply ``candidate`` to ``net`` in place with amplitude ``gamma``.
+    """Apply ``candidate`` to ``net`` (a GrowingMLP or GrowingConvNet) in place at ``gamma``.
 
     The result equals :func:`extended_forward` at the same ``gamma``. Optimizer state of the
     grown parameters is kept (zero-padded for the new entries).
     """
-    if _is_conv(net):
-        from growenv.conv_growth import conv_apply_growth
-
-        return conv_apply_growth(net, candidate, gamma, optimizer)
-    _check_candidate(net, candidate)
-    site = candidate.site
+    site = _check_candidate(net, candidate)
     w_out, b_out = net.weights[site + 1], net.biases[site + 1]
     g = torch.as_tensor(gamma, dtype=net.dtype, device=net.device).reshape(())
     root = g.clamp(min=0).sqrt()
@@ -142,7 +142,8 @@ def apply_growth(
         w_out.add_(g * candidate.update_weight.to(w_out))
         b_out.add_(g * candidate.update_bias.to(b_out))
     if net.sigma0 != 0.0:
-        b_out.sub_(root * net.sigma0 * omega.sum(1))
+        # per output: sum over the new neurons (and, for conv kernels, their taps)
+        b_out.sub_(root * net.sigma0 * omega.flatten(1).sum(1))
     net.grow(
         site,
         root * candidate.in_weight.to(w_out),
