@@ -26,7 +26,7 @@ from growenv.conv import _conv
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
 from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.report import PAD_LIMIT, BottleneckReport, LayerSolution, SiteReport
+from growenv.report import BottleneckReport, LayerSolution, SiteReport, _groups
 
 # default cap on the elements of one batched activation in the amplitude search / preview
 # (amplitudes are processed in chunks below it)
@@ -123,9 +123,7 @@ def _factorize(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.
     """Factors of PSD matrices; those up to ``PAD_LIMIT`` wide are zero-padded into one
     batched ``eigh`` (padding is inert), wider ones are factorised alone."""
     out: list[tiny.CovarianceFactors] = [None] * len(mats)  # type: ignore[list-item]
-    small = [i for i, m in enumerate(mats) if m.shape[-1] <= PAD_LIMIT]
-    groups = ([small] if small else []) + [[i] for i in range(len(mats)) if i not in small]
-    for group in groups:
+    for group in _groups([m.shape[-1] for m in mats]):
         d = max(mats[i].shape[-1] for i in group)
         stacked = torch.stack([F.pad(mats[i], (0, d - mats[i].shape[-1]) * 2) for i in group])
         f = tiny.covariance_factors(stacked, rtol=rtol, atol=atol)
