@@ -6,7 +6,6 @@ the interquartile mean (IQM) and percentile-bootstrap confidence intervals over 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 
 from agents.base import Policy
 from growenv.env import GrowthEnv
-from growenv.training import evaluate, make_optimizer, train_steps
+from growenv.training import evaluate
 
 __all__ = [
     "ROW_FIELDS",
@@ -341,11 +340,6 @@ def paired_difference(
 # --------------------------------------------------------------------------- oracle
 
 
-def _linear_macs(net: torch.nn.Module) -> int:
-    linears = (m for m in net.modules() if isinstance(m, torch.nn.Linear))
-    return sum(m.in_features * m.out_features for m in linears)
-
-
 def oracle_row(
     env_kwargs: Mapping[str, Any], seed: int, total_steps: int | None = None
 ) -> dict[str, Any]:
@@ -379,64 +373,24 @@ def oracle_row(
     ValueError
         When the task is not teacher-student (there is no known architecture).
     """
+    from agents.baselines import static_row
     from growenv.tasks import TeacherNet
 
-    env = GrowthEnv(**env_kwargs)
-    env.reset(seed=int(seed))
-    task = env.task
-    if task.teacher is None or not isinstance(task.teacher, TeacherNet):
-        raise ValueError(f"oracle_row: needs a teacher-student task, got {task.name!r}")
-    teacher = task.teacher
-    hidden = [layer.out_features for layer in teacher.hidden]
-    act = task.info.get("activation", "selu")
-    state = np.random.SeedSequence([int(seed), 0x0AC1E]).generate_state(2, dtype=np.uint32)
-    init_gen = torch.Generator().manual_seed(int(state[0]))
-    batch_gen = torch.Generator().manual_seed(int(state[1]))
-    net = TeacherNet(
-        task.in_features,
-        hidden,
-        task.out_features,
-        skip=teacher.skip is not None,
-        activation=act,
-        generator=init_gen,
-    ).to(env.device)
-    steps = env.train_steps * (env.max_steps + 1) if total_steps is None else int(total_steps)
-    opt = make_optimizer(net, env.optimizer_name, lr=env.lr)
-    start = time.perf_counter()
-    train_loss = train_steps(
-        net, opt, task.train.x, task.train.y, task.loss, steps, env.batch_size, batch_gen
-    )
-    seconds_train = time.perf_counter() - start
-    val_loss, val_acc = evaluate(net, task.val.x, task.val.y, task.loss)
-    test_loss, test_acc = evaluate(net, task.test.x, task.test.y, task.loss)
-    seconds_eval = time.perf_counter() - start - seconds_train
-    fwd = _linear_macs(net)
-    compute = 3 * fwd * steps * min(env.batch_size, len(task.train)) + fwd * len(task.val)
-    params = sum(p.numel() for p in net.parameters())
-    return {
-        "task": task.name,
-        "policy": "oracle",
-        "seed": int(seed),
-        "step": env.max_steps,
-        "action": -1,
-        "action_name": "oracle",
-        "grown_site": -1,
-        "widths": "-".join(str(w) for w in hidden),
-        "params": int(params),
-        "flops": int(fwd),
-        "train_loss": float(train_loss),
-        "val_loss": float(val_loss),
-        "val_accuracy": _float_or_none(val_acc),
-        "test_loss": float(test_loss),
-        "test_accuracy": _float_or_none(test_acc),
-        "reward": math.nan,
-        "gamma": math.nan,
-        "loss_drop": math.nan,
-        "compute": float(compute),
-        "seconds_train": seconds_train,
-        "seconds_statistics": 0.0,
-        "seconds_search": 0.0,
-        "seconds_evaluate": seconds_eval,
-        "seconds_policy": 0.0,
-        "seconds": seconds_train + seconds_eval,
-    }
+    def build(env: GrowthEnv, gen: torch.Generator) -> torch.nn.Module:
+        task = env.task
+        if task.teacher is None or not isinstance(task.teacher, TeacherNet):
+            raise ValueError(f"oracle_row: needs a teacher-student task, got {task.name!r}")
+        teacher = task.teacher
+        return TeacherNet(
+            task.in_features,
+            [layer.out_features for layer in teacher.hidden],
+            task.out_features,
+            skip=teacher.skip is not None,
+            activation=task.info.get("activation", "selu"),
+            generator=gen,
+        ).to(device=env.device, dtype=env.dtype)
+
+    def widths(env: GrowthEnv) -> str:
+        return "-".join(str(m.out_features) for m in env.task.teacher.hidden)
+
+    return static_row(env_kwargs, seed, build, "oracle", total_steps, widths=widths)

@@ -68,7 +68,8 @@ def plot_task(
 
     Each policy is drawn as its mean trajectory over seeds with a 95 % bootstrap band; an
     ``"oracle"`` policy (one final row per seed) as black crosses per seed and a star at the
-    mean. ``ys`` defaults to test loss, plus test accuracy for classification. Losses use a
+    mean; other static baselines (one row per seed) likewise, in their own colour. ``ys``
+    defaults to test loss, plus test accuracy for classification. Losses use a
     log scale for regression, the x axes a log scale. ``labels`` renames policies in the
     legend.
     """
@@ -83,6 +84,11 @@ def plot_task(
     fig = Figure(figsize=(5 * len(xs), 3.8 * len(ys)), dpi=100)
     FigureCanvasAgg(fig)  # no global backend switch
     axes = fig.subplots(len(ys), len(xs), squeeze=False)
+    if len(policies) > 10:  # the default cycle repeats after 10 colours
+        from matplotlib import colormaps
+
+        for ax in axes.flat:
+            ax.set_prop_cycle(color=colormaps["tab20"].colors)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             ax = axes[i][j]
@@ -94,6 +100,13 @@ def plot_task(
                     py = [value(r, y) for r in sub]
                     ax.plot(px, py, "kx", markersize=4, alpha=0.5)
                     ax.plot(np.mean(px), np.mean(py), "k*", markersize=14, label=label)
+                    continue
+                if len(sub) == len({r["seed"] for r in sub}):  # a static baseline: one row a seed
+                    px = [value(r, x) for r in sub]
+                    py = [value(r, y) for r in sub]
+                    (pts,) = ax.plot(px, py, "x", markersize=4, alpha=0.5)
+                    ax.plot(np.mean(px), np.mean(py), "*", color=pts.get_color(), markersize=13,
+                            label=label)  # fmt: skip
                     continue
                 t = trajectory(sub, x, y)
                 (line,) = ax.plot(t["x"], t["y"], marker="o", markersize=2.5, label=label)

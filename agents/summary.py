@@ -18,6 +18,7 @@ __all__ = [
     "check_out_dir",
     "fmt",
     "final_rows",
+    "format_paired",
     "format_table",
     "summarize",
     "value",
@@ -119,6 +120,18 @@ def _with_ci(stats: Mapping[str, Any] | None, key: str = "mean") -> str:
 def _diff(stats: Mapping[str, Any] | None) -> str:
     d = None if stats is None else stats.get("diff_to_reference")
     return "-" if d is None else f"{fmt(d['diff'])} [{fmt(d['low'])}, {fmt(d['high'])}]"
+
+
+def format_paired(
+    values: Mapping[int, float],
+    reference: Mapping[int, float],
+    stat: str = "mean",
+    digits: int = 3,
+) -> str:
+    """``"+0.012 [-0.003, +0.027]"``: the paired difference ``values - reference`` (by seed)
+    with its 95 % bootstrap CI (see :func:`agents.evaluate.paired_difference`)."""
+    d = paired_difference(values, reference, stat)
+    return f"{d['diff']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
 
 
 def format_table(summary: Mapping[str, Any], reference: str = "greedy") -> str:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.evaluate import bootstrap_ci, iqm, paired_difference
+from agents.evaluate import bootstrap_ci, iqm
 from agents.ppo import DEFAULT_ENV_KWARGS, PPOConfig, train
-from agents.summary import write_results
+from agents.summary import format_paired, write_results
 from growenv.bench import run_bench
 
 HELD_OUT = list(range(10**6, 10**6 + 10_000))
@@ -92,10 +92,8 @@ def table(rows: list[dict], policies: list[str]) -> str:
                 d_iqm = d_mean = "-"
             else:
                 g = val[(task, "greedy")]
-                di = paired_difference(v, g, "iqm")
-                dm = paired_difference(v, g, "mean")
-                d_iqm = f"{di['diff']:+.4f} [{di['low']:+.4f}, {di['high']:+.4f}]"
-                d_mean = f"{dm['diff']:+.4f} [{dm['low']:+.4f}, {dm['high']:+.4f}]"
+                d_iqm = format_paired(v, g, "iqm", digits=4)
+                d_mean = format_paired(v, g, "mean", digits=4)
             lines.append(
                 f"| {task} | {policy} | {len(vs)} | {iqm(vs):.4f} [{ci_v[0]:.4f}, {ci_v[1]:.4f}] "
                 f"| {ts.mean():.4f} [{ci_t[0]:.4f}, {ci_t[1]:.4f}] | {d_iqm} | {d_mean} "

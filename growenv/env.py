@@ -253,7 +253,8 @@ class GrowthEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(self.max_sites + 2)
         self.skip_action = self.max_sites
         self.stop_action = self.max_sites + 1
-        self.net: GrowingMLP | None = None
+        self.net: GrowingMLP | GrowingConvNet | None = None
+        self.task: Task | None = None
 
     # ------------------------------------------------------------------ tasks
     def _resolve_task_source(self, task: TaskSource, task_kwargs: dict) -> Callable:
@@ -304,27 +305,7 @@ class GrowthEnv(gym.Env):
         self._gen = torch.Generator().manual_seed(torch_seed)
         init_gen = torch.Generator().manual_seed(torch_seed + 1)
         widths = [max(self.start_width, 1 if self.net_kind == "conv" else 0)] * self.hidden_layers
-        if self.net_kind == "conv":
-            channels, height, width = self.task.input_shape
-            net = GrowingConvNet(
-                channels,
-                widths,
-                self.task.out_features,
-                stride=[1] + [2] * (self.hidden_layers - 1),
-                activation=self.activation,
-                image_size=(height, width),
-                device=self.device,
-                generator=init_gen,
-            ).to(self.dtype)
-        else:
-            net = GrowingMLP(
-                self.task.in_features,
-                widths,
-                self.task.out_features,
-                activation=self.activation,
-                device=self.device,
-                generator=init_gen,
-            ).to(self.dtype)
+        net = self.build_net(widths, init_gen)
         self.step_count = 0
         self.compute = 0.0
         self.seconds = dict.fromkeys(PHASES, 0.0)
@@ -337,6 +318,37 @@ class GrowthEnv(gym.Env):
         self._grown_site = -1
         self._input_factors = None
         return net
+
+    def build_net(
+        self, widths: list[int], generator: torch.Generator | None = None
+    ) -> GrowingMLP | GrowingConvNet:
+        """A fresh student with hidden ``widths`` for the current task, built as this env
+        builds its episodes' networks (conv: stride 1 then 2; the env's activation, device and
+        dtype). Static baselines of a given size use it (:mod:`agents.baselines`)."""
+        if self.task is None:
+            raise RuntimeError("build_net: call reset() first (the task sets the input size)")
+        if self.net_kind == "conv":
+            channels, height, width = self.task.input_shape
+            net = GrowingConvNet(
+                channels,
+                list(widths),
+                self.task.out_features,
+                stride=[1] + [2] * (len(widths) - 1),
+                activation=self.activation,
+                image_size=(height, width),
+                device=self.device,
+                generator=generator,
+            )
+        else:
+            net = GrowingMLP(
+                self.task.in_features,
+                list(widths),
+                self.task.out_features,
+                activation=self.activation,
+                device=self.device,
+                generator=generator,
+            )
+        return net.to(self.dtype)
 
     def step(self, action):
         if self.net is None:
