@@ -286,12 +286,27 @@ def _callbacks(config: PPOConfig, out: Path, venv):
 # --------------------------------------------------------------------------- training
 
 
+def _ppo_settings(config: PPOConfig) -> dict[str, Any]:
+    """The MaskablePPO keyword arguments that ``config`` sets (beyond policy and env)."""
+    return {
+        "learning_rate": config.learning_rate,
+        "n_steps": config.n_steps,
+        "batch_size": config.batch_size,
+        "n_epochs": config.n_epochs,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "ent_coef": config.ent_coef,
+        "clip_range": config.clip_range,
+    }
+
+
 def train(
     config: PPOConfig,
     out: str | Path,
     resume: str | Path | None = None,
     force: bool = False,
     progress_bar: bool = True,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train a MaskablePPO agent; write ``model.zip``, ``obs_norm.npz``, ``config.json``.
 
@@ -301,6 +316,12 @@ def train(
         Run directory. An existing run there is never overwritten unless ``force``.
     resume
         A checkpoint (``.zip``) to continue from; its ``obs_norm_*.npz`` is loaded too.
+    init_from
+        A trained agent (its run directory or ``model.zip``) to start from instead of random
+        weights (fine-tuning, e.g. on a costlier task): its weights and observation
+        statistics are loaded, this ``config``'s PPO settings and seed apply, and the
+        timesteps count from 0. The observation and action spaces must match (same
+        ``max_sites``).
     """
     import torch
     from sb3_contrib import MaskablePPO
@@ -308,6 +329,15 @@ def train(
     from stable_baselines3.common.vec_env import VecNormalize
 
     config.validate()
+    if resume is not None and init_from is not None:
+        raise ValueError("train: give resume (continue a run) or init_from (fine-tune), not both")
+    start_from = resume if resume is not None else init_from
+    if start_from is not None:
+        start_from = Path(start_from)
+        if start_from.is_dir():
+            start_from = start_from / MODEL_FILE
+        if not start_from.is_file():
+            raise FileNotFoundError(f"{'resume' if resume else 'init_from'}: no {start_from}")
     out = Path(out)
     if (out / MODEL_FILE).exists() and not force and resume is None:
         raise FileExistsError(
@@ -327,10 +357,19 @@ def train(
     except ImportError:
         pass
     logger = configure(str(out / "logs"), formats)
-    if resume is not None:
-        resume = Path(resume)
-        model = MaskablePPO.load(resume, env=venv, device=config.device)
-        norm = resume.with_name(resume.stem.replace("model", "obs_norm") + ".npz")
+    if start_from is not None:
+        overrides = {} if resume is not None else _ppo_settings(config)
+        try:
+            model = MaskablePPO.load(start_from, env=venv, device=config.device, **overrides)
+        except ValueError as err:  # SB3: spaces differ
+            venv.close()
+            raise ValueError(
+                f"{'resume' if resume else 'init_from'}: {start_from} does not fit this env "
+                f"(observation/action spaces depend on max_sites): {err}"
+            ) from err
+        if init_from is not None:
+            model.set_random_seed(config.seed)
+        norm = start_from.with_name(start_from.stem.replace("model", "obs_norm") + ".npz")
         if config.normalize_obs and norm.exists():
             data = np.load(norm)
             venv.obs_rms.mean, venv.obs_rms.var = data["mean"], data["var"]
@@ -339,33 +378,27 @@ def train(
         model = MaskablePPO(
             "MlpPolicy",
             venv,
-            learning_rate=config.learning_rate,
-            n_steps=config.n_steps,
-            batch_size=config.batch_size,
-            n_epochs=config.n_epochs,
-            gamma=config.gamma,
-            gae_lambda=config.gae_lambda,
-            ent_coef=config.ent_coef,
-            clip_range=config.clip_range,
             policy_kwargs={"net_arch": list(config.net_arch)},
             seed=config.seed,
             device=config.device,
             verbose=0,
+            **_ppo_settings(config),
         )
     model.set_logger(logger)
     start = time.perf_counter()
     model.learn(
         total_timesteps=config.total_timesteps,
         callback=_callbacks(config, out, venv),
-        reset_num_timesteps=resume is None,
+        reset_num_timesteps=resume is None,  # a fine-tuning run counts from 0
         progress_bar=progress_bar,
     )
     seconds = time.perf_counter() - start
     model.save(out / MODEL_FILE)
     _save_norm(venv, out / NORM_FILE)
-    (out / "training.json").write_text(
-        json.dumps({"seconds": seconds, "timesteps": int(model.num_timesteps)}, indent=2)
-    )
+    cost = {"seconds": seconds, "timesteps": int(model.num_timesteps)}
+    if init_from is not None:
+        cost["init_from"] = str(start_from)
+    (out / "training.json").write_text(json.dumps(cost, indent=2))
     venv.close()
     return out / MODEL_FILE
 
@@ -392,6 +425,12 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-kwargs", default=None, help="JSON dict overriding the env settings")
     p.add_argument("--resume", default=None, help="checkpoint .zip to continue from")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="trained agent (run directory or model.zip) to fine-tune from, with this run's "
+        "settings (same max_sites)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train_main)
@@ -416,7 +455,12 @@ def _train_main(args) -> int:
         device=args.device,
     )
     path = train(
-        config, args.out, resume=args.resume, force=args.force, progress_bar=not args.no_progress
+        config,
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        progress_bar=not args.no_progress,
+        init_from=args.init_from,
     )
     print(f"saved {path}")
     return 0

@@ -19,7 +19,9 @@ every policy shares):
        layers as the conv net has stages, so the agent has seen as many growth sites, and the
        same ``max_sites``, which fixes the observation and action sizes), evaluated on CIFAR
        unchanged: the observation is scale-free and per site;
-   (b) ``ppo-cifar``: trained on CIFAR episodes themselves with a small budget;
+   (b) ``ppo-cifar``: trained on CIFAR episodes themselves with a small budget, from random
+       weights, and ``ppo-digits+cifar``: the digits agent fine-tuned on as many CIFAR
+       episodes;
 3. static baselines at equal parameters: greedy's final architecture (per seed) trained from
    scratch for as many optimizer steps as an episode (``greedy-arch``), and a plain small CNN
    (3 x conv-ReLU-maxpool, global pooling, linear head) whose width gives about greedy's mean
@@ -138,16 +140,21 @@ def cheap_env_kwargs(profile: dict[str, Any]) -> dict:
     }
 
 
-def train_agent(path: Path, config: PPOConfig, label: str) -> dict[str, Any]:
-    """Train into ``path`` unless a trained agent is already there; return its cost."""
+def train_agent(
+    path: Path, config: PPOConfig, label: str, init_from: Path | None = None
+) -> dict[str, Any]:
+    """Train into ``path`` (from ``init_from``'s weights if given) unless a trained agent is
+    already there; return its cost."""
     if (path / "model.zip").exists():
         print(f"[{label}] reusing the agent in {path}", flush=True)
     else:
         print(f"[{label}] training {config.total_timesteps} env steps ...", flush=True)
-        train(config, path, progress_bar=sys.stderr.isatty())
+        train(config, path, progress_bar=sys.stderr.isatty(), init_from=init_from)
     cost = json.loads((path / "training.json").read_text())
     saved = json.loads((path / "config.json").read_text())
+    extra = {"init_from": cost["init_from"]} if "init_from" in cost else {}
     return {
+        **extra,
         "path": str(path),
         "seconds": cost["seconds"],
         "timesteps": cost["timesteps"],
@@ -269,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_every=10**9,
         )
         agents["ppo-cifar"] = train_agent(agents_dir / "ppo_cifar", on_cifar, "ppo-cifar")
+        agents["ppo-digits+cifar"] = train_agent(
+            agents_dir / "ppo_digits_cifar",
+            on_cifar,
+            "ppo-digits+cifar",
+            init_from=agents_dir / "ppo_digits",
+        )
         t0 = time.perf_counter()
         for label, agent in agents.items():
             spec = f"ppo:{Path(agent['path']) / 'model.zip'}"
@@ -299,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     costs = "\n".join(
         f"- {label}: {a['timesteps']} env steps ({a['vec']}, {a['n_envs']} envs), "
         f"{a['seconds']:.0f} s of training"
+        + (" (fine-tuning ppo-digits)" if "init_from" in a else "")
         for label, a in agents.items()
     )
     text = f"{header}\n\n{table}\n"

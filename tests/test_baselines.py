@@ -141,7 +141,8 @@ def test_cifar_experiment_end_to_end_on_a_tiny_archive(tmp_path, capsys):
     for name in ("results.csv", "summary.json", "table.md", "cifar.png"):
         assert (out / name).exists(), name
     table = (out / "table.md").read_text()
-    expected = [*cifar.HEURISTICS, "ppo-digits", "ppo-cifar", "greedy-arch", "small-cnn"]
+    learned = ["ppo-digits", "ppo-cifar", "ppo-digits+cifar"]
+    expected = [*cifar.HEURISTICS, *learned, "greedy-arch", "small-cnn"]
     for policy in expected:
         assert f"| {policy} | 1 |" in table, policy
     assert "CIFAR-10 subset (150 train / 20 test images)" in table
@@ -153,4 +154,5 @@ def test_cifar_experiment_end_to_end_on_a_tiny_archive(tmp_path, capsys):
         cifar.main(argv)
     capsys.readouterr()
     assert cifar.main([*argv, "--force"]) == 0
-    assert capsys.readouterr().out.count("reusing the agent") == 2
+    assert capsys.readouterr().out.count("reusing the agent") == 3
+    assert "(fine-tuning ppo-digits)" in (out / "table.md").read_text()

@@ -105,3 +105,30 @@ def test_training_on_the_lockstep_vec_env(tmp_path):
     assert len(rows) >= 2
     train(config(vec="lockstep", eval_tasks=0), tmp_path / "lock2", progress_bar=False)
     torch.testing.assert_close(params_of(out), params_of(tmp_path / "lock2"))
+
+
+def test_fine_tuning_starts_from_another_agent_with_this_runs_settings(tmp_path):
+    base = tmp_path / "base"
+    train(config(eval_tasks=0), base, progress_bar=False)
+    other_task = {**ENV, "task": "multi_sin", "task_kwargs": {"in_features": 2}}
+    tuned = tmp_path / "tuned"
+    cfg = config(eval_tasks=0, env_kwargs=other_task, n_steps=16, batch_size=16, seed=3)
+    train(cfg, tuned, progress_bar=False, init_from=base)
+    agent = load(tuned)
+    assert agent.model.n_steps == 16 and agent.model.batch_size == 16
+    assert agent.model.num_timesteps == 128  # this run's steps only
+    cost = json.loads((tuned / "training.json").read_text())
+    assert cost["init_from"].endswith("model.zip")
+    # it moved away from the starting weights, which it did start from (not from scratch)
+    start, end = params_of(base), params_of(tuned)
+    scratch = tmp_path / "scratch"
+    train(cfg, scratch, progress_bar=False)
+    assert not torch.equal(start, end)
+    assert (end - start).norm() < (params_of(scratch) - start).norm()
+    with pytest.raises(ValueError, match="not both"):
+        train(cfg, tmp_path / "x", progress_bar=False, init_from=base, resume=base)
+    with pytest.raises(ValueError, match="does not fit this env"):
+        train(config(eval_tasks=0, env_kwargs={**ENV, "max_sites": 5}), tmp_path / "y",
+              progress_bar=False, init_from=base)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(cfg, tmp_path / "z", progress_bar=False, init_from=tmp_path / "none")
