@@ -75,6 +75,7 @@ def plot_task(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     classify = any(r.get("test_accuracy") not in (None, "") for r in rows)
     if ys is None:
@@ -114,6 +115,7 @@ def plot_task(
             ax.set_xlabel(LABELS.get(x, x))
             ax.set_ylabel(LABELS.get(y, y))
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
             if "loss" in y and not classify:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)

@@ -236,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     name = "cifar" if args.profile == "default" else f"cifar_{args.profile}"
     out = Path(args.out or f"results/{name}")
     agents_dir = Path(args.agents_dir or f"{out}_agents")
+    from growenv.tasks import cifar10
+
     try:
         check_out_dir(out, args.force)
         seeds = parse_seeds(args.seeds)
-    except (FileExistsError, ValueError) as err:
+        task = cifar10(args.data_dir, flatten=False)  # a missing or bad file fails here
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
         p.error(str(err))
     profile = PROFILES[args.profile]
     env_kwargs = cifar_env_kwargs(profile, args.data_dir, args.device)
@@ -300,9 +303,6 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(rows)
     table = accuracy_table(rows, policies)
-    from growenv.tasks import cifar10
-
-    task = cifar10(args.data_dir, flatten=False)
     n_train, n_test = len(task.train) + len(task.val) + len(task.stats), len(task.test)
     data_name = "CIFAR-10" if n_train >= 50_000 else "CIFAR-10 subset"
     header = (

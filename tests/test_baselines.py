@@ -156,3 +156,11 @@ def test_cifar_experiment_end_to_end_on_a_tiny_archive(tmp_path, capsys):
     assert cifar.main([*argv, "--force"]) == 0
     assert capsys.readouterr().out.count("reusing the agent") == 3
     assert "(fine-tuning ppo-digits)" in (out / "table.md").read_text()
+
+
+def test_cifar_experiment_names_missing_data_before_running(tmp_path, capsys):
+    cifar = load_script("cifar")
+    with pytest.raises(SystemExit):
+        cifar.main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
