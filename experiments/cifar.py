@@ -2,7 +2,7 @@
 static baselines at equal parameters, with seeds and bootstrap confidence intervals.
 
 Usage (defaults: the CIFAR-10 subset in ../shared/data, 5 seeds, 2 workers; about 45 minutes
-on a 2-core CPU):
+on a 2-core CPU, training the three agents included):
 
     OMP_NUM_THREADS=1 python experiments/cifar.py [--data-dir DIR] [--seeds 5] [--workers 2]
     python experiments/cifar.py --full --data-dir ~/data/cifar-10-batches-py --device cuda
@@ -65,7 +65,7 @@ HEURISTICS = ["greedy", "greedy-loss", "round-robin", "random", "annealing", "bi
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-subset"
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # 2-core CPU, the 6,187-image subset: ~45 min in all
+    # 2-core CPU, the 6,187-image subset: ~45 min in all (measured parts: README)
     "default": {
         "env": {
             "net": "conv",
