@@ -20,7 +20,6 @@ from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
 from growenv.growing import GrowingNet
-from growenv.optim import grow_parameter
 
 POOLS = ("avg", "max")
 
@@ -340,47 +339,6 @@ class GrowingConvNet(GrowingNet):
         for i in range(start, self.num_sites):
             h = self.stage_output(_conv(h, self.weights[i], self.biases[i], self.stages[i]), i)
         return F.linear(h.mean((-2, -1)), self.weights[-1], self.biases[-1])
-
-    # ---------------------------------------------------------------- growth
-    @torch.no_grad()
-    def grow(
-        self,
-        site: int,
-        in_weight: torch.Tensor,
-        in_bias: torch.Tensor,
-        out_weight: torch.Tensor,
-        optimizer: torch.optim.Optimizer | None = None,
-    ) -> None:
-        """Append ``K`` channels to stage ``site``.
-
-        Parameters
-        ----------
-        site
-            Stage index.
-        in_weight, in_bias
-            Kernels ``(K, C_in, k, k)`` of the new channels in conv ``site`` and biases ``(K,)``.
-        out_weight
-            Their kernels in the next conv ``(C_out, K, k', k')``, or head weights
-            ``(out_features, K)`` for the last stage.
-        optimizer
-            Optimizer whose state for the grown parameters is zero-padded in place.
-        """
-        site = self.check_site(site)
-        w_in, b_in, w_out = self.weights[site], self.biases[site], self.weights[site + 1]
-        k = in_weight.shape[0] if in_weight.ndim else 0
-        if in_weight.shape != (k, *w_in.shape[1:]) or in_bias.shape != (k,):
-            raise ValueError(
-                f"in_weight/in_bias: expected shapes (K, {', '.join(map(str, w_in.shape[1:]))}) "
-                f"and (K,), got {tuple(in_weight.shape)} and {tuple(in_bias.shape)}"
-            )
-        expected = (w_out.shape[0], k, *w_out.shape[2:])
-        if out_weight.shape != expected:
-            raise ValueError(
-                f"out_weight: expected shape {expected}, got {tuple(out_weight.shape)}"
-            )
-        grow_parameter(w_in, torch.cat([w_in.data, in_weight.to(w_in)], 0), optimizer)
-        grow_parameter(b_in, torch.cat([b_in.data, in_bias.to(b_in)], 0), optimizer)
-        grow_parameter(w_out, torch.cat([w_out.data, out_weight.to(w_out)], 1), optimizer)
 
     # ------------------------------------------------------------ conversion
     @classmethod

@@ -11,7 +11,6 @@ from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
 from growenv.growing import GrowingNet
-from growenv.optim import grow_parameter
 
 
 def _check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:
@@ -155,45 +154,6 @@ class GrowingMLP(GrowingNet):
         for i in range(layer + 1, self.num_layers):
             h = F.linear(self.activation(h), self.weights[i], self.biases[i])
         return h
-
-    # ---------------------------------------------------------------- growth
-    @torch.no_grad()
-    def grow(
-        self,
-        site: int,
-        in_weight: torch.Tensor,
-        in_bias: torch.Tensor,
-        out_weight: torch.Tensor,
-        optimizer: torch.optim.Optimizer | None = None,
-    ) -> None:
-        """Append ``K`` neurons to hidden state ``site``.
-
-        Parameters
-        ----------
-        site
-            Hidden state index.
-        in_weight, in_bias
-            Incoming weights ``(K, width of the layer input)`` and biases ``(K,)``.
-        out_weight
-            Outgoing weights ``(out_features of layer site + 1, K)``.
-        optimizer
-            Optimizer whose state for the grown parameters is zero-padded in place.
-        """
-        site = self.check_site(site)
-        w_in, b_in, w_out = self.weights[site], self.biases[site], self.weights[site + 1]
-        k = in_weight.shape[0]
-        if in_weight.shape != (k, w_in.shape[1]) or in_bias.shape != (k,):
-            raise ValueError(
-                f"in_weight/in_bias: expected shapes (K, {w_in.shape[1]}) and (K,), got "
-                f"{tuple(in_weight.shape)} and {tuple(in_bias.shape)}"
-            )
-        if out_weight.shape != (w_out.shape[0], k):
-            raise ValueError(
-                f"out_weight: expected shape ({w_out.shape[0]}, {k}), got {tuple(out_weight.shape)}"
-            )
-        grow_parameter(w_in, torch.cat([w_in.data, in_weight.to(w_in)], 0), optimizer)
-        grow_parameter(b_in, torch.cat([b_in.data, in_bias.to(b_in)], 0), optimizer)
-        grow_parameter(w_out, torch.cat([w_out.data, out_weight.to(w_out)], 1), optimizer)
 
     # ------------------------------------------------------------ conversion
     @classmethod
