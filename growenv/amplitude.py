@@ -27,6 +27,28 @@ class AmplitudeResult:
     gammas: torch.Tensor
 
 
+def amplitude_grid(gammas: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """The amplitudes to try, in ``x``'s dtype and device: :func:`default_gammas`, or the
+    given ones validated (non-empty, ``>= 0``) with ``0`` added if missing."""
+    if gammas is None:
+        return default_gammas(x.device, x.dtype)  # starts with 0
+    gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
+    if gammas.numel() == 0 or bool((gammas < 0).any()):
+        raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
+    if not bool((gammas == 0).any()):
+        gammas = torch.cat([gammas.new_zeros(1), gammas])
+    return gammas
+
+
+def best_amplitude(losses: torch.Tensor, gammas: torch.Tensor) -> AmplitudeResult:
+    """The argmin of the mean ``losses`` (one per amplitude; NaN counts as +inf) and its
+    drop from the loss at ``gamma = 0``."""
+    losses = torch.nan_to_num(losses, nan=float("inf"))
+    best = torch.argmin(losses)
+    base = losses[torch.argmin(gammas)]
+    return AmplitudeResult(gammas[best], base - losses[best], base, losses, gammas)
+
+
 def amplitude_search(
     net,
     candidate: GrowthCandidate,
@@ -49,20 +71,10 @@ def amplitude_search(
     _check_candidate(net, candidate)
     loss_fn = resolve_loss(loss)
     y = prepare_target(loss, y, x.shape[0], net.out_features)
-    if gammas is None:
-        gammas = default_gammas(x.device, x.dtype)  # starts with 0
-    else:
-        gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
-        if gammas.numel() == 0 or bool((gammas < 0).any()):
-            raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
-        if not bool((gammas == 0).any()):
-            gammas = torch.cat([gammas.new_zeros(1), gammas])
+    gammas = amplitude_grid(gammas, x)
     with torch.no_grad():
         h_in = net.forward_prefix(x, candidate.site)
         pre = next_preactivation(net, candidate, h_in, gammas)
         out = net.forward_suffix(pre, candidate.site + 1)  # (G, n, out)
         losses = loss_fn(out, y).mean(-1)
-    losses = torch.nan_to_num(losses, nan=float("inf"))
-    best = torch.argmin(losses)
-    base = losses[torch.argmin(gammas)]
-    return AmplitudeResult(gammas[best], base - losses[best], base, losses, gammas)
+    return best_amplitude(losses, gammas)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from growenv import tiny
-from growenv.amplitude import AmplitudeResult, default_gammas
+from growenv.amplitude import AmplitudeResult, amplitude_grid, best_amplitude
 from growenv.conv import _conv
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
 from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
@@ -378,17 +378,7 @@ def conv_amplitude_search(
     _check_candidate(net, candidate)
     loss_fn = resolve_loss(loss)
     y = prepare_target(loss, y, x.shape[0], net.out_features)
-    if gammas is None:
-        gammas = default_gammas(x.device, x.dtype)
-    else:
-        gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
-        if gammas.numel() == 0 or bool((gammas < 0).any()):
-            raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
-        if not bool((gammas == 0).any()):
-            gammas = torch.cat([gammas.new_zeros(1), gammas])
+    gammas = amplitude_grid(gammas, x)
     with torch.no_grad():
         losses = loss_fn(_previews(net, candidate, x, gammas, max_elements), y).mean(-1)
-    losses = torch.nan_to_num(losses, nan=float("inf"))
-    best = torch.argmin(losses)
-    base = losses[torch.argmin(gammas)]
-    return AmplitudeResult(gammas[best], base - losses[best], base, losses, gammas)
+    return best_amplitude(losses, gammas)
