@@ -26,7 +26,7 @@ from growenv.conv import _conv
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
 from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.report import BottleneckReport, LayerSolution, SiteReport, _groups
+from growenv.report import BottleneckReport, LayerSolution, SiteReport, _groups, site_report
 
 # default cap on the elements of one batched activation in the amplitude search / preview
 # (amplitudes are processed in chunks below it)
@@ -186,28 +186,24 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
     for j in range(num_sites):
         n = _projected(stats, j, dws[j + 1], dtype)
         sol = tiny.new_neurons(factors[num_layers + j].inv_sqrt, n)
-        significant = tiny.significant_count(sol.eigenvalues, statistical_threshold)
-        fo_gain = tiny.first_order_gain(gains[j + 1], sol.eigenvalues, net.slope0, significant)
         kind = stats.site_kernels[j]
         sites.append(
-            ConvSiteReport(
-                site=j,
-                width=shapes[j][0],
-                eigenvalues=sol.eigenvalues.to(out_dtype),
-                update_gain=gains[j + 1].to(out_dtype),
-                bottleneck=psi[j + 1].to(out_dtype),
-                num_significant=significant,
-                first_order_gain=fo_gain.to(out_dtype),
-                slope_at_zero=net.slope0,
-                alpha=sol.alpha.to(out_dtype),
-                omega=sol.omega.to(out_dtype),
-                update_weight=weights[j + 1],
-                update_bias=biases[j + 1],
-                raw_correlation=stats.P[j],
+            site_report(
+                ConvSiteReport,
+                j,
+                shapes[j][0],
+                sol,
+                gains[j + 1],
+                psi[j + 1],
+                net.slope0,
+                statistical_threshold,
+                (weights[j + 1], biases[j + 1]),
+                stats.P[j],
+                out_dtype,
                 kernel=kind,
                 in_shape=shapes[j][1:],
                 out_kernel=1 if kind == "linear" else shapes[j + 1][-1],
-            )
+            )  # fmt: skip
         )
     return sites, layers
 

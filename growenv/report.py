@@ -260,26 +260,60 @@ def solve(
     ]
     solutions = _neurons_of_sites(inv_sqrt[:-1], n_list)
     for j, sol in enumerate(solutions):
-        significant = tiny.significant_count(sol.eigenvalues, statistical_threshold)
-        fo_gain = tiny.first_order_gain(gains[j + 1], sol.eigenvalues, slope_at_zero, significant)
+        width = widths[j] if widths is not None else stats.S[j + 1].shape[-1] - 1
         sites.append(
-            SiteReport(
-                site=j,
-                width=widths[j] if widths is not None else stats.S[j + 1].shape[-1] - 1,
-                eigenvalues=sol.eigenvalues.to(out_dtype),
-                update_gain=gains[j + 1].to(out_dtype),
-                bottleneck=psi[j + 1].to(out_dtype),
-                num_significant=significant,
-                first_order_gain=fo_gain.to(out_dtype),
-                slope_at_zero=slope_at_zero,
-                alpha=sol.alpha.to(out_dtype),
-                omega=sol.omega.to(out_dtype),
-                update_weight=weights[j + 1],
-                update_bias=biases[j + 1],
-                raw_correlation=stats.P[j],
-            )
+            site_report(
+                SiteReport,
+                j,
+                width,
+                sol,
+                gains[j + 1],
+                psi[j + 1],
+                slope_at_zero,
+                statistical_threshold,
+                (weights[j + 1], biases[j + 1]),
+                stats.P[j],
+                out_dtype,
+            )  # fmt: skip
         )
     return sites, layers
+
+
+def site_report(
+    cls: type[SiteReport],
+    site: int,
+    width: int,
+    sol: tiny.NeuronSolution,
+    update_gain: torch.Tensor,
+    bottleneck: torch.Tensor,
+    slope_at_zero: float,
+    statistical_threshold: float,
+    update: tuple[torch.Tensor, torch.Tensor],
+    raw_correlation: torch.Tensor,
+    out_dtype: torch.dtype,
+    **extra,
+) -> SiteReport:
+    """A site's report (``cls``: :class:`SiteReport` or a subclass, ``extra`` its own fields)
+    from its neuron solution, update gain and bottleneck: the statistically significant
+    eigenvalues and the first-order gain, results cast to ``out_dtype``."""
+    significant = tiny.significant_count(sol.eigenvalues, statistical_threshold)
+    fo_gain = tiny.first_order_gain(update_gain, sol.eigenvalues, slope_at_zero, significant)
+    return cls(
+        site=site,
+        width=width,
+        eigenvalues=sol.eigenvalues.to(out_dtype),
+        update_gain=update_gain.to(out_dtype),
+        bottleneck=bottleneck.to(out_dtype),
+        num_significant=significant,
+        first_order_gain=fo_gain.to(out_dtype),
+        slope_at_zero=slope_at_zero,
+        alpha=sol.alpha.to(out_dtype),
+        omega=sol.omega.to(out_dtype),
+        update_weight=update[0],
+        update_bias=update[1],
+        raw_correlation=raw_correlation,
+        **extra,
+    )
 
 
 def bottleneck(
