@@ -88,8 +88,9 @@ def static_row(
         :class:`growenv.env.GrowthEnv` keyword arguments (task, optimizer, lr, batch size,
         augmentation, episode length).
     seed
-        ``env.reset(seed=seed)`` (so a task distribution gives the episode's task), and the
-        seeds of the initialisation and of the minibatches (independent of the env's own).
+        The episode's task (:meth:`GrowthEnv.episode_task`: with a task distribution, the one
+        ``reset(seed=seed)`` gives), and the seeds of the initialisation and of the
+        minibatches (independent of the env's own).
     build
         Returns the network to train, on the env's device and dtype.
     policy
@@ -107,8 +108,7 @@ def static_row(
         training (3 x forward MACs per sample) plus one validation pass, as the env counts.
     """
     env = GrowthEnv(**env_kwargs)
-    env.reset(seed=int(seed))
-    task = env.task
+    task = env.episode_task(seed)
     state = np.random.SeedSequence([int(seed), 0x0AC1E]).generate_state(2, dtype=np.uint32)
     init_gen = torch.Generator().manual_seed(int(state[0]))
     batch_gen = torch.Generator().manual_seed(int(state[1]))

@@ -96,18 +96,14 @@ def plot_task(
             for policy in policies:
                 sub = [r for r in rows if r["policy"] == policy]
                 label = labels.get(policy, policy)
-                if policy == "oracle":
+                if policy == "oracle" or len(sub) == len({r["seed"] for r in sub}):
+                    # a static baseline (one row a seed): crosses per seed, a star at the mean
                     px = [value(r, x) for r in sub]
                     py = [value(r, y) for r in sub]
-                    ax.plot(px, py, "kx", markersize=4, alpha=0.5)
-                    ax.plot(np.mean(px), np.mean(py), "k*", markersize=14, label=label)
-                    continue
-                if len(sub) == len({r["seed"] for r in sub}):  # a static baseline: one row a seed
-                    px = [value(r, x) for r in sub]
-                    py = [value(r, y) for r in sub]
-                    (pts,) = ax.plot(px, py, "x", markersize=4, alpha=0.5)
-                    ax.plot(np.mean(px), np.mean(py), "*", color=pts.get_color(), markersize=13,
-                            label=label)  # fmt: skip
+                    color = "k" if policy == "oracle" else None
+                    (pts,) = ax.plot(px, py, "x", color=color, markersize=4, alpha=0.5)
+                    star = dict(color=pts.get_color(), markersize=14, label=label)
+                    ax.plot(np.mean(px), np.mean(py), "*", **star)
                     continue
                 t = trajectory(sub, x, y)
                 (line,) = ax.plot(t["x"], t["y"], marker="o", markersize=2.5, label=label)

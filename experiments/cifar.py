@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import fixed_widths_row, small_cnn_width
+from agents.baselines import fixed_widths_row, small_cnn_row, small_cnn_width
 from agents.plots import plot_task
 from agents.ppo import PPOConfig, train
 from agents.summary import (
@@ -166,8 +166,6 @@ def train_agent(
 
 def baseline_rows(env_kwargs: dict, seeds: list[int], greedy_rows: list[dict]) -> list[dict]:
     """greedy's final architecture from scratch, and a plain CNN of greedy's mean size."""
-    from agents.baselines import small_cnn_row
-
     finals = final_rows(greedy_rows)[("cifar10", "greedy")]
     kwargs = {**env_kwargs, "task": "cifar10"}
     rows = []
@@ -179,9 +177,10 @@ def baseline_rows(env_kwargs: dict, seeds: list[int], greedy_rows: list[dict]) -
     return rows
 
 
-def accuracy_table(rows: list[dict], policies: list[str]) -> str:
-    """Final test accuracy per policy: IQM and mean with 95% CIs, paired Δ to greedy."""
-    summary = summarize(rows)["cifar10"]
+def accuracy_table(rows: list[dict], summary: dict, policies: list[str]) -> str:
+    """Final test accuracy per policy: IQM and mean with 95% CIs (from ``summary``, as
+    :func:`agents.summary.summarize` gives it for ``rows``), paired Δ to greedy."""
+    summary = summary["cifar10"]
     finals = final_rows(rows)
     greedy = {s: value(r, "test_accuracy") for s, r in finals[("cifar10", "greedy")].items()}
     lines = [
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["total (this run)"] = time.perf_counter() - t_start
 
     summary = summarize(rows)
-    table = accuracy_table(rows, policies)
+    table = accuracy_table(rows, summary, policies)
     n_train, n_test = len(task.train) + len(task.val) + len(task.stats), len(task.test)
     data_name = "CIFAR-10" if n_train >= 50_000 else "CIFAR-10 subset"
     header = (

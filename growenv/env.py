@@ -293,6 +293,16 @@ class GrowthEnv(gym.Env):
         self._train_and_measure()
         return self._observation(), self._info()
 
+    def episode_task(self, seed: int) -> Task:
+        """The task (on the env's device and dtype) that ``reset(seed=seed)`` gives, drawn
+        without training a network (static baselines train their own, see
+        :mod:`agents.baselines`); afterwards :meth:`build_net` builds nets for it. Call
+        :meth:`reset` before stepping."""
+        super().reset(seed=int(seed))
+        self._start_episode()
+        self.net = None
+        return self.task
+
     def _start_episode(self) -> GrowingMLP:
         """Draw the task and the generators from ``np_random``, reset the counters, and
         return the initial student (the lockstep vector env copies it into its stack)."""

@@ -88,6 +88,19 @@ def test_distribution_task_changes_with_seed_and_reproduces():
     env.reset(seed=1)
     assert env.task.info == t1
     assert t1 != t2
+    # the same task without training a network
+    drawn = fast_env(task=TeacherStudentDistribution(width=(5, 12)), task_kwargs=None)
+    task = drawn.episode_task(2)
+    assert task.info == t2 and drawn.net is None
+    torch.testing.assert_close(task.train.x, fast_env_task(2).train.x)
+    with pytest.raises(RuntimeError, match="reset"):
+        drawn.step(0)
+
+
+def fast_env_task(seed):
+    env = fast_env(task=TeacherStudentDistribution(width=(5, 12)), task_kwargs=None)
+    env.reset(seed=seed)
+    return env.task
 
 
 def test_each_action_type_and_masks():
