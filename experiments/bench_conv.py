@@ -20,7 +20,9 @@ after that warm-up, i.e. the extra memory of a full-batch call, from
   ``FullConv2dGrowingModule`` (or ``RestrictedConv2dGrowingModule``); its mask tensor is
   built in the warm-up and cached; ``--gromo-repeats`` timed calls.
 
-``growenv (batch_size=B)`` streams the same 128 images in batches of B (same statistics).
+``growenv`` gets the 128 images as one batch, so it takes the projected route (``N`` from the
+residual gradient, no cross term ``C``); ``growenv (batch_size=B)`` streams them in batches
+of B (same statistics, with ``P`` and ``C``).
 
 Targets (full kernel, pair, on the 2-core CPU): growenv <= 3x plain, >= 20x faster than
 gromo, <= 1/10 of gromo's extra peak memory.

@@ -135,6 +135,8 @@ def _factorize(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.
 
 def _projected(stats: ConvGrowthStatistics, j: int, dw: torch.Tensor, dtype) -> torch.Tensor:
     """``N = P - C dW^T`` of site ``j`` (per kernel offset for a full-kernel site)."""
+    if stats.C[j] is None:  # projected in the statistics pass
+        return stats.P[j].to(dtype)
     p, c = stats.P[j].to(dtype), stats.C[j].to(dtype)
     if stats.site_kernels[j] != "full":
         return tiny.projected_cross_correlation(p, c, dw)
@@ -167,6 +169,12 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
     out_dtype = stats.S[0].dtype
     if rtol is None:
         rtol = tiny.default_rtol(out_dtype)
+    if stats.projection is not None and stats.projection != (rtol, atol, dtype):
+        raise ValueError(
+            "stats: the cross terms were projected with (rtol, atol, dtype) = "
+            f"{stats.projection}, but the solve uses {(rtol, atol, dtype)}; solve with the "
+            "same settings or compute the statistics with raw_correlation=True"
+        )
     num_layers, num_sites = len(stats.S), len(stats.S_growth)
     factors = _factorize([s.to(dtype) for s in [*stats.S, *stats.S_growth]], rtol, atol)
     dws, gains = [], []
@@ -198,7 +206,7 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
                 net.slope0,
                 statistical_threshold,
                 (weights[j + 1], biases[j + 1]),
-                stats.P[j],
+                None if stats.C[j] is None else stats.P[j],
                 out_dtype,
                 kernel=kind,
                 in_shape=shapes[j][1:],
@@ -221,6 +229,7 @@ def conv_bottleneck(
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     solve_dtype: torch.dtype = torch.float64,
     input_factors: tiny.CovarianceFactors | None = None,
+    raw_correlation: bool = False,
 ) -> BottleneckReport:
     """Expressivity bottleneck of every stage of a :class:`~growenv.conv.GrowingConvNet`.
 
@@ -243,6 +252,11 @@ def conv_bottleneck(
         Accepted for a common signature with :func:`growenv.bottleneck` and ignored (the
         first conv's covariance is cheap: it correlates only the image channels);
         ``report.input_factors`` is ``None``.
+    raw_correlation
+        Keep every site's raw correlation ``P`` (``site.raw_correlation``, needed by
+        ``candidate(method="gradmax")`` and ``linear_gain``). By default a one-batch call
+        computes the conv -> conv sites' ``N`` directly from the residual gradient (cheaper,
+        same numbers) and those sites have ``raw_correlation=None``.
     """
     del input_factors
     checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
@@ -251,7 +265,18 @@ def conv_bottleneck(
             continue
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
             raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-    stats = compute_conv_statistics(net, x, y, loss=loss, kernel=kernel, batch_size=batch_size)
+    stats = compute_conv_statistics(
+        net,
+        x,
+        y,
+        loss=loss,
+        kernel=kernel,
+        batch_size=batch_size,
+        raw_correlation=raw_correlation,
+        rtol=rtol,
+        atol=atol,
+        solve_dtype=solve_dtype,
+    )
     sites, layers = solve_conv(stats, net, rtol, atol, statistical_threshold, solve_dtype)
     return BottleneckReport(sites, layers, stats.loss, stats.num_samples, stats)
 

@@ -512,6 +512,7 @@ class GrowthEnv(gym.Env):
             loss=task.loss,
             input_factors=self._input_factors,
             kernel=self.kernel,
+            raw_correlation=self.method == "gradmax",
         )
         # the statistics split is fixed for the episode, so is its input covariance
         self._input_factors = self.report.input_factors

@@ -62,7 +62,17 @@ class SiteReport:
     omega: torch.Tensor = field(repr=False)  # (out, r)
     update_weight: torch.Tensor = field(repr=False)
     update_bias: torch.Tensor = field(repr=False)
-    raw_correlation: torch.Tensor = field(repr=False)  # P = E[b_j v_{j+1}^T]
+    # P = E[b_j v_{j+1}^T]; None where the statistics were projected in one pass
+    # (conv sites, bottleneck(..., raw_correlation=False))
+    raw_correlation: torch.Tensor | None = field(repr=False)
+
+    def _raw(self, what: str) -> torch.Tensor:
+        if self.raw_correlation is None:
+            raise ValueError(
+                f"{what} needs the raw correlation P of site {self.site}, which this report "
+                "does not keep: compute it with growenv.bottleneck(..., raw_correlation=True)"
+            )
+        return self.raw_correlation
 
     def gain(self, num_neurons: int) -> torch.Tensor:
         """First-order gain ``d + sigma'(0) sum_{k <= K} lambda_k^2`` with K neurons."""
@@ -79,7 +89,7 @@ class SiteReport:
         the new neurons.
         """
         k = min(num_neurons, self.eigenvalues.shape[0])
-        cross = (self.raw_correlation * (self.alpha[:k].T @ self.omega[:, :k].T)).sum()
+        cross = (self._raw("linear_gain") * (self.alpha[:k].T @ self.omega[:, :k].T)).sum()
         return (self.update_gain if with_update else 0.0) + self.slope_at_zero * cross
 
     def candidate(
@@ -104,7 +114,7 @@ class SiteReport:
         if method == "tiny":
             sol = tiny.NeuronSolution(self.eigenvalues, self.alpha, self.omega)
         elif method == "gradmax":
-            sol = tiny.gradmax_neurons(self.raw_correlation)
+            sol = tiny.gradmax_neurons(self._raw("method='gradmax'"))
         else:
             in_dim, out_dim = self.alpha.shape[1] - 1, self.omega.shape[0]
             sol = tiny.random_neurons(in_dim + 1, out_dim, num_neurons, self.alpha, generator)
@@ -289,7 +299,7 @@ def site_report(
     slope_at_zero: float,
     statistical_threshold: float,
     update: tuple[torch.Tensor, torch.Tensor],
-    raw_correlation: torch.Tensor,
+    raw_correlation: torch.Tensor | None,
     out_dtype: torch.dtype,
     **extra,
 ) -> SiteReport:
@@ -329,6 +339,7 @@ def bottleneck(
     solve_dtype: torch.dtype = torch.float64,
     input_factors: tiny.CovarianceFactors | None = None,
     kernel: str = "full",
+    raw_correlation: bool = False,
 ) -> BottleneckReport:
     """Measure the expressivity bottleneck of every hidden site of ``net``.
 
@@ -362,6 +373,10 @@ def bottleneck(
         For a :class:`~growenv.conv.GrowingConvNet`: ``"full"`` (a new channel is a k×k
         kernel in and out, gromo's FullConv2dGrowingModule) or ``"restricted"`` (1×1 out).
         Ignored for MLPs.
+    raw_correlation
+        For a conv net: keep every site's raw correlation ``P`` (GradMax neurons and
+        ``linear_gain`` need it); by default a one-batch call gets the conv -> conv sites'
+        projected ``N`` directly (cheaper) and no ``P`` there. MLP reports always keep it.
     """
     from growenv.conv import GrowingConvNet
 
@@ -380,6 +395,7 @@ def bottleneck(
             statistical_threshold=statistical_threshold,
             solve_dtype=solve_dtype,
             input_factors=input_factors,
+            raw_correlation=raw_correlation,
         )
     checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
     for name, value in checks:

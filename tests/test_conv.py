@@ -18,6 +18,7 @@ from growenv.conv_growth import (
     conv_apply_growth,
     conv_bottleneck,
     conv_extended_forward,
+    solve_conv,
 )
 from growenv.conv_statistics import (
     _correlate,
@@ -153,22 +154,27 @@ def reference(net, x, y, kernel="full"):
     return res
 
 
+def reference_projected(ref, net, kernel, rtol, j):
+    """Best update ``dW`` of layer ``j + 1`` and ``N = P - C dW^T`` of site ``j`` (loops)."""
+    s, m = ref["S"][j + 1], ref["M"][j + 1]
+    dw = (torch.linalg.pinv(s, rtol=rtol, hermitian=True) @ m).T  # (O, E)
+    p, c = ref["P"][j], ref["C"][j]
+    if kernel == "full" and j < net.num_sites - 1:
+        offsets = c.shape[0]
+        n = p.reshape(p.shape[0], -1, offsets).clone()
+        for i in range(offsets):
+            n[:, :, i] -= c[i] @ dw.T
+        return dw, n.reshape(p.shape[0], -1)
+    return dw, p - c @ dw.T
+
+
 def reference_solve(ref, net, kernel, rtol):
     """Independent float64 solve: pinv / eigh / svdvals of the reference statistics."""
     out = []
     for j in range(net.num_sites):
-        s, m = ref["S"][j + 1], ref["M"][j + 1]
-        dw = (torch.linalg.pinv(s, rtol=rtol, hermitian=True) @ m).T  # (O, E)
+        m = ref["M"][j + 1]
+        dw, n = reference_projected(ref, net, kernel, rtol, j)
         d = (m.T * dw).sum()
-        p, c = ref["P"][j], ref["C"][j]
-        if kernel == "full" and j < net.num_sites - 1:
-            offsets = c.shape[0]
-            n = p.reshape(p.shape[0], -1, offsets).clone()
-            for i in range(offsets):
-                n[:, :, i] -= c[i] @ dw.T
-            n = n.reshape(p.shape[0], -1)
-        else:
-            n = p - c @ dw.T
         ev, vecs = torch.linalg.eigh(ref["Sg"][j])
         keep = ev > rtol * ev[-1]
         isqrt = vecs[:, keep] @ torch.diag(ev[keep].rsqrt()) @ vecs[:, keep].T
@@ -226,7 +232,8 @@ def test_correlation_engine_matches_brute_force(seed):
 def test_statistics_match_explicit_loops(name, kernel):
     net, size = make_net(name)
     x, y = data(size)
-    stats = compute_conv_statistics(net, x, y, kernel=kernel)
+    stats = compute_conv_statistics(net, x, y, kernel=kernel, raw_correlation=True)
+    assert stats.projection is None
     ref = reference(net, x, y, kernel)
     pairs = {"S": stats.S, "M": stats.M, "Sg": stats.S_growth, "P": stats.P, "C": stats.C}
     for key, ours in pairs.items():
@@ -234,6 +241,67 @@ def test_statistics_match_explicit_loops(name, kernel):
         for i, (a, b) in enumerate(zip(ours, ref[key])):
             assert a.shape == b.shape, (key, i)
             assert rel(a, b) < 1e-12, (key, i, rel(a, b))
+
+
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_projected_statistics_match_explicit_loops(name, kernel):
+    """One batch (the default): conv -> conv sites hold ``N = P - C dW^T`` of the loops, with
+    ``dW`` the pseudo-inverse solution of the loops' ``S``, ``M``; no ``C`` is kept."""
+    net, size = make_net(name)
+    x, y = data(size, n=24)  # more samples than the next conv's inputs: N is not ~0
+    stats = compute_conv_statistics(net, x, y, kernel=kernel)
+    assert stats.projection == (1e-12, 1e-10, torch.float64)
+    ref = reference(net, x, y, kernel)
+    for key in ("S", "M", "Sg"):
+        ours = {"S": stats.S, "M": stats.M, "Sg": stats.S_growth}[key]
+        for i, (a, b) in enumerate(zip(ours, ref[key], strict=True)):
+            assert rel(a, b) < 1e-12, (key, i, rel(a, b))
+    for j in range(net.num_sites):
+        if j == net.num_sites - 1:  # the head site is linear: raw P and C, as before
+            assert rel(stats.P[j], ref["P"][j]) < 1e-12
+            assert rel(stats.C[j], ref["C"][j]) < 1e-12
+            continue
+        assert stats.C[j] is None
+        _, n = reference_projected(ref, net, kernel, 1e-12, j)
+        assert float(n.abs().max()) > 1e-3 * float(ref["P"][j].abs().max())
+        assert rel(stats.P[j], n) < 1e-9, (j, rel(stats.P[j], n))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel", ["full", "restricted"])
+@pytest.mark.parametrize("name", ["k3s1p1", "k3s2p0-s1p1", "avgpool-3stages", "s2+avg3s2"])
+def test_projected_and_raw_routes_give_the_same_report(name, kernel, dtype):
+    net, size = make_net(name, activation="selu", dtype=dtype)
+    x, y = data(size, n=24, dtype=dtype)
+    projected = conv_bottleneck(net, x, y, kernel=kernel)
+    raw = conv_bottleneck(net, x, y, kernel=kernel, raw_correlation=True)
+    streamed = conv_bottleneck(net, x, y, kernel=kernel, batch_size=10)  # raw route
+    tol = 1e-3 if dtype == torch.float32 else 1e-10  # float32: summation order (streamed)
+    for a, b, c in zip(projected.sites, raw.sites, streamed.sites, strict=True):
+        for other in (b, c):
+            scale = float(other.eigenvalues[0])
+            assert float((a.eigenvalues - other.eigenvalues).abs().max()) <= tol * scale
+            assert rel(a.first_order_gain, other.first_order_gain) < tol
+            assert rel(a.update_gain, other.update_gain) < tol
+        assert b.raw_correlation is not None
+        if a.site < net.num_sites - 1:
+            assert a.raw_correlation is None
+
+
+def test_projected_report_names_what_needs_the_raw_correlation():
+    net, size = make_net("k3s1p1")
+    x, y = data(size)
+    site = conv_bottleneck(net, x, y).sites[0]
+    with pytest.raises(ValueError, match="raw_correlation=True"):
+        site.linear_gain(1)
+    with pytest.raises(ValueError, match="raw_correlation=True"):
+        site.candidate(1, method="gradmax")
+    raw = conv_bottleneck(net, x, y, raw_correlation=True).sites[0]
+    assert raw.candidate(1, method="gradmax").method == "gradmax"
+    stats = compute_conv_statistics(net, x, y)
+    with pytest.raises(ValueError, match="raw_correlation=True"):
+        solve_conv(stats, net, rtol=1e-8)
 
 
 def test_maxpool_is_linearised_as_average():
@@ -273,7 +341,7 @@ def test_linear_gain_matches_finite_difference(name, kernel):
     loss of the preview, smooth activation (tanh), float64."""
     net, size = make_net(name, activation="tanh")
     x, y = data(size, n=160)
-    report = conv_bottleneck(net, x, y, kernel=kernel)
+    report = conv_bottleneck(net, x, y, kernel=kernel, raw_correlation=True)
     with torch.no_grad():
         base = ((net(x) - y) ** 2).sum(-1).mean()
     for site in report.sites:
@@ -350,8 +418,8 @@ def test_growth_from_one_channel_and_optimizer_state():
 def test_streamed_batches_equal_one_batch_and_cross_entropy():
     net, size = make_net("k3s2p1", dtype=torch.float32)
     x, y = data(size, n=10, dtype=torch.float32)
-    one = compute_conv_statistics(net, x, y)
-    streamed = compute_conv_statistics(net, x, y, batch_size=3)
+    one = compute_conv_statistics(net, x, y, raw_correlation=True)
+    streamed = compute_conv_statistics(net, x, y, batch_size=3)  # raw: several batches
     loader = [(x[:4], y[:4]), (x[4:], y[4:])]
     iterated = compute_conv_statistics(net, loader)
     for other in (streamed, iterated):
@@ -366,7 +434,7 @@ def test_candidate_methods_and_table():
     net, size = make_net("k3s1p1", dtype=torch.float32)
     x, y = data(size, n=16, dtype=torch.float32)
     for kernel in ("full", "restricted"):
-        report = conv_bottleneck(net, x, y, kernel=kernel)
+        report = conv_bottleneck(net, x, y, kernel=kernel, raw_correlation=True)
         assert "site" in report.table()
         for method in ("tiny", "gradmax", "random"):
             cand = report.sites[0].candidate(2, method=method, generator=torch.Generator())
@@ -402,6 +470,11 @@ def test_sequential_round_trip_counts_and_flops():
     assert grown.flops() - net.flops() == net.added_flops(0, 1)
     full, restricted = (conv_statistics_macs(net, 10, kernel) for kernel in ("full", "restricted"))
     assert full > restricted > 3 * 10 * net.flops()
+    # projected: conv 1's forward pass (2 -> 2 channels, 3x3, 2x2 outputs) replaces the
+    # cross term: 2 x 2 channels over the 2x2 hidden positions at 23^2 offsets (pooled
+    # patches: step 2 * 2 = 4, span 2 * (3 - 1) + 3 = 7; 4 * (2 + 2) + 7 = 23 per axis)
+    projected = conv_statistics_macs(net, 10, "full", projected=True)
+    assert full - projected == 10 * (2 * 2 * 23**2 * 4 - 2 * 2 * 9 * 4)
     pad_same = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding="same"), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(4, 1),

@@ -314,6 +314,15 @@ def test_conv_net_episode_on_cifar_shaped_task(tmp_path):
     assert np.isfinite(r)
     with pytest.raises(ValueError, match="net"):
         GrowthEnv(net="transformer")
+
+
+def test_conv_env_with_gradmax_neurons(tmp_path):
+    """GradMax needs the raw correlation, which conv reports skip by default."""
+    env = conv_env(tmp_path, method="gradmax")
+    env.reset(seed=0)
+    assert env.report.sites[0].raw_correlation is not None
+    obs, r, term, trunc, info = env.step(0)
+    assert info["grown_site"] == 0 and np.isfinite(r)
     with pytest.raises(ValueError, match="image inputs"):
         GrowthEnv(net="conv", task="teacher_student").reset(seed=0)
 
