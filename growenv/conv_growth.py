@@ -13,8 +13,7 @@ difference that vanishes at ``gamma = 0``).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +26,7 @@ from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistic
 from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.report import BottleneckReport, LayerSolution, SiteReport, _groups, site_report
+from growenv.threads import single_threaded
 
 # default cap on the elements of one batched activation in the amplitude search / preview
 # (amplitudes are processed in chunks below it)
@@ -100,25 +100,6 @@ class ConvSiteReport(SiteReport):
 
 
 # ----------------------------------------------------------------------------------- solve
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run small factorisations on one thread (restored afterwards).
-
-    The ``eigh``/``svd`` of a few hundred rows gain nothing from threads, and with MKL on
-    shared cores the waiting threads are costly: a batched ``eigh`` of five 146 x 146
-    matrices took 10 ms on one thread and 6.2 s on two, on the 2-core CPU under load.
-    """
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _factorize(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.CovarianceFactors]:
     """Factors of PSD matrices; those up to ``PAD_LIMIT`` wide are zero-padded into one
     batched ``eigh`` (padding is inert), wider ones are factorised alone."""
@@ -159,9 +140,7 @@ def solve_conv(
     All ``S`` (layers) and ``S_growth`` (sites) are factorised together (batched ``eigh``,
     on one CPU thread: :func:`single_threaded`); results come back in the statistics' dtype.
     """
-    if stats.S[0].device.type != "cpu":
-        return _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype)
-    with single_threaded():
+    with single_threaded(stats.S[0].device):
         return _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype)
 
 
@@ -176,7 +155,11 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
             "same settings or compute the statistics with raw_correlation=True"
         )
     num_layers, num_sites = len(stats.S), len(stats.S_growth)
-    factors = _factorize([s.to(dtype) for s in [*stats.S, *stats.S_growth]], rtol, atol)
+    mats = [s.to(dtype) for s in [*stats.S, *stats.S_growth]]
+    known = stats.layer_factors or {}  # from the projection, same settings (checked above)
+    todo = [i for i in range(len(mats)) if i not in known]
+    factors = dict(known)
+    factors.update(zip(todo, _factorize([mats[i] for i in todo], rtol, atol), strict=True))
     dws, gains = [], []
     for l in range(num_layers):
         dw, gain = tiny.best_update(factors[l].pinv, stats.M[l].to(dtype))

@@ -66,6 +66,7 @@ from growenv import tiny
 from growenv.conv import GrowingConvNet
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.statistics import GrowthStatistics, iterate_batches
+from growenv.threads import single_threaded
 
 KERNELS = ("full", "restricted")
 
@@ -88,6 +89,8 @@ class ConvGrowthStatistics(GrowthStatistics):
     # (their C is None): computed in one pass from the residual gradient, see
     # ConvStatisticsAccumulator.project; the solve must use the same settings
     projection: tuple[float, float, torch.dtype] | None = None
+    # factors of the layers' S computed for that projection (by layer), reused by the solve
+    layer_factors: dict[int, tiny.CovarianceFactors] | None = None
 
 
 # --------------------------------------------------------------------------- geometry (1-D)
@@ -634,6 +637,7 @@ class ConvStatisticsAccumulator:
         self.num_samples = 0
         # (rtol, atol, dtype) of the best updates the cross terms were projected with
         self.projection: tuple[float, float, torch.dtype] | None = None
+        self.layer_factors: dict[int, tiny.CovarianceFactors] | None = None
 
     def _build(self, inputs: list[torch.Tensor]) -> None:
         net, like = self.net, inputs[0]
@@ -744,9 +748,12 @@ class ConvStatisticsAccumulator:
         if self._sums is None or self._cross or self.projection is not None:
             raise RuntimeError("project() follows exactly one add(..., cross=False)")
         net = self.net
+        self.layer_factors = {}
         for j in range(net.num_sites - 1):
             s, m = self._layer_mean(j + 1)
-            factors = tiny.covariance_factors(s.to(dtype), rtol=rtol, atol=atol)
+            with single_threaded(s.device):
+                factors = tiny.covariance_factors(s.to(dtype), rtol=rtol, atol=atol)
+            self.layer_factors[j + 1] = factors
             dw, _ = tiny.best_update(factors.pinv, m.to(dtype))
             g = grads[j + 1]
             weight = dw[:, :-1].reshape(net.weights[j + 1].shape).to(g.dtype)
@@ -811,6 +818,7 @@ class ConvStatisticsAccumulator:
             S_growth=mean(sg),
             site_kernels=kinds,
             projection=self.projection,
+            layer_factors=self.layer_factors,
         )
 
 
