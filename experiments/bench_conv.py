@@ -10,8 +10,10 @@ Cases (same weights and data for every implementation; SELU; batch 128; 3x3 kern
 Implementations, each run in its own subprocess, ``--rounds`` times interleaved (the ratio to
 the plain pass is taken per round and the median over rounds reported; gromo runs in the
 first round only). Per process, time = median of the timed repeats after an untimed warm-up
-on 2 images that loads every kernel; memory = peak RSS growth over the RSS after that
-warm-up, i.e. the extra memory of a full-batch call, from ``getrusage(RUSAGE_SELF).ru_maxrss``:
+on 2 images that loads every kernel and one untimed full-batch call (the first full-size
+allocations page-fault: the plain pass's first calls take up to 2x longer); memory = peak
+RSS growth over the RSS after the 2-image warm-up, i.e. the extra memory of a full-batch
+call, from ``getrusage(RUSAGE_SELF).ru_maxrss``:
 
 * ``plain``: forward + ``MSELoss(sum).backward()`` of the same layers (weight gradients),
 * ``growenv``: ``growenv.conv_growth.conv_bottleneck`` (one forward+backward to the
@@ -186,6 +188,8 @@ def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:
     step(x[:2], y[:2])  # one-time set-up (kernels, gromo's cached mask tensor) on 2 images
     first = time.perf_counter() - t0
     base = rss_mb()
+    if repeats > 1:  # one untimed full-batch call: the allocator's first page faults
+        step(x, y)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -763,9 +763,9 @@ class ConvStatisticsAccumulator:
             g = grads[j + 1]
             weight = dw[:, :-1].reshape(net.weights[j + 1].shape).to(g.dtype)
             stage = net.stages[j + 1]
-            residual = g + F.conv2d(
+            residual = F.conv2d(
                 inputs[j + 1], weight, dw[:, -1].to(g.dtype), stage.stride, stage.padding
-            )
+            ).add_(g)
             self._sums["cross"][j] = self.cross_plans[j].accumulate_projected(inputs[j], residual)
         self.projection = (rtol, atol, dtype)
 
