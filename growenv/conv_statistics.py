@@ -684,10 +684,8 @@ class ConvStatisticsAccumulator:
                 m = torch.nn.grad.conv2d_weight(
                     y, tuple(net.weights[l].shape), g, stride=stage.stride, padding=stage.padding
                 )
-            bias = g.sum((0, 2, 3)) if weight_grads is None else weight_grads[len(net.stages) + l]
-            stats["m"] = torch.cat([m.flatten(1).T, bias.unsqueeze(0)], 0)
-            flat = g.reshape(-1)
-            stats["vv"] = flat @ flat  # one pass, no squared copy
+            stats["m"] = torch.cat([m.flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
+            stats["vv"] = g.square().sum()
             out["layers"].append(stats)
             if l < num - 1:
                 plan = self.growth_plans[l]
@@ -713,8 +711,7 @@ class ConvStatisticsAccumulator:
         """Add one batch: stage inputs (+ pooled features), gradients (+ head), losses.
 
         ``cross=False`` leaves out the conv -> conv cross terms, for :meth:`project`.
-        ``weight_grads``: the conv weights' then biases' gradients if already at hand (else
-        computed).
+        ``weight_grads``: the conv weights' gradients if already at hand (else computed).
         """
         if self.projection is not None or (self._sums is not None and not self._cross):
             raise RuntimeError("the projected route takes exactly one batch")
@@ -843,19 +840,18 @@ def conv_layer_inputs_and_grads(
     """Forward ``x``, backpropagate the summed per-sample loss to every pre-activation.
 
     Returns the stage inputs (then the pooled features), the gradients ``dl_i/da`` of every
-    conv and of the head, the per-sample losses, and the gradients of the conv weights then
-    of the conv biases (``sum_i dl_i/dW``: ``M``). Autograd computes those with the input
+    conv and of the head, the per-sample losses, and the gradients of the conv weights
+    (``sum_i dl_i/dW``: ``M`` without its bias row). Autograd computes those with the input
     gradients (one fused kernel per conv), cheaper than separate weight-gradient calls.
     """
     inputs: list[torch.Tensor] = []
     pre: list[torch.Tensor] = []
     weights = [w.detach().requires_grad_(True) for w in net.weights[:-1]]
-    biases = [b.detach().requires_grad_(True) for b in net.biases[:-1]]
     with torch.enable_grad():
         h = x.detach()
         for l, stage in enumerate(net.stages):
             inputs.append(h)
-            a = F.conv2d(h, weights[l], biases[l], stage.stride, stage.padding)
+            a = F.conv2d(h, weights[l], net.biases[l].detach(), stage.stride, stage.padding)
             pre.append(a)
             h = net.stage_output(a, l)
         f = h.mean((-2, -1))
@@ -863,7 +859,7 @@ def conv_layer_inputs_and_grads(
         out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach())
         pre.append(out)
         losses = loss_fn(out, y)
-        grads = torch.autograd.grad(losses.sum(), pre + weights + biases)
+        grads = torch.autograd.grad(losses.sum(), pre + weights)
     num = len(pre)
     return [t.detach() for t in inputs], list(grads[:num]), losses.detach(), list(grads[num:])
 
