@@ -49,6 +49,23 @@ def best_amplitude(losses: torch.Tensor, gammas: torch.Tensor) -> AmplitudeResul
     return AmplitudeResult(gammas[best], base - losses[best], base, losses, gammas)
 
 
+def search_setup(
+    net,
+    candidate: GrowthCandidate,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str | PerSampleLoss,
+    gammas: torch.Tensor | None,
+) -> tuple[PerSampleLoss, torch.Tensor, torch.Tensor]:
+    """Checks and inputs shared by the MLP and conv searches: the per-sample loss function,
+    the prepared targets and the amplitude grid (:func:`amplitude_grid`)."""
+    net.check_input(x)
+    _check_candidate(net, candidate)
+    loss_fn = resolve_loss(loss)
+    y = prepare_target(loss, y, x.shape[0], net.out_features)
+    return loss_fn, y, amplitude_grid(gammas, x)
+
+
 def amplitude_search(
     net,
     candidate: GrowthCandidate,
@@ -67,11 +84,7 @@ def amplitude_search(
         from growenv.conv_growth import conv_amplitude_search
 
         return conv_amplitude_search(net, candidate, x, y, loss, gammas)
-    net.check_input(x)
-    _check_candidate(net, candidate)
-    loss_fn = resolve_loss(loss)
-    y = prepare_target(loss, y, x.shape[0], net.out_features)
-    gammas = amplitude_grid(gammas, x)
+    loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)
     with torch.no_grad():
         h_in = net.forward_prefix(x, candidate.site)
         pre = next_preactivation(net, candidate, h_in, gammas)

@@ -20,12 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from growenv import tiny
-from growenv.amplitude import AmplitudeResult, amplitude_grid, best_amplitude
+from growenv.amplitude import AmplitudeResult, best_amplitude, search_setup
 from growenv.conv import _conv
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
-from growenv.growth import GrowthCandidate, _check_candidate, apply_growth
-from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.report import BottleneckReport, LayerSolution, SiteReport, _groups, site_report
+from growenv.growth import GrowthCandidate, _as_gammas, _check_candidate, apply_growth
+from growenv.losses import PerSampleLoss
+from growenv.report import (
+    BottleneckReport,
+    LayerSolution,
+    SiteReport,
+    _groups,
+    check_tolerances,
+    site_report,
+)
 from growenv.threads import single_threaded
 
 # default cap on the elements of one batched activation in the amplitude search / preview
@@ -242,12 +249,7 @@ def conv_bottleneck(
         same numbers) and those sites have ``raw_correlation=None``.
     """
     del input_factors
-    checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
-    for name, value in checks:
-        if name == "rtol" and value is None:
-            continue
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    check_tolerances(rtol, atol, statistical_threshold)
     stats = compute_conv_statistics(
         net,
         x,
@@ -303,10 +305,6 @@ def conv_next_preactivation(
     if net.sigma0 != 0.0:
         out = out - (root * net.sigma0).view(shape) * shift
     return out
-
-
-def _as_gammas(gamma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(gamma, dtype=like.dtype, device=like.device).reshape(-1)
 
 
 def _chunk(net, x: torch.Tensor, site: int, max_elements: int) -> int:
@@ -378,11 +376,7 @@ def conv_amplitude_search(
     :func:`growenv.amplitude_search`): the forward up to the grown stage is shared, the rest
     runs batched over amplitudes (in chunks below ``max_elements``). ``gamma = 0`` is always
     evaluated, so ``loss_drop >= 0``."""
-    net.check_input(x)
-    _check_candidate(net, candidate)
-    loss_fn = resolve_loss(loss)
-    y = prepare_target(loss, y, x.shape[0], net.out_features)
-    gammas = amplitude_grid(gammas, x)
+    loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)
     with torch.no_grad():
         losses = loss_fn(_previews(net, candidate, x, gammas, max_elements), y).mean(-1)
     return best_amplitude(losses, gammas)

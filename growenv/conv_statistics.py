@@ -634,6 +634,7 @@ class ConvStatisticsAccumulator:
         self._loss: torch.Tensor | None = None
         self._sizes: list | None = None
         self._cross = True
+        self._covs: dict[int, torch.Tensor] = {}  # assembled layer covariances (_layer_covs)
         self.num_samples = 0
         # (rtol, atol, dtype) of the best updates the cross terms were projected with
         self.projection: tuple[float, float, torch.dtype] | None = None
@@ -720,6 +721,7 @@ class ConvStatisticsAccumulator:
         elif [tuple(t.shape[-2:]) for t in inputs[:-1]] != self._sizes:
             raise ValueError("x: all batches must have the same image size")
         self._cross = cross
+        self._covs = {}  # the sums change: assemble anew
         batch = self._batch(inputs, grads, cross, weight_grads)
         if self._sums is None:
             self._sums, self._loss = batch, losses.sum()
@@ -728,10 +730,17 @@ class ConvStatisticsAccumulator:
             self._loss = self._loss + losses.sum()
         self.num_samples += losses.shape[0]
 
+    def _layer_covs(self, l: int) -> torch.Tensor:
+        """The assembled covariances of conv ``l``'s plan (its ``S``, then a shared site's
+        ``S_growth``), float64 sums; assembled once, for :meth:`project` and :meth:`result`."""
+        if l not in self._covs:
+            self._covs[l] = self.layer_plans[l].assemble(self._sums["layers"][l], self.num_samples)
+        return self._covs[l]
+
     def _layer_mean(self, l: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``S`` and ``M`` of conv ``l`` as :meth:`result` gives them (net dtype)."""
         layer, n = self._sums["layers"][l], self.num_samples
-        s = self.layer_plans[l].assemble(layer, n)[0] / n
+        s = self._layer_covs(l)[0] / n
         return s.to(self.net.dtype), (-layer["m"].double() / n).to(self.net.dtype)
 
     def project(
@@ -785,7 +794,7 @@ class ConvStatisticsAccumulator:
         if not self._cross and self.projection is None:
             raise RuntimeError("result(): the cross terms were left out and not projected")
         for l, layer in enumerate(sums["layers"]):
-            covs = self.layer_plans[l].assemble(layer, n)
+            covs = self._layer_covs(l)
             s_list.append(covs[0])
             m_list.append(-layer["m"].double())
             vv.append(layer["vv"].double())

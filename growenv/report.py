@@ -326,6 +326,17 @@ def site_report(
     )
 
 
+def check_tolerances(rtol: float | None, atol: float, statistical_threshold: float) -> None:
+    """``ValueError`` naming the argument unless each is a number ``>= 0`` (``rtol`` may be
+    ``None``: picked from the statistics' precision)."""
+    checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
+    for name, value in checks:
+        if name == "rtol" and value is None:
+            continue
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+
+
 def bottleneck(
     net,
     x: torch.Tensor | Iterable,
@@ -397,12 +408,7 @@ def bottleneck(
             input_factors=input_factors,
             raw_correlation=raw_correlation,
         )
-    checks = (("rtol", rtol), ("atol", atol), ("statistical_threshold", statistical_threshold))
-    for name, value in checks:
-        if name == "rtol" and value is None:
-            continue
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    check_tolerances(rtol, atol, statistical_threshold)
     stats = compute_statistics(net, x, y, loss=loss, batch_size=batch_size)
     sites, layers = solve(
         stats,
