@@ -43,15 +43,21 @@ def _float_arg(name: str, value: Any, low: float = 0.0, allow_none: bool = False
     return float(value)
 
 
+def _image_shape(task: Task) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of the task's images (inputs of that shape, or flattened ones with
+    ``info['image_shape']``), or ``None``."""
+    shape = task.input_shape if len(task.input_shape) == 3 else task.info.get("image_shape")
+    return None if shape is None or len(shape) != 3 else tuple(int(d) for d in shape)
+
+
 def _as_images(task: Task) -> Task:
     """The task with inputs shaped as images ``(n, C, H, W)`` (for conv nets)."""
-    shape = task.input_shape if len(task.input_shape) == 3 else task.info.get("image_shape")
-    if shape is None or len(shape) != 3:
+    shape = _image_shape(task)
+    if shape is None:
         raise ValueError(
             f"net: 'conv' needs image inputs (C, H, W); task {task.name!r} has inputs of "
             f"shape {task.input_shape} and no info['image_shape']"
         )
-    shape = tuple(int(d) for d in shape)
     splits = {k: Split(v.x.reshape(len(v), *shape), v.y) for k, v in task.splits().items()}
     return dataclasses.replace(task, input_shape=shape, **splits)
 
@@ -550,13 +556,12 @@ class GrowthEnv(gym.Env):
         """Random crop (padding 4) and horizontal flip of training minibatches, if enabled."""
         if not self.augment:
             return None
-        shape = self.task.input_shape if len(self.task.input_shape) == 3 else None
-        shape = shape or self.task.info.get("image_shape")
-        if shape is None or len(shape) != 3:
+        shape = _image_shape(self.task)
+        if shape is None:
             raise ValueError(f"augment: task {self.task.name!r} has no image inputs to augment")
         from growenv.cifar import augment
 
-        return lambda xb, gen: augment(xb, gen, image_shape=tuple(shape))
+        return lambda xb, gen: augment(xb, gen, image_shape=shape)
 
     def _absorb_measurement(
         self,
