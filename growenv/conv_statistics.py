@@ -673,19 +673,13 @@ class ConvStatisticsAccumulator:
         last = stages[-1]
         self.head_plan = _HeadPlan(_stage_patches(last, sizes[-1], pooled=True), sizes[-1], like)
 
-    def _batch(self, inputs, grads, cross: bool = True, weight_grads=None) -> dict:
+    def _batch(self, inputs, grads, weight_grads, cross: bool) -> dict:
         net, num = self.net, self.net.num_sites
         out: dict = {"layers": [], "growth": [], "cross": []}
-        for l, stage in enumerate(net.stages):
+        for l in range(len(net.stages)):
             y, g = inputs[l], grads[l]
             stats = self.layer_plans[l].accumulate(y)
-            if weight_grads is not None:
-                m = weight_grads[l]
-            else:
-                m = torch.nn.grad.conv2d_weight(
-                    y, tuple(net.weights[l].shape), g, stride=stage.stride, padding=stage.padding
-                )
-            stats["m"] = torch.cat([m.flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
+            stats["m"] = torch.cat([weight_grads[l].flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
             stats["vv"] = g.square().sum()
             out["layers"].append(stats)
             if l < num - 1:
@@ -706,13 +700,13 @@ class ConvStatisticsAccumulator:
         inputs: list[torch.Tensor],
         grads: list[torch.Tensor],
         losses: torch.Tensor,
+        weight_grads: list[torch.Tensor],
         cross: bool = True,
-        weight_grads: list[torch.Tensor] | None = None,
     ) -> None:
-        """Add one batch: stage inputs (+ pooled features), gradients (+ head), losses.
+        """Add one batch: stage inputs (+ pooled features), gradients (+ head), losses and
+        the conv weights' gradients (as :func:`conv_layer_inputs_and_grads` returns them).
 
         ``cross=False`` leaves out the conv -> conv cross terms, for :meth:`project`.
-        ``weight_grads``: the conv weights' gradients if already at hand (else computed).
         """
         if self.projection is not None or (self._sums is not None and not self._cross):
             raise RuntimeError("the projected route takes exactly one batch")
@@ -722,7 +716,7 @@ class ConvStatisticsAccumulator:
             raise ValueError("x: all batches must have the same image size")
         self._cross = cross
         self._covs = {}  # the sums change: assemble anew
-        batch = self._batch(inputs, grads, cross, weight_grads)
+        batch = self._batch(inputs, grads, weight_grads, cross)
         if self._sums is None:
             self._sums, self._loss = batch, losses.sum()
         else:
@@ -930,7 +924,7 @@ def compute_conv_statistics(
         xb = xb.to(device=net.device, dtype=net.dtype)
         yb = prepare_target(loss, yb.to(net.device), xb.shape[0], net.out_features)
         inputs, grads, losses, weight_grads = conv_layer_inputs_and_grads(net, xb, yb, loss_fn)
-        acc.add(inputs, grads, losses, cross=not project, weight_grads=weight_grads)
+        acc.add(inputs, grads, losses, weight_grads, cross=not project)
     if check_finite and not bool(acc.all_finite()):
         raise ValueError("x/y: the data contain NaN or inf values")
     if project:
