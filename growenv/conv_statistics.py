@@ -530,10 +530,7 @@ class _CrossPlan:
         pad, span = self.p.pad, self.p.span
         ones = x.new_ones(1, 1, *h.shape[-2:])
         return {
-            "gp": _correlate(
-                x, v, self.p_sigma, (self.p_d[0],) * 2, (self.p_d[1],) * 2, *self.p_cells
-            ),
-            "sv": _cell_sums(v, *self.p_cells),
+            **self.accumulate_p(x, v),
             "gk": _correlate(
                 x, h, self.p.step, (self.k_d[0],) * 2, (self.k_d[1],) * 2, *self.k_cells
             ),
@@ -548,8 +545,9 @@ class _CrossPlan:
             ),  # fmt: skip
         }
 
-    def accumulate_projected(self, x: torch.Tensor, v: torch.Tensor) -> dict:
-        """Only the ``P`` correlations (of ``x`` with the residual gradient ``v``)."""
+    def accumulate_p(self, x: torch.Tensor, v: torch.Tensor) -> dict:
+        """The ``P`` correlations of ``x`` with the gradient ``v`` (alone: with the residual
+        gradient, for :meth:`ConvStatisticsAccumulator.project`)."""
         return {
             "gp": _correlate(
                 x, v, self.p_sigma, (self.p_d[0],) * 2, (self.p_d[1],) * 2, *self.p_cells
@@ -769,7 +767,7 @@ class ConvStatisticsAccumulator:
             residual = F.conv2d(
                 inputs[j + 1], weight, dw[:, -1].to(g.dtype), stage.stride, stage.padding
             ).add_(g)
-            self._sums["cross"][j] = self.cross_plans[j].accumulate_projected(inputs[j], residual)
+            self._sums["cross"][j] = self.cross_plans[j].accumulate_p(inputs[j], residual)
         self.projection = (rtol, atol, dtype)
 
     def all_finite(self) -> torch.Tensor:
