@@ -162,11 +162,12 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
             "same settings or compute the statistics with raw_correlation=True"
         )
     num_layers, num_sites = len(stats.S), len(stats.S_growth)
-    mats = [s.to(dtype) for s in [*stats.S, *stats.S_growth]]
+    mats = [*stats.S, *stats.S_growth]
     known = stats.layer_factors or {}  # from the projection, same settings (checked above)
     todo = [i for i in range(len(mats)) if i not in known]
     factors = dict(known)
-    factors.update(zip(todo, _factorize([mats[i] for i in todo], rtol, atol), strict=True))
+    todo_factors = _factorize([mats[i].to(dtype) for i in todo], rtol, atol)
+    factors.update(zip(todo, todo_factors, strict=True))
     dws, gains = [], []
     for l in range(num_layers):
         dw, gain = tiny.best_update(factors[l].pinv, stats.M[l].to(dtype))
