@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from growenv.cell_correlation import correlate, make_cells
 from growenv.conv import GrowingConvNet
 from growenv.conv_growth import (
     ConvGrowthCandidate,
@@ -20,12 +21,7 @@ from growenv.conv_growth import (
     conv_extended_forward,
     solve_conv,
 )
-from growenv.conv_statistics import (
-    _correlate,
-    _make_cells,
-    compute_conv_statistics,
-    conv_statistics_macs,
-)
+from growenv.conv_statistics import compute_conv_statistics, conv_statistics_macs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -209,11 +205,11 @@ def test_correlation_engine_matches_brute_force(seed):
         inner = [vec[i % period] for i in range(size[d])]
         for i in list(range(border)) + list(range(size[d] - border, size[d])):
             inner[i] = float(randint(0, 5))
-        cells.append(_make_cells([inner], size[d], period)[0])
+        cells.append(make_cells([inner], size[d], period)[0])
     a_size = tuple(sigma * (size[d] - 1) + randint(1, 4) for d in range(2))
     a = torch.randn(3, 2, *a_size, generator=g, dtype=torch.float64)
     b = torch.randn(3, 3, *size, generator=g, dtype=torch.float64)
-    ours = _correlate(a, b, sigma, dmin, dmax, *cells)
+    ours = correlate(a, b, sigma, dmin, dmax, *cells)
     kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
     ref = torch.zeros_like(ours)
     for (i, (r0, n0)), (j, (c0, n1)) in itertools.product(

@@ -1,0 +1,264 @@
+"""Correlations of feature maps at many offsets, summed over cells of positions.
+
+The engine behind :mod:`growenv.conv_statistics`: a statistic that is a weighted sum over
+positions ``r`` of products ``b(r) a(sigma r + delta)`` with a *separable* weight (a row
+factor times a column factor) is split into cells on which both factors are constant
+(:func:`make_cells`); :func:`correlate` gives every cell's correlations at all offsets
+``delta`` from a few ``conv2d`` weight-gradients, and :func:`contract` combines them with
+the per-cell weights (:func:`selection`) in two dense products.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Partition of ``range(size)``: cell ``i`` holds ``start + step * m`` for ``m < count``."""
+
+    size: int
+    step: int
+    cells: tuple[tuple[int, int], ...]
+
+
+def make_cells(vectors: list[list[float]], size: int, period: int) -> tuple[Cells, list]:
+    """Cells on which every vector is constant: border rows alone, interior by stride phase.
+
+    Returns the cells and ``coef[v][i]``, the value of vector ``v`` on cell ``i``.
+    """
+    border = 0
+    while border < size:
+        lo, hi = border, size - border
+        if all(v[i] == v[i + period] for v in vectors for i in range(lo, hi - period)):
+            break
+        border += 1
+    lo, hi = border, max(size - border, border)
+    cells = [(i, 1) for i in range(lo)]
+    for phase in range(period):
+        count = len(range(lo + phase, hi, period))
+        if count:
+            cells.append((lo + phase, count))
+    cells += [(i, 1) for i in range(hi, size)]
+    coef = [[v[start] for start, _ in cells] for v in vectors]
+    return Cells(size, period, tuple(cells)), coef
+
+
+# ---------------------------------------------------------------------- correlations (n-D)
+class _Padded:
+    """A map read as zero outside its grid; ``window`` pads only the window it returns."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        self.t = a
+
+    def window(self, start: tuple[int, int], length: tuple[int, int]) -> torch.Tensor:
+        """``a[..., start0 : start0 + length0, start1 : start1 + length1]``, zero outside."""
+        sl, pads = [], []
+        for d in range(2):
+            size = self.t.shape[-2 + d]
+            lo, hi = max(start[d], 0), min(start[d] + length[d], size)
+            valid = max(hi - lo, 0)
+            sl.append(slice(lo, lo + valid))
+            before = min(lo - start[d], length[d] - valid)
+            pads.append((before, length[d] - valid - before))
+        out = self.t[:, :, sl[0], sl[1]]
+        if any(p for pair in pads for p in pair):
+            out = F.pad(out, (*pads[1], *pads[0]))
+        return out
+
+    def transposed(self) -> _Padded:
+        return _Padded(self.t.transpose(-1, -2))
+
+
+def _runs(cells: Cells) -> list[list[int]]:
+    """Indices of the one-row cells, grouped in runs of adjacent rows."""
+    singles = sorted((start, i) for i, (start, count) in enumerate(cells.cells) if count == 1)
+    runs: list[list[int]] = []
+    for k, (start, i) in enumerate(singles):
+        if k and start == singles[k - 1][0] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _bands(
+    a: _Padded, b, ca: int, sigma, dmin, kd, rows: Cells, cols: Cells, out: torch.Tensor
+) -> None:
+    """Cells one row high and several columns wide: each run of consecutive border rows
+    against one column cell is one weight-gradient (the rows stacked as channels, the
+    kernel taller by ``sigma`` per extra row)."""
+    n, cb = b.shape[0], b.shape[1]
+    runs = _runs(rows)
+    for j, (c0, m) in enumerate(cols.cells):
+        if m == 1:
+            continue
+        step = sigma * cols.step
+        col_sl = slice(c0, c0 + cols.step * (m - 1) + 1, cols.step)
+        for run in runs:
+            r0 = rows.cells[run[0]][0]
+            height = sigma * (len(run) - 1) + kd[0]
+            win = a.window(
+                (sigma * r0 + dmin[0], sigma * c0 + dmin[1]), (height, step * (m - 1) + kd[1])
+            )
+            bs = b[:, :, r0 : r0 + len(run), col_sl].transpose(1, 2).reshape(n, len(run) * cb, 1, m)
+            size = (len(run) * cb, ca, height, kd[1])
+            g = torch.nn.grad.conv2d_weight(win, size, bs, stride=(1, step))
+            for t, i in enumerate(run):
+                out[i, j] = g[t * cb : (t + 1) * cb, :, sigma * t : sigma * t + kd[0]]
+
+
+def correlate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sigma: int,
+    dmin: tuple[int, int],
+    dmax: tuple[int, int],
+    rows: Cells,
+    cols: Cells,
+) -> torch.Tensor:
+    """``G[i, j, cb, ca, d0, d1] = sum_n sum_{r in cell (i, j)} b(r) a(sigma r + dmin + d)``.
+
+    ``a`` (n, ca, ., .) is zero outside its grid; ``b`` (n, cb, R0, R1). Single-position
+    cells (corners) are one batched einsum; adjacent border rows (columns) of one side are one
+    conv2d weight-gradient per interior column (row) cell; a single interior cell is the
+    full-grid correlation (the conv's own zero padding, half the offsets when ``a is b``)
+    minus all the others; with stride phases, each interior cell takes its own strided
+    weight-gradient. Few, large kernel calls: on shared cores every call pays for its
+    threads' synchronisation.
+    """
+    kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
+    ca = a.shape[1]
+    ap = _Padded(a)
+    out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], ca, *kd)
+    corners = [
+        (i, j)
+        for i, (r0, n0) in enumerate(rows.cells)
+        for j, (c0, n1) in enumerate(cols.cells)
+        if n0 == 1 and n1 == 1
+    ]
+    if corners:
+        wins = []
+        for row_run in _runs(rows):  # one padded region per block of corners
+            r_first, r_last = rows.cells[row_run[0]][0], rows.cells[row_run[-1]][0]
+            for col_run in _runs(cols):
+                c_first, c_last = cols.cells[col_run[0]][0], cols.cells[col_run[-1]][0]
+                region = ap.window(
+                    (sigma * r_first + dmin[0], sigma * c_first + dmin[1]),
+                    (sigma * (r_last - r_first) + kd[0], sigma * (c_last - c_first) + kd[1]),
+                )
+                for i, j in itertools.product(row_run, col_run):
+                    r0 = sigma * (rows.cells[i][0] - r_first)
+                    c0 = sigma * (cols.cells[j][0] - c_first)
+                    wins.append(((i, j), region[:, :, r0 : r0 + kd[0], c0 : c0 + kd[1]]))
+        keys = [key for key, _ in wins]
+        bs = torch.stack([b[:, :, rows.cells[i][0], cols.cells[j][0]] for i, j in keys])
+        res = torch.einsum("snb,snaxy->sbaxy", bs, torch.stack([w for _, w in wins]))
+        for k, value in zip(keys, res, strict=True):
+            out[k] = value
+    _bands(ap, b, ca, sigma, dmin, kd, rows, cols, out)
+    flipped = out.transpose(0, 1).transpose(-1, -2)  # a view: columns become rows
+    _bands(
+        ap.transposed(), b.transpose(-1, -2), ca, sigma, dmin[::-1], kd[::-1], cols, rows, flipped
+    )
+    big = [
+        (i, j)
+        for i, (r0, n0) in enumerate(rows.cells)
+        for j, (c0, n1) in enumerate(cols.cells)
+        if n0 > 1 and n1 > 1
+    ]
+    weight_size = (b.shape[1], ca, *kd)
+    if len(big) == 1 and rows.step == 1 and cols.step == 1:
+        if a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0] > 0:
+            full = _symmetric_full_correlation(a, dmax)
+        else:
+            full = _full_correlation(ap, b, sigma, dmin, dmax, weight_size)
+        out[big[0]] = full - out.sum((0, 1))
+        return out
+    for i, j in big:
+        (r0, n0), (c0, n1) = rows.cells[i], cols.cells[j]
+        stride = (sigma * rows.step, sigma * cols.step)
+        first = (sigma * r0 + dmin[0], sigma * c0 + dmin[1])
+        length = (stride[0] * (n0 - 1) + kd[0], stride[1] * (n1 - 1) + kd[1])
+        bs = b[
+            :,
+            :,
+            r0 : r0 + rows.step * (n0 - 1) + 1 : rows.step,
+            c0 : c0 + cols.step * (n1 - 1) + 1 : cols.step,
+        ]
+        out[i, j] = torch.nn.grad.conv2d_weight(
+            ap.window(first, length), weight_size, bs, stride=stride
+        )
+    return out
+
+
+def _full_correlation(ap: _Padded, b, sigma, dmin, dmax, weight_size) -> torch.Tensor:
+    """Correlation over the whole grid of ``b``; uses the conv's own zero padding when it
+    fits (no copy of ``a``)."""
+    a, size, kd = ap.t, b.shape[-2:], weight_size[-2:]
+    pad = [-dmin[d] for d in range(2)]
+    fits = all(
+        pad[d] >= 0
+        and (a.shape[-2 + d] + 2 * pad[d] - kd[d]) // sigma + 1 == size[d]
+        and sigma * (size[d] - 1) + dmax[d] <= a.shape[-2 + d] - 1 + pad[d]
+        for d in range(2)
+    )
+    if fits:
+        return torch.nn.grad.conv2d_weight(a, weight_size, b, stride=sigma, padding=tuple(pad))
+    length = tuple(sigma * (size[d] - 1) + kd[d] for d in range(2))
+    return torch.nn.grad.conv2d_weight(ap.window(dmin, length), weight_size, b, stride=sigma)
+
+
+def _symmetric_full_correlation(x: torch.Tensor, dmax: tuple[int, int]) -> torch.Tensor:
+    """``sum_r x(r) x(r + d)^T`` over the whole grid for ``|d| <= dmax``, from half the
+    offsets: ``G[-d] = G[d]^T`` when both sides are the same zero-padded map.
+
+    The rows ``d0 >= 0`` come from one weight-gradient whose output map is ``x`` with
+    ``dmax0`` zero rows on top: with the conv's symmetric padding it reads ``x(r + d)``.
+    """
+    c, k0, k1 = x.shape[1], dmax[0], dmax[1]
+    b = F.pad(x, (0, 0, k0, 0))
+    # high[cb, ca, i, j] = sum_r x_cb(r) x_ca(r + (i, j - k1)), d0 = i in [0, k0]
+    high = torch.nn.grad.conv2d_weight(x, (c, c, k0 + 1, 2 * k1 + 1), b, padding=(k0, k1))
+    low = high[:, :, 1:].flip(2, 3).transpose(0, 1)  # G[-d] = G[d]^T for d0 in [-k0, -1]
+    return torch.cat([low, high], 2)
+
+
+def _membership(cells: Cells, like: torch.Tensor) -> torch.Tensor:
+    """(n_cells, size) 0/1 matrix: which positions each cell holds."""
+    m = like.new_zeros(len(cells.cells), cells.size)
+    for i, (start, count) in enumerate(cells.cells):
+        m[i, start : start + cells.step * (count - 1) + 1 : cells.step] = 1
+    return m
+
+
+def cell_sums(b: torch.Tensor, rows: Cells, cols: Cells) -> torch.Tensor:
+    """``sum_n sum_{r in cell (i, j)} b(r)``: (n_rows, n_cols, channels)."""
+    return torch.einsum("ir,crs,js->ijc", _membership(rows, b), b.sum(0), _membership(cols, b))
+
+
+def selection(coef: torch.Tensor, idx: torch.Tensor, kd: int) -> torch.Tensor:
+    """``R[..., i, delta] = coef[..., i] * [delta == idx[...]]``: cell weights times the
+    one-hot choice of the correlation offset, for one dimension."""
+    onehot = F.one_hot(idx, kd).to(coef.dtype)  # (..., kd)
+    return coef.unsqueeze(-1) * onehot.unsqueeze(-2)
+
+
+def contract(rows: torch.Tensor, cols: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``sum_{i, dr, j, dc} rows[P, i, dr] cols[Q, j, dc] g[i, j, B, A, dr, dc]`` -> (P, Q, B, A).
+
+    ``rows``/``cols`` carry any number of leading dims (flattened here); two dense products.
+    """
+    lead_r, lead_c = rows.shape[:-2], cols.shape[:-2]
+    nr, kr = rows.shape[-2:]
+    nc, kc = cols.shape[-2:]
+    cb, ca = g.shape[2], g.shape[3]
+    rr, cc = rows.reshape(-1, nr * kr), cols.reshape(-1, nc * kc)
+    y = cc @ g.permute(1, 5, 0, 4, 2, 3).reshape(nc * kc, -1)  # (Q, nr * kr * cb * ca)
+    y = y.reshape(-1, nr * kr, cb * ca).transpose(0, 1).reshape(nr * kr, -1)
+    out = (rr @ y).reshape(*lead_r, *lead_c, cb, ca)
+    return out
