@@ -9,6 +9,7 @@ geometry only (kernel sizes, strides, padding, pooling, image size), not on chan
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -292,3 +293,40 @@ class HeadPlan:
 
 def ones_omega(q_size) -> tuple[list[float], list[float]]:
     return ([1.0] * q_size[0], [1.0] * q_size[1])
+
+
+@functools.lru_cache(maxsize=32)
+def net_plans(stages: tuple, sizes: tuple, kernel: str, device: torch.device, dtype: torch.dtype):
+    """The plans of a net's statistics: per conv its covariance plan, per conv -> conv site
+    its growth covariance plan (``None`` when it shares the conv's) and its cross plan, and
+    the head site's plan. Cached: they depend on the geometry only (``stages``: the nets'
+    :class:`~growenv.conv.ConvStage` tuple; ``sizes``: every stage's input size), not on
+    channel counts, so a growing net reuses them. Read-only.
+    """
+    like = torch.empty(0, device=device, dtype=dtype)
+    num = len(stages)
+    layer_plans, growth_plans, cross_plans = [], [], []
+    for l, stage in enumerate(stages):
+        patches = stage_patches(stage, sizes[l], pooled=False)
+        omegas, period, shared = [ones_omega(patches.q_size)], 1, False
+        if l < num - 1:
+            nxt, h_size = stages[l + 1], sizes[l + 1]
+            o_size = (nxt.conv_size(h_size[0]), nxt.conv_size(h_size[1]))
+            offsets = range(nxt.kernel_size) if kernel == "full" else [nxt.kernel_size // 2]
+            w = tuple(
+                growth_weights(
+                    h_size[d], nxt.kernel_size, nxt.stride, nxt.padding, o_size[d], offsets
+                )
+                for d in range(2)
+            )
+            pooled = stage_patches(stage, sizes[l], pooled=True)
+            if stage.pool is None:
+                omegas, period, shared = [*omegas, w], nxt.stride, True
+            else:
+                growth_plans.append(CovPlan(pooled, sizes[l], [w], nxt.stride, like))
+            if shared:
+                growth_plans.append(None)
+            cross_plans.append(CrossPlan(pooled, nxt, o_size, kernel, like))
+        layer_plans.append(CovPlan(patches, sizes[l], omegas, period, like))
+    head_plan = HeadPlan(stage_patches(stages[-1], sizes[-1], pooled=True), sizes[-1], like)
+    return layer_plans, growth_plans, cross_plans, head_plan

@@ -65,14 +65,7 @@ import torch.nn.functional as F
 
 from growenv import tiny
 from growenv.conv import GrowingConvNet
-from growenv.conv_plans import (
-    CovPlan,
-    CrossPlan,
-    HeadPlan,
-    growth_weights,
-    ones_omega,
-    stage_patches,
-)
+from growenv.conv_plans import net_plans, stage_patches
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.statistics import GrowthStatistics, iterate_batches
 from growenv.threads import single_threaded
@@ -125,36 +118,11 @@ class ConvStatisticsAccumulator:
 
     def _build(self, inputs: list[torch.Tensor]) -> None:
         net, like = self.net, inputs[0]
-        stages, num = net.stages, net.num_sites
-        sizes = [tuple(t.shape[-2:]) for t in inputs[:num]]
-        self._sizes = sizes
-        self.layer_plans, self.growth_plans, self.cross_plans = [], [], []
-        for l, stage in enumerate(stages):
-            patches = stage_patches(stage, sizes[l], pooled=False)
-            omegas, period, shared = [ones_omega(patches.q_size)], 1, False
-            if l < num - 1:
-                nxt, h_size = stages[l + 1], sizes[l + 1]
-                o_size = (nxt.conv_size(h_size[0]), nxt.conv_size(h_size[1]))
-                offsets = (
-                    range(nxt.kernel_size) if self.kernel == "full" else [nxt.kernel_size // 2]
-                )
-                w = tuple(
-                    growth_weights(
-                        h_size[d], nxt.kernel_size, nxt.stride, nxt.padding, o_size[d], offsets
-                    )
-                    for d in range(2)
-                )
-                pooled = stage_patches(stage, sizes[l], pooled=True)
-                if stage.pool is None:
-                    omegas, period, shared = [*omegas, w], nxt.stride, True
-                else:
-                    self.growth_plans.append(CovPlan(pooled, sizes[l], [w], nxt.stride, like))
-                if shared:
-                    self.growth_plans.append(None)
-                self.cross_plans.append(CrossPlan(pooled, nxt, o_size, self.kernel, like))
-            self.layer_plans.append(CovPlan(patches, sizes[l], omegas, period, like))
-        last = stages[-1]
-        self.head_plan = HeadPlan(stage_patches(last, sizes[-1], pooled=True), sizes[-1], like)
+        self._sizes = [tuple(t.shape[-2:]) for t in inputs[: net.num_sites]]
+        plans = net_plans(
+            tuple(net.stages), tuple(self._sizes), self.kernel, like.device, like.dtype
+        )
+        self.layer_plans, self.growth_plans, self.cross_plans, self.head_plan = plans
 
     def _batch(self, inputs, grads, weight_grads, cross: bool) -> dict:
         net, num = self.net, self.net.num_sites
