@@ -112,6 +112,179 @@ def _bands(
                 out[i, j] = g[t * cb : (t + 1) * cb, :, sigma * t : sigma * t + kd[0]]
 
 
+def _corners(
+    a: _Padded, b, sigma, dmin, kd, rows: Cells, cols: Cells, keys: list, out: torch.Tensor
+) -> None:
+    """Single-position cells ``keys`` (pairs of one-row cells): one batched einsum, one
+    padded region of ``a`` per block of adjacent corners."""
+    if not keys:
+        return
+    wanted, wins = set(keys), []
+    for row_run in _runs(rows):
+        r_first, r_last = rows.cells[row_run[0]][0], rows.cells[row_run[-1]][0]
+        for col_run in _runs(cols):
+            block = [key for key in itertools.product(row_run, col_run) if key in wanted]
+            if not block:
+                continue
+            c_first, c_last = cols.cells[col_run[0]][0], cols.cells[col_run[-1]][0]
+            region = a.window(
+                (sigma * r_first + dmin[0], sigma * c_first + dmin[1]),
+                (sigma * (r_last - r_first) + kd[0], sigma * (c_last - c_first) + kd[1]),
+            )
+            for i, j in block:
+                r0 = sigma * (rows.cells[i][0] - r_first)
+                c0 = sigma * (cols.cells[j][0] - c_first)
+                wins.append(((i, j), region[:, :, r0 : r0 + kd[0], c0 : c0 + kd[1]]))
+    keys = [key for key, _ in wins]
+    bs = torch.stack([b[:, :, rows.cells[i][0], cols.cells[j][0]] for i, j in keys])
+    res = torch.einsum("snb,snaxy->sbaxy", bs, torch.stack([w for _, w in wins]))
+    for k, value in zip(keys, res, strict=True):
+        out[k] = value
+
+
+def _interior(cells: Cells) -> int | None:
+    """Index of the only cell wider than one position, if the cells have step 1 and one."""
+    wide = [i for i, (_, count) in enumerate(cells.cells) if count > 1]
+    return wide[0] if cells.step == 1 and len(wide) == 1 else None
+
+
+Support = tuple[dict[int, tuple[int, int] | None], dict[int, tuple[int, int] | None]]
+
+
+def relative_form(
+    sels: list[torch.Tensor], cells: list[Cells]
+) -> tuple[list[torch.Tensor], Support | None]:
+    """Cell weights relative to the interior, where each dimension has one interior cell.
+
+    ``sels[d]`` (..., n_cells, kd): per cell, the weight of each correlation offset, as
+    :func:`contract` takes them. With ``I`` the interior cell, ``sum_{i,j} R_i C_j G[i, j]``
+    equals ``sum_{i,j} R'_i C'_j G'[i, j]`` for ``R'_I = R_I``, ``R'_i = R_i - R_I`` (and so
+    for ``C``), where ``G'`` sums the interior index over the whole dimension: ``G'[I, I]``
+    is the full-grid correlation, ``G'[i, I]`` one border row against all columns, and the
+    corners stay single positions. ``R'_i`` is non-zero at few offsets (the border effects),
+    and ``G'`` is only needed there: ``support[d][i] = (lo, hi)``, the range of offsets where
+    ``R'_i`` is non-zero (``None``: nowhere). Pass ``support`` to :func:`correlate`.
+
+    Returns ``sels`` unchanged and ``None`` when a dimension has no single interior cell
+    (stride phases, tiny maps).
+    """
+    interior = [_interior(c) for c in cells]
+    if None in interior:
+        return sels, None
+    out, support = [], []
+    for sel, c, i0 in zip(sels, cells, interior, strict=True):
+        border = [i for i in range(len(c.cells)) if i != i0]
+        rel = sel.clone()
+        rel[..., border, :] -= sel[..., i0 : i0 + 1, :]
+        nonzero = rel.reshape(-1, *rel.shape[-2:]).abs().amax(0) > 0  # (n_cells, kd)
+        sup: dict[int, tuple[int, int] | None] = {}
+        for i in border:
+            idx = nonzero[i].nonzero().flatten().tolist()
+            sup[i] = (idx[0], idx[-1]) if idx else None
+        out.append(rel)
+        support.append(sup)
+    return out, (support[0], support[1])
+
+
+def _clip(support: dict, cells: Cells, sigma: int, dmin: int, a_len: int) -> dict[int, tuple]:
+    """Per border cell (one position ``r``): its offsets ``(lo, hi)`` where ``a``'s position
+    ``sigma r + dmin + d`` is in the grid (``a`` is zero elsewhere); empty ones left out."""
+    out = {}
+    for i, s in support.items():
+        if s is None:
+            continue
+        r = sigma * cells.cells[i][0] + dmin
+        lo, hi = max(s[0], -r), min(s[1], a_len - 1 - r)
+        if lo <= hi:
+            out[i] = (lo, hi)
+    return out
+
+
+def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, out) -> None:
+    """Border rows of ``b`` (one-row cells), each against all the columns:
+    ``out[i][cb, ca, d0, d1] = sum_n sum_c b(r_i, c) a(sigma r_i + dmin0 + d0, sigma c + dmin1
+    + d1)`` for ``d0`` in ``support[i]`` (clipped to ``a``'s grid, :func:`_clip`). One grouped
+    weight-gradient for all the rows (group ``k``: row ``k``'s window of ``a``)."""
+    if not support:
+        return
+    n, cb, _, width = b.shape
+    ca, a_rows, a_cols = a.shape[1], a.shape[-2], a.shape[-1]
+    keys = sorted(support)
+    starts = [rows.cells[i][0] for i in keys]
+    h = max(hi - lo + 1 for lo, hi in support.values())
+    idx = torch.tensor(
+        [
+            min(sigma * r + dmin[0] + support[i][0] + m, a_rows - 1)
+            for i, r in zip(keys, starts, strict=True)
+            for m in range(h)
+        ],
+        device=a.device,
+    )  # rows past a strip's support repeat a valid row: their products are not read
+    count = len(keys)
+    win = a.index_select(-2, idx).reshape(n, ca, count, h, a_cols).transpose(1, 2)
+    win = win.reshape(n, count * ca, h, a_cols)
+    right = sigma * (width - 1) + dmin[1] + kd[1] - a_cols
+    if dmin[1] != 0 or right != 0:
+        win = F.pad(win, (-dmin[1], right))  # (the columns' range, zero outside the grid)
+    bs = b.index_select(-2, torch.tensor(starts, device=b.device)).transpose(1, 2)
+    bs = bs.reshape(n, count * cb, 1, width)
+    g = torch.nn.grad.conv2d_weight(
+        win, (count * cb, ca, h, kd[1]), bs, stride=(1, sigma), groups=count
+    )
+    for k, i in enumerate(keys):
+        lo, hi = support[i]
+        out[i, :, :, lo : hi + 1] = g[k * cb : (k + 1) * cb, :, : hi - lo + 1]
+
+
+def _corners_relative(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
+    """The corners of :func:`relative_form`: single positions, at their (clipped) supported
+    offsets only; one gather of ``a`` and one product for all of them."""
+    keys = [(i, j) for i in sup_r for j in sup_c]
+    if not keys:
+        return
+    hr = max(hi - lo + 1 for lo, hi in sup_r.values())
+    hc = max(hi - lo + 1 for lo, hi in sup_c.values())
+    a_rows, a_cols = a.shape[-2], a.shape[-1]
+
+    def index(cells, sup, i, d, h, size):
+        first = sigma * cells.cells[i][0] + dmin[d] + sup[i][0]
+        return [min(first + m, size - 1) for m in range(h)]
+
+    dev = a.device
+    ri = torch.tensor([index(rows, sup_r, i, 0, hr, a_rows) for i, _ in keys], device=dev)
+    ci = torch.tensor([index(cols, sup_c, j, 1, hc, a_cols) for _, j in keys], device=dev)
+    wins = a[:, :, ri[:, :, None], ci[:, None, :]]  # (n, ca, K, hr, hc)
+    pr = torch.tensor([rows.cells[i][0] for i, _ in keys], device=dev)
+    pc = torch.tensor([cols.cells[j][0] for _, j in keys], device=dev)
+    bs = b[:, :, pr, pc]  # (n, cb, K)
+    res = torch.einsum("nbk,nakxy->kbaxy", bs, wins)
+    for k, (i, j) in enumerate(keys):
+        (r0, r1), (c0, c1) = sup_r[i], sup_c[j]
+        out[i, j, :, :, r0 : r1 + 1, c0 : c1 + 1] = res[k, :, :, : r1 - r0 + 1, : c1 - c0 + 1]
+
+
+def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -> torch.Tensor:
+    """``G'`` of :func:`relative_form`: the full grid, border strips, corners."""
+    kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
+    ca = a.shape[1]
+    i0, j0 = _interior(rows), _interior(cols)
+    if i0 is None or j0 is None:
+        raise ValueError("support: given for cells without a single interior cell")
+    out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], ca, *kd)
+    if a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0] > 0:
+        out[i0, j0] = _symmetric_full_correlation(a, dmax)
+    else:
+        out[i0, j0] = _full_correlation(_Padded(a), b, sigma, dmin, dmax, (b.shape[1], ca, *kd))
+    sup_r = _clip(support[0], rows, sigma, dmin[0], a.shape[-2])
+    sup_c = _clip(support[1], cols, sigma, dmin[1], a.shape[-1])
+    _strips(a, b, sigma, dmin, kd, rows, sup_r, out[:, j0])
+    columns = out[i0].transpose(-1, -2)  # a view: columns become rows
+    at, bt = a.transpose(-1, -2), b.transpose(-1, -2)
+    _strips(at, bt, sigma, dmin[::-1], kd[::-1], cols, sup_c, columns)
+    _corners_relative(a, b, sigma, dmin, rows, cols, sup_r, sup_c, out)
+    return out
+
+
 def correlate(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -120,8 +293,12 @@ def correlate(
     dmax: tuple[int, int],
     rows: Cells,
     cols: Cells,
+    support: Support | None = None,
 ) -> torch.Tensor:
     """``G[i, j, cb, ca, d0, d1] = sum_n sum_{r in cell (i, j)} b(r) a(sigma r + dmin + d)``.
+
+    With ``support`` (from :func:`relative_form`), the relative ``G'`` instead, computed at
+    the supported offsets only (zero elsewhere).
 
     ``a`` (n, ca, ., .) is zero outside its grid; ``b`` (n, cb, R0, R1). Single-position
     cells (corners) are one batched einsum; adjacent border rows (columns) of one side are one
@@ -131,6 +308,8 @@ def correlate(
     weight-gradient. Few, large kernel calls: on shared cores every call pays for its
     threads' synchronisation.
     """
+    if support is not None:
+        return _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support)
     kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
     ca = a.shape[1]
     ap = _Padded(a)
@@ -141,25 +320,7 @@ def correlate(
         for j, (c0, n1) in enumerate(cols.cells)
         if n0 == 1 and n1 == 1
     ]
-    if corners:
-        wins = []
-        for row_run in _runs(rows):  # one padded region per block of corners
-            r_first, r_last = rows.cells[row_run[0]][0], rows.cells[row_run[-1]][0]
-            for col_run in _runs(cols):
-                c_first, c_last = cols.cells[col_run[0]][0], cols.cells[col_run[-1]][0]
-                region = ap.window(
-                    (sigma * r_first + dmin[0], sigma * c_first + dmin[1]),
-                    (sigma * (r_last - r_first) + kd[0], sigma * (c_last - c_first) + kd[1]),
-                )
-                for i, j in itertools.product(row_run, col_run):
-                    r0 = sigma * (rows.cells[i][0] - r_first)
-                    c0 = sigma * (cols.cells[j][0] - c_first)
-                    wins.append(((i, j), region[:, :, r0 : r0 + kd[0], c0 : c0 + kd[1]]))
-        keys = [key for key, _ in wins]
-        bs = torch.stack([b[:, :, rows.cells[i][0], cols.cells[j][0]] for i, j in keys])
-        res = torch.einsum("snb,snaxy->sbaxy", bs, torch.stack([w for _, w in wins]))
-        for k, value in zip(keys, res, strict=True):
-            out[k] = value
+    _corners(ap, b, sigma, dmin, kd, rows, cols, corners, out)
     _bands(ap, b, ca, sigma, dmin, kd, rows, cols, out)
     flipped = out.transpose(0, 1).transpose(-1, -2)  # a view: columns become rows
     _bands(

@@ -29,7 +29,6 @@ from growenv.report import (
     BottleneckReport,
     LayerSolution,
     SiteReport,
-    _groups,
     check_tolerances,
     site_report,
 )
@@ -107,17 +106,19 @@ class ConvSiteReport(SiteReport):
 
 
 # ----------------------------------------------------------------------------------- solve
-def _factorize(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.CovarianceFactors]:
-    """Factors of PSD matrices; those up to ``PAD_LIMIT`` wide are zero-padded into one
-    batched ``eigh`` (padding is inert), wider ones are factorised alone."""
-    out: list[tiny.CovarianceFactors] = [None] * len(mats)  # type: ignore[list-item]
-    for group in _groups([m.shape[-1] for m in mats]):
-        d = max(mats[i].shape[-1] for i in group)
-        stacked = torch.stack([F.pad(mats[i], (0, d - mats[i].shape[-1]) * 2) for i in group])
-        f = tiny.covariance_factors(stacked, rtol=rtol, atol=atol)
+def _spectra(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.CovarianceSpectrum]:
+    """Spectra of PSD matrices, one batched ``eigh`` per size (no padding: a small matrix
+    padded to a large one would cost the large one's factorisation)."""
+    out: list[tiny.CovarianceSpectrum] = [None] * len(mats)  # type: ignore[list-item]
+    by_size: dict[int, list[int]] = {}
+    for i, m in enumerate(mats):
+        by_size.setdefault(m.shape[-1], []).append(i)
+    for group in by_size.values():
+        spec = tiny.covariance_spectrum(torch.stack([mats[i] for i in group]), rtol, atol)
         for k, i in enumerate(group):
-            di = mats[i].shape[-1]
-            out[i] = tiny.CovarianceFactors(f.pinv[k, :di, :di], f.inv_sqrt[k, :di, :di], f.rank[k])
+            out[i] = tiny.CovarianceSpectrum(
+                spec.eigvecs[k], spec.inv[k], spec.inv_sqrt[k], spec.rank[k]
+            )
     return out
 
 
@@ -166,11 +167,11 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
     known = stats.layer_factors or {}  # from the projection, same settings (checked above)
     todo = [i for i in range(len(mats)) if i not in known]
     factors = dict(known)
-    todo_factors = _factorize([mats[i].to(dtype) for i in todo], rtol, atol)
-    factors.update(zip(todo, todo_factors, strict=True))
+    todo_spectra = _spectra([mats[i].to(dtype) for i in todo], rtol, atol)
+    factors.update(zip(todo, todo_spectra, strict=True))
     dws, gains = [], []
     for l in range(num_layers):
-        dw, gain = tiny.best_update(factors[l].pinv, stats.M[l].to(dtype))
+        dw, gain = tiny.best_update_spectral(factors[l], stats.M[l].to(dtype))
         dws.append(dw)
         gains.append(gain)
     gain_t = torch.stack(gains)
@@ -184,7 +185,7 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
     sites: list[ConvSiteReport] = []
     for j in range(num_sites):
         n = _projected(stats, j, dws[j + 1], dtype)
-        sol = tiny.new_neurons(factors[num_layers + j].inv_sqrt, n)
+        sol = tiny.new_neurons(factors[num_layers + j].inv_sqrt_matrix(), n)
         kind = stats.site_kernels[j]
         sites.append(
             site_report(

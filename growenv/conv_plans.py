@@ -13,9 +13,15 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from growenv.cell_correlation import cell_sums, contract, correlate, make_cells, selection
+from growenv.cell_correlation import (
+    cell_sums,
+    contract,
+    correlate,
+    make_cells,
+    relative_form,
+    selection,
+)
 
 
 # --------------------------------------------------------------------------- geometry (1-D)
@@ -112,12 +118,13 @@ class CovPlan:
             # (m, T, T', n_cells, 2T-1) -> taps on both sides: (m, k, k', n_cells, 2T-1)
             self.sel.append(torch.einsum("xa,yb,mabir->mxyir", taps, taps, sel))
             self.bias_sel.append(torch.einsum("xa,mai->mxi", taps, coef))
+        self.sel, self.support = relative_form(self.sel, self.cells)
         self.counts = [sum(om[0]) * sum(om[1]) for om in omegas]
 
     def accumulate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         t = self.p.span - 1
         return {
-            "g": correlate(x, x, 1, (-t, -t), (t, t), *self.cells),
+            "g": correlate(x, x, 1, (-t, -t), (t, t), *self.cells, self.support),
             "s": cell_sums(x, *self.cells),
         }
 
@@ -203,6 +210,9 @@ class CrossPlan:
             self.b_sel.append(torch.einsum("xa,oair->oxir", taps, sel))  # (no, k, nc, T)
             counts.append(_tensor([sum(v) for v in v_p], like))
         self.counts = counts[0].view(-1, 1) * counts[1].view(1, -1)
+        self.p_sel, self.p_support = relative_form(self.p_sel, self.p_cells)
+        self.k_sel, self.k_support = relative_form(self.k_sel, self.k_cells)
+        self.b_sel, self.b_support = relative_form(self.b_sel, self.b_cells)
 
     def accumulate(self, x: torch.Tensor, h: torch.Tensor, v: torch.Tensor) -> dict:
         pad, span = self.p.pad, self.p.span
@@ -210,7 +220,13 @@ class CrossPlan:
         return {
             **self.accumulate_p(x, v),
             "gk": correlate(
-                x, h, self.p.step, (self.k_d[0],) * 2, (self.k_d[1],) * 2, *self.k_cells
+                x,
+                h,
+                self.p.step,
+                (self.k_d[0],) * 2,
+                (self.k_d[1],) * 2,
+                *self.k_cells,
+                self.k_support,
             ),
             "sh": cell_sums(h, *self.k_cells),
             "gb": correlate(
@@ -220,6 +236,7 @@ class CrossPlan:
                 (-pad,) * 2,
                 (span - 1 - pad,) * 2,
                 *self.b_cells,
+                self.b_support,
             ),  # fmt: skip
         }
 
@@ -228,7 +245,13 @@ class CrossPlan:
         gradient, for :meth:`ConvStatisticsAccumulator.project`)."""
         return {
             "gp": correlate(
-                x, v, self.p_sigma, (self.p_d[0],) * 2, (self.p_d[1],) * 2, *self.p_cells
+                x,
+                v,
+                self.p_sigma,
+                (self.p_d[0],) * 2,
+                (self.p_d[1],) * 2,
+                *self.p_cells,
+                self.p_support,
             ),
             "sv": cell_sums(v, *self.p_cells),
         }
@@ -263,32 +286,29 @@ class CrossPlan:
 
 
 class HeadPlan:
-    """Position-averaged patches ``mean_q u(q)`` of the last stage, per sample."""
+    """Position-averaged patches ``mean_q u(q)`` of the last stage, per sample.
+
+    Separable: ``u[x, y] = sum_{r, s} W0[x, r] X(r, s) W1[y, s]`` with ``W_d`` the taps times
+    the 0/1 reading pattern of each tap (padding, stride) over the positions, divided by the
+    number of positions: two small matrix products, no padded copy of ``X``.
+    """
 
     def __init__(self, patches: Patches, x_size, like) -> None:
         self.p = patches
-        q, span, step, pad = patches.q_size, patches.span, patches.step, patches.pad
-        self.pads = [max(0, step * (q[d] - 1) + span - 1 - pad - (x_size[d] - 1)) for d in range(2)]
-        self.taps = torch.tensor(patches.taps, dtype=like.dtype, device=like.device)
+        taps = _tensor(patches.taps, like)  # (k, T)
+        self.w = []
+        for d in range(2):
+            q_len = patches.q_size[d]
+            reads = _tap_weights(
+                x_size[d], patches.span, patches.step, patches.pad, q_len, [1.0] * q_len
+            )  # fmt: skip
+            w = taps @ _tensor(reads, like) / max(q_len, 1)  # (k, X_d)
+            self.w.append(w.to(like.dtype))
 
     def mean_patches(self, x: torch.Tensor) -> torch.Tensor:
-        p, (qh, qw) = self.p, self.p.q_size
-        xp = F.pad(x, (p.pad, self.pads[1], p.pad, self.pads[0]))
-        sums = [
-            [
-                xp[
-                    :,
-                    :,
-                    r : r + p.step * (qh - 1) + 1 : p.step,
-                    c : c + p.step * (qw - 1) + 1 : p.step,
-                ].sum((-2, -1))
-                for c in range(p.span)
-            ]
-            for r in range(p.span)
-        ]
-        ws = torch.stack([torch.stack(row, -1) for row in sums], -2)  # (n, C, T, T)
-        u = torch.einsum("xa,yb,ncab->ncxy", self.taps, self.taps, ws).reshape(x.shape[0], -1)
-        return torch.cat([u / (qh * qw), u.new_ones(x.shape[0], 1)], 1)
+        u = self.w[0] @ (x @ self.w[1].T)  # (n, C, k, k)
+        u = u.reshape(x.shape[0], -1)
+        return torch.cat([u, u.new_ones(x.shape[0], 1)], 1)
 
 
 def ones_omega(q_size) -> tuple[list[float], list[float]]:

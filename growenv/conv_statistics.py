@@ -34,12 +34,17 @@ Those weights are constant (per stride phase) away from the borders, so position
 into cells: each border row/column on its own, and one cell per stride phase for the
 interior; ``conv2d`` weight-gradients give each cell's correlations at all offsets
 ``delta`` at once (:func:`growenv.cell_correlation.correlate`; the plans of
-:mod:`growenv.conv_plans` say which). This is exact and never forms the unfolded patches
-(nor gromo's patch x offset x position tensor): the products are over the ``C_in`` channels
-of ``X`` (not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and the per-batch work
-is these correlations alone; the cells are combined with the (small, fixed) geometry weights
-once, after the last batch (two dense products per statistic). For a 16 -> 16 -> 16 3x3
-pair that is ~6 GMAC per 128 32x32 images against ~25 GMAC for the unfolded cross term.
+:mod:`growenv.conv_plans` say which). Where each dimension has a single interior cell
+(stride 1), the weights are taken relative to the interior's: one whole-grid correlation
+(the conv's own zero padding; half the offsets for a covariance), plus border strips and
+corners at the few offsets where a border's weights differ
+(:func:`~growenv.cell_correlation.relative_form`). This is exact and never forms the
+unfolded patches (nor gromo's patch x offset x position tensor): the products are over the
+``C_in`` channels of ``X`` (not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and
+the per-batch work is these correlations alone; the cells are combined with the (small,
+fixed) geometry weights once, after the last batch (two dense products per statistic). For
+a 16 -> 16 -> 16 3x3 pair and 128 32x32 images: ~2.3 GMAC on the projected route (below)
+besides the forward+backward, against ~25 GMAC for the unfolded cross term alone.
 
 **One batch: the projected route.** The widest correlation is the cross term ``C`` (at
 ``(2S(k'-1) + T)^2`` offsets, 49 for the pair). The solver only needs
@@ -92,7 +97,7 @@ class ConvGrowthStatistics(GrowthStatistics):
     # ConvStatisticsAccumulator.project; the solve must use the same settings
     projection: tuple[float, float, torch.dtype] | None = None
     # factors of the layers' S computed for that projection (by layer), reused by the solve
-    layer_factors: dict[int, tiny.CovarianceFactors] | None = None
+    layer_factors: dict[int, tiny.CovarianceSpectrum] | None = None
 
 
 class ConvStatisticsAccumulator:
@@ -114,7 +119,7 @@ class ConvStatisticsAccumulator:
         self.num_samples = 0
         # (rtol, atol, dtype) of the best updates the cross terms were projected with
         self.projection: tuple[float, float, torch.dtype] | None = None
-        self.layer_factors: dict[int, tiny.CovarianceFactors] | None = None
+        self.layer_factors: dict[int, tiny.CovarianceSpectrum] | None = None
 
     def _build(self, inputs: list[torch.Tensor]) -> None:
         net, like = self.net, inputs[0]
@@ -131,7 +136,7 @@ class ConvStatisticsAccumulator:
             y, g = inputs[l], grads[l]
             stats = self.layer_plans[l].accumulate(y)
             stats["m"] = torch.cat([weight_grads[l].flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
-            stats["vv"] = g.square().sum()
+            stats["vv"] = _squared_norm(g)
             out["layers"].append(stats)
             if l < num - 1:
                 plan = self.growth_plans[l]
@@ -142,7 +147,7 @@ class ConvStatisticsAccumulator:
         f, g = inputs[-1], grads[-1]
         b = torch.cat([f, f.new_ones(f.shape[0], 1)], 1)
         u = self.head_plan.mean_patches(inputs[num - 1])
-        out["head"] = {"s": b.T @ b, "m": b.T @ g, "vv": g.square().sum()}
+        out["head"] = {"s": b.T @ b, "m": b.T @ g, "vv": _squared_norm(g)}
         out["head_site"] = {"s": u.T @ u, "p": u.T @ g, "c": u.T @ b}
         return out
 
@@ -211,9 +216,9 @@ class ConvStatisticsAccumulator:
         for j in range(net.num_sites - 1):
             s, m = self._layer_mean(j + 1)
             with single_threaded(s.device):
-                factors = tiny.covariance_factors(s.to(dtype), rtol=rtol, atol=atol)
-            self.layer_factors[j + 1] = factors
-            dw, _ = tiny.best_update(factors.pinv, m.to(dtype))
+                spectrum = tiny.covariance_spectrum(s.to(dtype), rtol=rtol, atol=atol)
+            self.layer_factors[j + 1] = spectrum
+            dw, _ = tiny.best_update_spectral(spectrum, m.to(dtype))
             g = grads[j + 1]
             weight = dw[:, :-1].reshape(net.weights[j + 1].shape).to(g.dtype)
             stage = net.stages[j + 1]
@@ -279,6 +284,12 @@ class ConvStatisticsAccumulator:
             projection=self.projection,
             layer_factors=self.layer_factors,
         )
+
+
+def _squared_norm(g: torch.Tensor) -> torch.Tensor:
+    """``sum g^2`` in one pass (no squared copy)."""
+    flat = g.reshape(-1)
+    return torch.dot(flat, flat)
 
 
 def _leaves(tree) -> list[torch.Tensor]:

@@ -42,6 +42,42 @@ def default_rtol(dtype: torch.dtype) -> float:
     return DEFAULT_RTOL.get(dtype, 1e-6)
 
 
+@dataclass
+class CovarianceSpectrum:
+    """Eigenvectors of a PSD matrix and its kept inverse spectrum: ``S^+ = V diag(inv) V^T``,
+    ``S^{-1/2} = V diag(inv_sqrt) V^T`` (for solvers that need only one of them)."""
+
+    eigvecs: torch.Tensor
+    inv: torch.Tensor
+    inv_sqrt: torch.Tensor
+    rank: torch.Tensor
+
+    def pinv_times(self, m: torch.Tensor) -> torch.Tensor:
+        """``S^+ m`` without forming ``S^+``."""
+        v = self.eigvecs
+        return v @ (self.inv.unsqueeze(-1) * (v.transpose(-1, -2) @ m))
+
+    def inv_sqrt_matrix(self) -> torch.Tensor:
+        """``S^{-1/2}`` (pseudo-inverse square root)."""
+        v = self.eigvecs
+        return (v * self.inv_sqrt.unsqueeze(-2)) @ v.transpose(-1, -2)
+
+
+def covariance_spectrum(
+    s: torch.Tensor, rtol: float = 1e-6, atol: float = DEFAULT_ATOL
+) -> CovarianceSpectrum:
+    """One ``eigh`` of the symmetrised ``s`` (..., d, d); eigenvalues ``<= max(atol, rtol *
+    largest)`` are dropped (the matrix is treated as singular there)."""
+    s = symmetrize(s)
+    eigvals, eigvecs = torch.linalg.eigh(s)
+    threshold = torch.clamp(rtol * eigvals[..., -1:], min=atol)
+    keep = eigvals > threshold
+    safe = torch.where(keep, eigvals, torch.ones_like(eigvals))
+    inv = torch.where(keep, 1.0 / safe, torch.zeros_like(eigvals))
+    inv_sqrt = torch.where(keep, torch.rsqrt(safe), torch.zeros_like(eigvals))
+    return CovarianceSpectrum(eigvecs, inv, inv_sqrt, keep.sum(-1))
+
+
 def covariance_factors(
     s: torch.Tensor, rtol: float = 1e-6, atol: float = DEFAULT_ATOL
 ) -> CovarianceFactors:
@@ -50,19 +86,14 @@ def covariance_factors(
     ``s`` is symmetrised; eigenvalues ``<= max(atol, rtol * largest)`` are dropped (the
     matrix is treated as singular there), so zero padding is inert.
     """
-    s = symmetrize(s)
     if s.shape[-1] == 0:
         empty = torch.zeros_like(s)
         return CovarianceFactors(empty, empty, s.new_zeros(s.shape[:-2], dtype=torch.long))
-    eigvals, eigvecs = torch.linalg.eigh(s)
-    threshold = torch.clamp(rtol * eigvals[..., -1:], min=atol)
-    keep = eigvals > threshold
-    safe = torch.where(keep, eigvals, torch.ones_like(eigvals))
-    inv = torch.where(keep, 1.0 / safe, torch.zeros_like(eigvals))
-    inv_sqrt = torch.where(keep, torch.rsqrt(safe), torch.zeros_like(eigvals))
-    pinv = (eigvecs * inv.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
-    isqrt = (eigvecs * inv_sqrt.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
-    return CovarianceFactors(pinv, isqrt, keep.sum(-1))
+    spec = covariance_spectrum(s, rtol, atol)
+    eigvecs = spec.eigvecs
+    pinv = (eigvecs * spec.inv.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
+    isqrt = (eigvecs * spec.inv_sqrt.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
+    return CovarianceFactors(pinv, isqrt, spec.rank)
 
 
 def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +103,15 @@ def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, to
     ``d = <M, S^+ M>`` (..., ), the first-order decrease of the mean loss per unit step.
     """
     sm = s_pinv @ m
+    gain = (m * sm).sum((-1, -2))
+    return sm.transpose(-1, -2), gain
+
+
+def best_update_spectral(
+    spectrum: CovarianceSpectrum, m: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`best_update` from the spectrum of ``S`` (no ``S^+`` formed)."""
+    sm = spectrum.pinv_times(m)
     gain = (m * sm).sum((-1, -2))
     return sm.transpose(-1, -2), gain
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growenv.cell_correlation import correlate, make_cells
+from growenv.cell_correlation import contract, correlate, make_cells, relative_form
 from growenv.conv import GrowingConvNet
 from growenv.conv_growth import (
     ConvGrowthCandidate,
@@ -186,20 +186,35 @@ def rel(a, b) -> float:
 
 
 # ------------------------------------------------------------------------------ statistics
-@pytest.mark.parametrize("seed", range(40))
-def test_correlation_engine_matches_brute_force(seed):
-    """The cell-wise correlations (corners, bands, interior, stride phases) against loops."""
+def brute_cell_correlations(a, b, sigma, dmin, kd, cells):
+    """``G[i, j, cb, ca, d0, d1]`` by explicit loops over the cells' positions."""
+    n_r, n_c = len(cells[0].cells), len(cells[1].cells)
+    ref = torch.zeros(n_r, n_c, b.shape[1], a.shape[1], *kd, dtype=a.dtype)
+    for (i, (r0, n0)), (j, (c0, n1)) in itertools.product(
+        enumerate(cells[0].cells), enumerate(cells[1].cells)
+    ):
+        for m0, m1, d0, d1 in itertools.product(range(n0), range(n1), range(kd[0]), range(kd[1])):
+            r, c = r0 + cells[0].step * m0, c0 + cells[1].step * m1
+            ar, ac = sigma * r + dmin[0] + d0, sigma * c + dmin[1] + d1
+            if 0 <= ar < a.shape[-2] and 0 <= ac < a.shape[-1]:
+                ref[i, j, :, :, d0, d1] += b[:, :, r, c].T @ a[:, :, ar, ac]
+    return ref
+
+
+def random_engine_case(seed, period=None, min_size=1):
+    """Random cells (weights periodic inside, arbitrary near the borders), maps and offsets."""
     g = torch.Generator().manual_seed(seed)
 
     def randint(lo, hi):
         return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
-    sigma, period = randint(1, 2), randint(1, 4)
-    size = (randint(1, 12), randint(1, 12))
+    sigma = randint(1, 2)
+    period = randint(1, 4) if period is None else period
+    size = (randint(min_size, 12), randint(min_size, 12))
     dmin = (randint(-3, 1), randint(-3, 1))
     dmax = (dmin[0] + randint(0, 4), dmin[1] + randint(0, 4))
     cells = []
-    for d in range(2):  # weight vectors periodic inside, arbitrary near the borders
+    for d in range(2):
         border = min(randint(0, 3), size[d])
         vec = [float(randint(0, 3)) for _ in range(period)]
         inner = [vec[i % period] for i in range(size[d])]
@@ -209,18 +224,54 @@ def test_correlation_engine_matches_brute_force(seed):
     a_size = tuple(sigma * (size[d] - 1) + randint(1, 4) for d in range(2))
     a = torch.randn(3, 2, *a_size, generator=g, dtype=torch.float64)
     b = torch.randn(3, 3, *size, generator=g, dtype=torch.float64)
+    return a, b, sigma, dmin, dmax, cells, g
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_correlation_engine_matches_brute_force(seed):
+    """The cell-wise correlations (corners, bands, interior, stride phases) against loops."""
+    a, b, sigma, dmin, dmax, cells, _ = random_engine_case(seed)
     ours = correlate(a, b, sigma, dmin, dmax, *cells)
     kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
-    ref = torch.zeros_like(ours)
-    for (i, (r0, n0)), (j, (c0, n1)) in itertools.product(
-        enumerate(cells[0].cells), enumerate(cells[1].cells)
-    ):
-        for m0, m1, d0, d1 in itertools.product(range(n0), range(n1), range(kd[0]), range(kd[1])):
-            r, c = r0 + cells[0].step * m0, c0 + cells[1].step * m1
-            ar, ac = sigma * r + dmin[0] + d0, sigma * c + dmin[1] + d1
-            if 0 <= ar < a_size[0] and 0 <= ac < a_size[1]:
-                ref[i, j, :, :, d0, d1] += b[:, :, r, c].T @ a[:, :, ar, ac]
+    ref = brute_cell_correlations(a, b, sigma, dmin, kd, cells)
     assert torch.allclose(ours, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("seed", range(30))
+def test_relative_form_matches_brute_force(seed, symmetric):
+    """Weights relative to the interior (full grid, strips, corners at their supports only)
+    contract to the same statistic as the cells' own correlations."""
+    a, b, sigma, dmin, dmax, cells, g = random_engine_case(seed, period=1, min_size=8)
+    if symmetric:  # the covariance case: a is b, offsets symmetric around 0
+        sigma, t = 1, max(dmax[0] - dmin[0], 1)
+        dmin, dmax, a = (-t, -t), (t, t), b
+    kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
+    sels = []
+    for d in range(2):  # per cell and offset weights; some cells equal to the interior
+        sel = torch.randn(2, len(cells[d].cells), kd[d], generator=g, dtype=torch.float64)
+        sel = sel * (torch.rand(1, 1, kd[d], generator=g, dtype=torch.float64) > 0.3)
+        sels.append(sel)
+    rel, support = relative_form(sels, cells)
+    ref = brute_cell_correlations(a, b, sigma, dmin, kd, cells)
+    expected = contract(sels[0], sels[1], ref)
+    if support is None:  # no single interior cell: the weights are left as they are
+        assert all(torch.equal(r, s) for r, s in zip(rel, sels))
+        return
+    ours = contract(rel[0], rel[1], correlate(a, b, sigma, dmin, dmax, *cells, support))
+    assert torch.allclose(ours, expected, atol=1e-10), (ours - expected).abs().max()
+
+
+def test_relative_form_cases_are_not_trivial():
+    """Most random cases above take the relative form and have border cells."""
+    with_borders = 0
+    for seed in range(30):
+        _, _, _, _, _, cells, _ = random_engine_case(seed, period=1, min_size=8)
+        sels = [torch.ones(len(c.cells), 3, dtype=torch.float64) for c in cells]
+        sels = [s * torch.arange(1, len(s) + 1, dtype=s.dtype).view(-1, 1) for s in sels]
+        _, support = relative_form(sels, cells)
+        with_borders += support is not None and any(len(s) for s in support)
+    assert with_borders >= 25
 
 
 @pytest.mark.parametrize("kernel", ["full", "restricted"])
