@@ -382,7 +382,9 @@ def _symmetric_full_correlation(x: torch.Tensor, dmax: tuple[int, int]) -> torch
     ``dmax0`` zero rows on top: with the conv's symmetric padding it reads ``x(r + d)``.
     """
     c, k0, k1 = x.shape[1], dmax[0], dmax[1]
-    b = F.pad(x, (0, 0, k0, 0))
+    b = x.new_empty(*x.shape[:-2], x.shape[-2] + k0, x.shape[-1])  # F.pad, without filling
+    b[..., :k0, :].zero_()  # all of it first
+    b[..., k0:, :].copy_(x)
     # high[cb, ca, i, j] = sum_r x_cb(r) x_ca(r + (i, j - k1)), d0 = i in [0, k0]
     high = torch.nn.grad.conv2d_weight(x, (c, c, k0 + 1, 2 * k1 + 1), b, padding=(k0, k1))
     low = high[:, :, 1:].flip(2, 3).transpose(0, 1)  # G[-d] = G[d]^T for d0 in [-k0, -1]

@@ -32,7 +32,7 @@ from growenv.report import (
     check_tolerances,
     site_report,
 )
-from growenv.threads import single_threaded
+from growenv.threads import cpu_workers, parallel_map, single_threaded
 
 # default cap on the elements of one batched activation in the amplitude search / preview
 # (amplitudes are processed in chunks below it)
@@ -106,22 +106,6 @@ class ConvSiteReport(SiteReport):
 
 
 # ----------------------------------------------------------------------------------- solve
-def _spectra(mats: list[torch.Tensor], rtol: float, atol: float) -> list[tiny.CovarianceSpectrum]:
-    """Spectra of PSD matrices, one batched ``eigh`` per size (no padding: a small matrix
-    padded to a large one would cost the large one's factorisation)."""
-    out: list[tiny.CovarianceSpectrum] = [None] * len(mats)  # type: ignore[list-item]
-    by_size: dict[int, list[int]] = {}
-    for i, m in enumerate(mats):
-        by_size.setdefault(m.shape[-1], []).append(i)
-    for group in by_size.values():
-        spec = tiny.covariance_spectrum(torch.stack([mats[i] for i in group]), rtol, atol)
-        for k, i in enumerate(group):
-            out[i] = tiny.CovarianceSpectrum(
-                spec.eigvecs[k], spec.inv[k], spec.inv_sqrt[k], spec.rank[k]
-            )
-    return out
-
-
 def _projected(stats: ConvGrowthStatistics, j: int, dw: torch.Tensor, dtype) -> torch.Tensor:
     """``N = P - C dW^T`` of site ``j`` (per kernel offset for a full-kernel site)."""
     if stats.C[j] is None:  # projected in the statistics pass
@@ -145,14 +129,17 @@ def solve_conv(
 ) -> tuple[list[ConvSiteReport], LayerSolution]:
     """Solve every layer and site of a conv net (pure function of the statistics + shapes).
 
-    All ``S`` (layers) and ``S_growth`` (sites) are factorised together (batched ``eigh``,
-    on one CPU thread: :func:`single_threaded`); results come back in the statistics' dtype.
+    All ``S`` (layers) and ``S_growth`` (sites) are factorised together (batched ``eigh`` per
+    size; each call on one CPU thread, :func:`~growenv.threads.single_threaded`, and with
+    several threads, independent calls side by side, :func:`~growenv.threads.parallel_map`);
+    results come back in the statistics' dtype.
     """
+    workers = cpu_workers(stats.S[0].device)
     with single_threaded(stats.S[0].device):
-        return _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype)
+        return _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers)
 
 
-def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
+def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers):
     out_dtype = stats.S[0].dtype
     if rtol is None:
         rtol = tiny.default_rtol(out_dtype)
@@ -164,10 +151,10 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
         )
     num_layers, num_sites = len(stats.S), len(stats.S_growth)
     mats = [*stats.S, *stats.S_growth]
-    known = stats.layer_factors or {}  # from the projection, same settings (checked above)
+    known = stats.spectra or {}  # from the projection, same settings (checked above)
     todo = [i for i in range(len(mats)) if i not in known]
     factors = dict(known)
-    todo_spectra = _spectra([mats[i].to(dtype) for i in todo], rtol, atol)
+    todo_spectra = tiny.covariance_spectra([mats[i].to(dtype) for i in todo], rtol, atol, workers)
     factors.update(zip(todo, todo_spectra, strict=True))
     dws, gains = [], []
     for l in range(num_layers):
@@ -182,10 +169,14 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype):
     ]
     biases = [dw[:, -1].to(out_dtype) for dw in dws]
     layers = LayerSolution(weights, biases, gain_t.to(out_dtype))
-    sites: list[ConvSiteReport] = []
-    for j in range(num_sites):
+
+    def neurons(j: int) -> tiny.NeuronSolution:
         n = _projected(stats, j, dws[j + 1], dtype)
-        sol = tiny.new_neurons(factors[num_layers + j].inv_sqrt_matrix(), n)
+        return tiny.new_neurons(factors[num_layers + j].inv_sqrt_matrix(), n)
+
+    solutions = parallel_map(neurons, range(num_sites), workers)
+    sites: list[ConvSiteReport] = []
+    for j, sol in enumerate(solutions):
         kind = stats.site_kernels[j]
         sites.append(
             site_report(

@@ -73,7 +73,7 @@ from growenv.conv import GrowingConvNet
 from growenv.conv_plans import net_plans, stage_patches
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.statistics import GrowthStatistics, iterate_batches
-from growenv.threads import single_threaded
+from growenv.threads import cpu_workers, single_threaded
 
 KERNELS = ("full", "restricted")
 
@@ -96,8 +96,8 @@ class ConvGrowthStatistics(GrowthStatistics):
     # (their C is None): computed in one pass from the residual gradient, see
     # ConvStatisticsAccumulator.project; the solve must use the same settings
     projection: tuple[float, float, torch.dtype] | None = None
-    # factors of the layers' S computed for that projection (by layer), reused by the solve
-    layer_factors: dict[int, tiny.CovarianceSpectrum] | None = None
+    # spectra computed for that projection, by index into [*S, *S_growth], reused by the solve
+    spectra: dict[int, tiny.CovarianceSpectrum] | None = None
 
 
 class ConvStatisticsAccumulator:
@@ -115,11 +115,11 @@ class ConvStatisticsAccumulator:
         self._loss: torch.Tensor | None = None
         self._sizes: list | None = None
         self._cross = True
-        self._covs: dict[int, torch.Tensor] = {}  # assembled layer covariances (_layer_covs)
+        self._cov_sums: tuple | None = None  # assembled covariances (_covariance_sums)
         self.num_samples = 0
         # (rtol, atol, dtype) of the best updates the cross terms were projected with
         self.projection: tuple[float, float, torch.dtype] | None = None
-        self.layer_factors: dict[int, tiny.CovarianceSpectrum] | None = None
+        self.spectra: dict[int, tiny.CovarianceSpectrum] | None = None
 
     def _build(self, inputs: list[torch.Tensor]) -> None:
         net, like = self.net, inputs[0]
@@ -171,7 +171,7 @@ class ConvStatisticsAccumulator:
         elif [tuple(t.shape[-2:]) for t in inputs[:-1]] != self._sizes:
             raise ValueError("x: all batches must have the same image size")
         self._cross = cross
-        self._covs = {}  # the sums change: assemble anew
+        self._cov_sums = None  # the sums change: assemble anew
         batch = self._batch(inputs, grads, weight_grads, cross)
         if self._sums is None:
             self._sums, self._loss = batch, losses.sum()
@@ -180,18 +180,27 @@ class ConvStatisticsAccumulator:
             self._loss = self._loss + losses.sum()
         self.num_samples += losses.shape[0]
 
-    def _layer_covs(self, l: int) -> torch.Tensor:
-        """The assembled covariances of conv ``l``'s plan (its ``S``, then a shared site's
-        ``S_growth``), float64 sums; assembled once, for :meth:`project` and :meth:`result`."""
-        if l not in self._covs:
-            self._covs[l] = self.layer_plans[l].assemble(self._sums["layers"][l], self.num_samples)
-        return self._covs[l]
+    def _covariance_sums(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every ``S`` (convs, then the head) and ``S_growth`` (sites), as float64 sums;
+        assembled once, for :meth:`project` and :meth:`result`."""
+        if self._cov_sums is None:
+            sums, n, num = self._sums, self.num_samples, self.net.num_sites
+            s_list, sg_list = [], []
+            for l, layer in enumerate(sums["layers"]):
+                covs = self.layer_plans[l].assemble(layer, n)
+                s_list.append(covs[0])
+                if l < num - 1:
+                    plan = self.growth_plans[l]
+                    sg = covs[1] if plan is None else plan.assemble(sums["growth"][l], n)[0]
+                    sg_list.append(sg)
+            s_list.append(sums["head"]["s"].double())
+            sg_list.append(sums["head_site"]["s"].double())
+            self._cov_sums = (s_list, sg_list)
+        return self._cov_sums
 
-    def _layer_mean(self, l: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``S`` and ``M`` of conv ``l`` as :meth:`result` gives them (net dtype)."""
-        layer, n = self._sums["layers"][l], self.num_samples
-        s = self._layer_covs(l)[0] / n
-        return s.to(self.net.dtype), (-layer["m"].double() / n).to(self.net.dtype)
+    def _mean(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """A sum as :meth:`result` gives it: divided by the samples, in the net's dtype."""
+        return None if t is None else (t / self.num_samples).to(self.net.dtype)
 
     def project(
         self,
@@ -212,13 +221,14 @@ class ConvStatisticsAccumulator:
         if self._sums is None or self._cross or self.projection is not None:
             raise RuntimeError("project() follows exactly one add(..., cross=False)")
         net = self.net
-        self.layer_factors = {}
+        s_list, sg_list = self._covariance_sums()
+        mats = [self._mean(s).to(dtype) for s in [*s_list, *sg_list]]
+        workers = cpu_workers(mats[0].device)
+        with single_threaded(mats[0].device):  # every matrix the solve factorises, at once
+            self.spectra = dict(enumerate(tiny.covariance_spectra(mats, rtol, atol, workers)))
         for j in range(net.num_sites - 1):
-            s, m = self._layer_mean(j + 1)
-            with single_threaded(s.device):
-                spectrum = tiny.covariance_spectrum(s.to(dtype), rtol=rtol, atol=atol)
-            self.layer_factors[j + 1] = spectrum
-            dw, _ = tiny.best_update_spectral(spectrum, m.to(dtype))
+            m = self._mean(-self._sums["layers"][j + 1]["m"].double())
+            dw, _ = tiny.best_update_spectral(self.spectra[j + 1], m.to(dtype))
             g = grads[j + 1]
             weight = dw[:, :-1].reshape(net.weights[j + 1].shape).to(g.dtype)
             stage = net.stages[j + 1]
@@ -239,18 +249,14 @@ class ConvStatisticsAccumulator:
         if self._sums is None or self.num_samples == 0:
             raise ValueError("data: no samples were given to the statistics pass")
         n, sums, num = self.num_samples, self._sums, self.net.num_sites
-        dtype = self.net.dtype
-        s_list, m_list, vv, sg, p_list, c_list, kinds = [], [], [], [], [], [], []
+        m_list, vv, p_list, c_list, kinds = [], [], [], [], []
         if not self._cross and self.projection is None:
             raise RuntimeError("result(): the cross terms were left out and not projected")
+        s_list, sg = self._covariance_sums()
         for l, layer in enumerate(sums["layers"]):
-            covs = self._layer_covs(l)
-            s_list.append(covs[0])
             m_list.append(-layer["m"].double())
             vv.append(layer["vv"].double())
             if l < num - 1:
-                plan = self.growth_plans[l]
-                sg.append(covs[1] if plan is None else plan.assemble(sums["growth"][l], n)[0])
                 kinds.append(self.kernel)
                 if self.projection is not None:
                     p_list.append(-self.cross_plans[l].assemble_p(sums["cross"][l]))
@@ -260,16 +266,14 @@ class ConvStatisticsAccumulator:
                 p_list.append(-p)
                 c_list.append(c if self.kernel == "full" else c[0])
         head, site = sums["head"], sums["head_site"]
-        s_list.append(head["s"].double())
         m_list.append(-head["m"].double())
         vv.append(head["vv"].double())
-        sg.append(site["s"].double())
         p_list.append(-site["p"].double())
         c_list.append(site["c"].double())
         kinds.append("linear")
 
         def mean(ts: list[torch.Tensor | None]) -> list:
-            return [None if t is None else (t / n).to(dtype) for t in ts]
+            return [self._mean(t) for t in ts]
 
         return ConvGrowthStatistics(
             S=mean(s_list),
@@ -282,7 +286,7 @@ class ConvStatisticsAccumulator:
             S_growth=mean(sg),
             site_kernels=kinds,
             projection=self.projection,
-            layer_factors=self.layer_factors,
+            spectra=self.spectra,
         )
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @contextlib.contextmanager
@@ -23,5 +28,40 @@ def single_threaded(device: torch.device | str = "cpu") -> Iterator[None]:
     torch.set_num_threads(1)
     try:
         yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def cpu_workers(device: torch.device | str = "cpu") -> int:
+    """Threads available for :func:`parallel_map`: torch's thread count on the CPU, else 1."""
+    return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """``[fn(x) for x in items]``, on up to ``workers`` threads that each run torch on one
+    thread (in order; sequential for ``workers <= 1``).
+
+    For independent small factorisations (``eigh``, ``svd`` of a few hundred rows): they do
+    not use threads well inside one call, so on two cores two of them side by side take
+    about the time of one.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE < workers:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="growenv")
+        _POOL_SIZE = workers
+    def one_thread(x: T) -> R:
+        torch.set_num_threads(1)  # this thread's OpenMP and MKL: LAPACK runs on it alone
+        return fn(x)
+
+    before = torch.get_num_threads()
+    try:
+        return list(_POOL.map(one_thread, items))
     finally:
         torch.set_num_threads(before)

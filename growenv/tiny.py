@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from growenv.threads import parallel_map
+
 # Eigenvalues of S below rtol * max eigenvalue are treated as zero. The default depends on
 # the precision the statistics were accumulated in: below these ratios the eigenvalues
 # are rounding noise of the sums, and inverting them amplifies that noise.
@@ -76,6 +78,24 @@ def covariance_spectrum(
     inv = torch.where(keep, 1.0 / safe, torch.zeros_like(eigvals))
     inv_sqrt = torch.where(keep, torch.rsqrt(safe), torch.zeros_like(eigvals))
     return CovarianceSpectrum(eigvecs, inv, inv_sqrt, keep.sum(-1))
+
+
+def covariance_spectra(
+    mats: list[torch.Tensor], rtol: float, atol: float, workers: int = 1
+) -> list[CovarianceSpectrum]:
+    """:func:`covariance_spectrum` of each matrix (any sizes; no padding to a common one).
+
+    ``workers > 1`` runs them side by side on that many threads
+    (:func:`growenv.threads.parallel_map`), largest first. Each matrix is factorised alone,
+    in its own allocation, so the results do not depend on ``workers`` (MKL's rounding can
+    depend on where a matrix sits in a batch).
+    """
+    order = sorted(range(len(mats)), key=lambda i: -mats[i].shape[-1])
+    done = parallel_map(lambda i: covariance_spectrum(mats[i], rtol, atol), order, workers)
+    out: list[CovarianceSpectrum] = [None] * len(mats)  # type: ignore[list-item]
+    for i, spec in zip(order, done, strict=True):
+        out[i] = spec
+    return out
 
 
 def covariance_factors(

@@ -1,0 +1,71 @@
+"""Thread helpers and the spectra they run: same results with one worker or several."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from growenv import tiny
+from growenv.threads import cpu_workers, parallel_map, single_threaded
+
+
+def psd(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d + 3, generator=g, dtype=torch.float64)
+    return a @ a.T
+
+
+def test_parallel_map_keeps_order_uses_threads_and_restores_count():
+    before = torch.get_num_threads()
+    names = parallel_map(lambda i: (i, threading.current_thread().name), range(6), 2)
+    assert [i for i, _ in names] == list(range(6))
+    assert all(name.startswith("growenv") for _, name in names)
+    assert torch.get_num_threads() == before
+    assert parallel_map(lambda i: i * i, [3], 4) == [9]  # one item: no pool
+    assert (
+        parallel_map(lambda i: threading.current_thread().name, [1, 2], 1)
+        == [threading.current_thread().name] * 2
+    )
+
+
+def test_covariance_spectra_independent_of_workers_and_exact():
+    mats = [psd(d, s) for s, d in enumerate([12, 30, 5, 30, 1])]
+    mats[2][:, -1] = mats[2][-1, :] = 0.0  # singular: the null direction is dropped
+    with single_threaded():
+        one = tiny.covariance_spectra(mats, 1e-12, 1e-10, 1)
+        two = tiny.covariance_spectra(mats, 1e-12, 1e-10, 2)
+    for s, a, b in zip(mats, one, two, strict=True):
+        assert torch.equal(a.eigvecs, b.eigvecs) and torch.equal(a.inv, b.inv)
+        assert torch.allclose(a.pinv_times(torch.eye(len(s), dtype=s.dtype)), torch.linalg.pinv(s))
+        isqrt = a.inv_sqrt_matrix()
+        assert torch.allclose(isqrt @ s @ isqrt, s @ torch.linalg.pinv(s), atol=1e-10)
+    assert int(one[2].rank) == 4
+
+
+def test_cpu_workers():
+    assert cpu_workers("cpu") == torch.get_num_threads()
+    assert cpu_workers("meta") == 1
+
+
+def test_conv_solve_same_with_two_threads():
+    from growenv.conv import GrowingConvNet
+    from growenv.conv_growth import solve_conv
+    from growenv.conv_statistics import compute_conv_statistics
+
+    g = torch.Generator().manual_seed(0)
+    net = GrowingConvNet(2, [3, 4, 2], 3, 3, 1, 1, None, "tanh", (8, 8), generator=g)
+    x = torch.randn(6, 2, 8, 8, generator=g)
+    y = torch.randn(6, 3, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        stats = compute_conv_statistics(net, x, y)
+        sites_1, layers_1 = solve_conv(stats, net)
+        torch.set_num_threads(2)
+        sites_2, layers_2 = solve_conv(stats, net)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(sites_1, sites_2, strict=True):
+        assert torch.equal(a.eigenvalues, b.eigenvalues) and torch.equal(a.alpha, b.alpha)
+    assert all(torch.equal(a, b) for a, b in zip(layers_1.update_weight, layers_2.update_weight))
