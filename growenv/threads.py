@@ -42,26 +42,35 @@ def cpu_workers(device: torch.device | str = "cpu") -> int:
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
-    """``[fn(x) for x in items]``, on up to ``workers`` threads that each run torch on one
-    thread (in order; sequential for ``workers <= 1``).
+    """``[fn(x) for x in items]`` on up to ``workers`` threads (the caller's included), each
+    running torch on one thread; items are dealt round-robin, results come back in order
+    (sequential for ``workers <= 1``).
 
     For independent small factorisations (``eigh``, ``svd`` of a few hundred rows): they do
     not use threads well inside one call, so on two cores two of them side by side take
     about the time of one.
     """
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
+    workers = min(workers, len(items))
+    if workers <= 1:
         return [fn(x) for x in items]
     global _POOL, _POOL_SIZE
-    if _POOL is None or _POOL_SIZE < workers:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="growenv")
-        _POOL_SIZE = workers
-    def one_thread(x: T) -> R:
-        torch.set_num_threads(1)  # this thread's OpenMP and MKL: LAPACK runs on it alone
-        return fn(x)
+    if _POOL is None or _POOL_SIZE < workers - 1:
+        _POOL = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="growenv")
+        _POOL_SIZE = workers - 1
 
+    def run(chunk: list[T]) -> list[R]:
+        torch.set_num_threads(1)  # this thread's OpenMP and MKL: LAPACK runs on it alone
+        return [fn(x) for x in chunk]
+
+    chunks = [items[k::workers] for k in range(workers)]
     before = torch.get_num_threads()
     try:
-        return list(_POOL.map(one_thread, items))
+        futures = [_POOL.submit(run, chunk) for chunk in chunks[1:]]
+        done = [run(chunks[0])] + [f.result() for f in futures]
     finally:
         torch.set_num_threads(before)
+    out: list[R] = [None] * len(items)  # type: ignore[list-item]
+    for k, results in enumerate(done):
+        out[k::workers] = results
+    return out
