@@ -142,10 +142,14 @@ def _corners(
         out[k] = value
 
 
-def _interior(cells: Cells) -> int | None:
-    """Index of the only cell wider than one position, if the cells have step 1 and one."""
+def _phases(cells: Cells) -> dict[int, int] | None:
+    """``{phase: cell index}`` of the interior cells (one per stride phase, ``start % step``),
+    when every phase has an interior cell wider than one position and every other cell is a
+    single border position; else ``None``."""
     wide = [i for i, (_, count) in enumerate(cells.cells) if count > 1]
-    return wide[0] if cells.step == 1 and len(wide) == 1 else None
+    phases = {cells.cells[i][0] % cells.step: i for i in wide}
+    singles = all(count == 1 for i, (_, count) in enumerate(cells.cells) if i not in wide)
+    return phases if len(phases) == len(wide) == cells.step and singles else None
 
 
 Support = tuple[dict[int, tuple[int, int] | None], dict[int, tuple[int, int] | None]]
@@ -154,28 +158,31 @@ Support = tuple[dict[int, tuple[int, int] | None], dict[int, tuple[int, int] | N
 def relative_form(
     sels: list[torch.Tensor], cells: list[Cells]
 ) -> tuple[list[torch.Tensor], Support | None]:
-    """Cell weights relative to the interior, where each dimension has one interior cell.
+    """Cell weights relative to the interior's (periodic with the stride phases).
 
     ``sels[d]`` (..., n_cells, kd): per cell, the weight of each correlation offset, as
-    :func:`contract` takes them. With ``I`` the interior cell, ``sum_{i,j} R_i C_j G[i, j]``
-    equals ``sum_{i,j} R'_i C'_j G'[i, j]`` for ``R'_I = R_I``, ``R'_i = R_i - R_I`` (and so
-    for ``C``), where ``G'`` sums the interior index over the whole dimension: ``G'[I, I]``
-    is the full-grid correlation, ``G'[i, I]`` one border row against all columns, and the
-    corners stay single positions. ``R'_i`` is non-zero at few offsets (the border effects),
-    and ``G'`` is only needed there: ``support[d][i] = (lo, hi)``, the range of offsets where
-    ``R'_i`` is non-zero (``None``: nowhere). Pass ``support`` to :func:`correlate`.
+    :func:`contract` takes them. Extend the interior weights periodically to the borders
+    (``R_ext(r) = R_phase(r)``): ``sum_{i,j} R_i C_j G[i, j]`` equals ``sum_{i,j} R'_i C'_j
+    G'[i, j]`` for ``R'_phase = R_phase`` and, at a border position, ``R'_i = R_i -
+    R_phase(r_i)`` (and so for ``C``), where ``G'`` takes each interior cell as its whole
+    phase of the grid: ``G'[I, J]`` is a phase's whole-grid correlation, ``G'[i, J]`` one
+    border row against all the columns of phase ``J``, and the corners stay single positions.
+    ``R'_i`` is non-zero at few offsets (the border effects), and ``G'`` is only needed there:
+    ``support[d][i] = (lo, hi)``, the range of offsets where ``R'_i`` is non-zero (``None``:
+    nowhere). Pass ``support`` to :func:`correlate`.
 
-    Returns ``sels`` unchanged and ``None`` when a dimension has no single interior cell
-    (stride phases, tiny maps).
+    Returns ``sels`` unchanged and ``None`` unless each dimension has an interior cell per
+    phase (:func:`_phases`; not on tiny maps).
     """
-    interior = [_interior(c) for c in cells]
-    if None in interior:
+    phases = [_phases(c) for c in cells]
+    if None in phases:
         return sels, None
     out, support = [], []
-    for sel, c, i0 in zip(sels, cells, interior, strict=True):
-        border = [i for i in range(len(c.cells)) if i != i0]
+    for sel, c, ph in zip(sels, cells, phases, strict=True):
+        border = [i for i in range(len(c.cells)) if i not in ph.values()]
+        ref = [ph[c.cells[i][0] % c.step] for i in border]
         rel = sel.clone()
-        rel[..., border, :] -= sel[..., i0 : i0 + 1, :]
+        rel[..., border, :] -= sel[..., ref, :]
         nonzero = rel.reshape(-1, *rel.shape[-2:]).abs().amax(0) > 0  # (n_cells, kd)
         sup: dict[int, tuple[int, int] | None] = {}
         for i in border:
@@ -200,11 +207,12 @@ def _clip(support: dict, cells: Cells, sigma: int, dmin: int, a_len: int) -> dic
     return out
 
 
-def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, out) -> None:
-    """Border rows of ``b`` (one-row cells), each against all the columns:
-    ``out[i][cb, ca, d0, d1] = sum_n sum_c b(r_i, c) a(sigma r_i + dmin0 + d0, sigma c + dmin1
-    + d1)`` for ``d0`` in ``support[i]`` (clipped to ``a``'s grid, :func:`_clip`). One grouped
-    weight-gradient for all the rows (group ``k``: row ``k``'s window of ``a``)."""
+def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, cols, out) -> None:
+    """Border rows of ``b`` (one-row cells), each against all the columns of each column
+    phase: ``out[i, J][cb, ca, d0, d1] = sum_n sum_{c in phase J} b(r_i, c) a(sigma r_i +
+    dmin0 + d0, sigma c + dmin1 + d1)`` for ``d0`` in ``support[i]`` (clipped to ``a``'s grid,
+    :func:`_clip`). One grouped weight-gradient per column phase for all the rows (group
+    ``k``: row ``k``'s window of ``a``)."""
     if not support:
         return
     n, cb, _, width = b.shape
@@ -220,20 +228,28 @@ def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, out
         ],
         device=a.device,
     )  # rows past a strip's support repeat a valid row: their products are not read
-    count = len(keys)
-    win = a.index_select(-2, idx).reshape(n, ca, count, h, a_cols).transpose(1, 2)
-    win = win.reshape(n, count * ca, h, a_cols)
-    right = sigma * (width - 1) + dmin[1] + kd[1] - a_cols
-    if dmin[1] != 0 or right != 0:
-        win = F.pad(win, (-dmin[1], right))  # (the columns' range, zero outside the grid)
-    bs = b.index_select(-2, torch.tensor(starts, device=b.device)).transpose(1, 2)
-    bs = bs.reshape(n, count * cb, 1, width)
-    g = torch.nn.grad.conv2d_weight(
-        win, (count * cb, ca, h, kd[1]), bs, stride=(1, sigma), groups=count
-    )
-    for k, i in enumerate(keys):
-        lo, hi = support[i]
-        out[i, :, :, lo : hi + 1] = g[k * cb : (k + 1) * cb, :, : hi - lo + 1]
+    count, step = len(keys), cols.step
+    win_rows = a.index_select(-2, idx).reshape(n, ca, count, h, a_cols).transpose(1, 2)
+    win_rows = win_rows.reshape(n, count * ca, h, a_cols)
+    b_rows = b.index_select(-2, torch.tensor(starts, device=b.device)).transpose(1, 2)
+    for phase, j in _phases(cols).items():
+        b_sub = b_rows[..., phase::step]  # (n, count, cb, m): the phase's columns
+        m = b_sub.shape[-1]
+        first = sigma * phase + dmin[1]  # a's column for b's first column of the phase
+        right = sigma * step * (m - 1) + first + kd[1] - a_cols
+        win = win_rows
+        if first != 0 or right != 0:
+            win = F.pad(win, (-first, right))  # (the columns' range, zero outside the grid)
+        g = torch.nn.grad.conv2d_weight(
+            win,
+            (count * cb, ca, h, kd[1]),
+            b_sub.reshape(n, count * cb, 1, m),
+            stride=(1, sigma * step),
+            groups=count,
+        )
+        for k, i in enumerate(keys):
+            lo, hi = support[i]
+            out[i, j, :, :, lo : hi + 1] = g[k * cb : (k + 1) * cb, :, : hi - lo + 1]
 
 
 def _corners_relative(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
@@ -264,23 +280,31 @@ def _corners_relative(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c,
 
 
 def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -> torch.Tensor:
-    """``G'`` of :func:`relative_form`: the full grid, border strips, corners."""
+    """``G'`` of :func:`relative_form`: each phase pair's whole grid, border strips against
+    each phase of the other dimension, corners."""
     kd = (dmax[0] - dmin[0] + 1, dmax[1] - dmin[1] + 1)
-    ca = a.shape[1]
-    i0, j0 = _interior(rows), _interior(cols)
-    if i0 is None or j0 is None:
-        raise ValueError("support: given for cells without a single interior cell")
+    ca, ap = a.shape[1], _Padded(a)
+    phases_r, phases_c = _phases(rows), _phases(cols)
+    if phases_r is None or phases_c is None:
+        raise ValueError("support: given for cells without an interior cell per phase")
     out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], ca, *kd)
-    if a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0] > 0:
-        out[i0, j0] = _symmetric_full_correlation(a, dmax)
-    else:
-        out[i0, j0] = _full_correlation(_Padded(a), b, sigma, dmin, dmax, (b.shape[1], ca, *kd))
+    step = (rows.step, cols.step)
+    weight_size = (b.shape[1], ca, *kd)
+    for (pr, i), (pc, j) in itertools.product(phases_r.items(), phases_c.items()):
+        if step == (1, 1) and a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0]:
+            out[i, j] = _symmetric_full_correlation(a, dmax)
+            continue
+        first = (sigma * pr + dmin[0], sigma * pc + dmin[1])
+        last = (first[0] + kd[0] - 1, first[1] + kd[1] - 1)
+        b_sub = b[..., pr :: step[0], pc :: step[1]]
+        stride = (sigma * step[0], sigma * step[1])
+        out[i, j] = _full_correlation(ap, b_sub, stride, first, last, weight_size)
     sup_r = _clip(support[0], rows, sigma, dmin[0], a.shape[-2])
     sup_c = _clip(support[1], cols, sigma, dmin[1], a.shape[-1])
-    _strips(a, b, sigma, dmin, kd, rows, sup_r, out[:, j0])
-    columns = out[i0].transpose(-1, -2)  # a view: columns become rows
+    _strips(a, b, sigma, dmin, kd, rows, sup_r, cols, out)
+    flipped = out.transpose(0, 1).transpose(-1, -2)  # a view: columns become rows
     at, bt = a.transpose(-1, -2), b.transpose(-1, -2)
-    _strips(at, bt, sigma, dmin[::-1], kd[::-1], cols, sup_c, columns)
+    _strips(at, bt, sigma, dmin[::-1], kd[::-1], cols, sup_c, rows, flipped)
     _corners_relative(a, b, sigma, dmin, rows, cols, sup_r, sup_c, out)
     return out
 
@@ -358,20 +382,21 @@ def correlate(
 
 
 def _full_correlation(ap: _Padded, b, sigma, dmin, dmax, weight_size) -> torch.Tensor:
-    """Correlation over the whole grid of ``b``; uses the conv's own zero padding when it
-    fits (no copy of ``a``)."""
+    """Correlation over the whole grid of ``b`` (``sigma``: an int or one per dimension);
+    uses the conv's own zero padding when it fits (no copy of ``a``)."""
     a, size, kd = ap.t, b.shape[-2:], weight_size[-2:]
+    stride = (sigma, sigma) if isinstance(sigma, int) else tuple(sigma)
     pad = [-dmin[d] for d in range(2)]
     fits = all(
         pad[d] >= 0
-        and (a.shape[-2 + d] + 2 * pad[d] - kd[d]) // sigma + 1 == size[d]
-        and sigma * (size[d] - 1) + dmax[d] <= a.shape[-2 + d] - 1 + pad[d]
+        and (a.shape[-2 + d] + 2 * pad[d] - kd[d]) // stride[d] + 1 == size[d]
+        and stride[d] * (size[d] - 1) + dmax[d] <= a.shape[-2 + d] - 1 + pad[d]
         for d in range(2)
     )
     if fits:
-        return torch.nn.grad.conv2d_weight(a, weight_size, b, stride=sigma, padding=tuple(pad))
-    length = tuple(sigma * (size[d] - 1) + kd[d] for d in range(2))
-    return torch.nn.grad.conv2d_weight(ap.window(dmin, length), weight_size, b, stride=sigma)
+        return torch.nn.grad.conv2d_weight(a, weight_size, b, stride=stride, padding=tuple(pad))
+    length = tuple(stride[d] * (size[d] - 1) + kd[d] for d in range(2))
+    return torch.nn.grad.conv2d_weight(ap.window(dmin, length), weight_size, b, stride=stride)
 
 
 def _symmetric_full_correlation(x: torch.Tensor, dmax: tuple[int, int]) -> torch.Tensor:
