@@ -34,10 +34,13 @@ Usage::
 
     python experiments/bench_conv.py [--cases pair net] [--kernels full restricted]
         [--repeats 7] [--rounds 3] [--gromo-repeats 1] [--threads N]
-        [--out results/bench_conv.json]
+        [--malloc default|keep] [--out results/bench_conv.json]
 
 On shared cores, OpenMP/MKL threads that wait for a descheduled peer make every kernel
 slow (the more kernels, the worse): compare implementations at the same ``--threads``.
+With glibc's default malloc, large freed blocks go back to the OS and every call
+page-faults its temporaries back in; ``--malloc keep`` keeps them in every worker (plain,
+growenv and gromo alike), as PyTorch's CPU tuning advice does with jemalloc or tcmalloc.
 """
 
 from __future__ import annotations
@@ -204,11 +207,24 @@ def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:
     }
 
 
-def run_worker(case: str, impl: str, kernel: str, repeats: int, threads: int | None) -> dict:
+# glibc malloc settings that keep freed memory in the process (``--malloc keep``): by default
+# glibc unmaps large freed blocks and trims the heap, so every call page-faults its
+# temporaries back in (zeroed by the kernel); PyTorch's CPU tuning guides recommend an
+# allocator that keeps them (jemalloc, tcmalloc) or these settings
+KEEP_FREED_MEMORY = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+}
+
+
+def run_worker(
+    case: str, impl: str, kernel: str, repeats: int, threads: int | None, malloc: str = "default"
+) -> dict:
     cmd = [sys.executable, __file__, "--worker", case, impl, kernel, str(repeats)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **(KEEP_FREED_MEMORY if malloc == "keep" else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {case}/{impl}/{kernel} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -236,6 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads in every worker (default: torch's)"
     )
+    parser.add_argument(
+        "--malloc",
+        choices=["default", "keep"],
+        default="default",
+        help="glibc malloc of every worker: its defaults, or keep freed memory (no page "
+        "faults on reuse; the same for every implementation)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -261,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.skip_gromo and round_index == 0:  # slow: one round
                     jobs.append(("gromo", kernel, "gromo", args.gromo_repeats))
             for name, kernel, impl, repeats in jobs:
-                res = run_worker(case, impl, kernel, repeats, args.threads)
+                res = run_worker(case, impl, kernel, repeats, args.threads, args.malloc)
                 runs.setdefault((case, name, kernel), []).append(res)
     results = []
     for (case, name, kernel), rs in runs.items():
@@ -309,8 +332,8 @@ def main(argv: list[str] | None = None) -> None:
             checks.append(line)
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads; load average "
-        f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+        f"{torch.__version__}, {torch.get_num_threads()} threads, malloc {args.malloc}; "
+        f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
     print("\n".join(rows))
     print()

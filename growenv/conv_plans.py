@@ -13,8 +13,10 @@ import functools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from growenv.cell_correlation import (
+    MAX_RELATIVE_PERIOD,
     cell_sums,
     contract,
     correlate,
@@ -146,6 +148,59 @@ class CovPlan:
         out[:, -1, :-1] = bias
         out[:, -1, -1] = torch.tensor(self.counts, dtype=out.dtype) * n
         return out
+
+
+class UnfoldCovPlan:
+    """:class:`CovPlan`'s covariances from the unfolded patches, one weighted Gram matrix
+    per weight: for a strided conv whose position weights repeat with a period above
+    :data:`~growenv.cell_correlation.MAX_RELATIVE_PERIOD` (a stride-2 conv followed by
+    another), where the correlations would need many small strided weight-gradients. Its
+    patches have no pooling. The batch is unfolded ``CHUNK`` images at a time.
+    """
+
+    CHUNK = 64
+
+    def __init__(self, patches: Patches, omegas, like) -> None:
+        if patches.span != patches.kernel:
+            raise ValueError("UnfoldCovPlan: patches with pooling are not supported")
+        self.p = patches
+        q0, q1 = patches.q_size
+        w = [_tensor(om[0], like).view(-1, 1) * _tensor(om[1], like).view(1, -1) for om in omegas]
+        self.weights = torch.stack(w).reshape(len(omegas), q0 * q1).to(like.dtype)  # (m, Q)
+        self.counts = [sum(om[0]) * sum(om[1]) for om in omegas]
+
+    def accumulate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        p, m = self.p, len(self.counts)
+        d = x.shape[1] * p.kernel**2
+        g = x.new_zeros(m, d, d)
+        s = x.new_zeros(m, d)
+        for xb in x.split(self.CHUNK):
+            u = F.unfold(xb, p.kernel, padding=p.pad, stride=p.step)  # (nb, d, Q)
+            rows = u.transpose(1, 2).reshape(-1, d)  # (nb * Q, d)
+            for k in range(m):
+                weighted = rows * self.weights[k].repeat(xb.shape[0]).unsqueeze(1)
+                g[k] += weighted.T @ rows
+                s[k] += weighted.sum(0)
+        return {"g": g, "s": s}
+
+    def assemble(self, sums: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """(m, D, D) in float64, as :meth:`CovPlan.assemble`."""
+        g, s = sums["g"].double(), sums["s"].double()
+        m, d = s.shape
+        out = g.new_zeros(m, d + 1, d + 1)
+        out[:, :-1, :-1] = g
+        out[:, :-1, -1] = s
+        out[:, -1, :-1] = s
+        out[:, -1, -1] = torch.tensor(self.counts, dtype=out.dtype) * n
+        return out
+
+
+def cov_plan(patches: Patches, x_size, omegas, q_period: int, like) -> CovPlan | UnfoldCovPlan:
+    """The covariance plan for these patches and weights: correlations by cells, or, for a
+    long period without pooling, the unfolded patches (:class:`UnfoldCovPlan`)."""
+    if patches.step * q_period > MAX_RELATIVE_PERIOD and patches.span == patches.kernel:
+        return UnfoldCovPlan(patches, omegas, like)
+    return CovPlan(patches, x_size, omegas, q_period, like)
 
 
 class CrossPlan:
@@ -343,10 +398,10 @@ def net_plans(stages: tuple, sizes: tuple, kernel: str, device: torch.device, dt
             if stage.pool is None:
                 omegas, period, shared = [*omegas, w], nxt.stride, True
             else:
-                growth_plans.append(CovPlan(pooled, sizes[l], [w], nxt.stride, like))
+                growth_plans.append(cov_plan(pooled, sizes[l], [w], nxt.stride, like))
             if shared:
                 growth_plans.append(None)
             cross_plans.append(CrossPlan(pooled, nxt, o_size, kernel, like))
-        layer_plans.append(CovPlan(patches, sizes[l], omegas, period, like))
+        layer_plans.append(cov_plan(patches, sizes[l], omegas, period, like))
     head_plan = HeadPlan(stage_patches(stages[-1], sizes[-1], pooled=True), sizes[-1], like)
     return layer_plans, growth_plans, cross_plans, head_plan

@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growenv.cell_correlation import contract, correlate, make_cells, relative_form
+from growenv.cell_correlation import (
+    MAX_RELATIVE_PERIOD,
+    contract,
+    correlate,
+    make_cells,
+    relative_form,
+)
 from growenv.conv import GrowingConvNet
 from growenv.conv_growth import (
     ConvGrowthCandidate,
@@ -241,10 +247,11 @@ def test_correlation_engine_matches_brute_force(seed):
 @pytest.mark.parametrize("period", [1, 2, 3])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("seed", range(20))
-def test_relative_form_matches_brute_force(seed, symmetric, period):
+def test_relative_form_matches_brute_force(seed, symmetric, period, monkeypatch):
     """Weights relative to the (periodic) interior (each phase's whole grid, strips per
     phase, corners; at their supports only) contract to the same statistic as the cells'
-    own correlations."""
+    own correlations (period 3 too, beyond what the plans use it for)."""
+    monkeypatch.setattr("growenv.cell_correlation.MAX_RELATIVE_PERIOD", 3)
     a, b, sigma, dmin, dmax, cells, g = random_engine_case(seed, period, min_size=4 + 4 * period)
     if symmetric:  # the covariance case: a is b, offsets symmetric around 0
         sigma, t = 1, max(dmax[0] - dmin[0], 1)
@@ -267,7 +274,8 @@ def test_relative_form_matches_brute_force(seed, symmetric, period):
 
 @pytest.mark.parametrize("period", [1, 2, 3])
 def test_relative_form_cases_are_not_trivial(period):
-    """Most random cases above take the relative form and have border cells."""
+    """Most random cases above take the relative form and have border cells (periods up to
+    MAX_RELATIVE_PERIOD; longer ones keep the cells' own correlations)."""
     with_borders = 0
     for seed in range(20):
         _, _, _, _, _, cells, _ = random_engine_case(seed, period, min_size=4 + 4 * period)
@@ -275,7 +283,9 @@ def test_relative_form_cases_are_not_trivial(period):
         sels = [s * torch.arange(1, len(s) + 1, dtype=s.dtype).view(-1, 1) for s in sels]
         _, support = relative_form(sels, cells)
         with_borders += support is not None and any(len(s) for s in support)
-    assert with_borders >= 15
+        if period > MAX_RELATIVE_PERIOD:
+            assert support is None
+    assert with_borders >= 15 or period > MAX_RELATIVE_PERIOD
 
 
 @pytest.mark.parametrize("kernel", ["full", "restricted"])
