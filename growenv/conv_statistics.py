@@ -400,7 +400,10 @@ def compute_conv_statistics(
 
 
 def conv_statistics_macs(net, samples: int, kernel: str = "full", projected: bool = False) -> int:
-    """Multiply-adds of one statistics pass over ``samples`` images (as implemented).
+    """Multiply-adds of one statistics pass over ``samples`` images, as the cell-wise
+    correlations need them: the cost model the environment books. The implementation
+    differs in places: half the offsets for covariances, fewer border products, and
+    unfolded Gram matrices for strided covariances with a long weight period.
 
     Forward, backward to the pre-activations, the layers' weight-gradients (``M``), and the
     correlations: ``C_in^2 (2T - 1)^2`` per input position for each layer's covariance, and
