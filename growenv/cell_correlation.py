@@ -112,36 +112,6 @@ def _bands(
                 out[i, j] = g[t * cb : (t + 1) * cb, :, sigma * t : sigma * t + kd[0]]
 
 
-def _corners(
-    a: _Padded, b, sigma, dmin, kd, rows: Cells, cols: Cells, keys: list, out: torch.Tensor
-) -> None:
-    """Single-position cells ``keys`` (pairs of one-row cells): one batched einsum, one
-    padded region of ``a`` per block of adjacent corners."""
-    if not keys:
-        return
-    wanted, wins = set(keys), []
-    for row_run in _runs(rows):
-        r_first, r_last = rows.cells[row_run[0]][0], rows.cells[row_run[-1]][0]
-        for col_run in _runs(cols):
-            block = [key for key in itertools.product(row_run, col_run) if key in wanted]
-            if not block:
-                continue
-            c_first, c_last = cols.cells[col_run[0]][0], cols.cells[col_run[-1]][0]
-            region = a.window(
-                (sigma * r_first + dmin[0], sigma * c_first + dmin[1]),
-                (sigma * (r_last - r_first) + kd[0], sigma * (c_last - c_first) + kd[1]),
-            )
-            for i, j in block:
-                r0 = sigma * (rows.cells[i][0] - r_first)
-                c0 = sigma * (cols.cells[j][0] - c_first)
-                wins.append(((i, j), region[:, :, r0 : r0 + kd[0], c0 : c0 + kd[1]]))
-    keys = [key for key, _ in wins]
-    bs = torch.stack([b[:, :, rows.cells[i][0], cols.cells[j][0]] for i, j in keys])
-    res = torch.einsum("snb,snaxy->sbaxy", bs, torch.stack([w for _, w in wins]))
-    for k, value in zip(keys, res, strict=True):
-        out[k] = value
-
-
 # Largest period the relative form takes: its whole-grid phase correlations are strided
 # weight-gradients, efficient at stride 2 but several times slower per multiply-add at
 # stride 4 (on 8x8 phase grids) than the cell-wise path's interior windows.
@@ -260,9 +230,10 @@ def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, col
             out[i, j, :, :, lo : hi + 1] = g[k * cb : (k + 1) * cb, :, : hi - lo + 1]
 
 
-def _corners_relative(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
-    """The corners of :func:`relative_form`: single positions, at their (clipped) supported
-    offsets only; one gather of ``a`` and one product for all of them."""
+def _corners(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
+    """Single-position cells (a one-row cell of ``rows`` by one of ``cols``), at their
+    (clipped, :func:`_clip`) offsets ``sup_r[i]`` x ``sup_c[j]`` only; one gather of ``a``
+    and one product for all of them."""
     keys = [(i, j) for i in sup_r for j in sup_c]
     if not keys:
         return
@@ -313,7 +284,7 @@ def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -
     flipped = out.transpose(0, 1).transpose(-1, -2)  # a view: columns become rows
     at, bt = a.transpose(-1, -2), b.transpose(-1, -2)
     _strips(at, bt, sigma, dmin[::-1], kd[::-1], cols, sup_c, rows, flipped)
-    _corners_relative(a, b, sigma, dmin, rows, cols, sup_r, sup_c, out)
+    _corners(a, b, sigma, dmin, rows, cols, sup_r, sup_c, out)
     return out
 
 
@@ -334,11 +305,9 @@ def correlate(
 
     ``a`` (n, ca, ., .) is zero outside its grid; ``b`` (n, cb, R0, R1). Single-position
     cells (corners) are one batched einsum; adjacent border rows (columns) of one side are one
-    conv2d weight-gradient per interior column (row) cell; a single interior cell is the
-    full-grid correlation (the conv's own zero padding, half the offsets when ``a is b``)
-    minus all the others; with stride phases, each interior cell takes its own strided
-    weight-gradient. Few, large kernel calls: on shared cores every call pays for its
-    threads' synchronisation.
+    conv2d weight-gradient per interior column (row) cell; each interior cell takes its own
+    (strided) weight-gradient. The plans use this form only where :func:`relative_form`
+    does not apply (long periods with pooling, maps too small for an interior).
     """
     if support is not None:
         return _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support)
@@ -346,13 +315,17 @@ def correlate(
     ca = a.shape[1]
     ap = _Padded(a)
     out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], ca, *kd)
-    corners = [
-        (i, j)
-        for i, (r0, n0) in enumerate(rows.cells)
-        for j, (c0, n1) in enumerate(cols.cells)
-        if n0 == 1 and n1 == 1
+    singles = [
+        _clip(
+            {i: (0, kd[d] - 1) for i, (_, n) in enumerate(cells.cells) if n == 1},
+            cells,
+            sigma,
+            dmin[d],
+            a.shape[-2 + d],
+        )
+        for d, cells in enumerate((rows, cols))
     ]
-    _corners(ap, b, sigma, dmin, kd, rows, cols, corners, out)
+    _corners(a, b, sigma, dmin, rows, cols, *singles, out)
     _bands(ap, b, ca, sigma, dmin, kd, rows, cols, out)
     flipped = out.transpose(0, 1).transpose(-1, -2)  # a view: columns become rows
     _bands(
@@ -365,13 +338,6 @@ def correlate(
         if n0 > 1 and n1 > 1
     ]
     weight_size = (b.shape[1], ca, *kd)
-    if len(big) == 1 and rows.step == 1 and cols.step == 1:
-        if a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0] > 0:
-            full = _symmetric_full_correlation(a, dmax)
-        else:
-            full = _full_correlation(ap, b, sigma, dmin, dmax, weight_size)
-        out[big[0]] = full - out.sum((0, 1))
-        return out
     for i, j in big:
         (r0, n0), (c0, n1) = rows.cells[i], cols.cells[j]
         stride = (sigma * rows.step, sigma * cols.step)

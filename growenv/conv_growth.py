@@ -129,9 +129,10 @@ def solve_conv(
 ) -> tuple[list[ConvSiteReport], LayerSolution]:
     """Solve every layer and site of a conv net (pure function of the statistics + shapes).
 
-    All ``S`` (layers) and ``S_growth`` (sites) are factorised together (batched ``eigh`` per
-    size; each call on one CPU thread, :func:`~growenv.threads.single_threaded`, and with
-    several threads, independent calls side by side, :func:`~growenv.threads.parallel_map`);
+    Every ``S`` (layers) and ``S_growth`` (sites) gets its own ``eigh``
+    (:func:`growenv.tiny.covariance_spectra`; each on one CPU thread,
+    :func:`~growenv.threads.single_threaded`, and with several threads side by side,
+    :func:`~growenv.threads.parallel_map`), unless the projection already computed it;
     results come back in the statistics' dtype.
     """
     workers = cpu_workers(stats.S[0].device)

@@ -97,6 +97,18 @@ def stage_patches(stage, x_size: tuple[int, int], pooled: bool) -> Patches:
     return Patches(stage.kernel_size, taps, step, stage.padding, q_size)
 
 
+def _with_bias(cov: torch.Tensor, bias: torch.Tensor, counts: list[float], n: int) -> torch.Tensor:
+    """(m, D + 1, D + 1) covariances of ``[u; 1]`` from those of ``u`` (m, D, D), the
+    weighted sums of ``u`` (m, D) and the weights' totals per sample (``counts``)."""
+    d = cov.shape[-1] + 1
+    out = cov.new_zeros(cov.shape[0], d, d)
+    out[:, :-1, :-1] = cov
+    out[:, :-1, -1] = bias
+    out[:, -1, :-1] = bias
+    out[:, -1, -1] = torch.tensor(counts, dtype=out.dtype) * n
+    return out
+
+
 class CovPlan:
     """``E[sum_q omega_m(q) u(q) u(q)^T]`` for several separable weights ``omega_m``."""
 
@@ -141,13 +153,7 @@ class CovPlan:
         cov = torch.stack(covs)
         s = sums["s"].double()
         bias = torch.einsum("mxi,myj,ijc->mcxy", *self.bias_sel, s).reshape(len(covs), -1)
-        d = cov.shape[-1] + 1
-        out = cov.new_zeros(len(covs), d, d)
-        out[:, :-1, :-1] = cov
-        out[:, :-1, -1] = bias
-        out[:, -1, :-1] = bias
-        out[:, -1, -1] = torch.tensor(self.counts, dtype=out.dtype) * n
-        return out
+        return _with_bias(cov, bias, self.counts, n)
 
 
 class UnfoldCovPlan:
@@ -185,14 +191,7 @@ class UnfoldCovPlan:
 
     def assemble(self, sums: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         """(m, D, D) in float64, as :meth:`CovPlan.assemble`."""
-        g, s = sums["g"].double(), sums["s"].double()
-        m, d = s.shape
-        out = g.new_zeros(m, d + 1, d + 1)
-        out[:, :-1, :-1] = g
-        out[:, :-1, -1] = s
-        out[:, -1, :-1] = s
-        out[:, -1, -1] = torch.tensor(self.counts, dtype=out.dtype) * n
-        return out
+        return _with_bias(sums["g"].double(), sums["s"].double(), self.counts, n)
 
 
 def cov_plan(patches: Patches, x_size, omegas, q_period: int, like) -> CovPlan | UnfoldCovPlan:

@@ -112,8 +112,7 @@ def covariance_factors(
     spec = covariance_spectrum(s, rtol, atol)
     eigvecs = spec.eigvecs
     pinv = (eigvecs * spec.inv.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
-    isqrt = (eigvecs * spec.inv_sqrt.unsqueeze(-2)) @ eigvecs.transpose(-1, -2)
-    return CovarianceFactors(pinv, isqrt, spec.rank)
+    return CovarianceFactors(pinv, spec.inv_sqrt_matrix(), spec.rank)
 
 
 def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
