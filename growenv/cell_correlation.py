@@ -268,16 +268,21 @@ def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -
         raise ValueError("support: given for cells without an interior cell per phase")
     out = a.new_zeros(len(rows.cells), len(cols.cells), b.shape[1], ca, *kd)
     step = (rows.step, cols.step)
-    weight_size = (b.shape[1], ca, *kd)
+    # a covariance: G_p[d] = G_{p + d}[-d]^T (_mirror_phases): only offsets d0 >= 0 computed
+    symmetric = a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0] > 0
+    low = dmax[0] if symmetric else 0  # offsets d0 < 0 left to the symmetry
+    weight_size = (b.shape[1], ca, kd[0] - low, kd[1])
     for (pr, i), (pc, j) in itertools.product(phases_r.items(), phases_c.items()):
-        if step == (1, 1) and a is b and sigma == 1 and dmin == (-dmax[0], -dmax[1]) and dmax[0]:
+        if symmetric and step == (1, 1):
             out[i, j] = _symmetric_full_correlation(a, dmax)
             continue
-        first = (sigma * pr + dmin[0], sigma * pc + dmin[1])
-        last = (first[0] + kd[0] - 1, first[1] + kd[1] - 1)
+        first = (sigma * pr + dmin[0] + low, sigma * pc + dmin[1])
+        last = (sigma * pr + dmax[0], sigma * pc + dmax[1])
         b_sub = b[..., pr :: step[0], pc :: step[1]]
         stride = (sigma * step[0], sigma * step[1])
-        out[i, j] = _full_correlation(ap, b_sub, stride, first, last, weight_size)
+        out[i, j, ..., low:, :] = _full_correlation(ap, b_sub, stride, first, last, weight_size)
+    if symmetric and step != (1, 1):
+        _mirror_phases(out, phases_r, phases_c, step, dmax)
     sup_r = _clip(support[0], rows, sigma, dmin[0], a.shape[-2])
     sup_c = _clip(support[1], cols, sigma, dmin[1], a.shape[-1])
     _strips(a, b, sigma, dmin, kd, rows, sup_r, cols, out)
@@ -286,6 +291,24 @@ def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -
     _strips(at, bt, sigma, dmin[::-1], kd[::-1], cols, sup_c, rows, flipped)
     _corners(a, b, sigma, dmin, rows, cols, sup_r, sup_c, out)
     return out
+
+
+def _mirror_phases(out: torch.Tensor, phases_r, phases_c, step, dmax) -> None:
+    """Fill a periodic covariance's offsets ``d0 < 0``: ``G_p[d] = G_{(p + d) mod step}[-d]^T``
+    (``x(r) x(r + d)^T`` summed over phase ``p`` is ``x(s - d) x(s)^T`` summed over the
+    phase of ``s = r + d``; the maps are zero outside the grid, so no term is lost)."""
+    k0, k1 = dmax
+    dst, src = [], []
+    for (pr, i), (pc, j) in itertools.product(phases_r.items(), phases_c.items()):
+        for d0 in range(-k0, 0):
+            for d1 in range(-k1, k1 + 1):
+                i2, j2 = phases_r[(pr + d0) % step[0]], phases_c[(pc + d1) % step[1]]
+                dst.append((i, j, d0 + k0, d1 + k1))
+                src.append((i2, j2, k0 - d0, k1 - d1))
+    di = torch.tensor(dst, device=out.device).unbind(1)
+    si = torch.tensor(src, device=out.device).unbind(1)
+    # advanced indices around the channel slices: the indexed dimension comes first
+    out[di[0], di[1], :, :, di[2], di[3]] = out[si[0], si[1], :, :, si[2], si[3]].transpose(-1, -2)
 
 
 def correlate(

@@ -10,6 +10,7 @@ geometry only (kernel sizes, strides, padding, pooling, image size), not on chan
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -156,12 +157,32 @@ class CovPlan:
         return _with_bias(cov, bias, self.counts, n)
 
 
+def _progressions(positions: list[int]) -> list[slice]:
+    """Sorted ``positions`` as a few slices (greedy runs of constant step)."""
+    out, run = [], [positions[0]]
+    for q in positions[1:]:
+        if len(run) == 1 or q - run[-1] == run[1] - run[0]:
+            run.append(q)
+        else:
+            out.append(run)
+            run = [q]
+    out.append(run)
+    return [slice(r[0], r[-1] + 1, r[1] - r[0] if len(r) > 1 else 1) for r in out]
+
+
 class UnfoldCovPlan:
-    """:class:`CovPlan`'s covariances from the unfolded patches, one weighted Gram matrix
-    per weight: for a strided conv whose position weights repeat with a period above
+    """:class:`CovPlan`'s covariances from the patches themselves: for a strided conv whose
+    position weights repeat with a period above
     :data:`~growenv.cell_correlation.MAX_RELATIVE_PERIOD` (a stride-2 conv followed by
     another), where the correlations would need many small strided weight-gradients. Its
-    patches have no pooling. The batch is unfolded ``CHUNK`` images at a time.
+    patches have no pooling. The batch is taken ``CHUNK`` images at a time.
+
+    The positions are grouped by their weights (rows by the row factors of every weight,
+    split into arithmetic progressions; columns likewise): every weight is constant on a
+    group, so one Gram matrix per group gives all the weighted covariances (each patch
+    enters one product, whatever the number of weights). A group's patches are copied
+    once, from a strided view of the padded chunk, as rows ordered ``(kernel row, kernel
+    column, channel)``; :meth:`assemble` reorders them as ``F.unfold`` orders patches.
     """
 
     CHUNK = 64
@@ -170,28 +191,47 @@ class UnfoldCovPlan:
         if patches.span != patches.kernel:
             raise ValueError("UnfoldCovPlan: patches with pooling are not supported")
         self.p = patches
-        q0, q1 = patches.q_size
-        w = [_tensor(om[0], like).view(-1, 1) * _tensor(om[1], like).view(1, -1) for om in omegas]
-        self.weights = torch.stack(w).reshape(len(omegas), q0 * q1).to(like.dtype)  # (m, Q)
+        groups = []  # per dimension: (weights of every omega, a slice of positions)
+        for d in range(2):
+            by_value: dict[tuple[float, ...], list[int]] = {}
+            for q in range(patches.q_size[d]):
+                by_value.setdefault(tuple(om[d][q] for om in omegas), []).append(q)
+            groups.append([(w, sl) for w, qs in by_value.items() for sl in _progressions(qs)])
+        self.slices, coef = [], []
+        for (wr, rows), (wc, cols) in itertools.product(*groups):
+            self.slices.append((rows, cols))
+            coef.append([a * b for a, b in zip(wr, wc, strict=True)])
+        self.coef = _tensor(coef, like).T  # (m, n_groups)
         self.counts = [sum(om[0]) * sum(om[1]) for om in omegas]
 
     def accumulate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p, m = self.p, len(self.counts)
-        d = x.shape[1] * p.kernel**2
-        g = x.new_zeros(m, d, d)
-        s = x.new_zeros(m, d)
+        p, groups, (q0, q1) = self.p, len(self.slices), self.p.q_size
+        k, c = p.kernel, x.shape[1]
+        d = c * k * k
+        g = x.new_zeros(groups, d, d)
+        s = x.new_zeros(groups, d)
         for xb in x.split(self.CHUNK):
-            u = F.unfold(xb, p.kernel, padding=p.pad, stride=p.step)  # (nb, d, Q)
-            rows = u.transpose(1, 2).reshape(-1, d)  # (nb * Q, d)
-            for k in range(m):
-                weighted = rows * self.weights[k].repeat(xb.shape[0]).unsqueeze(1)
-                g[k] += weighted.T @ rows
-                s[k] += weighted.sum(0)
+            # (H, W, n, C) padded: patches are a strided view (q0, q1, n, k, k, C)
+            xt = F.pad(xb, (p.pad,) * 4).permute(2, 3, 0, 1).contiguous()
+            sh, sw, sn, sc = xt.stride()
+            view = xt.as_strided(
+                (q0, q1, xb.shape[0], k, k, c), (p.step * sh, p.step * sw, sn, sh, sw, sc)
+            )
+            for i, (rows, cols) in enumerate(self.slices):
+                block = view[rows, cols].reshape(-1, d)  # the group's patches, one copy
+                g[i].addmm_(block.T, block)
+                s[i] += block.sum(0)
         return {"g": g, "s": s}
 
     def assemble(self, sums: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         """(m, D, D) in float64, as :meth:`CovPlan.assemble`."""
-        return _with_bias(sums["g"].double(), sums["s"].double(), self.counts, n)
+        k, d = self.p.kernel, sums["s"].shape[-1]
+        order = torch.arange(d, device=self.coef.device).reshape(k, k, -1).permute(2, 0, 1)
+        order = order.reshape(-1)  # unfold's (channel, row, column) in ours (row, column, ch.)
+        g = sums["g"].double()[:, order][:, :, order]
+        g = torch.einsum("mk,kde->mde", self.coef, g)
+        s = self.coef @ sums["s"].double()[:, order]
+        return _with_bias(g, s, self.counts, n)
 
 
 def cov_plan(patches: Patches, x_size, omegas, q_period: int, like) -> CovPlan | UnfoldCovPlan:
