@@ -185,77 +185,84 @@ def _clip(support: dict, cells: Cells, sigma: int, dmin: int, a_len: int) -> dic
     return out
 
 
+def _position_runs(cells: Cells, keys) -> list[list[int]]:
+    """The one-position cells ``keys`` in runs of adjacent positions (position order)."""
+    runs: list[list[int]] = []
+    for i in sorted(keys, key=lambda i: cells.cells[i][0]):
+        if runs and cells.cells[i][0] == cells.cells[runs[-1][-1]][0] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _reads(cells: Cells, support: dict, run: list[int], sigma: int, dmin: int) -> list[int]:
+    """Per cell of ``run``: the position of ``a`` its first supported offset reads."""
+    return [sigma * cells.cells[i][0] + dmin + support[i][0] for i in run]
+
+
 def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, cols, out) -> None:
     """Border rows of ``b`` (one-row cells), each against all the columns of each column
     phase: ``out[i, J][cb, ca, d0, d1] = sum_n sum_{c in phase J} b(r_i, c) a(sigma r_i +
     dmin0 + d0, sigma c + dmin1 + d1)`` for ``d0`` in ``support[i]`` (clipped to ``a``'s grid,
-    :func:`_clip`). One grouped weight-gradient per column phase for all the rows (group
-    ``k``: row ``k``'s window of ``a``)."""
+    :func:`_clip`). Per run of adjacent border rows and column phase, one weight-gradient:
+    the run's rows of ``b`` stacked as channels against the band of ``a``'s rows they read
+    (a slice, no gather)."""
     if not support:
         return
-    n, cb, _, width = b.shape
-    ca, a_rows, a_cols = a.shape[1], a.shape[-2], a.shape[-1]
-    keys = sorted(support)
-    starts = [rows.cells[i][0] for i in keys]
-    h = max(hi - lo + 1 for lo, hi in support.values())
-    idx = torch.tensor(
-        [
-            min(sigma * r + dmin[0] + support[i][0] + m, a_rows - 1)
-            for i, r in zip(keys, starts, strict=True)
-            for m in range(h)
-        ],
-        device=a.device,
-    )  # rows past a strip's support repeat a valid row: their products are not read
-    count, step = len(keys), cols.step
-    win_rows = a.index_select(-2, idx).reshape(n, ca, count, h, a_cols).transpose(1, 2)
-    win_rows = win_rows.reshape(n, count * ca, h, a_cols)
-    b_rows = b.index_select(-2, torch.tensor(starts, device=b.device)).transpose(1, 2)
-    for phase, j in _phases(cols).items():
-        b_sub = b_rows[..., phase::step]  # (n, count, cb, m): the phase's columns
-        m = b_sub.shape[-1]
-        first = sigma * phase + dmin[1]  # a's column for b's first column of the phase
-        right = sigma * step * (m - 1) + first + kd[1] - a_cols
-        win = win_rows
-        if first != 0 or right != 0:
-            win = F.pad(win, (-first, right))  # (the columns' range, zero outside the grid)
-        g = torch.nn.grad.conv2d_weight(
-            win,
-            (count * cb, ca, h, kd[1]),
-            b_sub.reshape(n, count * cb, 1, m),
-            stride=(1, sigma * step),
-            groups=count,
-        )
-        for k, i in enumerate(keys):
-            lo, hi = support[i]
-            out[i, j, :, :, lo : hi + 1] = g[k * cb : (k + 1) * cb, :, : hi - lo + 1]
+    n, cb = b.shape[:2]
+    ca, a_cols = a.shape[1], a.shape[-1]
+    step = cols.step
+    for run in _position_runs(rows, support):
+        first_reads = _reads(rows, support, run, sigma, dmin[0])
+        lo = min(first_reads)
+        hi = max(r + support[i][1] - support[i][0] for r, i in zip(first_reads, run, strict=True))
+        band = a[:, :, lo : hi + 1]  # the rows of a the run reads (clipped: in the grid)
+        r0 = rows.cells[run[0]][0]
+        b_run = b[:, :, r0 : r0 + len(run)].transpose(1, 2)  # (n, m, cb, W)
+        for phase, j in _phases(cols).items():
+            b_sub = b_run[..., phase::step]  # the phase's columns
+            m = b_sub.shape[-1]
+            first = sigma * phase + dmin[1]  # a's column for b's first column of the phase
+            right = sigma * step * (m - 1) + first + kd[1] - a_cols
+            win = band
+            if first != 0 or right != 0:
+                win = F.pad(band, (-first, right))  # (the columns' range, zero outside the grid)
+            g = torch.nn.grad.conv2d_weight(
+                win,
+                (len(run) * cb, ca, hi - lo + 1, kd[1]),
+                b_sub.reshape(n, len(run) * cb, 1, m),
+                stride=(1, sigma * step),
+            )
+            for k, (i, read) in enumerate(zip(run, first_reads, strict=True)):
+                s0, s1 = support[i]
+                off = read - lo
+                out[i, j, :, :, s0 : s1 + 1] = g[k * cb : (k + 1) * cb, :, off : off + s1 - s0 + 1]
 
 
 def _corners(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
     """Single-position cells (a one-row cell of ``rows`` by one of ``cols``), at their
-    (clipped, :func:`_clip`) offsets ``sup_r[i]`` x ``sup_c[j]`` only; one gather of ``a``
-    and one product for all of them."""
-    keys = [(i, j) for i in sup_r for j in sup_c]
-    if not keys:
+    (clipped, :func:`_clip`) offsets ``sup_r[i]`` x ``sup_c[j]`` only. Per block of adjacent
+    corner positions, one product of ``b`` there with the block of ``a`` they read."""
+    if not sup_r or not sup_c:
         return
-    hr = max(hi - lo + 1 for lo, hi in sup_r.values())
-    hc = max(hi - lo + 1 for lo, hi in sup_c.values())
-    a_rows, a_cols = a.shape[-2], a.shape[-1]
-
-    def index(cells, sup, i, d, h, size):
-        first = sigma * cells.cells[i][0] + dmin[d] + sup[i][0]
-        return [min(first + m, size - 1) for m in range(h)]
-
-    dev = a.device
-    ri = torch.tensor([index(rows, sup_r, i, 0, hr, a_rows) for i, _ in keys], device=dev)
-    ci = torch.tensor([index(cols, sup_c, j, 1, hc, a_cols) for _, j in keys], device=dev)
-    wins = a[:, :, ri[:, :, None], ci[:, None, :]]  # (n, ca, K, hr, hc)
-    pr = torch.tensor([rows.cells[i][0] for i, _ in keys], device=dev)
-    pc = torch.tensor([cols.cells[j][0] for _, j in keys], device=dev)
-    bs = b[:, :, pr, pc]  # (n, cb, K)
-    res = torch.einsum("nbk,nakxy->kbaxy", bs, wins)
-    for k, (i, j) in enumerate(keys):
-        (r0, r1), (c0, c1) = sup_r[i], sup_c[j]
-        out[i, j, :, :, r0 : r1 + 1, c0 : c1 + 1] = res[k, :, :, : r1 - r0 + 1, : c1 - c0 + 1]
+    n = b.shape[0]
+    for run_r, run_c in itertools.product(_position_runs(rows, sup_r), _position_runs(cols, sup_c)):
+        reads_r = _reads(rows, sup_r, run_r, sigma, dmin[0])
+        reads_c = _reads(cols, sup_c, run_c, sigma, dmin[1])
+        r_lo, c_lo = min(reads_r), min(reads_c)
+        r_hi = max(r + sup_r[i][1] - sup_r[i][0] for r, i in zip(reads_r, run_r, strict=True))
+        c_hi = max(c + sup_c[j][1] - sup_c[j][0] for c, j in zip(reads_c, run_c, strict=True))
+        block = a[:, :, r_lo : r_hi + 1, c_lo : c_hi + 1]  # (n, ca, hr, hc)
+        p0, p1 = rows.cells[run_r[0]][0], cols.cells[run_c[0]][0]
+        bb = b[:, :, p0 : p0 + len(run_r), p1 : p1 + len(run_c)]  # (n, cb, mr, mc)
+        res = (bb.reshape(n, -1).T @ block.reshape(n, -1)).reshape(*bb.shape[1:], *block.shape[1:])
+        for (k, i), (m, j) in itertools.product(enumerate(run_r), enumerate(run_c)):
+            (s0, s1), (t0, t1) = sup_r[i], sup_c[j]
+            ro, co = reads_r[k] - r_lo, reads_c[m] - c_lo
+            out[i, j, :, :, s0 : s1 + 1, t0 : t1 + 1] = res[
+                :, k, m, :, ro : ro + s1 - s0 + 1, co : co + t1 - t0 + 1
+            ]
 
 
 def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -> torch.Tensor:
