@@ -10,6 +10,7 @@ the per-cell weights (:func:`selection`) in two dense products.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -213,31 +214,48 @@ def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, col
     n, cb = b.shape[:2]
     ca, a_cols = a.shape[1], a.shape[-1]
     step = cols.step
-    for run in _position_runs(rows, support):
-        first_reads = _reads(rows, support, run, sigma, dmin[0])
-        lo = min(first_reads)
-        hi = max(r + support[i][1] - support[i][0] for r, i in zip(first_reads, run, strict=True))
+    out_v = out.permute(0, 1, 4, 2, 3, 5)  # (rows, cols, d0, cb, ca, d1), a view
+    plan = _strip_plan(rows, sigma, dmin[0], tuple(sorted(support.items())), out.device)
+    for (r0, m, lo, hi), (k, i, d0, band_row) in plan:
         band = a[:, :, lo : hi + 1]  # the rows of a the run reads (clipped: in the grid)
-        r0 = rows.cells[run[0]][0]
-        b_run = b[:, :, r0 : r0 + len(run)].transpose(1, 2)  # (n, m, cb, W)
+        b_run = b[:, :, r0 : r0 + m].transpose(1, 2)  # (n, m, cb, W)
         for phase, j in _phases(cols).items():
             b_sub = b_run[..., phase::step]  # the phase's columns
-            m = b_sub.shape[-1]
+            width = b_sub.shape[-1]
             first = sigma * phase + dmin[1]  # a's column for b's first column of the phase
-            right = sigma * step * (m - 1) + first + kd[1] - a_cols
+            right = sigma * step * (width - 1) + first + kd[1] - a_cols
             win = band
             if first != 0 or right != 0:
                 win = F.pad(band, (-first, right))  # (the columns' range, zero outside the grid)
             g = torch.nn.grad.conv2d_weight(
                 win,
-                (len(run) * cb, ca, hi - lo + 1, kd[1]),
-                b_sub.reshape(n, len(run) * cb, 1, m),
+                (m * cb, ca, hi - lo + 1, kd[1]),
+                b_sub.reshape(n, m * cb, 1, width),
                 stride=(1, sigma * step),
             )
-            for k, (i, read) in enumerate(zip(run, first_reads, strict=True)):
-                s0, s1 = support[i]
-                off = read - lo
-                out[i, j, :, :, s0 : s1 + 1] = g[k * cb : (k + 1) * cb, :, off : off + s1 - s0 + 1]
+            g = g.reshape(m, cb, ca, hi - lo + 1, kd[1]).permute(0, 3, 1, 2, 4)
+            out_v[i, j, d0] = g[k, band_row]
+
+
+@functools.lru_cache(maxsize=256)
+def _strip_plan(rows: Cells, sigma: int, dmin: int, support: tuple, device) -> list:
+    """Per run of adjacent border rows (:func:`_strips`): its first row, length and the band
+    of ``a``'s rows it reads, and the index tensors that place the band's rows in ``out``:
+    ``(k, i, d0, band_row)`` for every row ``k`` of the run (cell ``i``) and offset ``d0``."""
+    sup = dict(support)
+    plan = []
+    for run in _position_runs(rows, sup):
+        first_reads = _reads(rows, sup, run, sigma, dmin)
+        lo = min(first_reads)
+        hi = max(r + sup[i][1] - sup[i][0] for r, i in zip(first_reads, run, strict=True))
+        entries = [
+            (k, i, d0, read - lo + d0 - sup[i][0])
+            for k, (i, read) in enumerate(zip(run, first_reads, strict=True))
+            for d0 in range(sup[i][0], sup[i][1] + 1)
+        ]
+        index = torch.tensor(entries, device=device).unbind(1)
+        plan.append(((rows.cells[run[0]][0], len(run), lo, hi), index))
+    return plan
 
 
 def _corners(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> None:
@@ -247,22 +265,44 @@ def _corners(a, b, sigma, dmin, rows: Cells, cols: Cells, sup_r, sup_c, out) -> 
     if not sup_r or not sup_c:
         return
     n = b.shape[0]
+    out_v = out.permute(0, 1, 4, 5, 2, 3)  # (rows, cols, d0, d1, cb, ca), a view
+    key = (tuple(sorted(sup_r.items())), tuple(sorted(sup_c.items())))
+    for a_block, b_block, dst, src in _corner_plan(rows, cols, sigma, dmin, *key, out.device):
+        block = a[(..., *a_block)]  # (n, ca, hr, hc)
+        bb = b[(..., *b_block)]  # (n, cb, mr, mc)
+        res = (bb.reshape(n, -1).T @ block.reshape(n, -1)).reshape(*bb.shape[1:], *block.shape[1:])
+        out_v[dst] = res.permute(1, 2, 4, 5, 0, 3)[src]  # (mr, mc, hr, hc, cb, ca)
+
+
+@functools.lru_cache(maxsize=256)
+def _corner_plan(rows: Cells, cols: Cells, sigma, dmin, sup_r: tuple, sup_c: tuple, device):
+    """Per block of adjacent corner positions (:func:`_corners`): the slices of ``a`` it
+    reads and of ``b`` it holds, and the index tensors ``(i, j, d0, d1)`` in ``out`` and
+    ``(k, m, row, column)`` in the block's product, for every corner and offset."""
+    sup_r, sup_c = dict(sup_r), dict(sup_c)
+    plan = []
     for run_r, run_c in itertools.product(_position_runs(rows, sup_r), _position_runs(cols, sup_c)):
         reads_r = _reads(rows, sup_r, run_r, sigma, dmin[0])
         reads_c = _reads(cols, sup_c, run_c, sigma, dmin[1])
         r_lo, c_lo = min(reads_r), min(reads_c)
         r_hi = max(r + sup_r[i][1] - sup_r[i][0] for r, i in zip(reads_r, run_r, strict=True))
         c_hi = max(c + sup_c[j][1] - sup_c[j][0] for c, j in zip(reads_c, run_c, strict=True))
-        block = a[:, :, r_lo : r_hi + 1, c_lo : c_hi + 1]  # (n, ca, hr, hc)
         p0, p1 = rows.cells[run_r[0]][0], cols.cells[run_c[0]][0]
-        bb = b[:, :, p0 : p0 + len(run_r), p1 : p1 + len(run_c)]  # (n, cb, mr, mc)
-        res = (bb.reshape(n, -1).T @ block.reshape(n, -1)).reshape(*bb.shape[1:], *block.shape[1:])
+        dst, src = [], []
         for (k, i), (m, j) in itertools.product(enumerate(run_r), enumerate(run_c)):
             (s0, s1), (t0, t1) = sup_r[i], sup_c[j]
-            ro, co = reads_r[k] - r_lo, reads_c[m] - c_lo
-            out[i, j, :, :, s0 : s1 + 1, t0 : t1 + 1] = res[
-                :, k, m, :, ro : ro + s1 - s0 + 1, co : co + t1 - t0 + 1
-            ]
+            for d0, d1 in itertools.product(range(s0, s1 + 1), range(t0, t1 + 1)):
+                dst.append((i, j, d0, d1))
+                src.append((k, m, reads_r[k] - r_lo + d0 - s0, reads_c[m] - c_lo + d1 - t0))
+        plan.append(
+            (
+                (slice(r_lo, r_hi + 1), slice(c_lo, c_hi + 1)),
+                (slice(p0, p0 + len(run_r)), slice(p1, p1 + len(run_c))),
+                tuple(torch.tensor(dst, device=device).unbind(1)),
+                tuple(torch.tensor(src, device=device).unbind(1)),
+            )
+        )
+    return plan
 
 
 def _correlate_relative(a, b, sigma, dmin, dmax, rows, cols, support: Support) -> torch.Tensor:
@@ -420,9 +460,10 @@ def _symmetric_full_correlation(x: torch.Tensor, dmax: tuple[int, int]) -> torch
     return torch.cat([low, high], 2)
 
 
-def _membership(cells: Cells, like: torch.Tensor) -> torch.Tensor:
-    """(n_cells, size) 0/1 matrix: which positions each cell holds."""
-    m = like.new_zeros(len(cells.cells), cells.size)
+@functools.lru_cache(maxsize=256)
+def _membership(cells: Cells, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_cells, size) 0/1 matrix: which positions each cell holds (cached; read-only)."""
+    m = torch.zeros(len(cells.cells), cells.size, dtype=dtype, device=device)
     for i, (start, count) in enumerate(cells.cells):
         m[i, start : start + cells.step * (count - 1) + 1 : cells.step] = 1
     return m
@@ -430,7 +471,8 @@ def _membership(cells: Cells, like: torch.Tensor) -> torch.Tensor:
 
 def cell_sums(b: torch.Tensor, rows: Cells, cols: Cells) -> torch.Tensor:
     """``sum_n sum_{r in cell (i, j)} b(r)``: (n_rows, n_cols, channels)."""
-    return torch.einsum("ir,crs,js->ijc", _membership(rows, b), b.sum(0), _membership(cols, b))
+    m_r, m_c = (_membership(c, b.dtype, b.device) for c in (rows, cols))
+    return torch.einsum("ir,crs,js->ijc", m_r, b.sum(0), m_c)
 
 
 def selection(coef: torch.Tensor, idx: torch.Tensor, kd: int) -> torch.Tensor:
