@@ -32,21 +32,21 @@ is therefore a weighted sum, over positions, of products ``X(sigma r + delta) Z(
 (padding masks, stride lattices and ``w(q)`` are products of a row and a column factor).
 Those weights are constant (per stride phase) away from the borders, so positions are split
 into cells: each border row/column on its own, and one cell per stride phase for the
-interior; ``conv2d`` weight-gradients give each cell's correlations at all offsets
-``delta`` at once (:func:`growenv.cell_correlation.correlate`; the plans of
-:mod:`growenv.conv_plans` say which). Where the interior has a cell per stride phase
-(periods up to 2), the weights are taken relative to the interior's: one whole-grid
-correlation per phase (the conv's own zero padding; half the offsets for a covariance), plus
-border strips and corners at the few offsets where a border's weights differ
-(:func:`~growenv.cell_correlation.relative_form`); longer periods without pooling use Gram
-matrices of unfolded patches, 64 images at a time
+interior; ``conv2d`` weight-gradients give each cell's correlations at all offsets ``delta``
+at once (:func:`growenv.cell_correlation.correlate`; the plans of :mod:`growenv.conv_plans`
+say which). Where the interior has a cell per stride phase (periods up to 2), the weights
+are taken relative to the interior's: one whole-grid correlation per phase (the conv's own
+zero padding; for a covariance the offsets of one half-plane, the rest mirrored across
+phases), plus border strips and corners at the few offsets where a border's weights differ
+(:func:`~growenv.cell_correlation.relative_form`); longer periods without pooling use one
+Gram matrix of the patches per group of positions of equal weights, 64 images at a time
 (:class:`~growenv.conv_plans.UnfoldCovPlan`). This is exact and never forms gromo's patch x
-offset x position tensor; elsewhere no unfolded patches either: the products are over the
-``C_in`` channels of ``X`` (not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and
-the per-batch work is these correlations alone; the cells are combined with the (small,
-fixed) geometry weights once, after the last batch (two dense products per statistic). For
-a 16 -> 16 -> 16 3x3 pair and 128 32x32 images: ~2.3 GMAC on the projected route (below)
-besides the forward+backward, against ~25 GMAC for the unfolded cross term alone.
+offset x position tensor; elsewhere no patches either: the products are over the ``C_in``
+channels of ``X`` (not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and the
+per-batch work is these correlations alone; the cells are combined with the (small, fixed)
+geometry weights once, after the last batch (two dense products per statistic). For a 16 ->
+16 -> 16 3x3 pair and 128 32x32 images: ~2.3 GMAC on the projected route (below) besides the
+forward+backward, against ~25 GMAC for the unfolded cross term alone.
 
 **One batch: the projected route.** The widest correlation is the cross term ``C`` (at
 ``(2S(k'-1) + T)^2`` offsets, 49 for the pair). The solver only needs
