@@ -27,6 +27,7 @@ from growenv.conv_growth import (
     conv_extended_forward,
     solve_conv,
 )
+from growenv.conv_plans import Patches, UnfoldCovPlan, _progressions
 from growenv.conv_statistics import compute_conv_statistics, conv_statistics_macs
 
 
@@ -286,6 +287,40 @@ def test_relative_form_cases_are_not_trivial(period):
         if period > MAX_RELATIVE_PERIOD:
             assert support is None
     assert with_borders >= 15 or period > MAX_RELATIVE_PERIOD
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_unfold_covariances_match_weighted_gram(seed):
+    """UnfoldCovPlan (positions grouped by weight, split into progressions, patches read from
+    a strided view) against weighted Gram matrices of ``F.unfold``'s patches."""
+    g = torch.Generator().manual_seed(seed)
+    k, step, pad = 3, 2, int(torch.randint(0, 2, (1,), generator=g))
+    size = (
+        int(torch.randint(9, 18, (1,), generator=g)),
+        int(torch.randint(9, 18, (1,), generator=g)),
+    )
+    q_size = tuple((size[d] + 2 * pad - k) // step + 1 for d in range(2))
+    patches = Patches(k, [[float(i == j) for j in range(k)] for i in range(k)], step, pad, q_size)
+    omegas = [
+        tuple([float(torch.randint(1, 3, (1,), generator=g)) for _ in range(q)] for q in q_size)
+        for _ in range(2)
+    ]
+    x = torch.randn(5, 2, *size, generator=g, dtype=torch.float64)
+    plan = UnfoldCovPlan(patches, omegas, x)
+    plan.CHUNK = 2  # several chunks
+    ours = plan.assemble(plan.accumulate(x), x.shape[0])
+    u = F.unfold(x, k, padding=pad, stride=step)  # (n, D, Q)
+    u = torch.cat([u, torch.ones_like(u[:, :1])], 1)
+    for m, (w0, w1) in enumerate(omegas):
+        w = (torch.tensor(w0).view(-1, 1) * torch.tensor(w1).view(1, -1)).reshape(-1)
+        ref = torch.einsum("nap,p,nbp->ab", u, w.double(), u)
+        assert torch.allclose(ours[m], ref, atol=1e-10), (ours[m] - ref).abs().max()
+
+
+def test_progressions_split_positions_into_slices():
+    assert _progressions([0, 2, 4, 6, 7]) == [slice(0, 7, 2), slice(7, 8, 1)]
+    assert _progressions([1, 3, 5, 6, 7]) == [slice(1, 6, 2), slice(6, 8, 1)]
+    assert _progressions([4]) == [slice(4, 5, 1)]
 
 
 @pytest.mark.parametrize("kernel", ["full", "restricted"])
