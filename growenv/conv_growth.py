@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from growenv import tiny
 from growenv.amplitude import AmplitudeResult, best_amplitude, search_setup
-from growenv.conv import _conv
+from growenv.conv import _conv, global_average
 from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
 from growenv.growth import GrowthCandidate, _as_gammas, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss
@@ -288,8 +288,8 @@ def conv_next_preactivation(
         shift = omega.sum((1, 2, 3)).view(1, 1, -1, 1, 1)
     else:
         shape = (-1, 1, 1)
-        new = net.stage_output(root.view(-1, 1, 1, 1, 1) * z, site).mean((-2, -1))  # (G, n, K)
-        f = hidden.mean((-2, -1))
+        new = global_average(net.stage_output(root.view(-1, 1, 1, 1, 1) * z, site))  # (G, n, K)
+        f = global_average(hidden)
         out = F.linear(f, w, b) + root.view(shape) * (new @ omega.T)
         if upd is not None:
             out = out + gammas.view(shape) * F.linear(

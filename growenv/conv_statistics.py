@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from growenv import tiny
-from growenv.conv import GrowingConvNet
+from growenv.conv import GrowingConvNet, global_average
 from growenv.conv_plans import net_plans, stage_patches
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.statistics import GrowthStatistics, iterate_batches
@@ -325,7 +325,7 @@ def conv_layer_inputs_and_grads(
             a = F.conv2d(h, weights[l], net.biases[l].detach(), stage.stride, stage.padding)
             pre.append(a)
             h = net.stage_output(a, l)
-        f = h.mean((-2, -1))
+        f = global_average(h)
         inputs.append(f)
         out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach())
         pre.append(out)
