@@ -34,7 +34,12 @@ Usage::
 
     python experiments/bench_conv.py [--cases pair net] [--kernels full restricted]
         [--repeats 7] [--rounds 3] [--gromo-repeats 1] [--threads N]
-        [--malloc default|keep] [--out results/bench_conv.json]
+        [--malloc default|keep] [--interleave CALLS] [--out results/bench_conv.json]
+
+``--interleave CALLS`` adds, per round, one process that alternates the plain pass and
+growenv (ABBA, ``CALLS`` each): the same drift of the machine's speed for both, a steadier
+ratio (time only). Use it with ``--malloc keep``: with glibc's defaults each pass page-faults
+in what the other freed, which slows the plain pass more than when it runs alone.
 
 On shared cores, OpenMP/MKL threads that wait for a descheduled peer make every kernel
 slow (the more kernels, the worse): compare implementations at the same ``--threads``.
@@ -177,8 +182,35 @@ def gromo_step(case: str, params, x, y, kernel: str):
     return step
 
 
+def interleaved_worker(case: str, kernel: str, calls: int) -> dict:
+    """Run in a subprocess: the plain pass and growenv in one process, alternating ABBA.
+
+    Both see the same heap and the same drift of the machine's speed, so their ratio is
+    steadier than across processes (no memory figures: they share the process).
+    """
+    params, x, y = make_problem(case)
+    steps = {
+        "plain": plain_step(case, params, x, y),
+        "growenv": growenv_step(case, params, x, y, kernel),
+    }
+    for step in steps.values():
+        step(x[:2], y[:2])
+        step(x, y)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(calls):
+        order = list(steps) if i % 2 == 0 else list(steps)[::-1]
+        for name in order:
+            t0 = time.perf_counter()
+            steps[name](x, y)
+            times[name].append(time.perf_counter() - t0)
+    plain, ours = statistics.median(times["plain"]), statistics.median(times["growenv"])
+    return {"plain_seconds": plain, "growenv_seconds": ours, "ratio": ours / plain, "calls": calls}
+
+
 def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:
     """Run in a subprocess: set up, measure the extra peak memory and the time of one call."""
+    if impl == "interleaved":
+        return interleaved_worker(case, kernel, repeats)
     params, x, y = make_problem(case)
     if impl == "plain":
         step = plain_step(case, params, x, y)
@@ -244,6 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gromo-repeats", type=int, default=1)
     parser.add_argument("--skip-gromo", action="store_true")
     parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        help="also time plain and growenv alternately in one process (ABBA), this many "
+        "calls each, once per round (0: no)",
+    )
+    parser.add_argument(
         "--stream",
         type=int,
         default=32,
@@ -273,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     # on shared cores the speed drifts by up to 2x within minutes, so each ratio to the
     # plain pass is taken within a round and the median over rounds is reported
     runs: dict[tuple[str, str, str], list[dict]] = {}
+    interleaved: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(args.rounds):
         for case in args.cases:
             jobs = [("plain", "-", "plain", args.repeats)]
@@ -286,6 +326,11 @@ def main(argv: list[str] | None = None) -> None:
             for name, kernel, impl, repeats in jobs:
                 res = run_worker(case, impl, kernel, repeats, args.threads, args.malloc)
                 runs.setdefault((case, name, kernel), []).append(res)
+            for kernel in args.kernels if args.interleave else []:
+                res = run_worker(
+                    case, "interleaved", kernel, args.interleave, args.threads, args.malloc
+                )
+                interleaved.setdefault((case, kernel), []).append(res)
     results = []
     for (case, name, kernel), rs in runs.items():
         plain = runs[(case, "plain", "-")]
@@ -330,6 +375,15 @@ def main(argv: list[str] | None = None) -> None:
                     f"{mem:.3f} of gromo's extra peak memory (target <= {TARGET_MEMORY:g})"
                 )
             checks.append(line)
+            if (case, kernel) in interleaved:
+                rs = interleaved[(case, kernel)]
+                by_round = ", ".join(f"{r['ratio']:.2f}" for r in rs)
+                checks.append(
+                    f"{case}/{kernel}, one process, ABBA ({rs[0]['calls']} calls each): growenv "
+                    f"= {statistics.median(r['ratio'] for r in rs):.2f}x plain (rounds: "
+                    f"{by_round}; plain {statistics.median(r['plain_seconds'] for r in rs):.3f} "
+                    f"s, growenv {statistics.median(r['growenv_seconds'] for r in rs):.3f} s)"
+                )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, malloc {args.malloc}; "
@@ -341,7 +395,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nmachine: {machine}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"results": results, "checks": checks, "machine": machine}
+        payload = {
+            "results": results,
+            "interleaved": [
+                {"case": case, "kernel": kernel, "rounds": rs}
+                for (case, kernel), rs in interleaved.items()
+            ],
+            "checks": checks,
+            "machine": machine,
+        }
         args.out.write_text(json.dumps(payload, indent=2))
 
 
