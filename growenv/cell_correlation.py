@@ -374,7 +374,8 @@ def correlate(
     the supported offsets only (zero elsewhere).
 
     ``a`` (n, ca, ., .) is zero outside its grid; ``b`` (n, cb, R0, R1). Single-position
-    cells (corners) are one batched einsum; adjacent border rows (columns) of one side are one
+    cells (corners) are one product per block of adjacent ones (:func:`_corners`); adjacent
+    border rows (columns) of one side are one
     conv2d weight-gradient per interior column (row) cell; each interior cell takes its own
     (strided) weight-gradient. The plans use this form only where :func:`relative_form`
     does not apply (long periods with pooling, maps too small for an interior).
