@@ -326,6 +326,7 @@ def conv_layer_inputs_and_grads(
             pre.append(a)
             h = net.stage_output(a, l)
         f = global_average(h)
+        del h  # the last stage's map: the backward pass keeps only what it saved (smaller peak)
         inputs.append(f)
         out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach())
         pre.append(out)
