@@ -75,12 +75,11 @@ class _Padded:
         return _Padded(self.t.transpose(-1, -2))
 
 
-def _runs(cells: Cells) -> list[list[int]]:
-    """Indices of the one-row cells, grouped in runs of adjacent rows."""
-    singles = sorted((start, i) for i, (start, count) in enumerate(cells.cells) if count == 1)
+def _position_runs(cells: Cells, keys) -> list[list[int]]:
+    """The one-position cells ``keys`` in runs of adjacent positions (position order)."""
     runs: list[list[int]] = []
-    for k, (start, i) in enumerate(singles):
-        if k and start == singles[k - 1][0] + 1:
+    for i in sorted(keys, key=lambda i: cells.cells[i][0]):
+        if runs and cells.cells[i][0] == cells.cells[runs[-1][-1]][0] + 1:
             runs[-1].append(i)
         else:
             runs.append([i])
@@ -94,7 +93,7 @@ def _bands(
     against one column cell is one weight-gradient (the rows stacked as channels, the
     kernel taller by ``sigma`` per extra row)."""
     n, cb = b.shape[0], b.shape[1]
-    runs = _runs(rows)
+    runs = _position_runs(rows, [i for i, (_, count) in enumerate(rows.cells) if count == 1])
     for j, (c0, m) in enumerate(cols.cells):
         if m == 1:
             continue
@@ -184,17 +183,6 @@ def _clip(support: dict, cells: Cells, sigma: int, dmin: int, a_len: int) -> dic
         if lo <= hi:
             out[i] = (lo, hi)
     return out
-
-
-def _position_runs(cells: Cells, keys) -> list[list[int]]:
-    """The one-position cells ``keys`` in runs of adjacent positions (position order)."""
-    runs: list[list[int]] = []
-    for i in sorted(keys, key=lambda i: cells.cells[i][0]):
-        if runs and cells.cells[i][0] == cells.cells[runs[-1][-1]][0] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
 
 
 def _reads(cells: Cells, support: dict, run: list[int], sigma: int, dmin: int) -> list[int]:
@@ -344,6 +332,17 @@ def _mirror_phases(out: torch.Tensor, phases_r, phases_c, step, dmax) -> None:
     """Fill a periodic covariance's offsets ``d0 < 0``: ``G_p[d] = G_{(p + d) mod step}[-d]^T``
     (``x(r) x(r + d)^T`` summed over phase ``p`` is ``x(s - d) x(s)^T`` summed over the
     phase of ``s = r + d``; the maps are zero outside the grid, so no term is lost)."""
+    key = (tuple(phases_r.items()), tuple(phases_c.items()), step, dmax)
+    di, si = _mirror_plan(*key, out.device)
+    # advanced indices around the channel slices: the indexed dimension comes first
+    out[di[0], di[1], :, :, di[2], di[3]] = out[si[0], si[1], :, :, si[2], si[3]].transpose(-1, -2)
+
+
+@functools.lru_cache(maxsize=256)
+def _mirror_plan(phases_r: tuple, phases_c: tuple, step, dmax, device) -> tuple:
+    """Index tensors of :func:`_mirror_phases`: ``(i, j, d0, d1)`` filled from ``(i', j',
+    -d0, -d1)`` (offset indices), for every phase pair and offset ``d0 < 0``."""
+    phases_r, phases_c = dict(phases_r), dict(phases_c)
     k0, k1 = dmax
     dst, src = [], []
     for (pr, i), (pc, j) in itertools.product(phases_r.items(), phases_c.items()):
@@ -352,10 +351,10 @@ def _mirror_phases(out: torch.Tensor, phases_r, phases_c, step, dmax) -> None:
                 i2, j2 = phases_r[(pr + d0) % step[0]], phases_c[(pc + d1) % step[1]]
                 dst.append((i, j, d0 + k0, d1 + k1))
                 src.append((i2, j2, k0 - d0, k1 - d1))
-    di = torch.tensor(dst, device=out.device).unbind(1)
-    si = torch.tensor(src, device=out.device).unbind(1)
-    # advanced indices around the channel slices: the indexed dimension comes first
-    out[di[0], di[1], :, :, di[2], di[3]] = out[si[0], si[1], :, :, si[2], si[3]].transpose(-1, -2)
+    return (
+        torch.tensor(dst, device=device).unbind(1),
+        torch.tensor(src, device=device).unbind(1),
+    )
 
 
 def correlate(
@@ -488,12 +487,18 @@ def contract(rows: torch.Tensor, cols: torch.Tensor, g: torch.Tensor) -> torch.T
 
     ``rows``/``cols`` carry any number of leading dims (flattened here); two dense products.
     """
-    lead_r, lead_c = rows.shape[:-2], cols.shape[:-2]
-    nr, kr = rows.shape[-2:]
-    nc, kc = cols.shape[-2:]
-    cb, ca = g.shape[2], g.shape[3]
-    rr, cc = rows.reshape(-1, nr * kr), cols.reshape(-1, nc * kc)
-    y = cc @ g.permute(1, 5, 0, 4, 2, 3).reshape(nc * kc, -1)  # (Q, nr * kr * cb * ca)
-    y = y.reshape(-1, nr * kr, cb * ca).transpose(0, 1).reshape(nr * kr, -1)
-    out = (rr @ y).reshape(*lead_r, *lead_c, cb, ca)
+    return contract_each([(rows, cols)], g)[0]
+
+
+def contract_each(pairs: list[tuple[torch.Tensor, torch.Tensor]], g: torch.Tensor) -> list:
+    """:func:`contract` of ``g`` with each ``(rows, cols)`` pair; ``g`` is rearranged once."""
+    nr, nc, cb, ca, kr, kc = g.shape
+    g_cols = g.permute(1, 5, 0, 4, 2, 3).reshape(nc * kc, -1)  # (nc * kc, nr * kr * cb * ca)
+    out = []
+    for rows, cols in pairs:
+        lead_r, lead_c = rows.shape[:-2], cols.shape[:-2]
+        rr, cc = rows.reshape(-1, nr * kr), cols.reshape(-1, nc * kc)
+        y = cc @ g_cols  # (Q, nr * kr * cb * ca)
+        y = y.reshape(-1, nr * kr, cb * ca).transpose(0, 1).reshape(nr * kr, -1)
+        out.append((rr @ y).reshape(*lead_r, *lead_c, cb, ca))
     return out

@@ -20,6 +20,7 @@ from growenv.cell_correlation import (
     MAX_RELATIVE_PERIOD,
     cell_sums,
     contract,
+    contract_each,
     correlate,
     make_cells,
     relative_form,
@@ -146,9 +147,9 @@ class CovPlan:
     def assemble(self, sums: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         """(m, D, D) in float64."""
         g = sums["g"].double()  # (nr, nc, Cb, Ca, 2T-1, 2T-1)
+        pairs = [(self.sel[0][m], self.sel[1][m]) for m in range(len(self.counts))]
         covs = []
-        for m in range(len(self.counts)):
-            z = contract(self.sel[0][m], self.sel[1][m], g)  # (k, k', k, k', Cb, Ca)
+        for z in contract_each(pairs, g):  # (k, k', k, k', Cb, Ca) per weight
             cb = z.shape[-2]
             covs.append(z.permute(4, 0, 2, 5, 1, 3).reshape(cb * self.p.kernel**2, -1))
         cov = torch.stack(covs)
