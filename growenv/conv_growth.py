@@ -129,8 +129,9 @@ def solve_conv(
 ) -> tuple[list[ConvSiteReport], LayerSolution]:
     """Solve every layer and site of a conv net (pure function of the statistics + shapes).
 
-    Every ``S`` (layers) and ``S_growth`` (sites) gets its own ``eigh``
-    (:func:`growenv.tiny.covariance_spectra`; each on one CPU thread,
+    Every ``S`` (layers) and ``S_growth`` (sites) gets its own factor, a Cholesky where no
+    eigenvalue is cut off, else an ``eigh`` (:func:`growenv.tiny.covariance_solvers`; each on
+    one CPU thread,
     :func:`~growenv.threads.single_threaded`, and with several threads side by side,
     :func:`~growenv.threads.parallel_map`), unless the projection already computed it;
     results come back in the statistics' dtype.
@@ -155,7 +156,7 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers):
     known = stats.spectra or {}  # from the projection, same settings (checked above)
     todo = [i for i in range(len(mats)) if i not in known]
     factors = dict(known)
-    todo_spectra = tiny.covariance_spectra([mats[i].to(dtype) for i in todo], rtol, atol, workers)
+    todo_spectra = tiny.covariance_solvers([mats[i].to(dtype) for i in todo], rtol, atol, workers)
     factors.update(zip(todo, todo_spectra, strict=True))
     dws, gains = [], []
     for l in range(num_layers):
@@ -173,7 +174,7 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers):
 
     def neurons(j: int) -> tiny.NeuronSolution:
         n = _projected(stats, j, dws[j + 1], dtype)
-        return tiny.new_neurons(factors[num_layers + j].inv_sqrt_matrix(), n)
+        return tiny.whitened_neurons(factors[num_layers + j], n)
 
     solutions = parallel_map(neurons, range(num_sites), workers)
     sites: list[ConvSiteReport] = []

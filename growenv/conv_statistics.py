@@ -98,8 +98,9 @@ class ConvGrowthStatistics(GrowthStatistics):
     # (their C is None): computed in one pass from the residual gradient, see
     # ConvStatisticsAccumulator.project; the solve must use the same settings
     projection: tuple[float, float, torch.dtype] | None = None
-    # spectra computed for that projection, by index into [*S, *S_growth], reused by the solve
-    spectra: dict[int, tiny.CovarianceSpectrum] | None = None
+    # factors of S (tiny.covariance_solver) computed for that projection, by index into
+    # [*S, *S_growth], reused by the solve
+    spectra: dict[int, tiny.CovarianceSolver] | None = None
 
 
 class ConvStatisticsAccumulator:
@@ -121,7 +122,7 @@ class ConvStatisticsAccumulator:
         self.num_samples = 0
         # (rtol, atol, dtype) of the best updates the cross terms were projected with
         self.projection: tuple[float, float, torch.dtype] | None = None
-        self.spectra: dict[int, tiny.CovarianceSpectrum] | None = None
+        self.spectra: dict[int, tiny.CovarianceSolver] | None = None
 
     def _build(self, inputs: list[torch.Tensor]) -> None:
         net, like = self.net, inputs[0]
@@ -227,7 +228,7 @@ class ConvStatisticsAccumulator:
         mats = [self._mean(s).to(dtype) for s in [*s_list, *sg_list]]
         workers = cpu_workers(mats[0].device)
         with single_threaded(mats[0].device):  # every matrix the solve factorises, at once
-            self.spectra = dict(enumerate(tiny.covariance_spectra(mats, rtol, atol, workers)))
+            self.spectra = dict(enumerate(tiny.covariance_solvers(mats, rtol, atol, workers)))
         for j in range(net.num_sites - 1):
             m = self._mean(-self._sums["layers"][j + 1]["m"].double())
             dw, _ = tiny.best_update_spectral(self.spectra[j + 1], m.to(dtype))

@@ -64,6 +64,40 @@ class CovarianceSpectrum:
         v = self.eigvecs
         return (v * self.inv_sqrt.unsqueeze(-2)) @ v.transpose(-1, -2)
 
+    def whiten(self, n: torch.Tensor) -> torch.Tensor:
+        """``W n`` for the whitening ``W = S^{-1/2}`` (``W^T W = S^+``)."""
+        v = self.eigvecs
+        return v @ (self.inv_sqrt.unsqueeze(-1) * (v.transpose(-1, -2) @ n))
+
+    def whiten_t(self, u: torch.Tensor) -> torch.Tensor:
+        """``W^T u`` (``W`` is symmetric here)."""
+        return self.whiten(u)
+
+
+@dataclass
+class CholeskyFactor:
+    """``S = L L^T`` of a PSD matrix none of whose eigenvalues is cut off, so ``S^+ =
+    S^{-1}``; ``W = L^{-1}`` whitens like ``S^{-1/2}`` (``W^T W = S^+``; the two differ by a
+    rotation, which leaves :func:`whitened_neurons` unchanged)."""
+
+    lower: torch.Tensor
+    rank: torch.Tensor
+
+    def pinv_times(self, m: torch.Tensor) -> torch.Tensor:
+        """``S^{-1} m`` (two triangular solves)."""
+        return torch.cholesky_solve(m, self.lower)
+
+    def whiten(self, n: torch.Tensor) -> torch.Tensor:
+        """``W n = L^{-1} n``."""
+        return torch.linalg.solve_triangular(self.lower, n, upper=False)
+
+    def whiten_t(self, u: torch.Tensor) -> torch.Tensor:
+        """``W^T u = L^{-T} u``."""
+        return torch.linalg.solve_triangular(self.lower.transpose(-1, -2), u, upper=True)
+
+
+CovarianceSolver = CovarianceSpectrum | CholeskyFactor
+
 
 def covariance_spectrum(
     s: torch.Tensor, rtol: float = 1e-6, atol: float = DEFAULT_ATOL
@@ -80,6 +114,43 @@ def covariance_spectrum(
     return CovarianceSpectrum(eigvecs, inv, inv_sqrt, keep.sum(-1))
 
 
+def covariance_solver(
+    s: torch.Tensor, rtol: float = 1e-6, atol: float = DEFAULT_ATOL
+) -> CovarianceSolver:
+    """The cheaper exact factor of one PSD matrix ``s`` (d, d) for :func:`covariance_spectrum`'s
+    cut-off: a Cholesky factor where no eigenvalue is cut off, else the spectrum.
+
+    No eigenvalue is cut off when ``s - tau I`` is positive definite for ``tau = max(atol,
+    rtol * bound)``, ``bound`` (the trace or the largest absolute row sum, whichever is
+    smaller) being at least the largest eigenvalue: one Cholesky decides it (conservative
+    near the cut-off: those matrices get the spectrum). Both give the same ``S^+``,
+    whitened neurons and gains up to rounding; a Cholesky and two triangular solves cost a
+    fraction of an ``eigh``. Off the CPU (the test needs the host) and for batched or empty
+    matrices, the spectrum.
+    """
+    s = symmetrize(s)
+    d = s.shape[-1]
+    if s.dim() == 2 and d > 0 and s.device.type == "cpu":
+        bound = min(float(s.diagonal().sum()), float(s.abs().sum(0).max()))
+        tau = max(atol, rtol * bound)
+        shifted = s - tau * torch.eye(d, dtype=s.dtype)
+        if int(torch.linalg.cholesky_ex(shifted)[1]) == 0:
+            lower, info = torch.linalg.cholesky_ex(s)
+            if int(info) == 0:
+                return CholeskyFactor(lower, torch.tensor(d))
+    return covariance_spectrum(s, rtol, atol)
+
+
+def _largest_first(fn, mats: list[torch.Tensor], workers: int) -> list:
+    """``[fn(m) for m in mats]``, the largest matrices first on ``workers`` threads."""
+    order = sorted(range(len(mats)), key=lambda i: -mats[i].shape[-1])
+    done = parallel_map(lambda i: fn(mats[i]), order, workers)
+    out = [None] * len(mats)
+    for i, result in zip(order, done, strict=True):
+        out[i] = result
+    return out
+
+
 def covariance_spectra(
     mats: list[torch.Tensor], rtol: float, atol: float, workers: int = 1
 ) -> list[CovarianceSpectrum]:
@@ -90,12 +161,14 @@ def covariance_spectra(
     in its own allocation, so the results do not depend on ``workers`` (MKL's rounding can
     depend on where a matrix sits in a batch).
     """
-    order = sorted(range(len(mats)), key=lambda i: -mats[i].shape[-1])
-    done = parallel_map(lambda i: covariance_spectrum(mats[i], rtol, atol), order, workers)
-    out: list[CovarianceSpectrum] = [None] * len(mats)  # type: ignore[list-item]
-    for i, spec in zip(order, done, strict=True):
-        out[i] = spec
-    return out
+    return _largest_first(lambda m: covariance_spectrum(m, rtol, atol), mats, workers)
+
+
+def covariance_solvers(
+    mats: list[torch.Tensor], rtol: float, atol: float, workers: int = 1
+) -> list[CovarianceSolver]:
+    """:func:`covariance_solver` of each matrix, as :func:`covariance_spectra` runs them."""
+    return _largest_first(lambda m: covariance_solver(m, rtol, atol), mats, workers)
 
 
 def covariance_factors(
@@ -127,9 +200,10 @@ def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def best_update_spectral(
-    spectrum: CovarianceSpectrum, m: torch.Tensor
+    spectrum: CovarianceSolver, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`best_update` from the spectrum of ``S`` (no ``S^+`` formed)."""
+    """:func:`best_update` from a factor of ``S`` (:func:`covariance_solver`; no ``S^+``
+    formed)."""
     sm = spectrum.pinv_times(m)
     gain = (m * sm).sum((-1, -2))
     return sm.transpose(-1, -2), gain
@@ -178,10 +252,22 @@ def new_neurons(s_inv_sqrt: torch.Tensor, n: torch.Tensor) -> NeuronSolution:
     :func:`canonical_signs`). Adding the first K lowers the (linearised) bottleneck by
     ``sum_{k<=K} lambda_k^2``.
     """
-    u, lam, vh = torch.linalg.svd(s_inv_sqrt @ n, full_matrices=False)
+    return _svd_neurons(s_inv_sqrt @ n, lambda u: s_inv_sqrt @ u)
+
+
+def whitened_neurons(factor: CovarianceSolver, n: torch.Tensor) -> NeuronSolution:
+    """:func:`new_neurons` from a factor of ``S`` (:func:`covariance_solver`): the SVD of
+    ``W N`` for a whitening ``W`` (``W^T W = S^+``) and ``alpha_k = sqrt(lambda_k) W^T u_k``.
+    Every such ``W`` is ``S^{-1/2}`` up to a rotation on the left, which changes neither
+    ``lambda``, ``v`` nor ``W^T u = S^+ N v / lambda``."""
+    return _svd_neurons(factor.whiten(n), factor.whiten_t)
+
+
+def _svd_neurons(wn: torch.Tensor, whiten_t) -> NeuronSolution:
+    u, lam, vh = torch.linalg.svd(wn, full_matrices=False)
     u, vh = canonical_signs(u, vh)
     root = lam.clamp(min=0).sqrt()
-    alpha = (s_inv_sqrt @ u * root.unsqueeze(-2)).transpose(-1, -2)
+    alpha = (whiten_t(u) * root.unsqueeze(-2)).transpose(-1, -2)
     omega = vh.transpose(-1, -2) * root.unsqueeze(-2)
     return NeuronSolution(lam, alpha, omega)
 

@@ -71,3 +71,41 @@ def test_conv_solve_same_with_two_threads():
     for a, b in zip(sites_1, sites_2, strict=True):
         assert torch.equal(a.eigenvalues, b.eigenvalues) and torch.equal(a.alpha, b.alpha)
     assert all(torch.equal(a, b) for a, b in zip(layers_1.update_weight, layers_2.update_weight))
+
+
+def test_covariance_solver_cholesky_only_where_nothing_is_cut_off():
+    well = psd(30, 7)
+    singular = well.clone()
+    singular[:, -1] = singular[-1, :] = 0.0
+    rtol = 1e-8
+    lam, vecs = torch.linalg.eigh(well)
+    lam[0] = 1.5 * rtol * lam[-1]  # kept, but not above rtol * the bound (~2 lam_max here)
+    near = (vecs * lam) @ vecs.T
+    assert torch.linalg.eigvalsh(near)[0] > rtol * lam[-1]
+    assert int(tiny.covariance_spectrum(near, rtol).rank) == 30
+    assert isinstance(tiny.covariance_solver(well, rtol), tiny.CholeskyFactor)
+    for s in (singular, near):
+        assert isinstance(tiny.covariance_solver(s, rtol), tiny.CovarianceSpectrum)
+    assert isinstance(tiny.covariance_solver(well[None], rtol), tiny.CovarianceSpectrum)  # batch
+
+
+def test_cholesky_factor_matches_the_spectrum():
+    """Same ``S^+ M``, gains, eigenvalues and neurons (alpha, omega) from either factor."""
+    s = psd(40, 3)
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    n = torch.randn(40, 9, generator=g, dtype=torch.float64)
+    chol = tiny.covariance_solver(s, 1e-12)
+    spec = tiny.covariance_spectrum(s, 1e-12)
+    assert isinstance(chol, tiny.CholeskyFactor) and int(chol.rank) == 40
+    for a, b in zip(tiny.best_update_spectral(chol, m), tiny.best_update_spectral(spec, m)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    w = chol.whiten(torch.eye(40, dtype=s.dtype))  # W^T W = S^-1
+    torch.testing.assert_close(w.T @ w, torch.linalg.inv(s), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(chol.whiten_t(w), torch.linalg.inv(s), rtol=1e-9, atol=1e-12)
+    mine = tiny.whitened_neurons(chol, n)
+    ref = tiny.new_neurons(spec.inv_sqrt_matrix(), n)
+    for name in ("eigenvalues", "alpha", "omega"):
+        torch.testing.assert_close(getattr(mine, name), getattr(ref, name), rtol=1e-8, atol=1e-10)
+    back = tiny.whitened_neurons(spec, n)  # the spectrum through the same route
+    torch.testing.assert_close(back.alpha, ref.alpha, rtol=1e-9, atol=1e-12)
