@@ -194,19 +194,20 @@ def best_update(s_pinv: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, to
     ``dW* = (S^+ M)^T`` of shape (..., out, in + 1) (last column: bias) and
     ``d = <M, S^+ M>`` (..., ), the first-order decrease of the mean loss per unit step.
     """
-    sm = s_pinv @ m
-    gain = (m * sm).sum((-1, -2))
-    return sm.transpose(-1, -2), gain
+    return _update_and_gain(s_pinv @ m, m)
 
 
 def best_update_spectral(
-    spectrum: CovarianceSolver, m: torch.Tensor
+    factor: CovarianceSolver, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`best_update` from a factor of ``S`` (:func:`covariance_solver`; no ``S^+``
     formed)."""
-    sm = spectrum.pinv_times(m)
-    gain = (m * sm).sum((-1, -2))
-    return sm.transpose(-1, -2), gain
+    return _update_and_gain(factor.pinv_times(m), m)
+
+
+def _update_and_gain(sm: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S^+ M)^T`` and ``<M, S^+ M>`` from ``S^+ M``."""
+    return sm.transpose(-1, -2), (m * sm).sum((-1, -2))
 
 
 def projected_cross_correlation(p: torch.Tensor, c: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
