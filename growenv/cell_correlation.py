@@ -185,9 +185,14 @@ def _clip(support: dict, cells: Cells, sigma: int, dmin: int, a_len: int) -> dic
     return out
 
 
-def _reads(cells: Cells, support: dict, run: list[int], sigma: int, dmin: int) -> list[int]:
-    """Per cell of ``run``: the position of ``a`` its first supported offset reads."""
-    return [sigma * cells.cells[i][0] + dmin + support[i][0] for i in run]
+def _band(
+    cells: Cells, support: dict, run: list[int], sigma: int, dmin: int
+) -> tuple[list[int], int, int]:
+    """Per cell of ``run``: the position of ``a`` its first supported offset reads; and the
+    first and last positions of ``a`` the whole run reads."""
+    reads = [sigma * cells.cells[i][0] + dmin + support[i][0] for i in run]
+    last = max(r + support[i][1] - support[i][0] for r, i in zip(reads, run, strict=True))
+    return reads, min(reads), last
 
 
 def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, cols, out) -> None:
@@ -204,10 +209,11 @@ def _strips(a: torch.Tensor, b, sigma, dmin, kd, rows: Cells, support: dict, col
     step = cols.step
     out_v = out.permute(0, 1, 4, 2, 3, 5)  # (rows, cols, d0, cb, ca, d1), a view
     plan = _strip_plan(rows, sigma, dmin[0], tuple(sorted(support.items())), out.device)
+    phases = _phases(cols).items()
     for (r0, m, lo, hi), (k, i, d0, band_row) in plan:
         band = a[:, :, lo : hi + 1]  # the rows of a the run reads (clipped: in the grid)
         b_run = b[:, :, r0 : r0 + m].transpose(1, 2)  # (n, m, cb, W)
-        for phase, j in _phases(cols).items():
+        for phase, j in phases:
             b_sub = b_run[..., phase::step]  # the phase's columns
             width = b_sub.shape[-1]
             first = sigma * phase + dmin[1]  # a's column for b's first column of the phase
@@ -233,9 +239,7 @@ def _strip_plan(rows: Cells, sigma: int, dmin: int, support: tuple, device) -> l
     sup = dict(support)
     plan = []
     for run in _position_runs(rows, sup):
-        first_reads = _reads(rows, sup, run, sigma, dmin)
-        lo = min(first_reads)
-        hi = max(r + sup[i][1] - sup[i][0] for r, i in zip(first_reads, run, strict=True))
+        first_reads, lo, hi = _band(rows, sup, run, sigma, dmin)
         entries = [
             (k, i, d0, read - lo + d0 - sup[i][0])
             for k, (i, read) in enumerate(zip(run, first_reads, strict=True))
@@ -270,11 +274,8 @@ def _corner_plan(rows: Cells, cols: Cells, sigma, dmin, sup_r: tuple, sup_c: tup
     sup_r, sup_c = dict(sup_r), dict(sup_c)
     plan = []
     for run_r, run_c in itertools.product(_position_runs(rows, sup_r), _position_runs(cols, sup_c)):
-        reads_r = _reads(rows, sup_r, run_r, sigma, dmin[0])
-        reads_c = _reads(cols, sup_c, run_c, sigma, dmin[1])
-        r_lo, c_lo = min(reads_r), min(reads_c)
-        r_hi = max(r + sup_r[i][1] - sup_r[i][0] for r, i in zip(reads_r, run_r, strict=True))
-        c_hi = max(c + sup_c[j][1] - sup_c[j][0] for c, j in zip(reads_c, run_c, strict=True))
+        reads_r, r_lo, r_hi = _band(rows, sup_r, run_r, sigma, dmin[0])
+        reads_c, c_lo, c_hi = _band(cols, sup_c, run_c, sigma, dmin[1])
         p0, p1 = rows.cells[run_r[0]][0], cols.cells[run_c[0]][0]
         dst, src = [], []
         for (k, i), (m, j) in itertools.product(enumerate(run_r), enumerate(run_c)):

@@ -156,8 +156,8 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers):
     known = stats.spectra or {}  # from the projection, same settings (checked above)
     todo = [i for i in range(len(mats)) if i not in known]
     factors = dict(known)
-    todo_spectra = tiny.covariance_solvers([mats[i].to(dtype) for i in todo], rtol, atol, workers)
-    factors.update(zip(todo, todo_spectra, strict=True))
+    todo_factors = tiny.covariance_solvers([mats[i].to(dtype) for i in todo], rtol, atol, workers)
+    factors.update(zip(todo, todo_factors, strict=True))
     dws, gains = [], []
     for l in range(num_layers):
         dw, gain = tiny.best_update_spectral(factors[l], stats.M[l].to(dtype))

@@ -56,8 +56,12 @@ class CovarianceSpectrum:
 
     def pinv_times(self, m: torch.Tensor) -> torch.Tensor:
         """``S^+ m`` without forming ``S^+``."""
+        return self._times(self.inv, m)
+
+    def _times(self, diag: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """``V diag(diag) V^T m``."""
         v = self.eigvecs
-        return v @ (self.inv.unsqueeze(-1) * (v.transpose(-1, -2) @ m))
+        return v @ (diag.unsqueeze(-1) * (v.transpose(-1, -2) @ m))
 
     def inv_sqrt_matrix(self) -> torch.Tensor:
         """``S^{-1/2}`` (pseudo-inverse square root)."""
@@ -66,8 +70,7 @@ class CovarianceSpectrum:
 
     def whiten(self, n: torch.Tensor) -> torch.Tensor:
         """``W n`` for the whitening ``W = S^{-1/2}`` (``W^T W = S^+``)."""
-        v = self.eigvecs
-        return v @ (self.inv_sqrt.unsqueeze(-1) * (v.transpose(-1, -2) @ n))
+        return self._times(self.inv_sqrt, n)
 
     def whiten_t(self, u: torch.Tensor) -> torch.Tensor:
         """``W^T u`` (``W`` is symmetric here)."""
