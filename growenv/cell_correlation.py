@@ -448,15 +448,17 @@ def _symmetric_full_correlation(x: torch.Tensor, dmax: tuple[int, int]) -> torch
     """``sum_r x(r) x(r + d)^T`` over the whole grid for ``|d| <= dmax``, from half the
     offsets: ``G[-d] = G[d]^T`` when both sides are the same zero-padded map.
 
-    The rows ``d0 >= 0`` come from one weight-gradient whose output map is ``x`` with
-    ``dmax0`` zero rows on top: with the conv's symmetric padding it reads ``x(r + d)``.
+    The rows ``d0 >= 0`` come from one weight-gradient whose input is ``x`` with ``dmax0``
+    zero rows below (padded by the conv only along the columns): it reads ``x(r + d)``.
+    That shape runs ~20% faster in oneDNN than zero rows on top of the output map with a
+    symmetric padding (same sums).
     """
     c, k0, k1 = x.shape[1], dmax[0], dmax[1]
-    b = x.new_empty(*x.shape[:-2], x.shape[-2] + k0, x.shape[-1])  # F.pad, without filling
-    b[..., :k0, :].zero_()  # all of it first
-    b[..., k0:, :].copy_(x)
+    a = x.new_empty(*x.shape[:-2], x.shape[-2] + k0, x.shape[-1])  # F.pad, without filling
+    a[..., x.shape[-2] :, :].zero_()  # all of it first
+    a[..., : x.shape[-2], :].copy_(x)
     # high[cb, ca, i, j] = sum_r x_cb(r) x_ca(r + (i, j - k1)), d0 = i in [0, k0]
-    high = torch.nn.grad.conv2d_weight(x, (c, c, k0 + 1, 2 * k1 + 1), b, padding=(k0, k1))
+    high = torch.nn.grad.conv2d_weight(a, (c, c, k0 + 1, 2 * k1 + 1), x, padding=(0, k1))
     low = high[:, :, 1:].flip(2, 3).transpose(0, 1)  # G[-d] = G[d]^T for d0 in [-k0, -1]
     return torch.cat([low, high], 2)
 
