@@ -172,9 +172,9 @@ def _solve_conv(stats, net, rtol, atol, statistical_threshold, dtype, workers):
     biases = [dw[:, -1].to(out_dtype) for dw in dws]
     layers = LayerSolution(weights, biases, gain_t.to(out_dtype))
 
-    def neurons(j: int) -> tiny.NeuronSolution:
+    def neurons(j: int) -> tiny.LazyNeurons:  # singular values now, vectors on demand
         n = _projected(stats, j, dws[j + 1], dtype)
-        return tiny.whitened_neurons(factors[num_layers + j], n)
+        return tiny.LazyNeurons(factors[num_layers + j], n, out_dtype)
 
     solutions = parallel_map(neurons, range(num_sites), workers)
     sites: list[ConvSiteReport] = []

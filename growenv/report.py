@@ -58,13 +58,24 @@ class SiteReport:
     num_significant: torch.Tensor
     first_order_gain: torch.Tensor
     slope_at_zero: float
-    alpha: torch.Tensor = field(repr=False)  # (r, in + 1) incoming weights, bias last
-    omega: torch.Tensor = field(repr=False)  # (out, r)
+    # the candidate neurons: alpha (r, in + 1) incoming weights, bias last; omega (out, r)
+    # (computed on first access for conv sites, tiny.LazyNeurons)
+    neurons: tiny.NeuronSolution | tiny.LazyNeurons = field(repr=False)
     update_weight: torch.Tensor = field(repr=False)
     update_bias: torch.Tensor = field(repr=False)
     # P = E[b_j v_{j+1}^T]; None where the statistics were projected in one pass
     # (conv sites, bottleneck(..., raw_correlation=False))
     raw_correlation: torch.Tensor | None = field(repr=False)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """(r, in + 1): incoming weights of the candidate neurons (bias last)."""
+        return self.neurons.alpha
+
+    @property
+    def omega(self) -> torch.Tensor:
+        """(out, r): outgoing weights of the candidate neurons."""
+        return self.neurons.omega
 
     def _raw(self, what: str) -> torch.Tensor:
         if self.raw_correlation is None:
@@ -293,7 +304,7 @@ def site_report(
     cls: type[SiteReport],
     site: int,
     width: int,
-    sol: tiny.NeuronSolution,
+    sol: tiny.NeuronSolution | tiny.LazyNeurons,
     update_gain: torch.Tensor,
     bottleneck: torch.Tensor,
     slope_at_zero: float,
@@ -317,8 +328,11 @@ def site_report(
         num_significant=significant,
         first_order_gain=fo_gain.to(out_dtype),
         slope_at_zero=slope_at_zero,
-        alpha=sol.alpha.to(out_dtype),
-        omega=sol.omega.to(out_dtype),
+        neurons=sol
+        if isinstance(sol, tiny.LazyNeurons)
+        else tiny.NeuronSolution(
+            sol.eigenvalues.to(out_dtype), sol.alpha.to(out_dtype), sol.omega.to(out_dtype)
+        ),
         update_weight=update[0],
         update_bias=update[1],
         raw_correlation=raw_correlation,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from growenv.threads import parallel_map
+from growenv.threads import parallel_map, single_threaded
 
 # Eigenvalues of S below rtol * max eigenvalue are treated as zero. The default depends on
 # the precision the statistics were accumulated in: below these ratios the eigenvalues
@@ -265,6 +265,39 @@ def whitened_neurons(factor: CovarianceSolver, n: torch.Tensor) -> NeuronSolutio
     Every such ``W`` is ``S^{-1/2}`` up to a rotation on the left, which changes neither
     ``lambda``, ``v`` nor ``W^T u = S^+ N v / lambda``."""
     return _svd_neurons(factor.whiten(n), factor.whiten_t)
+
+
+class LazyNeurons:
+    """:func:`whitened_neurons` in two steps: ``eigenvalues`` now, from the singular values
+    alone (``svdvals``: ~0.4 of a full SVD's time at 145 rows), and ``alpha``/``omega`` from
+    the full SVD on first access (only for the sites a caller grows), cast to ``dtype``
+    (default: ``n``'s). ``eigenvalues`` stay in ``n``'s dtype."""
+
+    def __init__(
+        self, factor: CovarianceSolver, n: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> None:
+        self._whitened = factor.whiten(n)
+        self._whiten_t = factor.whiten_t
+        self._dtype = n.dtype if dtype is None else dtype
+        self.eigenvalues = torch.linalg.svdvals(self._whitened)
+        self._solution: NeuronSolution | None = None
+
+    def solution(self) -> NeuronSolution:
+        """:func:`whitened_neurons`' result, ``alpha``/``omega`` cast (computed once)."""
+        if self._solution is None:
+            with single_threaded(self._whitened.device):  # as the solve: same rounding
+                sol = _svd_neurons(self._whitened, self._whiten_t)
+            cast = sol.alpha.to(self._dtype), sol.omega.to(self._dtype)
+            self._solution = NeuronSolution(sol.eigenvalues, *cast)
+        return self._solution
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.solution().alpha
+
+    @property
+    def omega(self) -> torch.Tensor:
+        return self.solution().omega
 
 
 def _svd_neurons(wn: torch.Tensor, whiten_t) -> NeuronSolution:

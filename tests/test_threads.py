@@ -64,12 +64,15 @@ def test_conv_solve_same_with_two_threads():
         torch.set_num_threads(1)
         stats = compute_conv_statistics(net, x, y)
         sites_1, layers_1 = solve_conv(stats, net)
+        alphas_1 = [s.alpha for s in sites_1]  # computed on first access (LazyNeurons)
         torch.set_num_threads(2)
         sites_2, layers_2 = solve_conv(stats, net)
+        alphas_2 = [s.alpha for s in sites_2]
     finally:
         torch.set_num_threads(before)
     for a, b in zip(sites_1, sites_2, strict=True):
-        assert torch.equal(a.eigenvalues, b.eigenvalues) and torch.equal(a.alpha, b.alpha)
+        assert torch.equal(a.eigenvalues, b.eigenvalues)
+    assert all(torch.equal(a, b) for a, b in zip(alphas_1, alphas_2, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(layers_1.update_weight, layers_2.update_weight))
 
 
@@ -109,3 +112,20 @@ def test_cholesky_factor_matches_the_spectrum():
         torch.testing.assert_close(getattr(mine, name), getattr(ref, name), rtol=1e-8, atol=1e-10)
     back = tiny.whitened_neurons(spec, n)  # the spectrum through the same route
     torch.testing.assert_close(back.alpha, ref.alpha, rtol=1e-9, atol=1e-12)
+
+
+def test_lazy_neurons_match_whitened_neurons():
+    """Singular values now, the same neurons on first access (once), cast to ``dtype``."""
+    s = psd(40, 5)
+    s[:, -1] = s[-1, :] = 0.0  # singular: the spectrum route
+    g = torch.Generator().manual_seed(2)
+    n = torch.randn(40, 9, generator=g, dtype=torch.float64)
+    for factor in (tiny.covariance_solver(psd(40, 6), 1e-12), tiny.covariance_solver(s, 1e-12)):
+        ref = tiny.whitened_neurons(factor, n)
+        lazy = tiny.LazyNeurons(factor, n, torch.float32)
+        assert lazy._solution is None and lazy.eigenvalues.dtype == torch.float64
+        torch.testing.assert_close(lazy.eigenvalues, ref.eigenvalues, rtol=1e-12, atol=1e-14)
+        assert lazy.alpha.dtype == lazy.omega.dtype == torch.float32
+        assert lazy.solution() is lazy.solution()
+        torch.testing.assert_close(lazy.alpha, ref.alpha.float())
+        torch.testing.assert_close(lazy.omega, ref.omega.float())
