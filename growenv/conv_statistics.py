@@ -138,7 +138,7 @@ class ConvStatisticsAccumulator:
         for l in range(len(net.stages)):
             y, g = inputs[l], grads[l]
             stats = self.layer_plans[l].accumulate(y)
-            stats["m"] = weight_grads[l].T  # (in k^2 + 1, out): weights, then the bias row
+            stats["m"] = torch.cat([weight_grads[l].flatten(1).T, g.sum((0, 2, 3)).unsqueeze(0)], 0)
             stats["vv"] = _squared_norm(g)
             out["layers"].append(stats)
             if l < num - 1:
@@ -312,20 +312,18 @@ def conv_layer_inputs_and_grads(
     """Forward ``x``, backpropagate the summed per-sample loss to every pre-activation.
 
     Returns the stage inputs (then the pooled features), the gradients ``dl_i/da`` of every
-    conv and of the head, the per-sample losses, and per conv ``sum_i dl_i/d[W, b]`` as the
-    rows of ``-M`` (out, in k^2 + 1), bias last. Autograd computes those with the input
-    gradients (one fused kernel per conv), cheaper than separate weight-gradient calls and
-    sums.
+    conv and of the head, the per-sample losses, and the gradients of the conv weights
+    (``sum_i dl_i/dW``: ``M`` without its bias row). Autograd computes those with the input
+    gradients (one fused kernel per conv), cheaper than separate weight-gradient calls.
     """
     inputs: list[torch.Tensor] = []
     pre: list[torch.Tensor] = []
     weights = [w.detach().requires_grad_(True) for w in net.weights[:-1]]
-    biases = [b.detach().requires_grad_(True) for b in net.biases[:-1]]
     with torch.enable_grad():
         h = x.detach()
         for l, stage in enumerate(net.stages):
             inputs.append(h)
-            a = F.conv2d(h, weights[l], biases[l], stage.stride, stage.padding)
+            a = F.conv2d(h, weights[l], net.biases[l].detach(), stage.stride, stage.padding)
             pre.append(a)
             h = net.stage_output(a, l)
         f = global_average(h)
@@ -334,13 +332,9 @@ def conv_layer_inputs_and_grads(
         out = F.linear(f, net.weights[-1].detach(), net.biases[-1].detach())
         pre.append(out)
         losses = loss_fn(out, y)
-        grads = torch.autograd.grad(losses.sum(), pre + weights + biases)
-    num, convs = len(pre), len(weights)
-    param_grads = [
-        torch.cat([w.flatten(1), b.unsqueeze(1)], 1)
-        for w, b in zip(grads[num : num + convs], grads[num + convs :], strict=True)
-    ]
-    return [t.detach() for t in inputs], list(grads[:num]), losses.detach(), param_grads
+        grads = torch.autograd.grad(losses.sum(), pre + weights)
+    num = len(pre)
+    return [t.detach() for t in inputs], list(grads[:num]), losses.detach(), list(grads[num:])
 
 
 def compute_conv_statistics(
