@@ -283,12 +283,13 @@ class LazyNeurons:
         self._solution: NeuronSolution | None = None
 
     def solution(self) -> NeuronSolution:
-        """:func:`whitened_neurons`' result, ``alpha``/``omega`` cast (computed once)."""
+        """:func:`whitened_neurons`' neurons, ``alpha``/``omega`` cast, with :attr:`eigenvalues`
+        (computed once)."""
         if self._solution is None:
             with single_threaded(self._whitened.device):  # as the solve: same rounding
                 sol = _svd_neurons(self._whitened, self._whiten_t)
             cast = sol.alpha.to(self._dtype), sol.omega.to(self._dtype)
-            self._solution = NeuronSolution(sol.eigenvalues, *cast)
+            self._solution = NeuronSolution(self.eigenvalues, *cast)  # one set of lambda
         return self._solution
 
     @property
