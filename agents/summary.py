@@ -16,6 +16,7 @@ from agents.evaluate import ROW_FIELDS, bootstrap_ci, iqm, paired_difference
 __all__ = [
     "METRICS",
     "check_out_dir",
+    "check_out_file",
     "fmt",
     "final_rows",
     "format_paired",
@@ -173,6 +174,24 @@ def check_out_dir(out: str | Path, force: bool = False) -> Path:
         raise FileExistsError(
             f"--out {path}: directory exists and is not empty; choose another directory or "
             "pass --force to overwrite its results"
+        )
+    return path
+
+
+def check_out_file(out: str | Path, force: bool = False) -> Path:
+    """Refuse an existing ``out`` file unless ``force`` (a benchmark's results file).
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` is a directory, or an existing file and ``force`` is False.
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise FileExistsError(f"--out {path}: is a directory; expected a file path")
+    if path.exists() and not force:
+        raise FileExistsError(
+            f"--out {path}: file exists; choose another path or pass --force to overwrite it"
         )
     return path
 

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from agents.summary import check_out_file
 from growenv.env import GrowthEnv
 from growenv.training import make_optimizer, train_steps
 
@@ -34,7 +35,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args()
+    if args.out:
+        check_out_file(args.out, args.force)
     device = torch.device(args.device)
     env = GrowthEnv(
         train_steps=args.train_steps,

@@ -34,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import growenv  # noqa: E402
+from agents.summary import check_out_file  # noqa: E402
 from growenv.report import solve  # noqa: E402
 
 TARGET_SPEEDUP = 3.0  # growenv's full step at least 3x faster than gromo's
@@ -283,7 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_out_file(args.out, args.force)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import torch
 
+from agents.summary import check_out_file
+
 
 def _actions(masks: np.ndarray, t: int) -> np.ndarray:
     wanted = [0, 1, masks.shape[1] - 2][t % 3]
@@ -72,7 +74,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--env-kwargs", default="{}")
     parser.add_argument("--out", default=None, help="write the table as JSON")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args()
+    if args.out:
+        check_out_file(args.out, args.force)
     env_kwargs = json.loads(args.env_kwargs)
     device = torch.device(args.device)
     sizes = [int(s) for s in args.envs.split(",")]

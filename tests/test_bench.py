@@ -271,3 +271,43 @@ def test_lockstep_bench_rows_match_single_env_rows():
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
     with pytest.raises(ValueError, match="cannot run in lockstep"):
         run_bench(["teacher_student"], ["greedy-loss"], [0], kw, progress=False, vec="lockstep")
+
+
+def test_check_out_file_never_overwrites_without_force(tmp_path):
+    from agents.summary import check_out_file
+
+    path = tmp_path / "bench.json"
+    assert check_out_file(path) == path  # a new file: fine
+    path.write_text("kept")
+    with pytest.raises(FileExistsError, match="--force"):
+        check_out_file(path)
+    assert check_out_file(path, force=True) == path
+    with pytest.raises(FileExistsError, match="directory"):
+        check_out_file(tmp_path, force=True)
+    assert path.read_text() == "kept"
+
+
+def test_bench_scripts_refuse_an_existing_out_file_before_running(tmp_path, monkeypatch):
+    """The benchmark scripts check ``--out`` first: no run (minutes) ends in a lost file."""
+    import importlib
+    import pathlib
+    import sys
+
+    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    monkeypatch.syspath_prepend(str(experiments))
+    out = tmp_path / "bench.json"
+    out.write_text("kept")
+    bench_conv = importlib.import_module("bench_conv")
+    monkeypatch.setattr(bench_conv, "run_worker", pytest.fail)  # nothing may run
+    with pytest.raises(FileExistsError, match="--force"):
+        bench_conv.main(["--cases", "pair", "--skip-gromo", "--out", str(out)])
+    bench_solver = importlib.import_module("bench_solver")
+    monkeypatch.setattr(bench_solver, "run_case", pytest.fail)
+    with pytest.raises(FileExistsError, match="--force"):
+        bench_solver.main(["--out", str(out)])
+    for name in ("bench_env", "bench_vec"):
+        module = importlib.import_module(name)
+        monkeypatch.setattr(sys, "argv", [name, "--out", str(out)])
+        with pytest.raises(FileExistsError, match="--force"):
+            module.main()
+    assert out.read_text() == "kept"
