@@ -34,12 +34,17 @@ Usage::
 
     python experiments/bench_conv.py [--cases pair net] [--kernels full restricted]
         [--repeats 7] [--rounds 3] [--gromo-repeats 1] [--threads N]
-        [--malloc default|keep] [--interleave CALLS] [--out results/bench_conv.json]
+        [--malloc default|keep] [--interleave CALLS] [--train-steps K]
+        [--out results/bench_conv.json] [--force]
 
 ``--interleave CALLS`` adds, per round, one process that alternates the plain pass and
 growenv (ABBA, ``CALLS`` each): the same drift of the machine's speed for both, a steadier
 ratio (time only). Use it with ``--malloc keep``: with glibc's defaults each pass page-faults
 in what the other freed, which slows the plain pass more than when it runs alone.
+``--train-steps K`` adds, per round, one process that runs the statistics pass as a growth
+run does: ``--repeats`` cycles of K plain passes (training steps) then one growenv call, the
+ratio of their medians (the heap of a training process: with glibc's defaults, the plain
+passes page-fault there too).
 
 On shared cores, OpenMP/MKL threads that wait for a descheduled peer make every kernel
 slow (the more kernels, the worse): compare implementations at the same ``--threads``.
@@ -207,10 +212,38 @@ def interleaved_worker(case: str, kernel: str, calls: int) -> dict:
     return {"plain_seconds": plain, "growenv_seconds": ours, "ratio": ours / plain, "calls": calls}
 
 
+def training_worker(case: str, kernel: str, cycles: int, steps: int) -> dict:
+    """Run in a subprocess: the statistics pass as a training run uses it. ``cycles`` times,
+    ``steps`` plain passes (training steps), then one growenv call; every call timed.
+
+    The heap is the one a training process has: with glibc's defaults, the plain passes
+    page-fault too (a process that only ever runs one of them keeps a luckier layout).
+    """
+    params, x, y = make_problem(case)
+    plain = plain_step(case, params, x, y)
+    ours = growenv_step(case, params, x, y, kernel)
+    for step in (plain, ours):
+        step(x[:2], y[:2])
+        step(x, y)
+    plain_times, ours_times = [], []
+    for _ in range(cycles):
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            plain(x, y)
+            plain_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours(x, y)
+        ours_times.append(time.perf_counter() - t0)
+    p, g = statistics.median(plain_times), statistics.median(ours_times)
+    return {"plain_seconds": p, "growenv_seconds": g, "ratio": g / p, "calls": cycles}
+
+
 def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:
     """Run in a subprocess: set up, measure the extra peak memory and the time of one call."""
     if impl == "interleaved":
         return interleaved_worker(case, kernel, repeats)
+    if impl.startswith("training@"):
+        return training_worker(case, kernel, repeats, int(impl.split("@")[1]))
     params, x, y = make_problem(case)
     if impl == "plain":
         step = plain_step(case, params, x, y)
@@ -262,6 +295,17 @@ def run_worker(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _rounds_summary(rs: list[dict]) -> str:
+    """``R x plain (rounds: ...; plain T s, growenv T s)`` of one-process runs."""
+    by_round = ", ".join(f"{r['ratio']:.2f}" for r in rs)
+    plain = statistics.median(r["plain_seconds"] for r in rs)
+    ours = statistics.median(r["growenv_seconds"] for r in rs)
+    return (
+        f"{statistics.median(r['ratio'] for r in rs):.2f}x plain (rounds: {by_round}; "
+        f"plain {plain:.3f} s, growenv {ours:.3f} s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -283,6 +327,13 @@ def main(argv: list[str] | None = None) -> None:
         "calls each, once per round (0: no)",
     )
     parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="also time growenv inside a training loop: in one process, cycles of this many "
+        "plain passes then one growenv call (--repeats cycles), once per round (0: no)",
+    )
+    parser.add_argument(
         "--stream",
         type=int,
         default=32,
@@ -299,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         "faults on reuse; the same for every implementation)",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -307,12 +359,17 @@ def main(argv: list[str] | None = None) -> None:
         case, impl, kernel, repeats = args.worker
         print(json.dumps(worker(case, impl, kernel, int(repeats))))
         return
+    if args.out is not None:
+        from agents.summary import check_out_file
+
+        check_out_file(args.out, args.force)
     load_before = os.getloadavg()
     # every implementation runs once per round (its own process each time), plain first:
     # on shared cores the speed drifts by up to 2x within minutes, so each ratio to the
     # plain pass is taken within a round and the median over rounds is reported
     runs: dict[tuple[str, str, str], list[dict]] = {}
     interleaved: dict[tuple[str, str], list[dict]] = {}
+    training: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(args.rounds):
         for case in args.cases:
             jobs = [("plain", "-", "plain", args.repeats)]
@@ -331,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
                     case, "interleaved", kernel, args.interleave, args.threads, args.malloc
                 )
                 interleaved.setdefault((case, kernel), []).append(res)
+            for kernel in args.kernels if args.train_steps else []:
+                impl = f"training@{args.train_steps}"
+                res = run_worker(case, impl, kernel, args.repeats, args.threads, args.malloc)
+                training.setdefault((case, kernel), []).append(res)
     results = []
     for (case, name, kernel), rs in runs.items():
         plain = runs[(case, "plain", "-")]
@@ -377,12 +438,15 @@ def main(argv: list[str] | None = None) -> None:
             checks.append(line)
             if (case, kernel) in interleaved:
                 rs = interleaved[(case, kernel)]
-                by_round = ", ".join(f"{r['ratio']:.2f}" for r in rs)
                 checks.append(
                     f"{case}/{kernel}, one process, ABBA ({rs[0]['calls']} calls each): growenv "
-                    f"= {statistics.median(r['ratio'] for r in rs):.2f}x plain (rounds: "
-                    f"{by_round}; plain {statistics.median(r['plain_seconds'] for r in rs):.3f} "
-                    f"s, growenv {statistics.median(r['growenv_seconds'] for r in rs):.3f} s)"
+                    f"= " + _rounds_summary(rs)
+                )
+            if (case, kernel) in training:
+                rs = training[(case, kernel)]
+                checks.append(
+                    f"{case}/{kernel}, in a training loop ({args.train_steps} plain passes, "
+                    f"then growenv; {rs[0]['calls']} cycles): growenv = " + _rounds_summary(rs)
                 )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
@@ -400,6 +464,10 @@ def main(argv: list[str] | None = None) -> None:
             "interleaved": [
                 {"case": case, "kernel": kernel, "rounds": rs}
                 for (case, kernel), rs in interleaved.items()
+            ],
+            "training": [
+                {"case": case, "kernel": kernel, "steps": args.train_steps, "rounds": rs}
+                for (case, kernel), rs in training.items()
             ],
             "checks": checks,
             "machine": machine,
