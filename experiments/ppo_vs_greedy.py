@@ -1,7 +1,8 @@
 """Learned growth (MaskablePPO) vs greedy vs random on held-out tasks, at equal budgets.
 
 Usage: OMP_NUM_THREADS=1 python experiments/ppo_vs_greedy.py [--timesteps 60000] [--seeds 20]
-       python experiments/ppo_vs_greedy.py --model results/ppo_vs_greedy/agent   # reuse
+       python experiments/ppo_vs_greedy.py --model results/ppo_vs_greedy/agent --out DIR
+       (reuse a trained agent; an --out that holds results is refused without --force)
 
 1. Trains MaskablePPO on the teacher-student distribution (a new teacher every episode:
    depth 2, widths 10-80, teacher seeds < 10^6) in a LockstepVecEnv, unless --model is given.
@@ -29,7 +30,7 @@ import numpy as np
 
 from agents.evaluate import bootstrap_ci, iqm
 from agents.ppo import DEFAULT_ENV_KWARGS, PPOConfig, train
-from agents.summary import format_paired, write_results
+from agents.summary import check_out_dir, check_out_file, format_paired, write_results
 from growenv.bench import run_bench
 
 HELD_OUT = list(range(10**6, 10**6 + 10_000))
@@ -139,6 +140,10 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
+    # results are never overwritten without --force: checked before training (minutes)
+    check_out_dir(out / "eval", args.force)
+    for name in ("table.md", "test_loss_vs_params.png"):
+        check_out_file(out / name, args.force)
     policies = ["ppo", "greedy", "random"]
     if args.model is None:
         config = PPOConfig(
@@ -165,7 +170,9 @@ def main() -> None:
     text = table(rows, policies)
     print(text)
     print(f"training {train_seconds:.0f} s, evaluation {eval_seconds:.0f} s")
-    write_results(out / "eval", rows, {}, {"seeds": seeds, "model": str(model_dir)}, force=True)
+    write_results(
+        out / "eval", rows, {}, {"seeds": seeds, "model": str(model_dir)}, force=args.force
+    )
     (out / "table.md").write_text(
         text + f"\n\ntraining {train_seconds:.0f} s, evaluation {eval_seconds:.0f} s\n"
     )

@@ -311,3 +311,25 @@ def test_bench_scripts_refuse_an_existing_out_file_before_running(tmp_path, monk
         with pytest.raises(FileExistsError, match="--force"):
             module.main()
     assert out.read_text() == "kept"
+
+
+def test_ppo_vs_greedy_refuses_to_overwrite_an_evaluation(tmp_path, monkeypatch):
+    """Evaluating a saved agent (--model) into a directory with results refuses up front."""
+    import importlib
+    import pathlib
+    import sys
+
+    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    monkeypatch.syspath_prepend(str(experiments))
+    module = importlib.import_module("ppo_vs_greedy")
+    monkeypatch.setattr(module, "train", pytest.fail)  # nothing may run
+    monkeypatch.setattr(module, "evaluate", pytest.fail)
+    for existing in ("eval/results.csv", "table.md"):
+        out = tmp_path / existing.replace("/", "_")
+        (out / existing).parent.mkdir(parents=True)
+        (out / existing).write_text("kept")
+        argv = ["ppo_vs_greedy", "--model", str(tmp_path / "agent"), "--out", str(out)]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(FileExistsError, match="--force"):
+            module.main()
+        assert (out / existing).read_text() == "kept"
