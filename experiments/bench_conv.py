@@ -187,12 +187,10 @@ def gromo_step(case: str, params, x, y, kernel: str):
     return step
 
 
-def interleaved_worker(case: str, kernel: str, calls: int) -> dict:
-    """Run in a subprocess: the plain pass and growenv in one process, alternating ABBA.
-
-    Both see the same heap and the same drift of the machine's speed, so their ratio is
-    steadier than across processes (no memory figures: they share the process).
-    """
+def _one_process(case: str, kernel: str, schedule: list[list[str]]) -> dict:
+    """Run in a subprocess: the plain pass and growenv in one process, in the order
+    ``schedule`` gives (one list of names per cycle), every call timed; the ratio of their
+    medians. No memory figures: they share the process."""
     params, x, y = make_problem(case)
     steps = {
         "plain": plain_step(case, params, x, y),
@@ -202,40 +200,38 @@ def interleaved_worker(case: str, kernel: str, calls: int) -> dict:
         step(x[:2], y[:2])
         step(x, y)
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(calls):
-        order = list(steps) if i % 2 == 0 else list(steps)[::-1]
-        for name in order:
+    for cycle in schedule:
+        for name in cycle:
             t0 = time.perf_counter()
             steps[name](x, y)
             times[name].append(time.perf_counter() - t0)
     plain, ours = statistics.median(times["plain"]), statistics.median(times["growenv"])
-    return {"plain_seconds": plain, "growenv_seconds": ours, "ratio": ours / plain, "calls": calls}
+    return {
+        "plain_seconds": plain,
+        "growenv_seconds": ours,
+        "ratio": ours / plain,
+        "calls": len(schedule),
+    }
+
+
+def interleaved_worker(case: str, kernel: str, calls: int) -> dict:
+    """The plain pass and growenv alternating ABBA, ``calls`` each, in one process.
+
+    Both see the same heap and the same drift of the machine's speed, so their ratio is
+    steadier than across processes.
+    """
+    order = ["plain", "growenv"]
+    return _one_process(case, kernel, [order if i % 2 == 0 else order[::-1] for i in range(calls)])
 
 
 def training_worker(case: str, kernel: str, cycles: int, steps: int) -> dict:
-    """Run in a subprocess: the statistics pass as a training run uses it. ``cycles`` times,
-    ``steps`` plain passes (training steps), then one growenv call; every call timed.
+    """The statistics pass as a training run uses it: ``cycles`` times, ``steps`` plain
+    passes (training steps), then one growenv call, in one process.
 
     The heap is the one a training process has: with glibc's defaults, the plain passes
     page-fault too (a process that only ever runs one of them keeps a luckier layout).
     """
-    params, x, y = make_problem(case)
-    plain = plain_step(case, params, x, y)
-    ours = growenv_step(case, params, x, y, kernel)
-    for step in (plain, ours):
-        step(x[:2], y[:2])
-        step(x, y)
-    plain_times, ours_times = [], []
-    for _ in range(cycles):
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            plain(x, y)
-            plain_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ours(x, y)
-        ours_times.append(time.perf_counter() - t0)
-    p, g = statistics.median(plain_times), statistics.median(ours_times)
-    return {"plain_seconds": p, "growenv_seconds": g, "ratio": g / p, "calls": cycles}
+    return _one_process(case, kernel, [["plain"] * steps + ["growenv"]] * cycles)
 
 
 def worker(case: str, impl: str, kernel: str, repeats: int) -> dict:

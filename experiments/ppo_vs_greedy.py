@@ -34,6 +34,7 @@ from agents.summary import check_out_dir, check_out_file, format_paired, write_r
 from growenv.bench import run_bench
 
 HELD_OUT = list(range(10**6, 10**6 + 10_000))
+TABLE_FILE, PLOT_FILE = "table.md", "test_loss_vs_params.png"  # under --out, beside eval/
 SETTINGS = {
     "held-out teachers": {
         "task": "teacher_student_distribution",
@@ -142,7 +143,7 @@ def main() -> None:
     out = Path(args.out)
     # results are never overwritten without --force: checked before training (minutes)
     check_out_dir(out / "eval", args.force)
-    for name in ("table.md", "test_loss_vs_params.png"):
+    for name in (TABLE_FILE, PLOT_FILE):
         check_out_file(out / name, args.force)
     policies = ["ppo", "greedy", "random"]
     if args.model is None:
@@ -173,10 +174,10 @@ def main() -> None:
     write_results(
         out / "eval", rows, {}, {"seeds": seeds, "model": str(model_dir)}, force=args.force
     )
-    (out / "table.md").write_text(
+    (out / TABLE_FILE).write_text(
         text + f"\n\ntraining {train_seconds:.0f} s, evaluation {eval_seconds:.0f} s\n"
     )
-    plot(rows, out / "test_loss_vs_params.png", policies)
+    plot(rows, out / PLOT_FILE, policies)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -287,26 +290,26 @@ def test_check_out_file_never_overwrites_without_force(tmp_path):
     assert path.read_text() == "kept"
 
 
+def _experiment(name: str, monkeypatch):
+    """The script ``experiments/<name>.py`` as a module."""
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+    return importlib.import_module(name)
+
+
 def test_bench_scripts_refuse_an_existing_out_file_before_running(tmp_path, monkeypatch):
     """The benchmark scripts check ``--out`` first: no run (minutes) ends in a lost file."""
-    import importlib
-    import pathlib
-    import sys
-
-    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
-    monkeypatch.syspath_prepend(str(experiments))
     out = tmp_path / "bench.json"
     out.write_text("kept")
-    bench_conv = importlib.import_module("bench_conv")
+    bench_conv = _experiment("bench_conv", monkeypatch)
     monkeypatch.setattr(bench_conv, "run_worker", pytest.fail)  # nothing may run
     with pytest.raises(FileExistsError, match="--force"):
         bench_conv.main(["--cases", "pair", "--skip-gromo", "--out", str(out)])
-    bench_solver = importlib.import_module("bench_solver")
+    bench_solver = _experiment("bench_solver", monkeypatch)
     monkeypatch.setattr(bench_solver, "run_case", pytest.fail)
     with pytest.raises(FileExistsError, match="--force"):
         bench_solver.main(["--out", str(out)])
     for name in ("bench_env", "bench_vec"):
-        module = importlib.import_module(name)
+        module = _experiment(name, monkeypatch)
         monkeypatch.setattr(sys, "argv", [name, "--out", str(out)])
         with pytest.raises(FileExistsError, match="--force"):
             module.main()
@@ -315,13 +318,7 @@ def test_bench_scripts_refuse_an_existing_out_file_before_running(tmp_path, monk
 
 def test_ppo_vs_greedy_refuses_to_overwrite_an_evaluation(tmp_path, monkeypatch):
     """Evaluating a saved agent (--model) into a directory with results refuses up front."""
-    import importlib
-    import pathlib
-    import sys
-
-    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
-    monkeypatch.syspath_prepend(str(experiments))
-    module = importlib.import_module("ppo_vs_greedy")
+    module = _experiment("ppo_vs_greedy", monkeypatch)
     monkeypatch.setattr(module, "train", pytest.fail)  # nothing may run
     monkeypatch.setattr(module, "evaluate", pytest.fail)
     for existing in ("eval/results.csv", "table.md"):
