@@ -16,7 +16,7 @@ RSS growth over the RSS after the 2-image warm-up, i.e. the extra memory of a fu
 call, from ``getrusage(RUSAGE_SELF).ru_maxrss``:
 
 * ``plain``: forward + ``MSELoss(sum).backward()`` of the same layers (weight gradients),
-* ``growenv``: ``growenv.conv_growth.conv_bottleneck`` (one forward+backward to the
+* ``growenv``: ``growenv.nets.conv.growth.conv_bottleneck`` (one forward+backward to the
   pre-activations, the statistics of every layer and site, the solve of every site),
 * ``gromo``: its protocol for every layer (``init_computation``, forward,
   ``loss.backward()``, ``update_computation``, ``compute_optimal_updates``), with its
@@ -123,8 +123,8 @@ def plain_step(case: str, params, x, y):
 
 
 def growenv_step(case: str, params, x, y, kernel: str, batch_size: int | None = None):
-    from growenv.conv import GrowingConvNet
-    from growenv.conv_growth import conv_bottleneck
+    from growenv.nets.conv.growth import conv_bottleneck
+    from growenv.nets.conv.net import GrowingConvNet
 
     c_in, size, stages, out = CASES[case]
     net = GrowingConvNet(
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(case, impl, kernel, int(repeats))))
         return
     if args.out is not None:
-        from agents.summary import check_out_file
+        from growenv.harness.summary import check_out_file
 
         check_out_file(args.out, args.force)
     load_before = os.getloadavg()

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from agents.summary import check_out_file
-from growenv.env import GrowthEnv
+from growenv.env.growth_env import GrowthEnv
+from growenv.harness.summary import check_out_file
 from growenv.training import make_optimizer, train_steps
 
 

@@ -34,8 +34,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import growenv  # noqa: E402
-from agents.summary import check_out_file  # noqa: E402
-from growenv.report import solve  # noqa: E402
+from growenv.harness.summary import check_out_file  # noqa: E402
+from growenv.nets.mlp.report import solve  # noqa: E402
 
 TARGET_SPEEDUP = 3.0  # growenv's full step at least 3x faster than gromo's
 TARGET_STATS_RATIO = 1.5  # statistics pass at most 1.5x a plain forward+backward

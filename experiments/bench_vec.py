@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from agents.summary import check_out_file
+from growenv.harness.summary import check_out_file
 
 
 def _actions(masks: np.ndarray, t: int) -> np.ndarray:
@@ -47,8 +47,8 @@ def _time(venv, steps: int, warmup: int, device: torch.device) -> float:
 def _make(kind: str, n: int, env_kwargs: dict, device: str):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from growenv.env import GrowthEnv
-    from growenv.vector import LockstepVecEnv
+    from growenv.env.growth_env import GrowthEnv
+    from growenv.env.lockstep import LockstepVecEnv
 
     if kind == "lockstep":
         return LockstepVecEnv(n, seed=0, device=device, **env_kwargs)
@@ -110,7 +110,7 @@ def main() -> None:
         )
         rows.append({"envs": n, **rates})
     # breakdown of the largest lockstep run
-    from growenv.vector import LockstepVecEnv
+    from growenv.env.lockstep import LockstepVecEnv
 
     n = sizes[-1]
     vec = LockstepVecEnv(n, seed=0, device=args.device, **env_kwargs)

@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import fixed_widths_row, small_cnn_row, small_cnn_width
-from agents.plots import plot_task
-from agents.ppo import PPOConfig, train
-from agents.summary import (
+from growenv.harness.baselines import fixed_widths_row, small_cnn_row, small_cnn_width
+from growenv.harness.bench import parse_seeds, run_bench
+from growenv.harness.plots import plot_task
+from growenv.harness.summary import (
     check_out_dir,
     final_rows,
     fmt,
@@ -59,7 +59,7 @@ from agents.summary import (
     value,
     write_results,
 )
-from growenv.bench import parse_seeds, run_bench
+from growenv.policies.ppo import PPOConfig, train
 
 HEURISTICS = ["greedy", "greedy-loss", "round-robin", "random", "annealing", "bic", "periodic"]
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-subset"
@@ -179,7 +179,7 @@ def baseline_rows(env_kwargs: dict, seeds: list[int], greedy_rows: list[dict]) -
 
 def accuracy_table(rows: list[dict], summary: dict, policies: list[str]) -> str:
     """Final test accuracy per policy: IQM and mean with 95% CIs (from ``summary``, as
-    :func:`agents.summary.summarize` gives it for ``rows``), paired Δ to greedy."""
+    :func:`~growenv.harness.summary.summarize` gives it for ``rows``), paired Δ to greedy."""
     summary = summary["cifar10"]
     finals = final_rows(rows)
     greedy = {s: value(r, "test_accuracy") for s, r in finals[("cifar10", "greedy")].items()}
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "cifar" if args.profile == "default" else f"cifar_{args.profile}"
     out = Path(args.out or f"results/{name}")
     agents_dir = Path(args.agents_dir or f"{out}_agents")
-    from growenv.tasks import cifar10
+    from growenv.data.tasks import cifar10
 
     try:
         check_out_dir(out, args.force)

@@ -40,9 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.plots import plot_task  # noqa: E402
-from agents.summary import check_out_dir, fmt, summarize, write_results  # noqa: E402
-from growenv.bench import parse_seeds, run_bench  # noqa: E402
+from growenv.harness.bench import parse_seeds, run_bench  # noqa: E402
+from growenv.harness.plots import plot_task  # noqa: E402
+from growenv.harness.summary import check_out_dir, fmt, summarize, write_results  # noqa: E402
 
 STRATEGIES = {"round-robin": "Naive", "greedy": "MaxEigenValue", "greedy-loss": "AmplitudeFactor"}
 

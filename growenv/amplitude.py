@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from growenv.growth import GrowthCandidate, _check_candidate, _is_conv, next_preactivation
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
+from growenv.nets.mlp.growth import GrowthCandidate, _check_candidate, _is_conv, next_preactivation
 
 
 def default_gammas(device=None, dtype=torch.float32) -> torch.Tensor:
@@ -81,7 +81,7 @@ def amplitude_search(
     grid there is no host synchronisation (user-given ``gammas`` are validated once).
     """
     if _is_conv(net):
-        from growenv.conv_growth import conv_amplitude_search
+        from growenv.nets.conv.growth import conv_amplitude_search
 
         return conv_amplitude_search(net, candidate, x, y, loss, gammas)
     loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)

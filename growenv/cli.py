@@ -7,13 +7,13 @@ import json
 import sys
 import time
 
-from growenv.bench import add_bench_parser
+from growenv.harness.bench import add_bench_parser
 
 
 def _grow(args: argparse.Namespace) -> int:
     """Grow one network with a policy (greedy by default) and print every step."""
-    from agents.base import make_policy
-    from growenv.env import GrowthEnv
+    from growenv.env.growth_env import GrowthEnv
+    from growenv.policies.base import make_policy
     from growenv.training import evaluate
 
     try:
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--device", default="cpu")
     grow.set_defaults(func=_grow)
     add_bench_parser(sub)
-    from agents.ppo import add_train_parser
+    from growenv.policies.ppo import add_train_parser
 
     add_train_parser(sub)
     return parser

@@ -160,7 +160,7 @@ def covariance_spectra(
     """:func:`covariance_spectrum` of each matrix (any sizes; no padding to a common one).
 
     ``workers > 1`` runs them side by side on that many threads
-    (:func:`growenv.threads.parallel_map`), largest first. Each matrix is factorised alone,
+    (:func:`~growenv.threads.parallel_map`), largest first. Each matrix is factorised alone,
     in its own allocation, so the results do not depend on ``workers`` (MKL's rounding can
     depend on where a matrix sits in a batch).
     """

@@ -34,7 +34,7 @@ def train_steps(
     """Run ``steps`` optimizer steps on random minibatches of ``(x, y)``.
 
     ``transform(x_batch, generator)``, if given, augments each minibatch (e.g.
-    :func:`growenv.cifar.augment`) with the same generator, so runs stay reproducible.
+    :func:`~growenv.data.cifar.augment`) with the same generator, so runs stay reproducible.
 
     Minibatch indices are drawn with ``generator`` (on the CPU, so runs are reproducible on
     every device). Returns the mean training loss over the steps as a 0-d tensor (no host

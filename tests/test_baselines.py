@@ -1,4 +1,4 @@
-"""Static baselines (agents.baselines) and the CIFAR experiment script end to end."""
+"""Static baselines (growenv.harness.baselines) and the CIFAR experiment script end to end."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.baselines import (
+from growenv.env.growth_env import GrowthEnv
+from growenv.harness.baselines import (
     fixed_widths_row,
     forward_macs,
     small_cnn,
     small_cnn_row,
     small_cnn_width,
 )
-from agents.evaluate import ROW_FIELDS
-from growenv.env import GrowthEnv
+from growenv.harness.episodes import ROW_FIELDS
 from tests.test_env import write_tiny_cifar
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests of agents.evaluate (episodes, statistics, oracle) and growenv.bench."""
+"""Tests of growenv.harness.episodes (episodes, statistics, oracle) and growenv.harness.bench."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.evaluate import (
+from growenv.harness.bench import add_bench_parser, parse_seeds, run_bench
+from growenv.harness.episodes import (
     ROW_FIELDS,
     bootstrap_ci,
     iqm,
@@ -21,9 +22,8 @@ from agents.evaluate import (
     paired_difference,
     run_episode,
 )
-from agents.heuristics import GreedyPolicy
-from agents.summary import format_table, summarize
-from growenv.bench import add_bench_parser, parse_seeds, run_bench
+from growenv.harness.summary import format_table, summarize
+from growenv.policies.heuristics import GreedyPolicy
 from growenv.training import evaluate
 
 TASK_KWARGS = {"n_train": 128, "n_stats": 64, "n_val": 64, "n_test": 64, "hidden": (8, 8)}
@@ -107,7 +107,7 @@ def test_run_episode_rows():
 
 
 def test_run_episode_test_loss_is_the_final_nets():
-    from growenv.env import GrowthEnv
+    from growenv.env.growth_env import GrowthEnv
 
     env = GrowthEnv(**TINY)
     rows = run_episode(TINY, GreedyPolicy(), seed=1, env=env)
@@ -255,7 +255,7 @@ def test_summarize_and_table_for_classification():
 
 
 def test_lockstep_bench_rows_match_single_env_rows():
-    from growenv.bench import run_bench
+    from growenv.harness.bench import run_bench
 
     kw = dict(train_steps=3, max_steps=3, batch_size=32, dtype="float64")
     args = (["teacher_student"], ["greedy", "random"], [0, 1], kw)
@@ -277,7 +277,7 @@ def test_lockstep_bench_rows_match_single_env_rows():
 
 
 def test_check_out_file_never_overwrites_without_force(tmp_path):
-    from agents.summary import check_out_file
+    from growenv.harness.summary import check_out_file
 
     path = tmp_path / "bench.json"
     assert check_out_file(path) == path  # a new file: fine

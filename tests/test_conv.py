@@ -11,15 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growenv.cell_correlation import (
+from growenv.nets.conv.cell_correlation import (
     MAX_RELATIVE_PERIOD,
     contract,
     correlate,
     make_cells,
     relative_form,
 )
-from growenv.conv import GrowingConvNet
-from growenv.conv_growth import (
+from growenv.nets.conv.growth import (
     ConvGrowthCandidate,
     conv_amplitude_search,
     conv_apply_growth,
@@ -27,8 +26,9 @@ from growenv.conv_growth import (
     conv_extended_forward,
     solve_conv,
 )
-from growenv.conv_plans import Patches, UnfoldCovPlan, _progressions
-from growenv.conv_statistics import compute_conv_statistics, conv_statistics_macs
+from growenv.nets.conv.net import GrowingConvNet
+from growenv.nets.conv.plans import Patches, UnfoldCovPlan, _progressions
+from growenv.nets.conv.statistics import compute_conv_statistics, conv_statistics_macs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -252,7 +252,7 @@ def test_relative_form_matches_brute_force(seed, symmetric, period, monkeypatch)
     """Weights relative to the (periodic) interior (each phase's whole grid, strips per
     phase, corners; at their supports only) contract to the same statistic as the cells'
     own correlations (period 3 too, beyond what the plans use it for)."""
-    monkeypatch.setattr("growenv.cell_correlation.MAX_RELATIVE_PERIOD", 3)
+    monkeypatch.setattr("growenv.nets.conv.cell_correlation.MAX_RELATIVE_PERIOD", 3)
     a, b, sigma, dmin, dmax, cells, g = random_engine_case(seed, period, min_size=4 + 4 * period)
     if symmetric:  # the covariance case: a is b, offsets symmetric around 0
         sigma, t = 1, max(dmax[0] - dmin[0], 1)

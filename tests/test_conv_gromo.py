@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from growenv.conv import GrowingConvNet
-from growenv.conv_growth import conv_bottleneck
+from growenv.nets.conv.growth import conv_bottleneck
+from growenv.nets.conv.net import GrowingConvNet
 
 conv_modules = pytest.importorskip("gromo.modules.conv2d_growing_module")
 

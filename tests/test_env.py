@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import growenv  # noqa: F401  (registers growenv/Grow-v0)
-from growenv.env import GrowthEnv
-from growenv.tasks import TeacherStudentDistribution
+from growenv.data.tasks import TeacherStudentDistribution
+from growenv.env.growth_env import GrowthEnv
 
 FAST = dict(train_steps=5, max_steps=4, batch_size=32)
 SMALL_TS = dict(n_train=256, n_stats=128, n_val=128, n_test=128)
@@ -295,7 +295,7 @@ def conv_env(tmp_path, **kw):
 
 
 def test_conv_net_episode_on_cifar_shaped_task(tmp_path):
-    from growenv.conv import GrowingConvNet
+    from growenv.nets.conv.net import GrowingConvNet
 
     env = conv_env(tmp_path)
     obs, info = env.reset(seed=0)

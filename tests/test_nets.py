@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import growenv
-from growenv.nets import GrowingMLP
+from growenv.nets.mlp.net import GrowingMLP
 
 
 def data(n=128, d=6, o=2, seed=0):

@@ -1,4 +1,5 @@
-"""Tests of the growth policies (agents.base, agents.heuristics, agents.annealing)."""
+"""Tests of the growth policies (growenv.policies.base, growenv.policies.heuristics,
+growenv.policies.annealing)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import agents
-from agents.annealing import AnnealingPolicy, acceptance_probability
-from agents.base import POLICY_NAMES, Policy, make_policy
-from agents.evaluate import run_episode
-from agents.heuristics import (
+from growenv.env.growth_env import GrowthEnv
+from growenv.harness.episodes import run_episode
+from growenv.policies.annealing import AnnealingPolicy, acceptance_probability
+from growenv.policies.base import POLICY_NAMES, Policy, make_policy
+from growenv.policies.heuristics import (
     BICPolicy,
     GreedyLossPolicy,
     GreedyPolicy,
@@ -24,7 +25,6 @@ from agents.heuristics import (
     RoundRobinPolicy,
     bic,
 )
-from growenv.env import GrowthEnv
 
 TINY = {
     "task": "teacher_student",
@@ -112,10 +112,12 @@ def test_make_policy_passes_kwargs():
 
 def test_make_policy_ppo_calls_agents_ppo_load(monkeypatch):
     calls = []
-    stub = types.ModuleType("agents.ppo")
+    stub = types.ModuleType("growenv.policies.ppo")
     stub.load = lambda path, **kw: calls.append((path, kw)) or "loaded"
-    monkeypatch.setitem(sys.modules, "agents.ppo", stub)
-    monkeypatch.setattr(agents, "ppo", stub, raising=False)
+    monkeypatch.setitem(sys.modules, "growenv.policies.ppo", stub)
+    import growenv.policies
+
+    monkeypatch.setattr(growenv.policies, "ppo", stub, raising=False)
     assert make_policy("ppo:runs/agent.zip", deterministic=True) == "loaded"
     assert calls == [("runs/agent.zip", {"deterministic": True})]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import make_policy
-from agents.evaluate import run_episode
-from agents.ppo import PPOConfig, load, train
+from growenv.harness.episodes import run_episode
+from growenv.policies.base import make_policy
+from growenv.policies.ppo import PPOConfig, load, train
 
 ENV = dict(
     task="teacher_student_distribution",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import growenv
-from growenv.nets import GrowingMLP
+from growenv.nets.mlp.net import GrowingMLP
 
 torch.set_default_dtype(torch.float32)
 
@@ -267,7 +267,7 @@ def test_cuda_matches_cpu():
 
 
 def test_wide_layers_solved_alone_and_input_factors_reused(monkeypatch):
-    from growenv import report as report_module
+    from growenv.nets.mlp import report as report_module
 
     net, x, y = make_problem([5, 3], in_features=9, seed=13, dtype=torch.float64)
     padded = growenv.bottleneck(net, x, y)

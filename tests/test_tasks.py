@@ -1,4 +1,5 @@
-"""Tests for growenv.tasks and growenv.cifar: real numbers, determinism, layouts, errors."""
+"""Tests for growenv.data.tasks and growenv.data.cifar: real numbers, determinism, layouts,
+errors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from growenv.cifar import (
+from growenv.data.cifar import (
     ARCHIVE_NAME,
     BATCH_DIR,
     CIFAR_URL,
@@ -20,7 +21,7 @@ from growenv.cifar import (
     load_cifar10,
     sample_augment_params,
 )
-from growenv.tasks import (
+from growenv.data.tasks import (
     TASK_NAMES,
     Split,
     Task,

@@ -51,9 +51,9 @@ def test_cpu_workers():
 
 
 def test_conv_solve_same_with_two_threads():
-    from growenv.conv import GrowingConvNet
-    from growenv.conv_growth import solve_conv
-    from growenv.conv_statistics import compute_conv_statistics
+    from growenv.nets.conv.growth import solve_conv
+    from growenv.nets.conv.net import GrowingConvNet
+    from growenv.nets.conv.statistics import compute_conv_statistics
 
     g = torch.Generator().manual_seed(0)
     net = GrowingConvNet(2, [3, 4, 2], 3, 3, 1, 1, None, "tanh", (8, 8), generator=g)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from growenv.env import GrowthEnv
-from growenv.vector import LockstepVecEnv
+from growenv.env.growth_env import GrowthEnv
+from growenv.env.lockstep import LockstepVecEnv
 
 KW = dict(
     task="teacher_student_distribution",

@@ -63,7 +63,7 @@ def _check_candidate(net, candidate: GrowthCandidate) -> int:
 
 
 def _is_conv(net) -> bool:
-    from growenv.conv import GrowingConvNet
+    from growenv.nets.conv.net import GrowingConvNet
 
     return isinstance(net, GrowingConvNet)
 
@@ -105,7 +105,7 @@ def extended_forward(
     (returns (G, n, out)).
     """
     if _is_conv(net):
-        from growenv.conv_growth import conv_extended_forward
+        from growenv.nets.conv.growth import conv_extended_forward
 
         return conv_extended_forward(net, candidate, x, gamma)
     net.check_input(x)

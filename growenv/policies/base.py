@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from growenv.env import GrowthEnv
+    from growenv.env.growth_env import GrowthEnv
 
 __all__ = ["POLICY_NAMES", "Policy", "make_policy", "make_rng", "valid_sites"]
 
@@ -18,7 +18,7 @@ _POLICY_STREAM = 0x9E3779B9
 
 @runtime_checkable
 class Policy(Protocol):
-    """A rule that picks the next action of a :class:`growenv.env.GrowthEnv` episode.
+    """A rule that picks the next action of a :class:`~growenv.env.growth_env.GrowthEnv` episode.
 
     Attributes
     ----------
@@ -62,8 +62,8 @@ def valid_sites(info: dict[str, Any], env: GrowthEnv) -> np.ndarray:
 
 
 def _builders() -> dict[str, Any]:
-    from agents.annealing import AnnealingPolicy
-    from agents.heuristics import (
+    from growenv.policies.annealing import AnnealingPolicy
+    from growenv.policies.heuristics import (
         BICPolicy,
         GreedyLossPolicy,
         GreedyPolicy,
@@ -103,9 +103,9 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
     spec
         One of ``"greedy"``, ``"greedy-loss"``, ``"round-robin"``, ``"random"``, ``"bic"``,
         ``"annealing"``, ``"periodic"``, or ``"ppo:PATH"`` (a trained agent loaded with
-        ``agents.ppo.load(PATH)``).
+        ``growenv.policies.ppo.load(PATH)``).
     **kwargs
-        Passed to the policy's constructor (or to ``agents.ppo.load``).
+        Passed to the policy's constructor (or to ``growenv.policies.ppo.load``).
 
     Returns
     -------
@@ -123,7 +123,7 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
         path = spec[len("ppo:") :]
         if not path:
             raise ValueError("spec 'ppo:PATH': the path of the trained agent is missing")
-        from agents import ppo  # deferred: loads stable-baselines3
+        from growenv.policies import ppo  # deferred: loads stable-baselines3
 
         return ppo.load(path, **kwargs)
     builders = _builders()

@@ -1,8 +1,8 @@
 """LockstepVecEnv: many GrowthEnvs trained, measured and grown as one batched model.
 
-Each environment keeps its own :class:`~growenv.env.GrowthEnv` bookkeeping (task, RNG,
+Each environment keeps its own :class:`~growenv.env.growth_env.GrowthEnv` bookkeeping (task, RNG,
 budget, counters, observation, reward and info, so they mean exactly what they mean in
-``GrowthEnv``); the networks live in one :class:`~growenv.stacked.StackedMLP`, so training,
+``GrowthEnv``); the networks live in one :class:`~growenv.nets.mlp.stacked.StackedMLP`, so training,
 the statistics pass, the TINY solve (batched ``eigh``/``svd`` over envs and sites) and the
 amplitude search run once for all envs instead of once per env.
 """
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from stable_baselines3.common.vec_env import VecEnv
 
-from growenv import features
 from growenv.amplitude import default_gammas
-from growenv.env import GrowthEnv
+from growenv.env import features
+from growenv.env.growth_env import GrowthEnv
 from growenv.losses import resolve_loss
-from growenv.report import solve
-from growenv.stacked import StackedMLP, gamma_losses
+from growenv.nets.mlp.report import solve
+from growenv.nets.mlp.stacked import StackedMLP, gamma_losses
 
 SPLITS = ("train", "stats", "val", "test")
 
@@ -86,7 +86,7 @@ class LockstepVecEnv(VecEnv):
     device
         Where the stacked networks and the data live (``"cpu"`` or ``"cuda"``).
     **env_kwargs
-        Any :class:`~growenv.env.GrowthEnv` keyword (``optimizer`` must be ``"adam"`` and
+        Any :class:`~growenv.env.growth_env.GrowthEnv` keyword (``optimizer`` must be ``"adam"`` and
         ``method`` ``"tiny"``). All envs' tasks must have the same split sizes and shapes.
 
     Auto-reset follows SB3: a finished env is reset at once, its last observation is in

@@ -1,6 +1,6 @@
 """Correlations of feature maps at many offsets, summed over cells of positions.
 
-The engine behind :mod:`growenv.conv_statistics`: a statistic that is a weighted sum over
+The engine behind :mod:`~growenv.nets.conv.statistics`: a statistic that is a weighted sum over
 positions ``r`` of products ``b(r) a(sigma r + delta)`` with a *separable* weight (a row
 factor times a column factor) is split into cells on which both factors are constant
 (:func:`make_cells`); :func:`correlate` gives every cell's correlations at all offsets

@@ -3,9 +3,9 @@
 Each baseline is a fixed network trained from scratch with the environment's task, optimizer,
 learning rate, batch size and augmentation for as many optimizer steps as a full-length
 episode (``train_steps * (max_steps + 1)``), and reported as one row with the keys of
-:data:`agents.evaluate.ROW_FIELDS`:
+:data:`growenv.harness.episodes.ROW_FIELDS`:
 
-- :func:`oracle_row` (in :mod:`agents.evaluate`): the teacher's own architecture;
+- :func:`oracle_row` (in :mod:`~growenv.harness.episodes`): the teacher's own architecture;
 - :func:`fixed_widths_row`: the env's network family at given hidden widths (e.g. the final
   architecture a growth policy reached, trained from scratch);
 - :func:`small_cnn_row`: a plain small CNN (``Conv-ReLU-MaxPool`` stages, global average
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from growenv.env import GrowthEnv
+from growenv.env.growth_env import GrowthEnv
 from growenv.training import evaluate, make_optimizer, train_steps
 
 __all__ = [
@@ -85,7 +85,8 @@ def static_row(
     Parameters
     ----------
     env_kwargs
-        :class:`growenv.env.GrowthEnv` keyword arguments (task, optimizer, lr, batch size,
+        :class:`~growenv.env.growth_env.GrowthEnv` keyword arguments (task, optimizer, lr,
+        batch size,
         augmentation, episode length).
     seed
         The episode's task (:meth:`GrowthEnv.episode_task`: with a task distribution, the one
@@ -103,7 +104,7 @@ def static_row(
     Returns
     -------
     dict
-        A row with the keys :data:`agents.evaluate.ROW_FIELDS`: ``step`` = the episode
+        A row with the keys :data:`growenv.harness.episodes.ROW_FIELDS`: ``step`` = the episode
         length, final losses and accuracies, parameters, forward MACs, and ``compute`` =
         training (3 x forward MACs per sample) plus one validation pass, as the env counts.
     """

@@ -11,13 +11,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from growenv import costs, features
 from growenv.amplitude import amplitude_search, default_gammas
-from growenv.conv import GrowingConvNet
-from growenv.growth import apply_growth
-from growenv.nets import GrowingMLP
-from growenv.report import BottleneckReport, bottleneck
-from growenv.tasks import TASK_NAMES, Split, Task, TeacherStudentDistribution, make_task
+from growenv.data.tasks import TASK_NAMES, Split, Task, TeacherStudentDistribution, make_task
+from growenv.env import features
+from growenv.nets.conv.net import GrowingConvNet
+from growenv.nets.mlp import costs
+from growenv.nets.mlp.growth import apply_growth
+from growenv.nets.mlp.net import GrowingMLP
+from growenv.nets.mlp.report import BottleneckReport, bottleneck
 from growenv.training import evaluate, make_optimizer, train_steps
 
 TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
@@ -155,7 +156,7 @@ class GrowthEnv(gym.Env):
     ``cost_per_flop``, ``reward`` ("log_ratio" or "relative"), ``method`` ("tiny",
     "gradmax", "random"), ``invalid_action`` ("raise" or "skip"), ``dtype`` ("float32" or
     "float64": network, data and statistics), ``net`` ("mlp", or "conv": a
-    :class:`~growenv.conv.GrowingConvNet` with ``hidden_layers`` stages of
+    :class:`~growenv.nets.conv.net.GrowingConvNet` with ``hidden_layers`` stages of
     ``start_width`` channels, stride 1 then 2, on image tasks), ``kernel`` ("full" or
     "restricted" TINY channels for conv nets), ``augment`` (random crop with padding 4 and
     horizontal flip of the training minibatches of image tasks), ``render_mode``.
@@ -302,7 +303,7 @@ class GrowthEnv(gym.Env):
     def episode_task(self, seed: int) -> Task:
         """The task (on the env's device and dtype) that ``reset(seed=seed)`` gives, drawn
         without training a network (static baselines train their own, see
-        :mod:`agents.baselines`); afterwards :meth:`build_net` builds nets for it. Call
+        :mod:`~growenv.harness.baselines`); afterwards :meth:`build_net` builds nets for it. Call
         :meth:`reset` before stepping."""
         super().reset(seed=int(seed))
         self._start_episode()
@@ -340,7 +341,7 @@ class GrowthEnv(gym.Env):
     ) -> GrowingMLP | GrowingConvNet:
         """A fresh student with hidden ``widths`` for the current task, built as this env
         builds its episodes' networks (conv: stride 1 then 2; the env's activation, device and
-        dtype). Static baselines of a given size use it (:mod:`agents.baselines`)."""
+        dtype). Static baselines of a given size use it (:mod:`~growenv.harness.baselines`)."""
         if self.task is None:
             raise RuntimeError("build_net: call reset() first (the task sets the input size)")
         if self.net_kind == "conv":
@@ -559,7 +560,7 @@ class GrowthEnv(gym.Env):
         shape = _image_shape(self.task)
         if shape is None:
             raise ValueError(f"augment: task {self.task.name!r} has no image inputs to augment")
-        from growenv.cifar import augment
+        from growenv.data.cifar import augment
 
         return lambda xb, gen: augment(xb, gen, image_shape=shape)
 
@@ -581,7 +582,7 @@ class GrowthEnv(gym.Env):
         sizes, task = self.net.layer_sizes, self.task
         samples = self.train_steps * min(self.batch_size, len(task.train))
         if self.net_kind == "conv":
-            from growenv.conv_statistics import conv_statistics_macs
+            from growenv.nets.conv.statistics import conv_statistics_macs
 
             forward = self.net.flops()
             self._add_compute("train", 3 * forward * samples)

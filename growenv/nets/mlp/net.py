@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
-from growenv.growing import GrowingNet
+from growenv.nets.base import GrowingNet
 
 
 def _check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:

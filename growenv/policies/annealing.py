@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.base import make_rng, valid_sites
+from growenv.policies.base import make_rng, valid_sites
 
 if TYPE_CHECKING:
-    from growenv.env import GrowthEnv
+    from growenv.env.growth_env import GrowthEnv
 
 __all__ = ["AnnealingPolicy", "acceptance_probability"]
 

@@ -1,6 +1,7 @@
 """Geometry of a conv net's TINY statistics: which correlations each statistic needs.
 
-A plan holds, for one statistic, the cells of positions (:class:`~growenv.cell_correlation.
+A plan holds, for one statistic, the cells of positions
+(:class:`~growenv.nets.conv.cell_correlation.
 Cells`), the correlation offsets and the per-cell weights (border effects of padding and
 stride, the growth weights ``w(q)``, pooling taps); it runs the per-batch correlations
 (``accumulate``) and assembles them into the statistic (``assemble``). Plans depend on the
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from growenv.cell_correlation import (
+from growenv.nets.conv.cell_correlation import (
     MAX_RELATIVE_PERIOD,
     cell_sums,
     contract,
@@ -174,7 +175,7 @@ def _progressions(positions: list[int]) -> list[slice]:
 class UnfoldCovPlan:
     """:class:`CovPlan`'s covariances from the patches themselves: for a strided conv whose
     position weights repeat with a period above
-    :data:`~growenv.cell_correlation.MAX_RELATIVE_PERIOD` (a stride-2 conv followed by
+    :data:`~growenv.nets.conv.cell_correlation.MAX_RELATIVE_PERIOD` (a stride-2 conv followed by
     another), where the correlations would need many small strided weight-gradients. Its
     patches have no pooling. The batch is taken ``CHUNK`` images at a time.
 
@@ -415,7 +416,7 @@ def net_plans(stages: tuple, sizes: tuple, kernel: str, device: torch.device, dt
     """The plans of a net's statistics: per conv its covariance plan, per conv -> conv site
     its growth covariance plan (``None`` when it shares the conv's) and its cross plan, and
     the head site's plan. Cached: they depend on the geometry only (``stages``: the nets'
-    :class:`~growenv.conv.ConvStage` tuple; ``sizes``: every stage's input size), not on
+    :class:`~growenv.nets.conv.net.ConvStage` tuple; ``sizes``: every stage's input size), not on
     channel counts, so a growing net reuses them. Read-only.
     """
     like = torch.empty(0, device=device, dtype=dtype)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from growenv.cifar import IMAGE_SHAPE as CIFAR_IMAGE_SHAPE
-from growenv.cifar import load_cifar10
+from growenv.data.cifar import IMAGE_SHAPE as CIFAR_IMAGE_SHAPE
+from growenv.data.cifar import load_cifar10
 
 __all__ = [
     "TASK_NAMES",
@@ -549,7 +549,7 @@ def cifar10(
     n_test: int | None = None,
     device: Device = "cpu",
 ) -> Task:
-    """CIFAR-10 from local files (see :func:`growenv.cifar.load_cifar10`; never downloads).
+    """CIFAR-10 from local files (see :func:`~growenv.data.cifar.load_cifar10`; never downloads).
 
     The official training images are shuffled with ``seed``; ``val`` takes the first ``n_val``
     (default 10 % of them), ``stats`` the next ``n_stats`` (default 10 %), ``train`` the next

@@ -3,10 +3,10 @@
 Every (task, policy, seed) episode runs in a worker process (``torch.set_num_threads(1)``
 each: with several OpenMP threads per process under load, the tiny matmuls of small nets
 become orders of magnitude slower). Results: ``results.csv`` (one row per task, policy, seed
-and growth step, columns :data:`agents.evaluate.ROW_FIELDS`), ``summary.json`` (final
+and growth step, columns :data:`growenv.harness.episodes.ROW_FIELDS`), ``summary.json`` (final
 metrics per task and policy: mean, IQM, 95 % bootstrap CIs over seeds, paired difference to
-the reference policy), a markdown table and PNG plots (see :mod:`agents.summary` and
-:mod:`agents.plots`).
+the reference policy), a markdown table and PNG plots (see :mod:`~growenv.harness.summary` and
+:mod:`~growenv.harness.plots`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _init_worker() -> None:
 
 
 def _env_for(env_kwargs: dict[str, Any]):
-    from growenv.env import GrowthEnv
+    from growenv.env.growth_env import GrowthEnv
 
     key = json.dumps(env_kwargs, sort_keys=True, default=repr)
     if key not in _ENV_CACHE:
@@ -78,7 +78,7 @@ def _env_for(env_kwargs: dict[str, Any]):
 
 
 def _policy_for(spec: str):
-    from agents.base import make_policy
+    from growenv.policies.base import make_policy
 
     if spec not in _POLICY_CACHE:
         _POLICY_CACHE[spec] = make_policy(spec)
@@ -88,7 +88,7 @@ def _policy_for(spec: str):
 def _run_job(job: tuple[str, str, int | tuple[int, ...], dict[str, Any]]) -> list[dict[str, Any]]:
     """One episode (or the oracle run) of ``(task, policy spec, seed, env kwargs)``; with a
     tuple of seeds, all of them in one lockstep vector env."""
-    from agents.evaluate import oracle_row, run_episode, run_lockstep_episodes
+    from growenv.harness.episodes import oracle_row, run_episode, run_lockstep_episodes
 
     task, spec, seed, env_kwargs = job
     kwargs = {**env_kwargs, "task": task}
@@ -121,14 +121,15 @@ def run_bench(
     Parameters
     ----------
     tasks
-        Task names of :class:`growenv.env.GrowthEnv` (``task_kwargs`` in ``env_kwargs``
+        Task names of :class:`~growenv.env.growth_env.GrowthEnv` (``task_kwargs`` in ``env_kwargs``
         apply to each).
     policies
-        Policy specs of :func:`agents.base.make_policy` (``"greedy"``, ``"ppo:PATH"``, ...).
+        Policy specs of :func:`~growenv.policies.base.make_policy` (``"greedy"``,
+        ``"ppo:PATH"``, ...).
     seeds
         Episode seeds (``env.reset(seed)`` and ``policy.reset(seed)``).
     env_kwargs
-        Other :class:`growenv.env.GrowthEnv` arguments (not ``task``).
+        Other :class:`~growenv.env.growth_env.GrowthEnv` arguments (not ``task``).
     workers
         Worker processes (started with "spawn", each with one torch thread; a script that
         calls this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard).
@@ -140,7 +141,7 @@ def run_bench(
         Show a tqdm progress bar (on stderr).
     vec
         ``"lockstep"``: the seeds of a (task, policy) run together in one
-        :class:`growenv.vector.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
+        :class:`~growenv.env.lockstep.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
         episode; ``"auto"`` (default): lockstep for the policies that only read
         observations (greedy, round-robin, random, periodic, ppo:PATH) on MLPs without
         augmentation, single otherwise.
@@ -160,7 +161,7 @@ def run_bench(
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     if not tasks or not policies or not seeds:
         raise ValueError("run_bench: tasks, policies and seeds must not be empty")
-    from agents.evaluate import supports_lockstep
+    from growenv.harness.episodes import supports_lockstep
 
     if vec not in ("auto", "lockstep", "single"):
         raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
@@ -254,7 +255,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def bench_main(args: argparse.Namespace) -> int:
     """Run ``growenv bench`` with parsed ``args``; returns the exit status."""
-    from agents.summary import check_out_dir
+    from growenv.harness.summary import check_out_dir
 
     try:
         tasks, policies = parse_list(args.tasks), parse_list(args.policies)
@@ -266,7 +267,7 @@ def bench_main(args: argparse.Namespace) -> int:
             raise ValueError("--workers: expected an int >= 1")
         if args.out is not None:
             check_out_dir(args.out, args.force)
-        from agents.base import make_policy
+        from growenv.policies.base import make_policy
 
         for spec in policies:  # fail before running anything
             if not spec.startswith("ppo:"):
@@ -288,8 +289,8 @@ def bench_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"growenv bench: error: {err}", file=sys.stderr)
         return 2
-    from agents.plots import plot_results
-    from agents.summary import format_table, summarize, write_results
+    from growenv.harness.plots import plot_results
+    from growenv.harness.summary import format_table, summarize, write_results
 
     summary = summarize(rows, reference=args.reference)
     print(format_table(summary, reference=args.reference))

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from growenv import tiny
-from growenv.growth import GrowthCandidate
 from growenv.losses import PerSampleLoss
-from growenv.statistics import GrowthStatistics, compute_statistics
+from growenv.nets.mlp.growth import GrowthCandidate
+from growenv.nets.mlp.statistics import GrowthStatistics, compute_statistics
 
 METHODS = ("tiny", "gradmax", "random")
 
@@ -377,7 +377,7 @@ def bottleneck(
     Parameters
     ----------
     net
-        A :class:`~growenv.nets.GrowingMLP`.
+        A :class:`~growenv.nets.mlp.net.GrowingMLP`.
     loss
         ``"mse"`` (``l_i = ||f(x_i) - y_i||^2``), ``"cross_entropy"`` (class labels), or a
         callable returning per-sample losses.
@@ -395,7 +395,7 @@ def bottleneck(
         the same data (``report.input_factors``): the input layer's ``eigh`` is skipped. For
         wide inputs (flattened images) it is the dominant cost, and constant for fixed data.
     kernel
-        For a :class:`~growenv.conv.GrowingConvNet`: ``"full"`` (a new channel is a k×k
+        For a :class:`~growenv.nets.conv.net.GrowingConvNet`: ``"full"`` (a new channel is a k×k
         kernel in and out, gromo's FullConv2dGrowingModule) or ``"restricted"`` (1×1 out).
         Ignored for MLPs.
     raw_correlation
@@ -403,10 +403,10 @@ def bottleneck(
         ``linear_gain`` need it); by default a one-batch call gets the conv -> conv sites'
         projected ``N`` directly (cheaper) and no ``P`` there. MLP reports always keep it.
     """
-    from growenv.conv import GrowingConvNet
+    from growenv.nets.conv.net import GrowingConvNet
 
     if isinstance(net, GrowingConvNet):
-        from growenv.conv_growth import conv_bottleneck
+        from growenv.nets.conv.growth import conv_bottleneck
 
         return conv_bottleneck(
             net,

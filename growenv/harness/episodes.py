@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Policy
-from growenv.env import GrowthEnv
+from growenv.env.growth_env import GrowthEnv
+from growenv.policies.base import Policy
 from growenv.training import evaluate
 
 __all__ = [
@@ -114,7 +114,7 @@ def run_episode(
     Parameters
     ----------
     env_kwargs
-        Keyword arguments of :class:`growenv.env.GrowthEnv` (``task`` included).
+        Keyword arguments of :class:`~growenv.env.growth_env.GrowthEnv` (``task`` included).
     policy
         The policy; ``policy.reset(seed)`` is called before the episode.
     seed
@@ -174,8 +174,8 @@ def run_lockstep_episodes(
     batched pass per step). Envs that finish early idle with "skip" until all are done;
     their extra steps are not recorded.
     """
-    from agents.base import make_policy
-    from growenv.vector import LockstepVecEnv
+    from growenv.env.lockstep import LockstepVecEnv
+    from growenv.policies.base import make_policy
 
     kwargs = dict(env_kwargs)
     vec = LockstepVecEnv(len(seeds), device=device, **kwargs)
@@ -346,7 +346,8 @@ def oracle_row(
     """Train the teacher's own architecture from scratch: the reference ("oracle") row.
 
     Builds the environment's teacher-student task (the one ``env.reset(seed=seed)`` gives, so
-    with a task distribution it is the episode's teacher), a fresh :class:`growenv.tasks.TeacherNet`
+    with a task distribution it is the episode's teacher), a fresh
+    :class:`~growenv.data.tasks.TeacherNet`
     with the teacher's sizes, skip connection and activation, initialised from ``seed``
     (a generator independent of the teacher's), and trains it with the environment's
     optimizer, learning rate and batch size for ``total_steps`` optimizer steps (default
@@ -355,7 +356,8 @@ def oracle_row(
     Parameters
     ----------
     env_kwargs
-        :class:`growenv.env.GrowthEnv` keyword arguments; the task must be teacher-student.
+        :class:`~growenv.env.growth_env.GrowthEnv` keyword arguments; the task must be
+        teacher-student.
     seed
         Seed of the initialisation and of the minibatches.
     total_steps
@@ -373,8 +375,8 @@ def oracle_row(
     ValueError
         When the task is not teacher-student (there is no known architecture).
     """
-    from agents.baselines import static_row
-    from growenv.tasks import TeacherNet
+    from growenv.data.tasks import TeacherNet
+    from growenv.harness.baselines import static_row
 
     def build(env: GrowthEnv, gen: torch.Generator) -> torch.nn.Module:
         task = env.task

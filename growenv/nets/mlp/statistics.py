@@ -163,7 +163,7 @@ def compute_statistics(
     Parameters
     ----------
     net
-        A :class:`~growenv.nets.GrowingMLP`.
+        A :class:`~growenv.nets.mlp.net.GrowingMLP`.
     x, y
         Tensors (split into ``batch_size`` chunks), or ``x`` an iterable of ``(x, y)``
         batches such as a ``DataLoader`` and ``y=None``. Batches are moved to the net's device.

@@ -10,7 +10,8 @@ from growenv.optim import grow_parameter
 
 
 class GrowingNet(nn.Module):
-    """Base of :class:`~growenv.nets.GrowingMLP` and :class:`~growenv.conv.GrowingConvNet`.
+    """Base of :class:`~growenv.nets.mlp.net.GrowingMLP` and
+    :class:`~growenv.nets.conv.net.GrowingConvNet`.
 
     Subclasses hold ``self.weights`` and ``self.biases`` (``nn.ParameterList``, one entry per
     layer, the head last) and define ``num_sites``; ``site_noun`` names a site in errors.

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import ROW_FIELDS, bootstrap_ci, iqm, paired_difference
+from growenv.harness.episodes import ROW_FIELDS, bootstrap_ci, iqm, paired_difference
 
 __all__ = [
     "METRICS",
@@ -61,11 +61,11 @@ def summarize(
     Parameters
     ----------
     rows
-        Result rows (:data:`agents.evaluate.ROW_FIELDS`; CSV strings are fine).
+        Result rows (:data:`growenv.harness.episodes.ROW_FIELDS`; CSV strings are fine).
     reference
         Policy the paired differences refer to.
     n_boot, alpha, seed
-        Bootstrap settings (see :func:`agents.evaluate.bootstrap_ci`).
+        Bootstrap settings (see :func:`~growenv.harness.episodes.bootstrap_ci`).
 
     Returns
     -------
@@ -130,7 +130,7 @@ def format_paired(
     digits: int = 3,
 ) -> str:
     """``"+0.012 [-0.003, +0.027]"``: the paired difference ``values - reference`` (by seed)
-    with its 95 % bootstrap CI (see :func:`agents.evaluate.paired_difference`)."""
+    with its 95 % bootstrap CI (see :func:`~growenv.harness.episodes.paired_difference`)."""
     d = paired_difference(values, reference, stat)
     return f"{d['diff']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import bootstrap_ci
-from agents.summary import value
+from growenv.harness.episodes import bootstrap_ci
+from growenv.harness.summary import value
 
 __all__ = ["plot_results", "plot_task", "trajectory"]
 

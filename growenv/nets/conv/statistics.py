@@ -1,4 +1,5 @@
-"""TINY statistics of a :class:`~growenv.conv.GrowingConvNet`, in one forward+backward pass.
+"""TINY statistics of a :class:`~growenv.nets.conv.net.GrowingConvNet`, in one forward+backward
+pass.
 
 Conventions (as gromo's conv modules, so that the numbers agree): statistics are **sums over
 spatial positions and means over samples**; ``v = -dl_i/da`` with ``l_i`` the sample's own
@@ -33,14 +34,15 @@ is therefore a weighted sum, over positions, of products ``X(sigma r + delta) Z(
 Those weights are constant (per stride phase) away from the borders, so positions are split
 into cells: each border row/column on its own, and one cell per stride phase for the
 interior; ``conv2d`` weight-gradients give each cell's correlations at all offsets ``delta``
-at once (:func:`growenv.cell_correlation.correlate`; the plans of :mod:`growenv.conv_plans`
+at once (:func:`~growenv.nets.conv.cell_correlation.correlate`; the plans of
+:mod:`~growenv.nets.conv.plans`
 say which). Where the interior has a cell per stride phase (periods up to 2), the weights
 are taken relative to the interior's: one whole-grid correlation per phase (the conv's own
 zero padding; for a covariance the offsets of one half-plane, the rest mirrored across
 phases), plus border strips and corners at the few offsets where a border's weights differ
-(:func:`~growenv.cell_correlation.relative_form`); longer periods without pooling use one
+(:func:`~growenv.nets.conv.cell_correlation.relative_form`); longer periods without pooling use one
 Gram matrix of the patches per group of positions of equal weights, 64 images at a time
-(:class:`~growenv.conv_plans.UnfoldCovPlan`). This is exact and never forms gromo's patch x
+(:class:`~growenv.nets.conv.plans.UnfoldCovPlan`). This is exact and never forms gromo's patch x
 offset x position tensor; elsewhere no patches either: the products are over the ``C_in``
 channels of ``X`` (not ``C_in k^2``) at ``(2k-1)^2`` to ``(3k-2)^2`` offsets, and the
 per-batch work is these correlations alone; the cells are combined with the (small, fixed)
@@ -71,10 +73,10 @@ import torch
 import torch.nn.functional as F
 
 from growenv import tiny
-from growenv.conv import GrowingConvNet, global_average
-from growenv.conv_plans import net_plans, stage_patches
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.statistics import GrowthStatistics, iterate_batches
+from growenv.nets.conv.net import GrowingConvNet, global_average
+from growenv.nets.conv.plans import net_plans, stage_patches
+from growenv.nets.mlp.statistics import GrowthStatistics, iterate_batches
 from growenv.threads import cpu_workers, single_threaded
 
 KERNELS = ("full", "restricted")
@@ -88,7 +90,7 @@ class ConvGrowthStatistics(GrowthStatistics):
     ``(D, D)``, ``P`` ``(D, O')`` with ``O' = out * k^2`` (full kernel, columns ordered
     ``(channel, kernel row, kernel column)``), ``out`` (restricted kernel or the head site),
     and the cross term ``C``: ``(k^2, D, E)`` for a full-kernel site, ``(D, E)`` otherwise,
-    so that ``N = P - C dW^T`` (per offset) with :func:`growenv.tiny.projected_cross_correlation`.
+    so that ``N = P - C dW^T`` (per offset) with :func:`~growenv.tiny.projected_cross_correlation`.
     ``site_kernels[j]`` is ``"full"``, ``"restricted"`` or ``"linear"`` (the head site).
     """
 
@@ -351,7 +353,7 @@ def compute_conv_statistics(
     atol: float = tiny.DEFAULT_ATOL,
     solve_dtype: torch.dtype = torch.float64,
 ) -> ConvGrowthStatistics:
-    """One forward+backward pass of a :class:`~growenv.conv.GrowingConvNet` -> statistics.
+    """One forward+backward pass of a :class:`~growenv.nets.conv.net.GrowingConvNet` -> statistics.
 
     Parameters
     ----------
@@ -376,7 +378,7 @@ def compute_conv_statistics(
         streamed batches always keep ``P`` and ``C``.
     rtol, atol, solve_dtype
         Settings of the best updates used in that projection (as the solve's; ``rtol=None``
-        picks :func:`growenv.tiny.default_rtol` of the net's dtype).
+        picks :func:`~growenv.tiny.default_rtol` of the net's dtype).
     """
     if not isinstance(net, GrowingConvNet):
         raise TypeError(f"net: expected a GrowingConvNet, got {type(net).__name__}")

@@ -1,6 +1,7 @@
 """MaskablePPO agents that learn growth strategies: training, checkpoints, loading as a Policy.
 
-Training runs sb3-contrib's ``MaskablePPO`` on :class:`growenv.env.GrowthEnv` over a task
+Training runs sb3-contrib's ``MaskablePPO`` on :class:`~growenv.env.growth_env.GrowthEnv` over
+a task
 distribution (a new teacher each episode by default), with observation normalisation
 (running mean/std, saved beside the model), periodic checkpoints, TensorBoard logs (when
 ``tensorboard`` is installed; CSV logs always) and an evaluation callback that runs the
@@ -74,7 +75,7 @@ class PPOConfig:
             raise ValueError(f"vec: expected one of {VEC_KINDS}, got {self.vec!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma: expected 0 < gamma <= 1, got {self.gamma}")
-        from growenv.env import GrowthEnv
+        from growenv.env.growth_env import GrowthEnv
 
         GrowthEnv(**self.env_kwargs)  # unknown or bad env kwargs fail here, clearly
         return self
@@ -105,7 +106,7 @@ def _make_env_fn(env_kwargs: dict[str, Any], threads: int | None):
         from sb3_contrib.common.wrappers import ActionMasker  # noqa: F401  (import check)
         from stable_baselines3.common.monitor import Monitor
 
-        from growenv.env import GrowthEnv
+        from growenv.env.growth_env import GrowthEnv
 
         if threads is not None:
             # several processes on few cores: one thread each (OpenMP spinning otherwise
@@ -119,13 +120,13 @@ def _make_env_fn(env_kwargs: dict[str, Any], threads: int | None):
 def make_vec_env(config: PPOConfig):
     """The training vector env: ``n_envs`` envs seeded ``seed + i`` (SB3's convention).
 
-    ``"lockstep"`` stacks all networks into one batched model (growenv.vector);
+    ``"lockstep"`` stacks all networks into one batched model (growenv.env.lockstep);
     ``"subproc"``/``"dummy"`` are SB3's vector envs over separate GrowthEnvs.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
     if config.vec == "lockstep":
-        from growenv.vector import LockstepVecEnv
+        from growenv.env.lockstep import LockstepVecEnv
 
         kwargs = {k: v for k, v in config.env_kwargs.items() if k != "device"}
         return VecMonitor(
@@ -144,7 +145,7 @@ def make_vec_env(config: PPOConfig):
 
 
 class PPOPolicy:
-    """A trained agent behind the :class:`agents.base.Policy` interface.
+    """A trained agent behind the :class:`~growenv.policies.base.Policy` interface.
 
     Observations are normalised with the statistics saved at training time; actions are
     the deterministic (argmax) choice among the valid ones (``env.action_masks()``).
@@ -218,9 +219,9 @@ def evaluate_against_greedy(
     policy: PPOPolicy, env_kwargs: dict[str, Any], n_tasks: int, seed: int = 10**6
 ) -> dict[str, float]:
     """Final validation loss of the agent and of greedy on ``n_tasks`` held-out teachers."""
-    from agents.evaluate import run_episode
-    from agents.heuristics import GreedyPolicy
-    from growenv.tasks import held_out_teachers
+    from growenv.data.tasks import held_out_teachers
+    from growenv.harness.episodes import run_episode
+    from growenv.policies.heuristics import GreedyPolicy
 
     kwargs = {k: v for k, v in env_kwargs.items() if k not in ("task", "task_kwargs")}
     agent, greedy = [], []

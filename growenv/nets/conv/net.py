@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
-from growenv.growing import GrowingNet
+from growenv.nets.base import GrowingNet
 
 POOLS = ("avg", "max")
 
@@ -123,7 +123,7 @@ class GrowingConvNet(GrowingNet):
     ``x (n, C, H, W) -> [conv_l -> sigma -> pool_l] for each stage -> mean over positions ->
     linear``. Every stage's channel count (*site* ``l``) can grow; parameters grow in place
     (the ``nn.Parameter`` objects are kept) and optimizer state is zero-padded for the new
-    entries, as for :class:`~growenv.nets.GrowingMLP`. BatchNorm is not offered.
+    entries, as for :class:`~growenv.nets.mlp.net.GrowingMLP`. BatchNorm is not offered.
 
     Parameters
     ----------

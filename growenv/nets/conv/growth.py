@@ -1,7 +1,8 @@
 """Conv growth: the TINY solve of conv statistics, channel candidates, preview, apply, search.
 
-Same solver functions (:mod:`growenv.tiny`) and the same report classes as for MLPs
-(:class:`~growenv.report.BottleneckReport` of :class:`ConvSiteReport`, a ``SiteReport``), so
+Same solver functions (:mod:`~growenv.tiny`) and the same report classes as for MLPs
+(:class:`~growenv.nets.mlp.report.BottleneckReport` of :class:`ConvSiteReport`, a
+``SiteReport``), so
 policies and the environment work unchanged. Growth at site ``j`` adds ``K`` output channels
 to conv ``j`` (kernels ``sqrt(gamma) alpha_k``) and their input kernels
 ``sqrt(gamma) omega_k`` to conv ``j + 1`` (or head columns); the best update of conv
@@ -21,11 +22,11 @@ import torch.nn.functional as F
 
 from growenv import tiny
 from growenv.amplitude import AmplitudeResult, best_amplitude, search_setup
-from growenv.conv import _conv, global_average
-from growenv.conv_statistics import ConvGrowthStatistics, compute_conv_statistics
-from growenv.growth import GrowthCandidate, _as_gammas, _check_candidate, apply_growth
 from growenv.losses import PerSampleLoss
-from growenv.report import (
+from growenv.nets.conv.net import _conv, global_average
+from growenv.nets.conv.statistics import ConvGrowthStatistics, compute_conv_statistics
+from growenv.nets.mlp.growth import GrowthCandidate, _as_gammas, _check_candidate, apply_growth
+from growenv.nets.mlp.report import (
     BottleneckReport,
     LayerSolution,
     SiteReport,
@@ -59,7 +60,8 @@ class ConvGrowthCandidate(GrowthCandidate):
 
 @dataclass
 class ConvSiteReport(SiteReport):
-    """:class:`~growenv.report.SiteReport` of a conv site; :meth:`candidate` gives channels.
+    """:class:`~growenv.nets.mlp.report.SiteReport` of a conv site; :meth:`candidate` gives
+    channels.
 
     ``alpha`` ``(r, C_in k^2 + 1)`` and ``omega`` ``(O', r)`` are kept flat (``O' = C_out k'^2``,
     ordered channel, kernel row, kernel column, for a full-kernel site), as is
@@ -130,7 +132,7 @@ def solve_conv(
     """Solve every layer and site of a conv net (pure function of the statistics + shapes).
 
     Every ``S`` (layers) and ``S_growth`` (sites) gets its own factor, a Cholesky where no
-    eigenvalue is cut off, else an ``eigh`` (:func:`growenv.tiny.covariance_solvers`; each on
+    eigenvalue is cut off, else an ``eigh`` (:func:`~growenv.tiny.covariance_solvers`; each on
     one CPU thread,
     :func:`~growenv.threads.single_threaded`, and with several threads side by side,
     :func:`~growenv.threads.parallel_map`), unless the projection already computed it;
@@ -216,11 +218,11 @@ def conv_bottleneck(
     input_factors: tiny.CovarianceFactors | None = None,
     raw_correlation: bool = False,
 ) -> BottleneckReport:
-    """Expressivity bottleneck of every stage of a :class:`~growenv.conv.GrowingConvNet`.
+    """Expressivity bottleneck of every stage of a :class:`~growenv.nets.conv.net.GrowingConvNet`.
 
     One forward+backward pass (streamed in ``batch_size`` chunks, or an iterable of
     ``(x, y)`` batches with ``y=None``) and one solve; the same report as
-    :func:`growenv.bottleneck` (``report.sites[j]`` for stage ``j``; ``.candidate(K)``
+    :func:`~growenv.bottleneck` (``report.sites[j]`` for stage ``j``; ``.candidate(K)``
     gives a :class:`ConvGrowthCandidate`).
 
     Parameters
@@ -232,9 +234,9 @@ def conv_bottleneck(
         here it counts the positions the centre tap reads, identical for stride 1 with
         ``padding = k // 2``). The last stage's site, feeding the head, is linear.
     loss, rtol, atol, statistical_threshold, solve_dtype
-        As :func:`growenv.bottleneck`.
+        As :func:`~growenv.bottleneck`.
     input_factors
-        Accepted for a common signature with :func:`growenv.bottleneck` and ignored (the
+        Accepted for a common signature with :func:`~growenv.bottleneck` and ignored (the
         first conv's covariance is cheap: it correlates only the image channels);
         ``report.input_factors`` is ``None``.
     raw_correlation
@@ -368,7 +370,7 @@ def conv_amplitude_search(
     max_elements: int = MAX_ELEMENTS,
 ) -> AmplitudeResult:
     """The amplitude minimising the real mean loss on ``(x, y)`` (as
-    :func:`growenv.amplitude_search`): the forward up to the grown stage is shared, the rest
+    :func:`~growenv.amplitude_search`): the forward up to the grown stage is shared, the rest
     runs batched over amplitudes (in chunks below ``max_elements``). ``gamma = 0`` is always
     evaluated, so ``loss_drop >= 0``."""
     loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)

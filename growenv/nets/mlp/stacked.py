@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from growenv.losses import PerSampleLoss
-from growenv.nets import GrowingMLP
-from growenv.statistics import StatisticsAccumulator
+from growenv.nets.mlp.net import GrowingMLP
+from growenv.nets.mlp.statistics import StatisticsAccumulator
 
 
 def _grow_dim(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
