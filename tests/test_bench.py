@@ -31,13 +31,7 @@ ENV_KWARGS = {"task_kwargs": TASK_KWARGS, "train_steps": 5, "max_steps": 4, "bat
 TINY = {"task": "teacher_student", **ENV_KWARGS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets: OpenMP threads only add overhead (100x slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- statistics

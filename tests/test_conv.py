@@ -30,15 +30,7 @@ from growenv.nets.conv.net import GrowingConvNet
 from growenv.nets.conv.plans import Patches, UnfoldCovPlan, _progressions
 from growenv.nets.conv.statistics import compute_conv_statistics, conv_statistics_macs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny images gain nothing from threads, and on shared cores OpenMP's spin-waiting
-    makes each of the many small kernels slow: run this module single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # (channels, kernel_size, stride, padding, pool, image (H, W)); tiny images, few channels

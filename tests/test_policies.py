@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from growenv.env.growth_env import GrowthEnv
 from growenv.harness.episodes import run_episode
@@ -36,13 +35,7 @@ TINY = {
 NAMES = [name for name in POLICY_NAMES if not name.startswith("ppo")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets: OpenMP threads only add overhead (100x slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
