@@ -212,6 +212,30 @@ def test_evaluate_candidates_matches_amplitude_search():
     assert (res["loss_drop"][:2] >= 0).all()
 
 
+def test_evaluate_candidate_is_one_counted_search_that_does_not_grow():
+    from growenv.amplitude import amplitude_search
+
+    env = fast_env()
+    env.reset(seed=0)
+    params, compute = env.net.num_parameters(), env.compute
+    result = env.evaluate_candidate(1)
+    assert env.net.num_parameters() == params  # a preview: nothing applied
+    assert env.compute > compute and env.compute_by_phase["search"] == env.compute - compute
+    stats = env.task.stats
+    again = amplitude_search(env.net, result.candidate, stats.x, stats.y, loss=env.task.loss)
+    assert float(again.gamma) == float(result.gamma)
+    assert float(again.loss_drop) == float(result.loss_drop)
+    assert float(result.loss_drop) == env.evaluate_candidates()["loss_drop"][1]
+    with pytest.raises(ValueError, match="site: expected an int in \\[0, 1\\]"):
+        env.evaluate_candidate(2)
+
+
+def test_augmentation_is_none_without_augment():
+    env = fast_env()
+    env.reset(seed=0)
+    assert env.augmentation() is None
+
+
 @pytest.mark.parametrize("task", ["multi_sin", "digits"])
 def test_classification_tasks(task):
     kwargs = dict(n_train=256, n_stats=128, n_val=128, n_test=128) if task == "multi_sin" else {}

@@ -25,6 +25,7 @@ from torch import nn
 
 from growenv.data.cifar import IMAGE_SHAPE as CIFAR_IMAGE_SHAPE
 from growenv.data.cifar import load_cifar10
+from growenv.validation import choice, integer, real
 
 __all__ = [
     "TASK_NAMES",
@@ -93,8 +94,7 @@ class Task:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        choice("loss", self.loss, LOSSES)
         self.input_shape = tuple(int(d) for d in self.input_shape)
 
     @property
@@ -127,24 +127,6 @@ class Task:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _seed(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _fraction(name: str, value: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return float(value)
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -290,16 +272,15 @@ def teacher_student(
     Task
         ``loss="mse"``, ``input_shape=(in_features,)``, with the teacher (eval mode, no grad).
     """
-    seed = _seed(seed)
-    in_features = _positive_int("in_features", in_features)
-    out_features = _positive_int("out_features", out_features)
+    seed = integer("seed", seed, 0)
+    in_features = integer("in_features", in_features, 1)
+    out_features = integer("out_features", out_features, 1)
     if isinstance(hidden, numbers.Integral) or len(hidden) == 0:
-        raise ValueError(f"hidden must be a non-empty sequence of widths, got {hidden!r}")
-    hidden = tuple(_positive_int(f"hidden[{i}]", w) for i, w in enumerate(hidden))
+        raise ValueError(f"hidden: expected a non-empty sequence of widths, got {hidden!r}")
+    hidden = tuple(integer(f"hidden[{i}]", w, 1) for i, w in enumerate(hidden))
     sizes = dict(zip(SPLIT_NAMES, (n_train, n_stats, n_val, n_test), strict=True))
-    sizes = {name: _positive_int(f"n_{name}", n) for name, n in sizes.items()}
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+    sizes = {name: integer(f"n_{name}", n, 1) for name, n in sizes.items()}
+    real("noise_std", noise_std, 0.0)
 
     teacher = TeacherNet(
         in_features, hidden, out_features, skip, activation, _generator(seed, _STREAM_WEIGHTS)
@@ -364,15 +345,15 @@ class TeacherStudentDistribution:
     seeds: Sequence[int] = range(0, 10**6)
 
     def __post_init__(self) -> None:
-        _positive_int("in_features", self.in_features)
-        _positive_int("out_features", self.out_features)
+        integer("in_features", self.in_features, 1)
+        integer("out_features", self.out_features, 1)
         for name in ("depth", "width"):
             lo, hi = getattr(self, name)
-            _positive_int(f"{name}[0]", lo)
-            if _positive_int(f"{name}[1]", hi) < lo:
-                raise ValueError(f"{name} must be (min, max) with min <= max, got {(lo, hi)}")
+            integer(f"{name}[0]", lo, 1)
+            if integer(f"{name}[1]", hi, 1) < lo:
+                raise ValueError(f"{name}: expected (min, max) with min <= max, got {(lo, hi)}")
         if len(self.seeds) == 0:
-            raise ValueError("seeds must not be empty")
+            raise ValueError(f"seeds: expected a non-empty sequence of seeds, got {self.seeds!r}")
 
     def _hidden(self, rng: np.random.Generator) -> tuple[int, ...]:
         depth = int(rng.integers(self.depth[0], self.depth[1] + 1))
@@ -405,8 +386,8 @@ class TeacherStudentDistribution:
         Hidden sizes follow the same distribution, drawn from ``default_rng(seed_offset)``, so
         the first k held-out teachers do not depend on ``n``.
         """
-        n = _positive_int("n", n)
-        held = range(_seed(seed_offset), seed_offset + n)
+        n = integer("n", n, 1)
+        held = range(integer("seed_offset", seed_offset, 0), seed_offset + n)
         train = self.seeds if isinstance(self.seeds, range) else frozenset(self.seeds)
         clash = [s for s in held if s in train]
         if clash:
@@ -450,14 +431,14 @@ def multi_sin(
     ``x ~ N(0, I_in_features)``, ``k = 1..n_classes``; label ``k - 1`` (int64). The labels are
     computed in float64 from the stored float32 inputs.
     """
-    seed = _seed(seed)
-    in_features = _positive_int("in_features", in_features)
-    n_classes = _positive_int("n_classes", n_classes)
+    seed = integer("seed", seed, 0)
+    in_features = integer("in_features", in_features, 1)
+    n_classes = integer("n_classes", n_classes, 1)
     sizes = dict(zip(SPLIT_NAMES, (n_train, n_stats, n_val, n_test), strict=True))
     k = torch.arange(1, n_classes + 1, dtype=torch.float64)
     splits = {}
     for name, n in sizes.items():
-        n = _positive_int(f"n_{name}", n)
+        n = integer(f"n_{name}", n, 1)
         x = torch.randn(n, in_features, generator=_generator(seed, _STREAM_SPLIT[name]))
         y = torch.sin(x.double().sum(1, keepdim=True) * k).argmax(1)
         splits[name] = (x.to(device), y.to(device))
@@ -486,14 +467,17 @@ def digits(
     from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
     from sklearn.model_selection import train_test_split
 
-    seed = _seed(seed)
+    seed = integer("seed", seed, 0)
     fractions = {
-        "test": _fraction("test_fraction", test_fraction),
-        "val": _fraction("val_fraction", val_fraction),
-        "stats": _fraction("stats_fraction", stats_fraction),
+        "test": real("test_fraction", test_fraction, 0.0, 1.0, exclusive=True),
+        "val": real("val_fraction", val_fraction, 0.0, 1.0, exclusive=True),
+        "stats": real("stats_fraction", stats_fraction, 0.0, 1.0, exclusive=True),
     }
     if sum(fractions.values()) >= 1.0:
-        raise ValueError("stats_fraction + val_fraction + test_fraction must be < 1")
+        raise ValueError(
+            "stats_fraction, val_fraction, test_fraction: expected a sum < 1, got "
+            f"{sum(fractions.values())!r}"
+        )
     data = load_digits()
     x_all = data.data.astype(np.float64) / 16.0
     y_all = data.target.astype(np.int64)
@@ -558,19 +542,19 @@ def cifar10(
     normalised per channel with the train split's mean and std. ``flatten=True`` gives
     ``input_shape (3072,)``, else ``(3, 32, 32)``; ``info["image_shape"]`` is ``(3, 32, 32)``.
     """
-    seed = _seed(seed)
+    seed = integer("seed", seed, 0)
     data = load_cifar10(data_dir)
     n_all = len(data.y_train)
-    n_val = round(0.1 * n_all) if n_val is None else _positive_int("n_val", n_val)
-    n_stats = round(0.1 * n_all) if n_stats is None else _positive_int("n_stats", n_stats)
+    n_val = round(0.1 * n_all) if n_val is None else integer("n_val", n_val, 1)
+    n_stats = round(0.1 * n_all) if n_stats is None else integer("n_stats", n_stats, 1)
     if n_train is None:
         n_train = n_all - n_val - n_stats
-    if _positive_int("n_train", n_train) + n_val + n_stats > n_all:
+    if integer("n_train", n_train, 1) + n_val + n_stats > n_all:
         raise ValueError(
             f"n_train + n_val + n_stats = {n_train + n_val + n_stats} exceeds the {n_all} "
             "training images"
         )
-    n_test = len(data.y_test) if n_test is None else _positive_int("n_test", n_test)
+    n_test = len(data.y_test) if n_test is None else integer("n_test", n_test, 1)
     if n_test > len(data.y_test):
         raise ValueError(f"n_test = {n_test} exceeds the {len(data.y_test)} test images")
 

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from growenv.amplitude import amplitude_search, default_gammas
+from growenv.amplitude import AmplitudeResult, amplitude_search, default_gammas
 from growenv.data.tasks import TASK_NAMES, Split, Task, TeacherStudentDistribution, make_task
 from growenv.env import features
 from growenv.nets.conv.net import GrowingConvNet
@@ -20,6 +20,7 @@ from growenv.nets.mlp.growth import apply_growth
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.nets.mlp.report import BottleneckReport, bottleneck
 from growenv.training import evaluate, make_optimizer, train_steps
+from growenv.validation import boolean, choice, integer, real
 
 TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
 DISTRIBUTION_NAME = "teacher_student_distribution"
@@ -28,20 +29,6 @@ DISTRIBUTION_NAME = "teacher_student_distribution"
 GAIN_RESOLUTION = 1e-7
 OBS_BOUND = 1e6  # features are logs and symlogs; this bound is never reached in practice
 PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
-
-
-def _int_arg(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float_arg(name: str, value: Any, low: float = 0.0, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
-        raise ValueError(f"{name}: expected a number >= {low}, got {value!r}")
-    return float(value)
 
 
 def _image_shape(task: Task) -> tuple[int, int, int] | None:
@@ -196,41 +183,30 @@ class GrowthEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        self.hidden_layers = _int_arg("hidden_layers", hidden_layers, 1)
-        self.max_sites = _int_arg("max_sites", max_sites, 1)
+        self.hidden_layers = integer("hidden_layers", hidden_layers, 1)
+        self.max_sites = integer("max_sites", max_sites, 1)
         if self.hidden_layers > self.max_sites:
             raise ValueError(
                 f"max_sites: must be >= hidden_layers ({self.hidden_layers}), got {max_sites}"
             )
-        self.start_width = _int_arg("start_width", start_width, 0)
+        self.start_width = integer("start_width", start_width, 0)
         if neurons_per_growth != "auto":
-            neurons_per_growth = _int_arg("neurons_per_growth", neurons_per_growth, 1)
+            neurons_per_growth = integer("neurons_per_growth", neurons_per_growth, 1)
         self.neurons_per_growth = neurons_per_growth
-        self.train_steps = _int_arg("train_steps", train_steps, 0)
-        self.batch_size = _int_arg("batch_size", batch_size, 1)
-        self.max_steps = _int_arg("max_steps", max_steps, 1)
-        self.max_params = None if max_params is None else _int_arg("max_params", max_params, 1)
-        self.max_compute = _float_arg("max_compute", max_compute, 1.0, allow_none=True)
-        self.cost_per_param = _float_arg("cost_per_param", cost_per_param)
-        self.cost_per_flop = _float_arg("cost_per_flop", cost_per_flop)
-        if reward not in ("log_ratio", "relative"):
-            raise ValueError(f"reward: expected 'log_ratio' or 'relative', got {reward!r}")
-        self.reward_kind = reward
-        self.lr = _float_arg("lr", lr, 1e-12)
-        if method not in ("tiny", "gradmax", "random"):
-            raise ValueError(f"method: expected 'tiny', 'gradmax' or 'random', got {method!r}")
-        self.method = method
-        if invalid_action not in ("raise", "skip"):
-            raise ValueError(f"invalid_action: expected 'raise' or 'skip', got {invalid_action!r}")
-        self.invalid_action = invalid_action
-        if net not in ("mlp", "conv"):
-            raise ValueError(f"net: expected 'mlp' or 'conv', got {net!r}")
-        if kernel not in ("full", "restricted"):
-            raise ValueError(f"kernel: expected 'full' or 'restricted', got {kernel!r}")
-        self.net_kind, self.kernel = net, kernel
-        if not isinstance(augment, bool):
-            raise ValueError(f"augment: expected True or False, got {augment!r}")
-        self.augment = augment
+        self.train_steps = integer("train_steps", train_steps, 0)
+        self.batch_size = integer("batch_size", batch_size, 1)
+        self.max_steps = integer("max_steps", max_steps, 1)
+        self.max_params = None if max_params is None else integer("max_params", max_params, 1)
+        self.max_compute = real("max_compute", max_compute, 1.0, allow_none=True)
+        self.cost_per_param = real("cost_per_param", cost_per_param)
+        self.cost_per_flop = real("cost_per_flop", cost_per_flop)
+        self.reward_kind = choice("reward", reward, ("log_ratio", "relative"))
+        self.lr = real("lr", lr, 1e-12)
+        self.method = choice("method", method, ("tiny", "gradmax", "random"))
+        self.invalid_action = choice("invalid_action", invalid_action, ("raise", "skip"))
+        self.net_kind = choice("net", net, ("mlp", "conv"))
+        self.kernel = choice("kernel", kernel, ("full", "restricted"))
+        self.augment = boolean("augment", augment)
         if net == "conv" and task == "cifar10":
             task_kwargs = {"flatten": False, **(task_kwargs or {})}
         dtypes = {"float32": torch.float32, "float64": torch.float64}
@@ -467,7 +443,29 @@ class GrowthEnv(gym.Env):
         k = None if self.neurons_per_growth == "auto" else self.neurons_per_growth
         return self.report.sites[site].candidate(k, method=self.method, generator=self._gen)
 
-    def _search(self, site: int):
+    def evaluate_candidate(self, site: int) -> AmplitudeResult:
+        """One amplitude (gamma) search for site ``site``'s candidate, without growing.
+
+        The search runs on the task's statistics split and is counted in the episode's
+        compute (phase ``"search"``) and wall time, as a growth step's search is.
+
+        Parameters
+        ----------
+        site
+            A site of the current network (``0 <= site < net.num_sites``).
+
+        Returns
+        -------
+        AmplitudeResult
+            The chosen ``gamma``, the real ``loss_drop`` at it, and ``candidate`` (the new
+            neurons that :func:`~growenv.nets.mlp.growth.apply_growth` would add).
+        """
+        if self.net is None:
+            raise RuntimeError("evaluate_candidate: call reset() first")
+        integer("site", site, 0, self.net.num_sites - 1)
+        return self._search(int(site))
+
+    def _search(self, site: int) -> AmplitudeResult:
         start = time.perf_counter()
         cand = self._candidate(site)
         stats = self.task.stats
@@ -509,7 +507,7 @@ class GrowthEnv(gym.Env):
             self.train_steps,
             self.batch_size,
             self._gen,
-            transform=self._augmentation(),
+            transform=self.augmentation(),
         )
         t1 = time.perf_counter()
         self.report: BottleneckReport = bottleneck(
@@ -553,8 +551,10 @@ class GrowthEnv(gym.Env):
             ranks=np.array([s.eigenvalues.numel() for s in sites], dtype=float),
         )
 
-    def _augmentation(self):
-        """Random crop (padding 4) and horizontal flip of training minibatches, if enabled."""
+    def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """The transform of training minibatches, ``(x, generator) -> x``: random crop
+        (padding 4) and horizontal flip when ``augment=True`` (image tasks), else ``None``.
+        Static baselines train with it so that they see the data the env's nets see."""
         if not self.augment:
             return None
         shape = _image_shape(self.task)
@@ -563,6 +563,8 @@ class GrowthEnv(gym.Env):
         from growenv.data.cifar import augment
 
         return lambda xb, gen: augment(xb, gen, image_shape=shape)
+
+    _augmentation = augmentation  # alias until the policies and harness use the public name
 
     def _absorb_measurement(
         self,
