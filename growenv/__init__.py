@@ -1,20 +1,25 @@
 """growenv: neural-network growth (TINY expressivity bottleneck) as an RL problem."""
 
-from growenv.amplitude import AmplitudeResult, amplitude_search, default_gammas
+from growenv.amplitude import AmplitudeResult, default_gammas
+from growenv.api import amplitude_search, apply_growth, bottleneck, extended_forward
+from growenv.env.growth_env import GrowthEnv
 from growenv.nets.conv.growth import ConvGrowthCandidate, conv_bottleneck
 from growenv.nets.conv.net import GrowingConvNet
-from growenv.nets.mlp.growth import GrowthCandidate, apply_growth, extended_forward
+from growenv.nets.mlp.growth import GrowthCandidate
 from growenv.nets.mlp.net import GrowingMLP
-from growenv.nets.mlp.report import BottleneckReport, SiteReport, bottleneck
+from growenv.nets.mlp.report import BottleneckReport, SiteReport
 from growenv.nets.mlp.statistics import GrowthStatistics, compute_statistics
+from growenv.nets.registry import FAMILIES, get_family
 
 __all__ = [
+    "FAMILIES",
     "AmplitudeResult",
     "BottleneckReport",
     "ConvGrowthCandidate",
     "GrowingConvNet",
     "GrowingMLP",
     "GrowthCandidate",
+    "GrowthEnv",
     "GrowthStatistics",
     "SiteReport",
     "amplitude_search",
@@ -24,6 +29,7 @@ __all__ = [
     "conv_bottleneck",
     "default_gammas",
     "extended_forward",
+    "get_family",
 ]
 __version__ = "0.1.0"
 

@@ -13,10 +13,13 @@ class GrowingNet(nn.Module):
     """Base of :class:`~growenv.nets.mlp.net.GrowingMLP` and
     :class:`~growenv.nets.conv.net.GrowingConvNet`.
 
-    Subclasses hold ``self.weights`` and ``self.biases`` (``nn.ParameterList``, one entry per
-    layer, the head last) and define ``num_sites``; ``site_noun`` names a site in errors.
+    Each subclass names its family (``family = "mlp"``); the public verbs look the family
+    up with :func:`~growenv.nets.registry.family_of`. Subclasses hold ``self.weights`` and
+    ``self.biases`` (``nn.ParameterList``, one entry per layer, the head last) and define ``num_sites``; ``site_noun`` names a site in errors.
     """
 
+    #: Registry name of the net's family (:mod:`growenv.nets.registry`), set by subclasses.
+    family: str = ""
     site_noun = "hidden states"
     weights: nn.ParameterList
     biases: nn.ParameterList

@@ -11,8 +11,10 @@ BatchNorm is not offered.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +22,18 @@ from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
 from growenv.nets.base import GrowingNet
+from growenv.nets.family import check_options
 
 POOLS = ("avg", "max")
+#: The conv family's options and their allowed values, the default first: ``kernel`` is
+#: ``"full"`` (a new channel is a k x k kernel in the next conv) or ``"restricted"`` (1 x 1).
+OPTIONS: Mapping[str, tuple] = MappingProxyType({"kernel": ("full", "restricted")})
+
+
+def validate_options(**options: Any) -> dict[str, Any]:
+    """The conv options (:data:`OPTIONS`) with the given values checked, defaults filled in;
+    ``ValueError`` such as ``"kernel: expected 'full' or 'restricted', got 'x'"``."""
+    return check_options("conv", OPTIONS, options)
 
 
 def _int(name: str, value: object, minimum: int) -> int:
@@ -146,6 +158,7 @@ class GrowingConvNet(GrowingNet):
         Where the parameters live; optional generator for reproducible initialisation.
     """
 
+    family = "conv"
     site_noun = "stages"
 
     def __init__(

@@ -74,12 +74,10 @@ import torch.nn.functional as F
 
 from growenv import tiny
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.nets.conv.net import GrowingConvNet, global_average
+from growenv.nets.conv.net import GrowingConvNet, global_average, validate_options
 from growenv.nets.conv.plans import net_plans, stage_patches
 from growenv.nets.mlp.statistics import GrowthStatistics, iterate_batches
 from growenv.threads import cpu_workers, single_threaded
-
-KERNELS = ("full", "restricted")
 
 
 @dataclass
@@ -113,8 +111,7 @@ class ConvStatisticsAccumulator:
     """
 
     def __init__(self, net, kernel: str = "full") -> None:
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+        validate_options(kernel=kernel)
         self.net, self.kernel = net, kernel
         self._sums: dict | None = None
         self._loss: torch.Tensor | None = None
@@ -382,8 +379,7 @@ def compute_conv_statistics(
     """
     if not isinstance(net, GrowingConvNet):
         raise TypeError(f"net: expected a GrowingConvNet, got {type(net).__name__}")
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    validate_options(kernel=kernel)
     loss_fn = resolve_loss(loss)
     acc = ConvStatisticsAccumulator(net, kernel)
     batches = iter(iterate_batches(x, y, batch_size))
@@ -420,8 +416,7 @@ def conv_statistics_macs(net, samples: int, kernel: str = "full", projected: boo
     term. Border cells add ~10-25% on small maps. The environment books the streamed
     (``projected=False``) figure: its compute budget is part of the task's definition.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    validate_options(kernel=kernel)
     sizes = net.grid_sizes()
     fwd = net.flops()
     total = 2 * fwd + fwd - net.weights[-1].numel()  # forward, input grads, weight grads

@@ -50,6 +50,8 @@ class GrowingMLP(GrowingNet):
         Optional ``torch.Generator`` for reproducible initialisation.
     """
 
+    family = "mlp"
+
     def __init__(
         self,
         in_features: int,

@@ -1,0 +1,157 @@
+"""The public growth verbs, for every net family.
+
+:func:`bottleneck`, :func:`extended_forward`, :func:`amplitude_search` and
+:func:`apply_growth` look the net's family up (:func:`~growenv.nets.registry.family_of`) and
+call its implementation; a net that is not a growing net gets a one-line ``TypeError``
+naming the converters (``GrowingMLP.from_sequential``, ``GrowingConvNet.from_sequential``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from growenv import tiny
+from growenv.amplitude import AmplitudeResult
+from growenv.losses import PerSampleLoss
+from growenv.nets.base import GrowingNet
+from growenv.nets.mlp.growth import GrowthCandidate
+from growenv.nets.mlp.report import BottleneckReport
+from growenv.nets.registry import family_of
+
+__all__ = ["amplitude_search", "apply_growth", "bottleneck", "extended_forward"]
+
+
+def bottleneck(
+    net: GrowingNet,
+    x: torch.Tensor | Iterable,
+    y: torch.Tensor | None = None,
+    loss: str | PerSampleLoss = "mse",
+    *,
+    batch_size: int | None = None,
+    rtol: float | None = None,
+    atol: float = tiny.DEFAULT_ATOL,
+    statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
+    solve_dtype: torch.dtype = torch.float64,
+    input_factors: tiny.CovarianceFactors | None = None,
+    kernel: str = "full",
+    raw_correlation: bool = False,
+) -> BottleneckReport:
+    """Measure the expressivity bottleneck of every site of ``net``.
+
+    One forward+backward pass over the data (streamed in ``batch_size`` chunks, or an
+    iterable of ``(x, y)`` batches with ``y=None``) gives the statistics; one batched solve
+    gives, per site, the eigenvalues, the best update of the next layer and its gain, the
+    bottleneck and the first-order gain, and candidate neurons on request
+    (``report.sites[j].candidate(K)``).
+
+    Parameters
+    ----------
+    net
+        A :class:`~growenv.nets.mlp.net.GrowingMLP` or
+        :class:`~growenv.nets.conv.net.GrowingConvNet` (any registered family).
+    x, y
+        Inputs and targets, or an iterable of ``(x, y)`` batches and ``y=None``.
+    loss
+        ``"mse"`` (``l_i = ||f(x_i) - y_i||^2``), ``"cross_entropy"`` (class labels), or a
+        callable returning per-sample losses.
+    batch_size
+        Stream tensors in chunks of this many samples (``None``: one batch).
+    rtol, atol
+        Eigenvalues of ``S`` below ``max(atol, rtol * largest)`` are treated as zero.
+        ``rtol=None`` picks it from the statistics' precision (1e-6 for float32, 1e-12 for
+        float64).
+    statistical_threshold
+        ``lambda_k`` below it are not counted as significant (gromo's default, 1e-3).
+    solve_dtype
+        Precision of the factorisations (float64 by default; results come back in the
+        net's dtype).
+    input_factors
+        MLPs: factors of the input covariance from an earlier report on the same data
+        (``report.input_factors``), which skip the input layer's ``eigh``. Ignored for conv.
+    kernel
+        Conv nets: ``"full"`` or ``"restricted"`` new channels. Ignored for MLPs.
+    raw_correlation
+        Conv nets: keep every site's raw correlation ``P``. MLP reports always keep it.
+
+    Returns
+    -------
+    BottleneckReport
+        ``report.sites[j]`` for site ``j``.
+
+    Raises
+    ------
+    TypeError
+        If ``net`` is not a growing net.
+    """
+    return family_of(net).bottleneck(
+        net,
+        x,
+        y,
+        loss=loss,
+        batch_size=batch_size,
+        rtol=rtol,
+        atol=atol,
+        statistical_threshold=statistical_threshold,
+        solve_dtype=solve_dtype,
+        input_factors=input_factors,
+        kernel=kernel,
+        raw_correlation=raw_correlation,
+    )
+
+
+def extended_forward(
+    net: GrowingNet,
+    candidate: GrowthCandidate,
+    x: torch.Tensor,
+    gamma: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """Preview: the net's output with ``candidate`` applied, without changing the net.
+
+    Parameters
+    ----------
+    net, candidate
+        A growing net and a candidate of one of its sites (``report.sites[j].candidate()``).
+    x
+        Inputs.
+    gamma
+        A float (returns ``(n, out)``) or a 1-D tensor of G amplitudes (returns
+        ``(G, n, out)``).
+    """
+    return family_of(net).extended_forward(net, x, candidate, gamma)
+
+
+def amplitude_search(
+    net: GrowingNet,
+    candidate: GrowthCandidate,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str | PerSampleLoss = "mse",
+    gammas: torch.Tensor | None = None,
+) -> AmplitudeResult:
+    """The amplitude ``gamma`` that minimises the real mean loss on ``(x, y)``.
+
+    Every amplitude is evaluated at once (the forward up to the grown site is shared);
+    ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``.
+
+    Parameters
+    ----------
+    gammas
+        Amplitudes to try (``>= 0``); default :func:`~growenv.amplitude.default_gammas`.
+    """
+    return family_of(net).amplitude_search(net, candidate, x, y, loss=loss, gammas=gammas)
+
+
+def apply_growth(
+    net: GrowingNet,
+    candidate: GrowthCandidate,
+    gamma: float | torch.Tensor = 1.0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Apply ``candidate`` to ``net`` in place at amplitude ``gamma``.
+
+    The result equals :func:`extended_forward` at the same ``gamma``. Optimizer state of the
+    grown parameters is kept (zero-padded for the new entries).
+    """
+    family_of(net).apply_growth(net, candidate, gamma, optimizer)
