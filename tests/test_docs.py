@@ -88,16 +88,29 @@ def test_readme_size() -> None:
     assert size <= README_LIMIT, f"README.md is {size:,} bytes; keep it <= {README_LIMIT:,}"
 
 
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of the headings of ``path`` (lower case, punctuation dropped)."""
+    anchors = set()
+    for line in _prose(path).splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(path: Path) -> None:
     broken = []
     for target in _LINK.findall(_prose(path)):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) or target.startswith("#"):
-            continue  # a URL (http:, mailto:) or an anchor in the same page
-        file = target.split("#", 1)[0].split("?", 1)[0]
-        if not (path.parent / file).exists():
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):
+            continue  # a URL (http:, mailto:)
+        file, _, anchor = target.partition("#")
+        resolved = path if not file else path.parent / file.split("?", 1)[0]
+        if not resolved.exists():
             broken.append(target)
-    assert not broken, f"{path.relative_to(ROOT)}: links to missing files: {broken}"
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(target)
+    assert not broken, f"{path.relative_to(ROOT)}: links to missing files or headings: {broken}"
 
 
 def test_readme_test_command_is_ci() -> None:
