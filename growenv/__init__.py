@@ -3,13 +3,14 @@
 from growenv.amplitude import AmplitudeResult, default_gammas
 from growenv.api import amplitude_search, apply_growth, bottleneck, extended_forward
 from growenv.env.growth_env import GrowthEnv
+from growenv.nets.candidate import GrowthCandidate
 from growenv.nets.conv.growth import ConvGrowthCandidate, conv_bottleneck
 from growenv.nets.conv.net import GrowingConvNet
-from growenv.nets.mlp.growth import GrowthCandidate
 from growenv.nets.mlp.net import GrowingMLP
-from growenv.nets.mlp.report import BottleneckReport, SiteReport
-from growenv.nets.mlp.statistics import GrowthStatistics, compute_statistics
+from growenv.nets.mlp.statistics import compute_statistics
 from growenv.nets.registry import FAMILIES, get_family
+from growenv.nets.report import BottleneckReport, SiteReport
+from growenv.nets.statistics import GrowthStatistics
 
 __all__ = [
     "FAMILIES",

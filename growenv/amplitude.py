@@ -1,4 +1,6 @@
-"""Amplitude-factor line search: the gamma that minimises the real loss of a candidate."""
+"""Amplitude-factor line search, family-agnostic parts: the grid of amplitudes, the best one,
+and the checks every family's search shares (the searches are in each family's growth
+module, the public one is :func:`growenv.amplitude_search`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.nets.mlp.growth import GrowthCandidate, _check_candidate, _is_conv, next_preactivation
+from growenv.nets.candidate import GrowthCandidate, check_candidate
 
 
 def default_gammas(device=None, dtype=torch.float32) -> torch.Tensor:
@@ -57,37 +59,20 @@ def search_setup(
     loss: str | PerSampleLoss,
     gammas: torch.Tensor | None,
 ) -> tuple[PerSampleLoss, torch.Tensor, torch.Tensor]:
-    """Checks and inputs shared by the MLP and conv searches: the per-sample loss function,
+    """Checks and inputs shared by every family's search: the per-sample loss function,
     the prepared targets and the amplitude grid (:func:`amplitude_grid`)."""
     net.check_input(x)
-    _check_candidate(net, candidate)
+    check_candidate(net, candidate)
     loss_fn = resolve_loss(loss)
     y = prepare_target(loss, y, x.shape[0], net.out_features)
     return loss_fn, y, amplitude_grid(gammas, x)
 
 
-def amplitude_search(
-    net,
-    candidate: GrowthCandidate,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss: str | PerSampleLoss = "mse",
-    gammas: torch.Tensor | None = None,
-) -> AmplitudeResult:
-    """Evaluate the mean loss on ``(x, y)`` at every amplitude at once and take the best.
+def __getattr__(name: str):
+    # Transitional: ``amplitude_search`` was imported from here before the family registry;
+    # it lives in growenv.api. Remove once no caller uses this path.
+    if name == "amplitude_search":
+        import growenv.api
 
-    The forward pass up to the grown site is shared; the rest runs once, batched over
-    amplitudes. ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``. With the default
-    grid there is no host synchronisation (user-given ``gammas`` are validated once).
-    """
-    if _is_conv(net):
-        from growenv.nets.conv.growth import conv_amplitude_search
-
-        return conv_amplitude_search(net, candidate, x, y, loss, gammas)
-    loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)
-    with torch.no_grad():
-        h_in = net.forward_prefix(x, candidate.site)
-        pre = next_preactivation(net, candidate, h_in, gammas)
-        out = net.forward_suffix(pre, candidate.site + 1)  # (G, n, out)
-        losses = loss_fn(out, y).mean(-1)
-    return best_amplitude(losses, gammas)
+        return growenv.api.amplitude_search
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

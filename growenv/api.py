@@ -16,9 +16,9 @@ from growenv import tiny
 from growenv.amplitude import AmplitudeResult
 from growenv.losses import PerSampleLoss
 from growenv.nets.base import GrowingNet
-from growenv.nets.mlp.growth import GrowthCandidate
-from growenv.nets.mlp.report import BottleneckReport
+from growenv.nets.candidate import GrowthCandidate
 from growenv.nets.registry import family_of
+from growenv.nets.report import BottleneckReport
 
 __all__ = ["amplitude_search", "apply_growth", "bottleneck", "extended_forward"]
 

@@ -15,7 +15,8 @@ class GrowingNet(nn.Module):
 
     Each subclass names its family (``family = "mlp"``); the public verbs look the family
     up with :func:`~growenv.nets.registry.family_of`. Subclasses hold ``self.weights`` and
-    ``self.biases`` (``nn.ParameterList``, one entry per layer, the head last) and define ``num_sites``; ``site_noun`` names a site in errors.
+    ``self.biases`` (``nn.ParameterList``, one entry per layer, the head last) and define
+    ``num_sites``; ``site_noun`` names a site in errors.
     """
 
     #: Registry name of the net's family (:mod:`growenv.nets.registry`), set by subclasses.

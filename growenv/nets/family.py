@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from growenv.amplitude import AmplitudeResult
     from growenv.data.tasks import Task
     from growenv.nets.base import GrowingNet
-    from growenv.nets.mlp.growth import GrowthCandidate
-    from growenv.nets.mlp.report import BottleneckReport
+    from growenv.nets.candidate import GrowthCandidate
+    from growenv.nets.report import BottleneckReport
 
 #: Capability: the lockstep vector env can stack nets of this family into one batched model.
 STACKABLE = "stackable"

@@ -20,7 +20,7 @@ from growenv.nets.conv.growth import (
 from growenv.nets.conv.net import OPTIONS, GrowingConvNet, validate_options
 from growenv.nets.conv.statistics import conv_statistics_macs
 from growenv.nets.family import NEEDS_IMAGES
-from growenv.nets.mlp.report import BottleneckReport
+from growenv.nets.report import BottleneckReport
 
 
 def image_shape(task: Task) -> tuple[int, int, int] | None:

@@ -1,7 +1,7 @@
 """Conv growth: the TINY solve of conv statistics, channel candidates, preview, apply, search.
 
 Same solver functions (:mod:`~growenv.tiny`) and the same report classes as for MLPs
-(:class:`~growenv.nets.mlp.report.BottleneckReport` of :class:`ConvSiteReport`, a
+(:class:`~growenv.nets.report.BottleneckReport` of :class:`ConvSiteReport`, a
 ``SiteReport``), so
 policies and the environment work unchanged. Growth at site ``j`` adds ``K`` output channels
 to conv ``j`` (kernels ``sqrt(gamma) alpha_k``) and their input kernels
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from growenv import tiny
 from growenv.amplitude import AmplitudeResult, best_amplitude, search_setup
 from growenv.losses import PerSampleLoss
+from growenv.nets.candidate import GrowthCandidate, apply_candidate, as_gammas, check_candidate
 from growenv.nets.conv.net import _conv, global_average
 from growenv.nets.conv.statistics import ConvGrowthStatistics, compute_conv_statistics
-from growenv.nets.mlp.growth import GrowthCandidate, _as_gammas, _check_candidate, apply_growth
-from growenv.nets.mlp.report import (
+from growenv.nets.report import (
     BottleneckReport,
     LayerSolution,
     SiteReport,
@@ -52,15 +52,10 @@ class ConvGrowthCandidate(GrowthCandidate):
 
     kernel: str = "full"
 
-    def added_parameters(self) -> int:
-        """Parameters this candidate adds to the network."""
-        k = self.num_neurons
-        return k * (self.in_weight[0].numel() + 1) + self.out_weight.numel()
-
 
 @dataclass
 class ConvSiteReport(SiteReport):
-    """:class:`~growenv.nets.mlp.report.SiteReport` of a conv site; :meth:`candidate` gives
+    """:class:`~growenv.nets.report.SiteReport` of a conv site; :meth:`candidate` gives
     channels.
 
     ``alpha`` ``(r, C_in k^2 + 1)`` and ``omega`` ``(O', r)`` are kept flat (``O' = C_out k'^2``,
@@ -338,8 +333,8 @@ def conv_extended_forward(
     (G, n, out), evaluated batched, in chunks of amplitudes below ``max_elements``).
     """
     net.check_input(x)
-    _check_candidate(net, candidate)
-    gammas = _as_gammas(gamma, x)
+    check_candidate(net, candidate)
+    gammas = as_gammas(gamma, x)
     with torch.no_grad():
         out = _previews(net, candidate, x, gammas, max_elements)
     return out[0] if torch.as_tensor(gamma).ndim == 0 else out
@@ -357,7 +352,7 @@ def conv_apply_growth(
     Equals :func:`conv_extended_forward` at the same ``gamma``; optimizer state of the grown
     parameters is kept (zero-padded for the new entries).
     """
-    apply_growth(net, candidate, gamma, optimizer)  # the shared in-place update
+    apply_candidate(net, candidate, gamma, optimizer)  # the shared in-place update
 
 
 def conv_amplitude_search(

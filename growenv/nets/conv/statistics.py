@@ -76,7 +76,7 @@ from growenv import tiny
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.nets.conv.net import GrowingConvNet, global_average, validate_options
 from growenv.nets.conv.plans import net_plans, stage_patches
-from growenv.nets.mlp.statistics import GrowthStatistics, iterate_batches
+from growenv.nets.statistics import GrowthStatistics, iterate_batches
 from growenv.threads import cpu_workers, single_threaded
 
 

@@ -1,4 +1,7 @@
-"""Compute accounting in multiply-adds (MACs) for MLPs: training, statistics, solve, search."""
+"""The MLP size model: parameters and multiply-adds (MACs) as pure functions of the layer
+sizes ``[in, *hidden widths, out]``: the net's size, what growth adds, and the compute of
+training, statistics, solve and search. :class:`~growenv.nets.mlp.net.GrowingMLP`, the
+stacked (lockstep) MLPs and the env's accounting all use these functions."""
 
 from __future__ import annotations
 
@@ -13,6 +16,17 @@ def forward_macs(layer_sizes: Sequence[int]) -> int:
 def parameter_count(layer_sizes: Sequence[int]) -> int:
     """Weights and biases of an MLP with these layer sizes."""
     return sum((a + 1) * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
+
+
+def added_parameters(layer_sizes: Sequence[int], site: int, num_neurons: int) -> int:
+    """Parameters that ``num_neurons`` new neurons at hidden state ``site`` add: incoming
+    weights and bias, outgoing weights."""
+    return num_neurons * (layer_sizes[site] + 1 + layer_sizes[site + 2])
+
+
+def added_macs(layer_sizes: Sequence[int], site: int, num_neurons: int) -> int:
+    """Multiply-adds per sample that ``num_neurons`` new neurons at ``site`` add."""
+    return num_neurons * (layer_sizes[site] + layer_sizes[site + 2])
 
 
 def training_macs(layer_sizes: Sequence[int], samples: int) -> int:

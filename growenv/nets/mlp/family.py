@@ -8,16 +8,18 @@ from typing import Any
 import torch
 
 from growenv.amplitude import AmplitudeResult
-from growenv.amplitude import amplitude_search as mlp_amplitude_search
 from growenv.data.tasks import Task
 from growenv.nets.family import STACKABLE, check_options
 from growenv.nets.mlp import costs
-from growenv.nets.mlp.growth import GrowthCandidate
-from growenv.nets.mlp.growth import apply_growth as mlp_apply_growth
-from growenv.nets.mlp.growth import extended_forward as mlp_extended_forward
+from growenv.nets.mlp.growth import (
+    GrowthCandidate,
+    mlp_amplitude_search,
+    mlp_apply_growth,
+    mlp_extended_forward,
+)
 from growenv.nets.mlp.net import GrowingMLP
-from growenv.nets.mlp.report import BottleneckReport
-from growenv.nets.mlp.report import bottleneck as mlp_bottleneck
+from growenv.nets.mlp.report import mlp_bottleneck
+from growenv.nets.report import BottleneckReport
 
 
 class MLPFamily:

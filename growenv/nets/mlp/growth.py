@@ -1,76 +1,21 @@
-"""Growth candidates: K new neurons (and the paired update) at one site; preview and apply."""
+"""MLP growth: preview, amplitude search and growth of a candidate at a hidden state."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from growenv.amplitude import AmplitudeResult, best_amplitude, search_setup
+from growenv.losses import PerSampleLoss
+from growenv.nets.candidate import GrowthCandidate, apply_candidate, as_gammas, check_candidate
 
-@dataclass
-class GrowthCandidate:
-    """K new neurons at hidden state ``site``, plus the best update of layer ``site + 1``.
-
-    Applied with amplitude ``gamma``: new neurons are scaled by ``sqrt(gamma)`` on each side
-    and the update by ``gamma``. For activations with ``sigma(0) != 0`` the next layer's bias
-    is shifted by ``-sqrt(gamma) sigma(0) sum_k omega_k`` so that ``gamma -> 0`` leaves the
-    function unchanged.
-    """
-
-    site: int
-    in_weight: torch.Tensor  # (K, width of the input of layer site)
-    in_bias: torch.Tensor  # (K,)
-    out_weight: torch.Tensor  # (out of layer site + 1, K)
-    update_weight: torch.Tensor | None  # (out, in) of layer site + 1, or None
-    update_bias: torch.Tensor | None  # (out,)
-    eigenvalues: torch.Tensor  # (K,) lambda_k of the chosen neurons
-    method: str = "tiny"
-
-    @property
-    def num_neurons(self) -> int:
-        return self.in_weight.shape[0]
-
-    def added_parameters(self) -> int:
-        """Parameters this candidate adds to the network."""
-        k = self.num_neurons
-        return k * (self.in_weight.shape[1] + 1) + k * self.out_weight.shape[0]
-
-
-def _check_candidate(net, candidate: GrowthCandidate) -> int:
-    """Return the candidate's site, or raise if its shapes do not fit the net (MLP or conv)."""
-    site = net.check_site(candidate.site)
-    w_in, w_out = net.weights[site], net.weights[site + 1]
-    k = candidate.num_neurons
-    expected_in = (k, *w_in.shape[1:])
-    expected_out = (w_out.shape[0], k, *w_out.shape[2:])
-    if (
-        tuple(candidate.in_weight.shape) != expected_in
-        or tuple(candidate.out_weight.shape) != expected_out
-    ):
-        raise ValueError(
-            f"candidate: shapes {tuple(candidate.in_weight.shape)} / "
-            f"{tuple(candidate.out_weight.shape)} do not fit site {site} of a net with layer "
-            f"sizes {net.layer_sizes} (expected {expected_in} / {expected_out}; was the net "
-            "grown since the candidate was computed?)"
-        )
-    if candidate.update_weight is not None and candidate.update_weight.shape != w_out.shape:
-        raise ValueError(
-            f"candidate.update_weight: expected shape {tuple(w_out.shape)}, "
-            f"got {tuple(candidate.update_weight.shape)}"
-        )
-    return site
-
-
-def _is_conv(net) -> bool:
-    from growenv.nets.conv.net import GrowingConvNet
-
-    return isinstance(net, GrowingConvNet)
-
-
-def _as_gammas(gamma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    g = torch.as_tensor(gamma, dtype=like.dtype, device=like.device)
-    return g.reshape(-1)
+__all__ = [
+    "GrowthCandidate",
+    "mlp_amplitude_search",
+    "mlp_apply_growth",
+    "mlp_extended_forward",
+    "next_preactivation",
+]
 
 
 def next_preactivation(
@@ -96,21 +41,17 @@ def next_preactivation(
     return out
 
 
-def extended_forward(
+def mlp_extended_forward(
     net, candidate: GrowthCandidate, x: torch.Tensor, gamma: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
-    """Preview: the net's output with the candidate applied, without changing the net.
+    """Preview: the MLP's output with the candidate applied, without changing the net.
 
     ``gamma`` may be a float (returns (n, out)) or a 1-D tensor of G amplitudes
     (returns (G, n, out)).
     """
-    if _is_conv(net):
-        from growenv.nets.conv.growth import conv_extended_forward
-
-        return conv_extended_forward(net, candidate, x, gamma)
     net.check_input(x)
-    _check_candidate(net, candidate)
-    gammas = _as_gammas(gamma, x)
+    check_candidate(net, candidate)
+    gammas = as_gammas(gamma, x)
     with torch.no_grad():
         h_in = net.forward_prefix(x, candidate.site)
         out = net.forward_suffix(
@@ -121,33 +62,46 @@ def extended_forward(
     return out
 
 
-@torch.no_grad()
-def apply_growth(
+def mlp_amplitude_search(
+    net,
+    candidate: GrowthCandidate,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str | PerSampleLoss = "mse",
+    gammas: torch.Tensor | None = None,
+) -> AmplitudeResult:
+    """Evaluate the mean loss on ``(x, y)`` at every amplitude at once and take the best.
+
+    The forward pass up to the grown site is shared; the rest runs once, batched over
+    amplitudes. ``gamma = 0`` is always evaluated, so ``loss_drop >= 0``. With the default
+    grid there is no host synchronisation (user-given ``gammas`` are validated once).
+    """
+    loss_fn, y, gammas = search_setup(net, candidate, x, y, loss, gammas)
+    with torch.no_grad():
+        h_in = net.forward_prefix(x, candidate.site)
+        pre = next_preactivation(net, candidate, h_in, gammas)
+        out = net.forward_suffix(pre, candidate.site + 1)  # (G, n, out)
+        losses = loss_fn(out, y).mean(-1)
+    return best_amplitude(losses, gammas)
+
+
+def mlp_apply_growth(
     net,
     candidate: GrowthCandidate,
     gamma: float | torch.Tensor = 1.0,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Apply ``candidate`` to ``net`` (a GrowingMLP or GrowingConvNet) in place at ``gamma``.
+    """Apply ``candidate`` to the MLP in place at ``gamma``
+    (:func:`~growenv.nets.candidate.apply_candidate`); equals :func:`mlp_extended_forward`
+    at the same ``gamma``."""
+    apply_candidate(net, candidate, gamma, optimizer)
 
-    The result equals :func:`extended_forward` at the same ``gamma``. Optimizer state of the
-    grown parameters is kept (zero-padded for the new entries).
-    """
-    site = _check_candidate(net, candidate)
-    w_out, b_out = net.weights[site + 1], net.biases[site + 1]
-    g = torch.as_tensor(gamma, dtype=net.dtype, device=net.device).reshape(())
-    root = g.clamp(min=0).sqrt()
-    omega = candidate.out_weight.to(w_out)
-    if candidate.update_weight is not None:
-        w_out.add_(g * candidate.update_weight.to(w_out))
-        b_out.add_(g * candidate.update_bias.to(b_out))
-    if net.sigma0 != 0.0:
-        # per output: sum over the new neurons (and, for conv kernels, their taps)
-        b_out.sub_(root * net.sigma0 * omega.flatten(1).sum(1))
-    net.grow(
-        site,
-        root * candidate.in_weight.to(w_out),
-        root * candidate.in_bias.to(w_out),
-        root * omega,
-        optimizer=optimizer,
-    )
+
+def __getattr__(name: str):
+    # Transitional: the family-dispatching verbs were imported from here before the family
+    # registry; they live in growenv.api. Remove once no caller uses these paths.
+    if name in ("apply_growth", "extended_forward"):
+        import growenv.api
+
+        return getattr(growenv.api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

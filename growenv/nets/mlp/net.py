@@ -11,6 +11,7 @@ from torch import nn
 
 from growenv.activations import activation_name, resolve_activation, value_and_slope_at_zero
 from growenv.nets.base import GrowingNet
+from growenv.nets.mlp import costs
 
 
 def _check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:
@@ -100,19 +101,21 @@ class GrowingMLP(GrowingNet):
 
     def added_parameters(self, site: int, num_neurons: int) -> int:
         """Parameters that ``num_neurons`` new neurons at ``site`` add (in, bias, out)."""
-        sizes = self.layer_sizes
         site = self.check_site(site)
-        return num_neurons * (sizes[site] + 1 + sizes[site + 2])
+        return costs.added_parameters(self.layer_sizes, site, num_neurons)
 
     def added_flops(self, site: int, num_neurons: int) -> int:
         """Multiply-adds per sample that ``num_neurons`` new neurons at ``site`` add."""
-        sizes = self.layer_sizes
         site = self.check_site(site)
-        return num_neurons * (sizes[site] + sizes[site + 2])
+        return costs.added_macs(self.layer_sizes, site, num_neurons)
 
     def flops(self) -> int:
         """Multiply-adds of one forward pass of one sample (linear layers)."""
-        return sum(w.numel() for w in self.weights)
+        return costs.forward_macs(self.layer_sizes)
+
+    def num_parameters(self) -> int:
+        """Number of weights and biases."""
+        return costs.parameter_count(self.layer_sizes)
 
     def extra_repr(self) -> str:
         arch = " -> ".join(str(s) for s in self.layer_sizes)

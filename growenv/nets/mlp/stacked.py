@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from growenv.losses import PerSampleLoss
+from growenv.nets.mlp import costs
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.nets.mlp.statistics import StatisticsAccumulator
 
@@ -289,8 +290,7 @@ class StackedMLP:
         self.masks[site][env, slots] = 1.0
 
     def num_parameters(self, env: int) -> int:
-        sizes = self.layer_sizes(env)
-        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        return costs.parameter_count(self.layer_sizes(env))
 
 
 def gamma_losses(

@@ -1,0 +1,51 @@
+"""Statistics containers and data batching shared by every family's statistics pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GrowthStatistics:
+    """Sample means of the TINY statistics (see module docstring).
+
+    Lists are indexed by layer (``S``, ``M``, ``vv``) or by site (``C``, ``P``).
+    """
+
+    S: list[torch.Tensor]
+    M: list[torch.Tensor]
+    vv: list[torch.Tensor]
+    C: list[torch.Tensor]
+    P: list[torch.Tensor]
+    loss: torch.Tensor
+    num_samples: int
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.S)
+
+
+def iterate_batches(
+    x: torch.Tensor | Iterable, y: torch.Tensor | None, batch_size: int | None
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches from tensors (split by ``batch_size``) or an iterable."""
+    if isinstance(x, torch.Tensor):
+        if y is None:
+            raise ValueError("y: targets are required when x is a tensor")
+        if batch_size is None:
+            yield x, y
+            return
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+        return
+    if y is not None:
+        raise ValueError("y: must be None when x is an iterable of (x, y) batches")
+    for item in x:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError("x: an iterable of data must yield (x, y) pairs")
+        yield item[0], item[1]
