@@ -50,6 +50,7 @@ import numpy as np
 from growenv.harness.baselines import fixed_widths_row, small_cnn_row, small_cnn_width
 from growenv.harness.bench import parse_seeds, run_bench
 from growenv.harness.plots import plot_task
+from growenv.harness.ppo_training import PPOConfig, train
 from growenv.harness.summary import (
     check_out_dir,
     final_rows,
@@ -59,7 +60,6 @@ from growenv.harness.summary import (
     value,
     write_results,
 )
-from growenv.policies.ppo import PPOConfig, train
 
 HEURISTICS = ["greedy", "greedy-loss", "round-robin", "random", "annealing", "bic", "periodic"]
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-subset"

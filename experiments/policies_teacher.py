@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from growenv.harness.bench import parse_seeds, run_bench  # noqa: E402
 from growenv.harness.plots import plot_task  # noqa: E402
 from growenv.harness.summary import check_out_dir, fmt, summarize, write_results  # noqa: E402
+from growenv.policies import POLICIES as REGISTRY  # noqa: E402
 
-POLICIES = ("greedy", "greedy-loss", "round-robin", "random", "bic", "annealing", "periodic")
+# every hand-written policy of the registry, in its order
+POLICIES = tuple(name for name, entry in REGISTRY.items() if not entry.learned)
 
 
 def _ci(stats: dict, key: str = "mean") -> str:

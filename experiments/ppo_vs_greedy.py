@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from growenv.harness.bench import run_bench
-from growenv.harness.episodes import bootstrap_ci, iqm
+from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, train
+from growenv.harness.stats import bootstrap_ci, iqm
 from growenv.harness.summary import check_out_dir, check_out_file, format_paired, write_results
-from growenv.policies.ppo import DEFAULT_ENV_KWARGS, PPOConfig, train
 
 HELD_OUT = list(range(10**6, 10**6 + 10_000))
 TABLE_FILE, PLOT_FILE = "table.md", "test_loss_vs_params.png"  # under --out, beside eval/

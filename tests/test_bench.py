@@ -1,4 +1,4 @@
-"""Tests of growenv.harness.episodes (episodes, statistics, oracle) and growenv.harness.bench."""
+"""Tests of growenv.harness (episodes, stats, the oracle baseline, bench) and ``growenv bench``."""
 
 from __future__ import annotations
 
@@ -13,15 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from growenv.harness.bench import add_bench_parser, parse_seeds, run_bench
-from growenv.harness.episodes import (
-    ROW_FIELDS,
-    bootstrap_ci,
-    iqm,
-    oracle_row,
-    paired_difference,
-    run_episode,
-)
+from growenv.cli.bench import add_bench_parser
+from growenv.harness.baselines import oracle_row
+from growenv.harness.bench import parse_seeds, run_bench
+from growenv.harness.episodes import ROW_FIELDS, run_episode, run_lockstep_episodes
+from growenv.harness.stats import bootstrap_ci, iqm, paired_difference
 from growenv.harness.summary import format_table, summarize
 from growenv.policies.heuristics import GreedyPolicy
 from growenv.training import evaluate
@@ -249,8 +245,6 @@ def test_summarize_and_table_for_classification():
 
 
 def test_lockstep_bench_rows_match_single_env_rows():
-    from growenv.harness.bench import run_bench
-
     kw = dict(train_steps=3, max_steps=3, batch_size=32, dtype="float64")
     args = (["teacher_student"], ["greedy", "random"], [0, 1], kw)
     lock = run_bench(*args, progress=False, vec="lockstep")
@@ -268,6 +262,20 @@ def test_lockstep_bench_rows_match_single_env_rows():
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
     with pytest.raises(ValueError, match="cannot run in lockstep"):
         run_bench(["teacher_student"], ["greedy-loss"], [0], kw, progress=False, vec="lockstep")
+
+
+def test_bench_takes_the_env_device_from_env_kwargs_in_both_envs():
+    kw = dict(train_steps=3, max_steps=3, batch_size=32, dtype="float64")
+    args = (["teacher_student"], ["greedy", "round-robin"], [0, 1])
+    for vec in ("lockstep", "single"):
+        plain = run_bench(*args, kw, progress=False, vec=vec)
+        rows = run_bench(*args, {**kw, "device": "cpu"}, progress=False, vec=vec)
+        assert len(rows) == 2 * 2 * 4 and _deterministic(rows) == _deterministic(plain)
+
+
+def test_lockstep_episodes_refuse_a_policy_that_queries_the_env():
+    with pytest.raises(ValueError, match="'bic' queries the env"):
+        run_lockstep_episodes(TINY, "bic", [0, 1])
 
 
 def test_check_out_file_never_overwrites_without_force(tmp_path):

@@ -1,5 +1,4 @@
-"""Tests of the growth policies (growenv.policies.base, growenv.policies.heuristics,
-growenv.policies.annealing)."""
+"""Tests of the growth policies (growenv.policies: base, registry, heuristics, annealing)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ import pytest
 
 from growenv.env.growth_env import GrowthEnv
 from growenv.harness.episodes import run_episode
+from growenv.policies import POLICIES, Policy, PolicyEnv, make_policy, policy_entry, policy_specs
 from growenv.policies.annealing import AnnealingPolicy, acceptance_probability
-from growenv.policies.base import POLICY_NAMES, Policy, make_policy
 from growenv.policies.heuristics import (
     BICPolicy,
     GreedyLossPolicy,
@@ -32,7 +31,7 @@ TINY = {
     "max_steps": 4,
     "batch_size": 32,
 }
-NAMES = [name for name in POLICY_NAMES if not name.startswith("ppo")]
+NAMES = [name for name, entry in POLICIES.items() if not entry.learned]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,6 +112,60 @@ def test_make_policy_ppo_calls_agents_ppo_load(monkeypatch):
     monkeypatch.setattr(growenv.policies, "ppo", stub, raising=False)
     assert make_policy("ppo:runs/agent.zip", deterministic=True) == "loaded"
     assert calls == [("runs/agent.zip", {"deterministic": True})]
+
+
+def test_policy_specs_come_from_the_registry_in_order():
+    assert policy_specs() == (
+        "greedy",
+        "greedy-loss",
+        "round-robin",
+        "random",
+        "bic",
+        "annealing",
+        "periodic",
+        "ppo:PATH",
+    )
+    assert policy_entry("ppo:runs/a").learned and not policy_entry("greedy").learned
+    for spec in ("ppo", "greedy:x", "oracle"):  # a learned policy needs its path, others none
+        with pytest.raises(ValueError, match="unknown policy"):
+            policy_entry(spec)
+
+
+class RecordingEnv:
+    """Forwards to an env and records every attribute a policy reads."""
+
+    def __init__(self, env: GrowthEnv) -> None:
+        object.__setattr__(self, "_env", env)
+        object.__setattr__(self, "seen", set())
+
+    def __getattr__(self, name: str):
+        self.seen.add(name)
+        return getattr(self._env, name)
+
+
+POLICY_ENV_MEMBERS = {n for n in dir(PolicyEnv) if not n.startswith("_")} | set(
+    PolicyEnv.__annotations__
+)
+SEARCHES = {"evaluate_candidates", "evaluate_candidate"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_policies_use_only_the_policy_env_and_their_flags_say_which_part(env, name):
+    entry = POLICIES[name]
+    policy = make_policy(name)
+    policy.reset(0)
+    observation, info = env.reset(seed=0)
+    seen: set[str] = set()
+    done = False
+    while not done:
+        proxy = RecordingEnv(env)
+        action = policy.act(observation, info, proxy)
+        seen |= proxy.seen
+        observation, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert seen <= POLICY_ENV_MEMBERS, f"{name} reads {sorted(seen - POLICY_ENV_MEMBERS)}"
+    assert bool(seen & SEARCHES) == entry.reads_env
+    assert not (entry.lockstep and entry.reads_env)  # the lockstep env runs no searches
 
 
 # --------------------------------------------------------------------------- greedy
@@ -316,7 +369,7 @@ def test_periodic_passes_over_masked_sites_and_period_one_cycles():
 
 
 class SearchStub:
-    """``env._search(site)`` returning fixed loss drops."""
+    """``env.evaluate_candidate(site)`` returning fixed loss drops."""
 
     def __init__(self, drops):
         self.drops = drops
@@ -329,7 +382,7 @@ class SearchStub:
 
 def annealing_decisions(drops, T0, threshold=0.01, trials=200):
     search = SearchStub(drops)
-    env = stub_env(len(drops), _search=search)
+    env = stub_env(len(drops), evaluate_candidate=search)
     policy = AnnealingPolicy(T0=T0, decay=1.0, threshold=threshold)
     policy.reset(0)
     info = stub_info([True] * len(drops), stats_loss=1.0)
@@ -367,7 +420,7 @@ def test_annealing_schedule_and_acceptance_probability():
 
 
 def test_annealing_skips_without_valid_site():
-    env = stub_env(2, _search=SearchStub([1.0, 1.0]))
+    env = stub_env(2, evaluate_candidate=SearchStub([1.0, 1.0]))
     policy = AnnealingPolicy()
     assert policy.act(obs(), stub_info([False, False]), env) == env.skip_action
     assert policy.last is None

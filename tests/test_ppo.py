@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from growenv.harness.episodes import run_episode
-from growenv.policies.base import make_policy
-from growenv.policies.ppo import PPOConfig, load, train
+from growenv.harness.ppo_training import PPOConfig, make_vec_env, train
+from growenv.policies import make_policy
+from growenv.policies.ppo import load
 
 ENV = dict(
     task="teacher_student_distribution",
@@ -132,3 +133,16 @@ def test_fine_tuning_starts_from_another_agent_with_this_runs_settings(tmp_path)
               progress_bar=False, init_from=base)  # fmt: skip
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(cfg, tmp_path / "z", progress_bar=False, init_from=tmp_path / "none")
+
+
+@pytest.mark.parametrize("vec", ["lockstep", "dummy"])
+def test_config_device_is_the_networks_and_env_kwargs_device_the_envs(vec):
+    # the policy network's device never reaches the envs: they are built on env_kwargs'
+    venv = make_vec_env(config(vec=vec, device="meta", env_kwargs={**ENV, "device": "cpu"}))
+    try:
+        obs = venv.reset()
+        assert np.isfinite(obs).all()
+        envs = venv.venv.envs if vec == "lockstep" else [e.unwrapped for e in venv.envs]
+        assert {str(e.device) for e in envs} == {"cpu"}
+    finally:
+        venv.close()

@@ -1,112 +1,36 @@
-"""The ``growenv`` command line: ``grow`` (the main job), ``bench``, ``train``."""
+"""The ``growenv`` command line: ``grow`` (the main job), ``bench``, ``train``.
+
+Parsing and printing only: the work is done by :mod:`growenv.env`, :mod:`growenv.policies` and
+:mod:`growenv.harness`; no library module imports this package.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 
-from growenv.harness.bench import add_bench_parser
+from growenv.cli.bench import add_bench_parser
+from growenv.cli.grow import add_grow_parser
+from growenv.cli.train import add_train_parser
 
-
-def _grow(args: argparse.Namespace) -> int:
-    """Grow one network with a policy (greedy by default) and print every step."""
-    from growenv.env.growth_env import GrowthEnv
-    from growenv.policies.base import make_policy
-    from growenv.training import evaluate
-
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-        if not isinstance(env_kwargs, dict):
-            raise ValueError("--env-kwargs: expected a JSON object")
-        env = GrowthEnv(
-            task=args.task,
-            max_steps=args.steps,
-            neurons_per_growth=args.neurons,
-            train_steps=args.train_steps,
-            device=args.device,
-            **env_kwargs,
-        )
-        policy = make_policy(args.policy)
-    except (ValueError, TypeError) as err:
-        print(f"growenv grow: error: {err}", file=sys.stderr)
-        return 2
-    obs, info = env.reset(seed=args.seed)
-    policy.reset(args.seed)
-    task = env.task
-    print(
-        f"task {task.name}: {task.in_features} inputs, {task.out_features} outputs, "
-        f"loss {task.loss}; policy {args.policy}; seed {args.seed}"
-    )
-    print(
-        f"{'step':>4}  {'action':<12} {'architecture':<24} {'params':>7}  {'train':>9}  "
-        f"{'val':>9}  {'gamma':>8}  {'sec':>6}"
-    )
-    start = time.perf_counter()
-
-    def line(step: int, action: str, info: dict) -> None:
-        arch = "-".join(str(s) for s in env.net.layer_sizes)
-        acc = f"  acc {info['val_accuracy']:.3f}" if info["val_accuracy"] is not None else ""
-        print(
-            f"{step:>4}  {action:<12} {arch:<24} {info['params']:>7}  {info['train_loss']:9.4f}"
-            f"  {info['val_loss']:9.4f}  {info['gamma']:8.2e}  "
-            f"{time.perf_counter() - start:6.1f}{acc}"
-        )
-
-    line(0, "reset", info)
-    done = False
-    while not done:
-        action = policy.act(obs, info, env)
-        obs, reward, terminated, truncated, info = env.step(action)
-        line(info["step"], env.describe_action(action), info)
-        done = terminated or truncated
-    test_loss, test_acc = evaluate(env.net, task.test.x, task.test.y, task.loss)
-    acc = f", test accuracy {float(test_acc):.3f}" if test_acc is not None else ""
-    print(
-        f"final: {env.net.layer_sizes}, {env.net.num_parameters()} parameters, "
-        f"test loss {float(test_loss):.4f}{acc}, compute {info['compute']:.3g} MACs"
-    )
-    return 0
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``growenv`` parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="growenv",
         description="Neural-network growth (TINY) as a reinforcement-learning problem.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    grow = sub.add_parser(
-        "grow",
-        help="grow one network on an embedded task and print every step (the main job)",
-        description="Grow a network from width 1 with a policy (default: greedy, TINY's "
-        "MaxEigenValue rule), training between growth steps; print architecture and losses.",
-    )
-    grow.add_argument(
-        "--task", default="teacher_student", help="teacher_student | multi_sin | digits | cifar10"
-    )
-    grow.add_argument(
-        "--policy",
-        default="greedy",
-        help="greedy, greedy-loss, round-robin, random, bic, annealing, periodic or ppo:PATH",
-    )
-    grow.add_argument("--steps", type=int, default=20, help="growth decisions")
-    grow.add_argument("--neurons", type=int, default=4, help="neurons added per growth")
-    grow.add_argument(
-        "--train-steps", type=int, default=100, help="optimizer steps after each decision"
-    )
-    grow.add_argument("--env-kwargs", default="{}", help="more GrowthEnv arguments as JSON")
-    grow.add_argument("--seed", type=int, default=0)
-    grow.add_argument("--device", default="cpu")
-    grow.set_defaults(func=_grow)
+    add_grow_parser(sub)
     add_bench_parser(sub)
-    from growenv.policies.ppo import add_train_parser
-
     add_train_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``growenv`` with ``argv`` (default: the process's); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

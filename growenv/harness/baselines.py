@@ -5,7 +5,7 @@ learning rate, batch size and augmentation for as many optimizer steps as a full
 episode (``train_steps * (max_steps + 1)``), and reported as one row with the keys of
 :data:`growenv.harness.episodes.ROW_FIELDS`:
 
-- :func:`oracle_row` (in :mod:`~growenv.harness.episodes`): the teacher's own architecture;
+- :func:`oracle_row`: the teacher's own architecture (teacher-student tasks);
 - :func:`fixed_widths_row`: the env's network family at given hidden widths (e.g. the final
   architecture a growth policy reached, trained from scratch);
 - :func:`small_cnn_row`: a plain small CNN (``Conv-ReLU-MaxPool`` stages, global average
@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from growenv.data.tasks import TeacherNet
 from growenv.env.growth_env import GrowthEnv
 from growenv.training import evaluate, make_optimizer, train_steps
 
 __all__ = [
     "fixed_widths_row",
     "forward_macs",
+    "oracle_row",
     "small_cnn",
     "small_cnn_row",
     "small_cnn_width",
@@ -128,7 +130,7 @@ def static_row(
         steps,
         env.batch_size,
         batch_gen,
-        transform=env._augmentation(),
+        transform=env.augmentation(),
     )
     seconds_train = time.perf_counter() - start
     val_loss, val_acc = evaluate(net, task.val.x, task.val.y, task.loss)
@@ -263,3 +265,60 @@ def small_cnn_row(
     return static_row(
         env_kwargs, seed, build, policy, total_steps, widths="-".join([str(width)] * stages)
     )
+
+
+def oracle_row(
+    env_kwargs: Mapping[str, Any], seed: int, total_steps: int | None = None
+) -> dict[str, Any]:
+    """Train the teacher's own architecture from scratch: the reference ("oracle") row.
+
+    Builds the environment's teacher-student task (the one ``env.reset(seed=seed)`` gives, so
+    with a task distribution it is the episode's teacher), a fresh
+    :class:`~growenv.data.tasks.TeacherNet`
+    with the teacher's sizes, skip connection and activation, initialised from ``seed``
+    (a generator independent of the teacher's), and trains it with the environment's
+    optimizer, learning rate and batch size for ``total_steps`` optimizer steps (default
+    ``train_steps * (max_steps + 1)``: as many as a full-length episode).
+
+    Parameters
+    ----------
+    env_kwargs
+        :class:`~growenv.env.growth_env.GrowthEnv` keyword arguments; the task must be
+        teacher-student.
+    seed
+        Seed of the initialisation and of the minibatches.
+    total_steps
+        Optimizer steps; default as above.
+
+    Returns
+    -------
+    dict
+        A row with the keys :data:`~growenv.harness.episodes.ROW_FIELDS`
+        (``policy="oracle"``, ``step`` = the episode length, final train/val/test losses,
+        parameters, FLOPs). ``compute`` counts training
+        (3 x forward MACs per sample) and one validation pass, as the env does.
+
+    Raises
+    ------
+    ValueError
+        When the task is not teacher-student (there is no known architecture).
+    """
+
+    def build(env: GrowthEnv, gen: torch.Generator) -> torch.nn.Module:
+        task = env.task
+        if task.teacher is None or not isinstance(task.teacher, TeacherNet):
+            raise ValueError(f"oracle_row: needs a teacher-student task, got {task.name!r}")
+        teacher = task.teacher
+        return TeacherNet(
+            task.in_features,
+            [layer.out_features for layer in teacher.hidden],
+            task.out_features,
+            skip=teacher.skip is not None,
+            activation=task.info.get("activation", "selu"),
+            generator=gen,
+        ).to(device=env.device, dtype=env.dtype)
+
+    def widths(env: GrowthEnv) -> str:
+        return "-".join(str(m.out_features) for m in env.task.teacher.hidden)
+
+    return static_row(env_kwargs, seed, build, "oracle", total_steps, widths=widths)

@@ -1,4 +1,4 @@
-"""``growenv bench``: compare growth policies over tasks and seeds.
+"""Compare growth policies over tasks and seeds: the jobs behind ``growenv bench``.
 
 Every (task, policy, seed) episode runs in a worker process (``torch.set_num_threads(1)``
 each: with several OpenMP threads per process under load, the tiny matmuls of small nets
@@ -11,15 +11,15 @@ the reference policy), a markdown table and PNG plots (see :mod:`~growenv.harnes
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
-import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-__all__ = ["add_bench_parser", "bench_main", "parse_list", "parse_seeds", "run_bench"]
+from growenv.policies import make_policy, policy_entry
+
+__all__ = ["parse_list", "parse_seeds", "run_bench"]
 
 _ENV_CACHE: dict[str, Any] = {}
 _POLICY_CACHE: dict[str, Any] = {}
@@ -78,8 +78,6 @@ def _env_for(env_kwargs: dict[str, Any]):
 
 
 def _policy_for(spec: str):
-    from growenv.policies.base import make_policy
-
     if spec not in _POLICY_CACHE:
         _POLICY_CACHE[spec] = make_policy(spec)
     return _POLICY_CACHE[spec]
@@ -88,7 +86,8 @@ def _policy_for(spec: str):
 def _run_job(job: tuple[str, str, int | tuple[int, ...], dict[str, Any]]) -> list[dict[str, Any]]:
     """One episode (or the oracle run) of ``(task, policy spec, seed, env kwargs)``; with a
     tuple of seeds, all of them in one lockstep vector env."""
-    from growenv.harness.episodes import oracle_row, run_episode, run_lockstep_episodes
+    from growenv.harness.baselines import oracle_row
+    from growenv.harness.episodes import run_episode, run_lockstep_episodes
 
     task, spec, seed, env_kwargs = job
     kwargs = {**env_kwargs, "task": task}
@@ -124,7 +123,7 @@ def run_bench(
         Task names of :class:`~growenv.env.growth_env.GrowthEnv` (``task_kwargs`` in ``env_kwargs``
         apply to each).
     policies
-        Policy specs of :func:`~growenv.policies.base.make_policy` (``"greedy"``,
+        Policy specs of :func:`~growenv.policies.make_policy` (``"greedy"``,
         ``"ppo:PATH"``, ...).
     seeds
         Episode seeds (``env.reset(seed)`` and ``policy.reset(seed)``).
@@ -142,9 +141,9 @@ def run_bench(
     vec
         ``"lockstep"``: the seeds of a (task, policy) run together in one
         :class:`~growenv.env.lockstep.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
-        episode; ``"auto"`` (default): lockstep for the policies that only read
-        observations (greedy, round-robin, random, periodic, ppo:PATH) on MLPs without
-        augmentation, single otherwise.
+        episode; ``"auto"`` (default): lockstep for the policies whose registry entry allows
+        it (``lockstep`` in :data:`growenv.policies.POLICIES`) on MLPs without augmentation,
+        single otherwise.
 
     Returns
     -------
@@ -161,13 +160,12 @@ def run_bench(
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     if not tasks or not policies or not seeds:
         raise ValueError("run_bench: tasks, policies and seeds must not be empty")
-    from growenv.harness.episodes import supports_lockstep
-
     if vec not in ("auto", "lockstep", "single"):
         raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
     specs = list(policies)
+    lockstep = {p: policy_entry(p).lockstep for p in specs}
     if vec == "lockstep":
-        bad = [p for p in specs if not supports_lockstep(p)]
+        bad = [p for p in specs if not lockstep[p]]
         if bad:
             raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
     stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
@@ -176,7 +174,7 @@ def run_bench(
     jobs: list[tuple] = []
     for t in tasks:
         for p in specs:
-            if vec != "single" and stackable and supports_lockstep(p):
+            if vec != "single" and stackable and lockstep[p]:
                 jobs.append((t, p, tuple(int(s) for s in seeds), env_kwargs))
             else:
                 jobs += [(t, p, int(s), env_kwargs) for s in seeds]
@@ -207,103 +205,3 @@ def run_bench(
     finally:
         bar.close()
     return [row for rows in results for row in rows]
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``bench`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
-    p = subparsers.add_parser(
-        "bench",
-        help="compare growth policies over tasks and seeds (CSV, JSON, table, plots)",
-        description="Run every (task, policy, seed) growth episode in parallel worker "
-        "processes and summarise the final losses with means, IQMs and 95% bootstrap "
-        "confidence intervals over seeds, and the paired difference to the reference policy.",
-    )
-    p.add_argument(
-        "--tasks", default="teacher_student", help="comma-separated tasks (teacher_student, ...)"
-    )
-    p.add_argument(
-        "--policies",
-        default="greedy,greedy-loss,round-robin,random",
-        help="comma-separated policies: greedy, greedy-loss, round-robin, random, bic, "
-        "annealing, periodic, ppo:PATH",
-    )
-    p.add_argument("--seeds", default="10", help="N (seeds 0..N-1), A-B or a,b,c (default 10)")
-    p.add_argument(
-        "--env-kwargs",
-        default="{}",
-        help='GrowthEnv arguments as JSON, e.g. \'{"train_steps": 50, "max_steps": 12}\'',
-    )
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument(
-        "--vec",
-        choices=("auto", "lockstep", "single"),
-        default="auto",
-        help="lockstep: run a policy's seeds as one batched LockstepVecEnv; single: one env "
-        "per episode; auto (default): lockstep where the policy allows it",
-    )
-    p.add_argument("--oracle", action="store_true", help="add the teacher-architecture oracle row")
-    p.add_argument("--reference", default="greedy", help="policy the differences refer to")
-    p.add_argument("--out", default=None, help="results directory (results.csv, summary.json)")
-    p.add_argument("--force", action="store_true", help="overwrite results in a non-empty --out")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=bench_main)
-    return p
-
-
-def bench_main(args: argparse.Namespace) -> int:
-    """Run ``growenv bench`` with parsed ``args``; returns the exit status."""
-    from growenv.harness.summary import check_out_dir
-
-    try:
-        tasks, policies = parse_list(args.tasks), parse_list(args.policies)
-        seeds = parse_seeds(args.seeds)
-        env_kwargs = json.loads(args.env_kwargs)
-        if not isinstance(env_kwargs, dict):
-            raise ValueError("--env-kwargs: expected a JSON object")
-        if args.workers < 1:
-            raise ValueError("--workers: expected an int >= 1")
-        if args.out is not None:
-            check_out_dir(args.out, args.force)
-        from growenv.policies.base import make_policy
-
-        for spec in policies:  # fail before running anything
-            if not spec.startswith("ppo:"):
-                make_policy(spec)
-    except (ValueError, FileExistsError) as err:
-        print(f"growenv bench: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        rows = run_bench(
-            tasks,
-            policies,
-            seeds,
-            env_kwargs,
-            args.workers,
-            args.oracle,
-            not args.no_progress,
-            vec=args.vec,
-        )
-    except ValueError as err:
-        print(f"growenv bench: error: {err}", file=sys.stderr)
-        return 2
-    from growenv.harness.plots import plot_results
-    from growenv.harness.summary import format_table, summarize, write_results
-
-    summary = summarize(rows, reference=args.reference)
-    print(format_table(summary, reference=args.reference))
-    if args.out is not None:
-        config = {
-            "tasks": tasks,
-            "policies": policies,
-            "seeds": seeds,
-            "env_kwargs": env_kwargs,
-            "oracle": args.oracle,
-            "reference": args.reference,
-        }
-        paths = write_results(args.out, rows, summary, config, force=args.force)
-        paths += plot_results(rows, args.out)
-        print("\nwrote " + ", ".join(str(p) for p in paths))
-    return 0

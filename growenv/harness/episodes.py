@@ -1,30 +1,22 @@
-"""Run policies on growth episodes and summarise results over seeds (IQM, bootstrap CIs).
+"""Run policies on growth episodes: one row per step, in a single env or all seeds in lockstep.
 
-Statistics follow Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"):
-the interquartile mean (IQM) and percentile-bootstrap confidence intervals over seeds.
+The statistics over seeds are :mod:`growenv.harness.stats`; static baselines (the oracle, fixed
+widths, a small CNN) are :mod:`growenv.harness.baselines`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from growenv.env.growth_env import GrowthEnv
-from growenv.policies.base import Policy
+from growenv.policies import Policy, make_policy, policy_entry
 from growenv.training import evaluate
 
-__all__ = [
-    "ROW_FIELDS",
-    "bootstrap_ci",
-    "iqm",
-    "oracle_row",
-    "paired_difference",
-    "run_episode",
-]
+__all__ = ["ROW_FIELDS", "run_episode", "run_lockstep_episodes"]
 
 ROW_FIELDS = (
     "task",
@@ -152,33 +144,36 @@ def run_episode(
     return rows
 
 
-# Policies that only read the observation and info (no amplitude searches through the env):
-# these run their seeds in one LockstepVecEnv.
-LOCKSTEP_POLICIES = ("greedy", "round-robin", "random", "periodic")
-
-
-def supports_lockstep(spec: str) -> bool:
-    """Whether the policy ``spec`` can run its episodes in a :class:`LockstepVecEnv`."""
-    return spec in LOCKSTEP_POLICIES or spec.startswith("ppo:")
-
-
 def run_lockstep_episodes(
     env_kwargs: Mapping[str, Any],
     spec: str,
     seeds: Sequence[int],
-    device: str = "cpu",
 ) -> list[list[dict[str, Any]]]:
     """One episode per seed of policy ``spec``, all seeds in one :class:`LockstepVecEnv`.
 
-    Returns, per seed, the same rows as :func:`run_episode` (test loss measured by one
-    batched pass per step). Envs that finish early idle with "skip" until all are done;
-    their extra steps are not recorded.
+    Parameters
+    ----------
+    env_kwargs
+        Keyword arguments of every env (``task`` and ``device`` included), as for
+        :func:`run_episode`.
+    spec
+        A policy spec whose registry entry runs in lockstep
+        (:data:`growenv.policies.POLICIES`).
+    seeds
+        One episode per seed.
+
+    Returns
+    -------
+    list of list of dict
+        Per seed, the same rows as :func:`run_episode` (test loss measured by one batched
+        pass per step). Envs that finish early idle with "skip" until all are done; their
+        extra steps are not recorded.
     """
     from growenv.env.lockstep import LockstepVecEnv
-    from growenv.policies.base import make_policy
 
-    kwargs = dict(env_kwargs)
-    vec = LockstepVecEnv(len(seeds), device=device, **kwargs)
+    if not policy_entry(spec).lockstep:
+        raise ValueError(f"spec: policy {spec!r} queries the env and cannot run in lockstep")
+    vec = LockstepVecEnv(len(seeds), **env_kwargs)
     vec.seed_each([int(s) for s in seeds])
     policies = [make_policy(spec) for _ in seeds]
     obs = vec.reset()
@@ -223,176 +218,3 @@ def run_lockstep_episodes(
                 active[e] = False
         infos = step_infos
     return rows
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def iqm(values: Sequence[float] | np.ndarray, axis: int | None = None) -> np.ndarray | float:
-    """Interquartile mean: the mean of the middle half of the sorted values.
-
-    ``floor(n / 4)`` values are cut from each end (as ``scipy.stats.trim_mean(x, 0.25)``, the
-    IQM of rliable); for ``n < 4`` it is the mean. ``axis=None`` flattens.
-
-    Examples
-    --------
-    >>> iqm([1, 2, 3, 4, 5, 6, 7, 8])  # mean of 3, 4, 5, 6
-    4.5
-    """
-    x = np.asarray(values, dtype=float)
-    if axis is None:
-        x, axis = x.reshape(-1), 0
-    x = np.sort(np.moveaxis(x, axis, -1), axis=-1)
-    n = x.shape[-1]
-    if n == 0:
-        return np.full(x.shape[:-1], np.nan) if x.ndim > 1 else float("nan")
-    cut = n // 4
-    out = x[..., cut : n - cut].mean(-1)
-    return float(out) if out.ndim == 0 else out
-
-
-Statistic = Callable[..., Any]
-
-
-def _resolve_stat(stat: str | Statistic) -> Statistic:
-    if isinstance(stat, str):
-        table = {"mean": np.mean, "iqm": iqm, "median": np.median}
-        if stat not in table:
-            raise ValueError(f"stat: expected one of {sorted(table)} or a callable, got {stat!r}")
-        return table[stat]
-    return stat
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    stat: str | Statistic = "mean",
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of ``stat`` over ``values``.
-
-    Parameters
-    ----------
-    values
-        One value per seed (NaNs are dropped).
-    stat
-        ``"mean"``, ``"iqm"``, ``"median"`` or a callable ``stat(array, axis=-1)``.
-    n_boot
-        Bootstrap resamples.
-    alpha
-        ``1 - alpha`` is the coverage (0.05: a 95 % interval).
-    seed
-        Seed of the resampling.
-
-    Returns
-    -------
-    (low, high)
-        The ``alpha/2`` and ``1 - alpha/2`` quantiles of the resampled statistic; ``(v, v)``
-        for a single value or a constant array, ``(nan, nan)`` for no values.
-    """
-    x = np.asarray(values, dtype=float).reshape(-1)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha: expected a number in (0, 1), got {alpha!r}")
-    fn = _resolve_stat(stat)
-    rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, x.size, size=(int(n_boot), x.size))]
-    boot = np.asarray(fn(samples, axis=-1), dtype=float)
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    # quantile interpolation can leave a constant array's interval one ulp off the value
-    low, high = max(float(low), float(x.min())), min(float(high), float(x.max()))
-    return low, high
-
-
-def paired_difference(
-    values: Mapping[int, float],
-    reference: Mapping[int, float],
-    stat: str | Statistic = "mean",
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Difference ``values - reference`` paired by seed, with its bootstrap CI.
-
-    Parameters
-    ----------
-    values, reference
-        ``{seed: value}`` (e.g. final test loss of a policy and of greedy); only seeds in both
-        count.
-
-    Returns
-    -------
-    dict
-        ``{"diff": stat of the differences, "low", "high", "n"}`` (NaNs without common seeds).
-    """
-    seeds = sorted(set(values) & set(reference))
-    d = np.array([values[s] - reference[s] for s in seeds], dtype=float)
-    d = d[~np.isnan(d)]
-    if d.size == 0:
-        return {"diff": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    low, high = bootstrap_ci(d, stat, n_boot, alpha, seed)
-    return {"diff": float(_resolve_stat(stat)(d)), "low": low, "high": high, "n": int(d.size)}
-
-
-# --------------------------------------------------------------------------- oracle
-
-
-def oracle_row(
-    env_kwargs: Mapping[str, Any], seed: int, total_steps: int | None = None
-) -> dict[str, Any]:
-    """Train the teacher's own architecture from scratch: the reference ("oracle") row.
-
-    Builds the environment's teacher-student task (the one ``env.reset(seed=seed)`` gives, so
-    with a task distribution it is the episode's teacher), a fresh
-    :class:`~growenv.data.tasks.TeacherNet`
-    with the teacher's sizes, skip connection and activation, initialised from ``seed``
-    (a generator independent of the teacher's), and trains it with the environment's
-    optimizer, learning rate and batch size for ``total_steps`` optimizer steps (default
-    ``train_steps * (max_steps + 1)``: as many as a full-length episode).
-
-    Parameters
-    ----------
-    env_kwargs
-        :class:`~growenv.env.growth_env.GrowthEnv` keyword arguments; the task must be
-        teacher-student.
-    seed
-        Seed of the initialisation and of the minibatches.
-    total_steps
-        Optimizer steps; default as above.
-
-    Returns
-    -------
-    dict
-        A row with the keys :data:`ROW_FIELDS` (``policy="oracle"``, ``step`` = the episode
-        length, final train/val/test losses, parameters, FLOPs). ``compute`` counts training
-        (3 x forward MACs per sample) and one validation pass, as the env does.
-
-    Raises
-    ------
-    ValueError
-        When the task is not teacher-student (there is no known architecture).
-    """
-    from growenv.data.tasks import TeacherNet
-    from growenv.harness.baselines import static_row
-
-    def build(env: GrowthEnv, gen: torch.Generator) -> torch.nn.Module:
-        task = env.task
-        if task.teacher is None or not isinstance(task.teacher, TeacherNet):
-            raise ValueError(f"oracle_row: needs a teacher-student task, got {task.name!r}")
-        teacher = task.teacher
-        return TeacherNet(
-            task.in_features,
-            [layer.out_features for layer in teacher.hidden],
-            task.out_features,
-            skip=teacher.skip is not None,
-            activation=task.info.get("activation", "selu"),
-            generator=gen,
-        ).to(device=env.device, dtype=env.dtype)
-
-    def widths(env: GrowthEnv) -> str:
-        return "-".join(str(m.out_features) for m in env.task.teacher.hidden)
-
-    return static_row(env_kwargs, seed, build, "oracle", total_steps, widths=widths)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from growenv.harness.episodes import bootstrap_ci
+from growenv.harness.stats import bootstrap_ci
 from growenv.harness.summary import value
 
 __all__ = ["plot_results", "plot_task", "trajectory"]

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from growenv.harness.episodes import ROW_FIELDS, bootstrap_ci, iqm, paired_difference
+from growenv.harness.episodes import ROW_FIELDS
+from growenv.harness.stats import bootstrap_ci, iqm, paired_difference
 
 __all__ = [
     "METRICS",

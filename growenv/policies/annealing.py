@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from growenv.policies.base import make_rng, valid_sites
-
-if TYPE_CHECKING:
-    from growenv.env.growth_env import GrowthEnv
+from growenv.policies.base import PolicyEnv, make_rng, valid_sites
 
 __all__ = ["AnnealingPolicy", "acceptance_probability"]
 
@@ -28,9 +25,9 @@ class AnnealingPolicy:
     """Propose a random site, accept its growth with probability ``min(1, exp(gain / T_t))``.
 
     Each step: draw a site uniformly among the valid ones, measure its real loss drop by the
-    environment's amplitude search for that site only (``env._search(site)``, on the
-    statistics split; cheaper than ``env.evaluate_candidates()`` which searches every site;
-    the env counts it in ``compute``), and set
+    environment's amplitude search for that site only (``env.evaluate_candidate(site)``, on
+    the statistics split; cheaper than ``env.evaluate_candidates()`` which searches every
+    site; the env counts it in ``compute``), and set
 
         ``gain = loss_drop / stats_loss - threshold``.
 
@@ -85,14 +82,14 @@ class AnnealingPolicy:
         """``T0 * decay ** step``."""
         return self.T0 * self.decay**step
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """Grow the proposed site if the Metropolis test accepts it, else skip."""
         self.last = None
         sites = valid_sites(info, env)
         if sites.size == 0:
             return env.skip_action
         site = int(self._rng.choice(sites))
-        drop = float(env._search(site).loss_drop)
+        drop = float(env.evaluate_candidate(site).loss_drop)
         gain = drop / max(float(info["stats_loss"]), 1e-30) - self.threshold
         temperature = self.temperature(int(info["step"]))
         p_accept = acceptance_probability(gain, temperature)

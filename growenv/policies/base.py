@@ -1,19 +1,112 @@
-"""The growth-policy interface and the registry that builds policies from short specs."""
+"""The growth-policy protocol, the narrow env interface policies may use, and shared helpers.
+
+A policy sees the environment only through :class:`PolicyEnv`: the action layout, the valid
+actions, the facts of the task and of the last measurement, and the (counted) amplitude
+searches. It never steps the env nor calls its private methods. The registry that builds
+policies from specs is :mod:`growenv.policies.registry`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, SupportsFloat, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from growenv.env.growth_env import GrowthEnv
-
-__all__ = ["POLICY_NAMES", "Policy", "make_policy", "make_rng", "valid_sites"]
+__all__ = [
+    "CandidateResult",
+    "Policy",
+    "PolicyEnv",
+    "make_rng",
+    "valid_sites",
+]
 
 # Stream of np.random.SeedSequence used for policies, so that a policy seeded with the same
 # integer as the environment does not replay the environment's own random draws.
 _POLICY_STREAM = 0x9E3779B9
+
+
+class _Sites(Protocol):
+    """The network facts a policy reads: how many sites exist now."""
+
+    @property
+    def num_sites(self) -> int: ...
+
+
+class _TaskFacts(Protocol):
+    """The task facts a policy reads (BIC's likelihood)."""
+
+    @property
+    def loss(self) -> str: ...
+
+    @property
+    def out_features(self) -> int: ...
+
+
+class _MeasurementFacts(Protocol):
+    """The facts of the last statistics pass a policy reads (BIC's sample count)."""
+
+    @property
+    def num_samples(self) -> int: ...
+
+
+class CandidateResult(Protocol):
+    """The outcome of one amplitude search: the best ``gamma`` and the real ``loss_drop``."""
+
+    @property
+    def gamma(self) -> SupportsFloat: ...
+
+    @property
+    def loss_drop(self) -> SupportsFloat: ...
+
+
+class PolicyEnv(Protocol):
+    """The part of :class:`~growenv.env.growth_env.GrowthEnv` a policy may use.
+
+    Attributes
+    ----------
+    max_sites
+        Number of site actions; actions ``0 .. max_sites - 1`` grow a site.
+    skip_action, stop_action
+        The actions that skip growth this step and that end the episode.
+    net
+        The current network; policies read ``net.num_sites`` only.
+    task
+        The episode's task; policies read ``task.loss`` and ``task.out_features`` only.
+    report
+        The last statistics pass; policies read ``report.num_samples`` only.
+
+    Notes
+    -----
+    ``evaluate_candidates`` and ``evaluate_candidate`` run amplitude searches on the
+    statistics split; the env counts them in ``compute``. Policies that call them are flagged
+    ``reads_env`` in :data:`growenv.policies.registry.POLICIES` and do not run in the
+    lockstep vector env.
+    """
+
+    max_sites: int
+    skip_action: int
+    stop_action: int
+
+    @property
+    def net(self) -> _Sites: ...
+
+    @property
+    def task(self) -> _TaskFacts: ...
+
+    @property
+    def report(self) -> _MeasurementFacts: ...
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask over all actions (sites, skip, stop)."""
+        ...
+
+    def evaluate_candidates(self) -> dict[str, np.ndarray]:
+        """``{"loss_drop", "gamma"}`` of every valid site after its amplitude search."""
+        ...
+
+    def evaluate_candidate(self, site: int) -> CandidateResult:
+        """The amplitude search of ``site``'s candidate alone."""
+        ...
 
 
 @runtime_checkable
@@ -32,7 +125,7 @@ class Policy(Protocol):
         """Start a new episode; ``seed`` fixes every random choice the policy makes."""
         ...
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """Return the action for the current state.
 
         Parameters
@@ -42,8 +135,8 @@ class Policy(Protocol):
         info
             The ``info`` dict of the last ``reset`` / ``step``.
         env
-            The *unwrapped* environment (policies may query it, e.g.
-            ``env.evaluate_candidates()``, but must not step it).
+            The *unwrapped* environment, seen through :class:`PolicyEnv` (policies may query
+            it, e.g. ``env.evaluate_candidates()``, but must not step it).
         """
         ...
 
@@ -55,78 +148,7 @@ def make_rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), _POLICY_STREAM]))
 
 
-def valid_sites(info: dict[str, Any], env: GrowthEnv) -> np.ndarray:
+def valid_sites(info: dict[str, Any], env: PolicyEnv) -> np.ndarray:
     """Indices of the sites that may grow now (``info["action_mask"]`` over the sites)."""
     mask = np.asarray(info["action_mask"], dtype=bool)[: env.max_sites]
     return np.flatnonzero(mask)
-
-
-def _builders() -> dict[str, Any]:
-    from growenv.policies.annealing import AnnealingPolicy
-    from growenv.policies.heuristics import (
-        BICPolicy,
-        GreedyLossPolicy,
-        GreedyPolicy,
-        PeriodicPolicy,
-        RandomPolicy,
-        RoundRobinPolicy,
-    )
-
-    return {
-        "greedy": GreedyPolicy,
-        "greedy-loss": GreedyLossPolicy,
-        "round-robin": RoundRobinPolicy,
-        "random": RandomPolicy,
-        "bic": BICPolicy,
-        "annealing": AnnealingPolicy,
-        "periodic": PeriodicPolicy,
-    }
-
-
-POLICY_NAMES = (
-    "greedy",
-    "greedy-loss",
-    "round-robin",
-    "random",
-    "bic",
-    "annealing",
-    "periodic",
-    "ppo:PATH",
-)
-
-
-def make_policy(spec: str, **kwargs: Any) -> Policy:
-    """Build a policy from its spec.
-
-    Parameters
-    ----------
-    spec
-        One of ``"greedy"``, ``"greedy-loss"``, ``"round-robin"``, ``"random"``, ``"bic"``,
-        ``"annealing"``, ``"periodic"``, or ``"ppo:PATH"`` (a trained agent loaded with
-        ``growenv.policies.ppo.load(PATH)``).
-    **kwargs
-        Passed to the policy's constructor (or to ``growenv.policies.ppo.load``).
-
-    Returns
-    -------
-    Policy
-        A fresh policy; call ``reset(seed)`` before each episode.
-
-    Raises
-    ------
-    ValueError
-        For an unknown spec (the message lists the valid ones) or an empty PPO path.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"spec: expected a string, got {type(spec).__name__}")
-    if spec.startswith("ppo:"):
-        path = spec[len("ppo:") :]
-        if not path:
-            raise ValueError("spec 'ppo:PATH': the path of the trained agent is missing")
-        from growenv.policies import ppo  # deferred: loads stable-baselines3
-
-        return ppo.load(path, **kwargs)
-    builders = _builders()
-    if spec not in builders:
-        raise ValueError(f"unknown policy {spec!r}; valid policies: {', '.join(POLICY_NAMES)}")
-    return builders[spec](**kwargs)

@@ -9,14 +9,11 @@ search, :class:`GreedyLossPolicy`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from growenv.policies.base import make_rng, valid_sites
-
-if TYPE_CHECKING:
-    from growenv.env.growth_env import GrowthEnv
+from growenv.policies.base import PolicyEnv, make_rng, valid_sites
 
 __all__ = [
     "BICPolicy",
@@ -61,7 +58,7 @@ class GreedyPolicy:
     def reset(self, seed: int | None = None) -> None:
         """Nothing to reset: the policy is deterministic."""
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The valid site with the largest ``info["candidate_gains"]``; see the class doc."""
         sites = valid_sites(info, env)
         if sites.size == 0:
@@ -103,7 +100,7 @@ class GreedyLossPolicy:
         """Forget the last drops (the policy is deterministic)."""
         self.last_drops = None
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The valid site with the largest real loss drop, or skip; see the class doc."""
         sites = valid_sites(info, env)
         if sites.size == 0:
@@ -132,7 +129,7 @@ class RoundRobinPolicy:
         """Restart the cycle at site 0."""
         self._next = 0
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The next valid site of the cycle."""
         mask = np.asarray(info["action_mask"], dtype=bool)
         n = env.net.num_sites
@@ -163,7 +160,7 @@ class RandomPolicy:
         """Reseed the policy's own generator (``seed=None``: fresh entropy)."""
         self._rng = make_rng(seed)
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """A uniformly random valid action."""
         mask = np.asarray(info["action_mask"], dtype=bool).copy()
         if not self.include_stop:
@@ -219,7 +216,7 @@ class BICPolicy:
         """Forget the last scores (the policy is deterministic)."""
         self.last_bic = None
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The site with the lowest BIC after growth if it beats the current BIC, else skip."""
         sites = valid_sites(info, env)
         if sites.size == 0:
@@ -265,7 +262,7 @@ class PeriodicPolicy:
         """Drop any unfinished round."""
         self._queue = []
 
-    def act(self, observation: np.ndarray, info: dict[str, Any], env: GrowthEnv) -> int:
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The next site of the current round, or skip between rounds."""
         if int(info["step"]) % self.period == 0 and not self._queue:
             self._queue = list(range(env.net.num_sites))

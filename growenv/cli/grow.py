@@ -1,0 +1,98 @@
+"""``growenv grow``: grow one network with a policy and print every step (parsing and
+printing only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from growenv.env.growth_env import GrowthEnv
+from growenv.policies import make_policy, policy_specs
+from growenv.training import evaluate
+
+__all__ = ["add_grow_parser", "grow_main"]
+
+
+def add_grow_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``growenv grow`` on ``sub`` (from ``add_subparsers``)."""
+    grow = sub.add_parser(
+        "grow",
+        help="grow one network on an embedded task and print every step (the main job)",
+        description="Grow a network from width 1 with a policy (default: greedy, TINY's "
+        "MaxEigenValue rule), training between growth steps; print architecture and losses.",
+    )
+    grow.add_argument(
+        "--task", default="teacher_student", help="teacher_student | multi_sin | digits | cifar10"
+    )
+    grow.add_argument(
+        "--policy",
+        default="greedy",
+        help=", ".join(policy_specs()[:-1]) + " or " + policy_specs()[-1],
+    )
+    grow.add_argument("--steps", type=int, default=20, help="growth decisions")
+    grow.add_argument("--neurons", type=int, default=4, help="neurons added per growth")
+    grow.add_argument(
+        "--train-steps", type=int, default=100, help="optimizer steps after each decision"
+    )
+    grow.add_argument("--env-kwargs", default="{}", help="more GrowthEnv arguments as JSON")
+    grow.add_argument("--seed", type=int, default=0)
+    grow.add_argument("--device", default="cpu")
+    grow.set_defaults(func=grow_main)
+
+
+def grow_main(args: argparse.Namespace) -> int:
+    """Grow one network with a policy (greedy by default) and print every step."""
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+        if not isinstance(env_kwargs, dict):
+            raise ValueError("--env-kwargs: expected a JSON object")
+        env = GrowthEnv(
+            task=args.task,
+            max_steps=args.steps,
+            neurons_per_growth=args.neurons,
+            train_steps=args.train_steps,
+            device=args.device,
+            **env_kwargs,
+        )
+        policy = make_policy(args.policy)
+    except (ValueError, TypeError) as err:
+        print(f"growenv grow: error: {err}", file=sys.stderr)
+        return 2
+    obs, info = env.reset(seed=args.seed)
+    policy.reset(args.seed)
+    task = env.task
+    print(
+        f"task {task.name}: {task.in_features} inputs, {task.out_features} outputs, "
+        f"loss {task.loss}; policy {args.policy}; seed {args.seed}"
+    )
+    print(
+        f"{'step':>4}  {'action':<12} {'architecture':<24} {'params':>7}  {'train':>9}  "
+        f"{'val':>9}  {'gamma':>8}  {'sec':>6}"
+    )
+    start = time.perf_counter()
+
+    def line(step: int, action: str, info: dict) -> None:
+        arch = "-".join(str(s) for s in env.net.layer_sizes)
+        acc = f"  acc {info['val_accuracy']:.3f}" if info["val_accuracy"] is not None else ""
+        print(
+            f"{step:>4}  {action:<12} {arch:<24} {info['params']:>7}  {info['train_loss']:9.4f}"
+            f"  {info['val_loss']:9.4f}  {info['gamma']:8.2e}  "
+            f"{time.perf_counter() - start:6.1f}{acc}"
+        )
+
+    line(0, "reset", info)
+    done = False
+    while not done:
+        action = policy.act(obs, info, env)
+        obs, reward, terminated, truncated, info = env.step(action)
+        line(info["step"], env.describe_action(action), info)
+        done = terminated or truncated
+    test_loss, test_acc = evaluate(env.net, task.test.x, task.test.y, task.loss)
+    acc = f", test accuracy {float(test_acc):.3f}" if test_acc is not None else ""
+    print(
+        f"final: {env.net.layer_sizes}, {env.net.num_parameters()} parameters, "
+        f"test loss {float(test_loss):.4f}{acc}, compute {info['compute']:.3g} MACs"
+    )
+    return 0
