@@ -390,3 +390,31 @@ def test_from_sequential_and_leading_dims():
             assert a.key == b.key
             torch.testing.assert_close(a.eigenvalues[i], b.eigenvalues)
             torch.testing.assert_close(a.first_order_gain[i], b.first_order_gain)
+
+
+def test_float32_and_streamed_statistics_agree_with_float64():
+    net32 = skip_dag(8, torch.float32)
+    net64 = copy.deepcopy(net32).double()
+    x, y = data(seed=12)
+    r64 = bottleneck(net64, x, y)
+    r32 = bottleneck(net32, x.float(), y.float())
+    streamed = bottleneck(net64, x, y, batch_size=64)
+    for a, b, c in zip(r32.expansions, r64.expansions, streamed.expansions):
+        assert a.key == b.key == c.key
+        assert a.first_order_gain.dtype == torch.float32
+        scale = float(b.first_order_gain.abs()) + 1e-3
+        assert abs(float(a.first_order_gain) - float(b.first_order_gain)) <= 1e-3 * scale, a.key
+        torch.testing.assert_close(c.first_order_gain, b.first_order_gain, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(c.eigenvalues, b.eigenvalues, rtol=1e-8, atol=1e-10)
+
+
+def test_cross_entropy_loss():
+    g = torch.Generator().manual_seed(0)
+    net = GrowingDAG(4, 3, {"a": 3}, [("in", "a"), ("a", "out")], dtype=F64, generator=g)
+    x, _ = data(seed=13)
+    labels = torch.randint(3, (200,), generator=g)
+    report = bottleneck(net, x, labels, loss="cross_entropy")
+    cands = [e.candidate(1) for e in report.expansions]
+    results = amplitude_search_many(net, cands, x, labels, loss="cross_entropy")
+    assert all(float(r.loss_drop) >= 0 for r in results)
+    assert max(float(r.loss_drop) for r in results) > 0
