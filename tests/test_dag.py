@@ -358,11 +358,16 @@ def test_bad_verbs_have_one_line_errors():
         (lambda: net.bias("in"), "has no bias"),
         (lambda: net.add_edge("in", "out", torch.zeros(2, 2)), r"weight: expected shape \(1, 3\)"),
         (lambda: net.widen("out", {}, torch.zeros(1), {}), "only hidden nodes"),
+        (lambda: net.widen("a", {}, torch.zeros(1), {}), r"expected in_weights for \['in'\]"),
+        (lambda: net.add_node("b", -2), "expected an int >= 0"),
+        (lambda: net.bias("zz"), "unknown node 'zz'"),
     ]
     for fn, match in cases:
         with pytest.raises(ValueError, match=match) as info:
             fn()
         assert "\n" not in str(info.value)
+    with pytest.raises(NotImplementedError, match="add_edge, add_node and widen"):
+        net.grow(0, None, None, None)
     x, y = data(30, 3, 1)
     cand = bottleneck(net, x, y).expansion("widen", "a").candidate(1)
     apply_growth(net, cand, 0.1)

@@ -460,6 +460,13 @@ class GrowingDAG(GrowingNet):
             grow_parameter(w, torch.cat([w.data, out_weights[t].to(w)], 1), optimizer)
         self._widths[node] += k
 
+    def grow(self, site: int, *args: object, **kwargs: object) -> None:
+        """Not for DAGs: use :meth:`add_edge`, :meth:`add_node` or :meth:`widen`."""
+        raise NotImplementedError(
+            "GrowingDAG.grow: a DAG grows by add_edge, add_node and widen (named nodes), "
+            "not by site index"
+        )
+
     # ------------------------------------------------------------- conversion
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> GrowingDAG:
