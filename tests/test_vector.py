@@ -117,6 +117,36 @@ def test_masks_and_bad_input():
         vec.step(np.array([4, 3]))
 
 
+def test_device_and_config_are_accepted_like_growth_env():
+    # issue 19: LockstepVecEnv(n, seed=..., **env_kwargs) with "device" among the kwargs
+    # (growenv bench --env-kwargs '{"device": "cpu"}') used to fail with "multiple values"
+    kw = dict(KW, device="cpu", max_steps=2)
+    by_kwargs = LockstepVecEnv(2, seed=3, **kw)
+    by_config = LockstepVecEnv(2, seed=3, config=GrowthEnv(**kw).config)
+    assert by_kwargs.device == torch.device("cpu") and by_kwargs.config == by_config.config
+    np.testing.assert_array_equal(by_kwargs.reset(), by_config.reset())
+    actions = np.array([0, 4])
+    o1, r1, _, i1 = by_kwargs.step(actions)
+    o2, r2, _, i2 = by_config.step(actions)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert [i["compute"] for i in i1] == [i["compute"] for i in i2]
+    with pytest.raises(ValueError, match="net: the lockstep env stacks families"):
+        LockstepVecEnv(2, net="conv")
+
+
+def test_lockstep_reads_envs_through_public_members_only():
+    import inspect
+    import re
+
+    from growenv.env import lockstep
+
+    # a private member of another object (``env._x``; ``self._x`` and dunders are fine)
+    private = re.compile(r"(?<!\bself)\._[a-z]")
+    lines = inspect.getsource(lockstep).splitlines()
+    assert [line.strip() for line in lines if private.search(line)] == []
+
+
 def test_maskable_ppo_learns_on_lockstep():
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import VecMonitor

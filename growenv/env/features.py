@@ -38,6 +38,12 @@ GLOBAL_FEATURES = (
 TOP_K = 3
 
 
+def observation_size(max_sites: int) -> int:
+    """Length of the observation vector: ``max_sites`` rows of site features, then the
+    global features."""
+    return max_sites * len(SITE_FEATURES) + len(GLOBAL_FEATURES)
+
+
 def symlog(x: np.ndarray | float) -> np.ndarray:
     """``sign(x) log(1 + |x|)``: keeps ratios spanning decades in a small range."""
     x = np.asarray(x, dtype=np.float64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,55 +10,26 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from growenv.amplitude import AmplitudeResult, amplitude_search, default_gammas
-from growenv.data.tasks import TASK_NAMES, Split, Task, TeacherStudentDistribution, make_task
-from growenv.env import features
-from growenv.nets.conv.net import GrowingConvNet
-from growenv.nets.mlp import costs
-from growenv.nets.mlp.growth import apply_growth
-from growenv.nets.mlp.net import GrowingMLP
-from growenv.nets.mlp.report import BottleneckReport, bottleneck
+from growenv.amplitude import AmplitudeResult, default_gammas
+from growenv.data.tasks import Task
+from growenv.env.config import EnvConfig
+from growenv.env.episode import (
+    GAIN_RESOLUTION,
+    OBS_BOUND,
+    PHASES,
+    Episode,
+    Measurement,
+    TaskSource,
+    resolve_task_source,
+    slot_table,
+)
+from growenv.env.features import TOP_K, observation_size
+from growenv.nets.base import GrowingNet
+from growenv.nets.family import NEEDS_IMAGES
 from growenv.training import evaluate, make_optimizer, train_steps
-from growenv.validation import boolean, choice, integer, real
+from growenv.validation import integer
 
-TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Generator], Task]
-DISTRIBUTION_NAME = "teacher_student_distribution"
-# A site whose best neuron would gain less than this fraction of the loss (lambda_1^2 / L) is
-# masked: such eigenvalues are rounding noise of float32 statistics, not capacity to add.
-GAIN_RESOLUTION = 1e-7
-OBS_BOUND = 1e6  # features are logs and symlogs; this bound is never reached in practice
-PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
-
-
-def _image_shape(task: Task) -> tuple[int, int, int] | None:
-    """``(C, H, W)`` of the task's images (inputs of that shape, or flattened ones with
-    ``info['image_shape']``), or ``None``."""
-    shape = task.input_shape if len(task.input_shape) == 3 else task.info.get("image_shape")
-    return None if shape is None or len(shape) != 3 else tuple(int(d) for d in shape)
-
-
-def _as_images(task: Task) -> Task:
-    """The task with inputs shaped as images ``(n, C, H, W)`` (for conv nets)."""
-    shape = _image_shape(task)
-    if shape is None:
-        raise ValueError(
-            f"net: 'conv' needs image inputs (C, H, W); task {task.name!r} has inputs of "
-            f"shape {task.input_shape} and no info['image_shape']"
-        )
-    splits = {k: Split(v.x.reshape(len(v), *shape), v.y) for k, v in task.splits().items()}
-    return dataclasses.replace(task, input_shape=shape, **splits)
-
-
-def _cast(task: Task, dtype: torch.dtype) -> Task:
-    """The task with floating-point inputs (and regression targets) in ``dtype``."""
-    if dtype == torch.float32:
-        return task
-
-    def cast(split: Split) -> Split:
-        y = split.y.to(dtype) if split.y.is_floating_point() else split.y
-        return Split(split.x.to(dtype), y)
-
-    return dataclasses.replace(task, **{k: cast(v) for k, v in task.splits().items()})
+__all__ = ["GAIN_RESOLUTION", "OBS_BOUND", "PHASES", "GrowthEnv"]
 
 
 class GrowthEnv(gym.Env):
@@ -156,271 +126,175 @@ class GrowthEnv(gym.Env):
 
     def __init__(
         self,
-        task: TaskSource = "teacher_student",
-        task_kwargs: dict | None = None,
-        device: str | torch.device = "cpu",
-        hidden_layers: int = 2,
-        start_width: int = 1,
-        activation: str = "selu",
-        max_sites: int = 4,
-        neurons_per_growth: int | str = 4,
-        train_steps: int = 100,
-        batch_size: int = 128,
-        optimizer: str = "adam",
-        lr: float = 3e-3,
-        max_steps: int = 20,
-        max_params: int | None = None,
-        max_compute: float | None = None,
-        cost_per_param: float = 0.0,
-        cost_per_flop: float = 0.0,
-        reward: str = "log_ratio",
-        method: str = "tiny",
-        invalid_action: str = "raise",
-        dtype: str | torch.dtype = "float32",
-        net: str = "mlp",
-        kernel: str = "full",
-        augment: bool = False,
+        task: TaskSource | None = None,
+        config: EnvConfig | None = None,
         render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        self.hidden_layers = integer("hidden_layers", hidden_layers, 1)
-        self.max_sites = integer("max_sites", max_sites, 1)
-        if self.hidden_layers > self.max_sites:
-            raise ValueError(
-                f"max_sites: must be >= hidden_layers ({self.hidden_layers}), got {max_sites}"
+        if config is not None and kwargs:
+            raise TypeError(
+                f"GrowthEnv: give either config or keyword arguments, not both (got config "
+                f"and {', '.join(map(repr, kwargs))})"
             )
-        self.start_width = integer("start_width", start_width, 0)
-        if neurons_per_growth != "auto":
-            neurons_per_growth = integer("neurons_per_growth", neurons_per_growth, 1)
-        self.neurons_per_growth = neurons_per_growth
-        self.train_steps = integer("train_steps", train_steps, 0)
-        self.batch_size = integer("batch_size", batch_size, 1)
-        self.max_steps = integer("max_steps", max_steps, 1)
-        self.max_params = None if max_params is None else integer("max_params", max_params, 1)
-        self.max_compute = real("max_compute", max_compute, 1.0, allow_none=True)
-        self.cost_per_param = real("cost_per_param", cost_per_param)
-        self.cost_per_flop = real("cost_per_flop", cost_per_flop)
-        self.reward_kind = choice("reward", reward, ("log_ratio", "relative"))
-        self.lr = real("lr", lr, 1e-12)
-        self.method = choice("method", method, ("tiny", "gradmax", "random"))
-        self.invalid_action = choice("invalid_action", invalid_action, ("raise", "skip"))
-        self.net_kind = choice("net", net, ("mlp", "conv"))
-        self.kernel = choice("kernel", kernel, ("full", "restricted"))
-        self.augment = boolean("augment", augment)
-        if net == "conv" and task == "cifar10":
-            task_kwargs = {"flatten": False, **(task_kwargs or {})}
-        dtypes = {"float32": torch.float32, "float64": torch.float64}
-        if isinstance(dtype, str):
-            if dtype not in dtypes:
-                raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
-            dtype = dtypes[dtype]
-        if dtype not in dtypes.values():
-            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
-        self.dtype = dtype
-        self.optimizer_name = optimizer
-        self.activation = activation
+        if config is None:
+            named = "teacher_student" if task is None else task
+            config = EnvConfig.from_kwargs(task=named if isinstance(named, str) else None, **kwargs)
+        elif task is not None and not isinstance(task, str):
+            config = config.replace(task=None)
+        elif isinstance(task, str):
+            config = config.replace(task=task)
+        if config.task is None and (task is None or isinstance(task, str)):
+            raise ValueError("task: the config has task=None; pass the task object as task=")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode: expected one of {self.metadata['render_modes']} or None, "
                 f"got {render_mode!r}"
             )
+        self.config = config
         self.render_mode = render_mode
-        self.device = torch.device(device)
+        self.family = config.family
+        self.device = config.torch_device
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: CUDA was requested but torch.cuda.is_available() is False")
-        self._task_source = self._resolve_task_source(task, task_kwargs or {})
-        self._fixed_task: Task | None = None
+        self.dtype = config.torch_dtype
+        task_kwargs = config.task_kwargs
+        if NEEDS_IMAGES in self.family.capabilities and config.task == "cifar10":
+            task_kwargs = {"flatten": False, **task_kwargs}
+        source = resolve_task_source(config.task if config.task is not None else task, task_kwargs)
+        self.episode = Episode(config, source, self.family.prepare_task)
 
-        n_obs = self.max_sites * len(features.SITE_FEATURES) + len(features.GLOBAL_FEATURES)
-        self.observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (n_obs,), np.float32)
-        self.action_space = gym.spaces.Discrete(self.max_sites + 2)
-        self.skip_action = self.max_sites
-        self.stop_action = self.max_sites + 1
-        self.net: GrowingMLP | GrowingConvNet | None = None
-        self.task: Task | None = None
+        self.max_sites = config.max_sites
+        self.observation_space = gym.spaces.Box(
+            -OBS_BOUND, OBS_BOUND, (observation_size(self.max_sites),), np.float32
+        )
+        self.action_space = gym.spaces.Discrete(self.episode.num_actions)
+        self.skip_action = self.episode.skip_action
+        self.stop_action = self.episode.stop_action
+        self.net: GrowingNet | None = None
+        self.report = None
 
-    # ------------------------------------------------------------------ tasks
-    def _resolve_task_source(self, task: TaskSource, task_kwargs: dict) -> Callable:
-        if isinstance(task, Task):
-            if task_kwargs:
-                raise ValueError("task_kwargs: not used when task is a Task instance")
-            return lambda rng: task
-        if isinstance(task, TeacherStudentDistribution):
-            return lambda rng: task.sample(rng, **task_kwargs)
-        if isinstance(task, str):
-            if task == DISTRIBUTION_NAME:
-                # distribution fields (depth, width, seeds, ...) build the distribution; the
-                # rest (n_train, noise_std, ...) are passed to every teacher_student draw
-                fields = {f.name for f in dataclasses.fields(TeacherStudentDistribution)}
-                dist_kwargs = {k: v for k, v in task_kwargs.items() if k in fields}
-                overrides = {k: v for k, v in task_kwargs.items() if k not in fields}
-                dist = TeacherStudentDistribution(**dist_kwargs)
-                dist.sample(np.random.default_rng(0), **overrides)  # bad overrides fail now
-                return lambda rng: dist.sample(rng, **overrides)
-            if task not in TASK_NAMES:
-                raise ValueError(
-                    f"task: expected one of {(*TASK_NAMES, DISTRIBUTION_NAME)}, a Task, a "
-                    f"TeacherStudentDistribution or a callable, got {task!r}"
-                )
-            built = make_task(task, **task_kwargs)  # fixed task: build once, errors early
-            return lambda rng: built
-        if callable(task):
-            return task
-        raise TypeError(f"task: expected a name, Task or callable, got {type(task).__name__}")
+    # ------------------------------------------------------------------ config views
+    # the settings policies, baselines and benchmarks read (all are in ``self.config``)
+    @property
+    def max_steps(self) -> int:
+        return self.config.max_steps
+
+    @property
+    def train_steps(self) -> int:
+        return self.config.train_steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def lr(self) -> float:
+        return self.config.lr
+
+    @property
+    def optimizer_name(self) -> str:
+        return self.config.optimizer
+
+    @property
+    def activation(self) -> str:
+        return self.config.activation
+
+    @property
+    def start_width(self) -> int:
+        return self.config.start_width
+
+    # ------------------------------------------------------------------ episode views
+    @property
+    def task(self) -> Task | None:
+        """The current episode's task (on the env's device and dtype)."""
+        return self.episode.task
+
+    @property
+    def step_count(self) -> int:
+        return self.episode.step_count
+
+    @property
+    def compute(self) -> float:
+        """Multiply-adds spent in this episode (see :attr:`compute_by_phase`)."""
+        return self.episode.compute
+
+    @property
+    def compute_by_phase(self) -> dict[str, float]:
+        return self.episode.compute_by_phase
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Wall seconds per phase in this episode."""
+        return self.episode.seconds
+
+    @property
+    def history(self) -> list[dict]:
+        return self.episode.history
 
     # ------------------------------------------------------------------ api
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.net = self._start_episode()
-        self.optimizer = make_optimizer(self.net, self.optimizer_name, lr=self.lr)
+        self.net = self.new_episode(seed)
+        self.optimizer = make_optimizer(self.net, self.config.optimizer, lr=self.config.lr)
         self._train_and_measure()
-        return self._observation(), self._info()
+        return self.episode.observation(), self.episode.info()
+
+    def new_episode(self, seed: int | None = None) -> GrowingNet:
+        """Start an episode without training: seed ``np_random`` (as ``reset`` does), draw
+        the task and generators (:meth:`Episode.start`) and return the start net (not
+        assigned to :attr:`net`). The lockstep vector env starts its episodes with it."""
+        super().reset(seed=None if seed is None else int(seed))
+        self.episode.start(self.np_random)
+        self._input_factors = None
+        cfg = self.config
+        widths = [max(cfg.start_width, self.family.min_width)] * cfg.hidden_layers
+        return self.build_net(widths, self.episode.init_generator)
 
     def episode_task(self, seed: int) -> Task:
         """The task (on the env's device and dtype) that ``reset(seed=seed)`` gives, drawn
         without training a network (static baselines train their own, see
         :mod:`~growenv.harness.baselines`); afterwards :meth:`build_net` builds nets for it. Call
         :meth:`reset` before stepping."""
-        super().reset(seed=int(seed))
-        self._start_episode()
+        self.new_episode(int(seed))
         self.net = None
         return self.task
 
-    def _start_episode(self) -> GrowingMLP:
-        """Draw the task and the generators from ``np_random``, reset the counters, and
-        return the initial student (the lockstep vector env copies it into its stack)."""
-        task = self._task_source(self.np_random)
-        if not isinstance(task, Task):
-            raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
-        task = _as_images(task) if self.net_kind == "conv" else task.flattened()
-        self.task = _cast(task.to(self.device), self.dtype)
-        torch_seed = int(self.np_random.integers(2**62))
-        self._gen = torch.Generator().manual_seed(torch_seed)
-        init_gen = torch.Generator().manual_seed(torch_seed + 1)
-        widths = [max(self.start_width, 1 if self.net_kind == "conv" else 0)] * self.hidden_layers
-        net = self.build_net(widths, init_gen)
-        self.step_count = 0
-        self.compute = 0.0
-        self.seconds = dict.fromkeys(PHASES, 0.0)
-        self.compute_by_phase = dict.fromkeys(PHASES, 0.0)
-        self.history: list[dict] = []
-        self._last_improvement = 0.0
-        self._val_loss = None
-        self._gamma = 0.0
-        self._loss_drop = 0.0
-        self._grown_site = -1
-        self._input_factors = None
-        return net
-
-    def build_net(
-        self, widths: list[int], generator: torch.Generator | None = None
-    ) -> GrowingMLP | GrowingConvNet:
+    def build_net(self, widths: list[int], generator: torch.Generator | None = None) -> GrowingNet:
         """A fresh student with hidden ``widths`` for the current task, built as this env
-        builds its episodes' networks (conv: stride 1 then 2; the env's activation, device and
+        builds its episodes' networks (by the net family; the env's activation, device and
         dtype). Static baselines of a given size use it (:mod:`~growenv.harness.baselines`)."""
         if self.task is None:
             raise RuntimeError("build_net: call reset() first (the task sets the input size)")
-        if self.net_kind == "conv":
-            channels, height, width = self.task.input_shape
-            net = GrowingConvNet(
-                channels,
-                list(widths),
-                self.task.out_features,
-                stride=[1] + [2] * (len(widths) - 1),
-                activation=self.activation,
-                image_size=(height, width),
-                device=self.device,
-                generator=generator,
-            )
-        else:
-            net = GrowingMLP(
-                self.task.in_features,
-                list(widths),
-                self.task.out_features,
-                activation=self.activation,
-                device=self.device,
-                generator=generator,
-            )
-        return net.to(self.dtype)
+        return self.family.build(
+            self.task,
+            list(widths),
+            activation=self.config.activation,
+            device=self.device,
+            generator=generator,
+            dtype=self.dtype,
+        )
 
     def step(self, action):
         if self.net is None:
             raise RuntimeError("step: call reset() before step()")
-        action, invalid = self._validate_action(action)
+        episode = self.episode
+        action, invalid = episode.validate_action(action)
         if action == self.stop_action:
-            return self._stop()
-        before = self._begin_step()
+            return episode.stop()
+        before = episode.begin_step()
         if action < self.max_sites:
             self._grow(action)
         self._train_and_measure()
-        return self._end_step(before, invalid)
-
-    def _validate_action(self, action) -> tuple[int, bool]:
-        """The action to take and whether the given one was masked (or raise)."""
-        action = int(action)
-        if not 0 <= action < self.action_space.n:
-            raise ValueError(f"action: expected 0 <= action < {self.action_space.n}, got {action}")
-        mask = self.action_masks()
-        invalid = not mask[action]
-        if invalid and self.invalid_action == "skip":
-            action = self.skip_action
-        elif invalid:
-            raise ValueError(
-                f"action: {action} ({self.describe_action(action)}) is masked in this state; "
-                f"valid actions are {np.flatnonzero(mask).tolist()} (see action_masks())"
-            )
-        return action, invalid
-
-    def _stop(self):
-        self.step_count += 1
-        info = self._info(episode_end=True)
-        info["invalid_action"] = False
-        return self._observation(), 0.0, True, False, info
-
-    def _begin_step(self) -> tuple[int, int, float]:
-        self._gamma, self._loss_drop, self._grown_site = 0.0, 0.0, -1
-        return self.net.num_parameters(), self.net.flops(), self._val_loss
-
-    def _end_step(self, before: tuple[int, int, float], invalid: bool):
-        params_before, flops_before, prev_val = before
-        self.step_count += 1
-        added_params = self.net.num_parameters() - params_before
-        added_flops = self.net.flops() - flops_before
-        prev, now = max(prev_val, 1e-12), max(self._val_loss, 1e-12)
-        if self.reward_kind == "log_ratio":
-            improvement = float(np.log(prev / now))
-        else:
-            improvement = (prev - now) / prev
-        self._last_improvement = improvement
-        reward = improvement - self.cost_per_param * added_params - self.cost_per_flop * added_flops
-        terminated = self.max_compute is not None and self.compute >= self.max_compute
-        truncated = self.step_count >= self.max_steps and not terminated
-        info = self._info(episode_end=terminated or truncated)
-        info["invalid_action"] = invalid
-        return self._observation(), float(reward), bool(terminated), bool(truncated), info
+        return episode.end_step(before, invalid)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions: existing sites whose best neuron gains more than rounding noise
         (``lambda_1^2 > 1e-7 L``) and whose candidate fits the parameter budget."""
-        mask = np.zeros(self.action_space.n, dtype=bool)
-        mask[self.skip_action] = mask[self.stop_action] = True
-        if self.net is None:
-            return mask
-        budget = None if self.max_params is None else self.max_params - self.net.num_parameters()
-        floor = GAIN_RESOLUTION * abs(self._stats_loss)
-        for site in range(self.net.num_sites):
-            ok = self._site_lambda1[site] ** 2 > floor
-            if budget is not None:
-                ok = ok and self._added_params[site] <= budget
-            mask[site] = ok
-        return mask
+        return self.episode.action_masks()
 
     def describe_action(self, action: int) -> str:
-        if action == self.skip_action:
-            return "skip growth"
-        if action == self.stop_action:
-            return "stop"
-        return f"grow site {action}"
+        """``"grow site i"``, ``"skip growth"`` or ``"stop"``."""
+        return self.episode.describe_action(action)
 
     def evaluate_candidates(self) -> dict[str, np.ndarray]:
         """Real loss drop of every candidate after its gamma search (costly: one search each).
@@ -434,14 +308,9 @@ class GrowthEnv(gym.Env):
         for site in range(self.net.num_sites):
             if not mask[site]:
                 continue
-            result = self._search(site)
+            result = self.evaluate_candidate(site)
             drops[site], gammas[site] = float(result.loss_drop), float(result.gamma)
         return {"loss_drop": drops, "gamma": gammas}
-
-    # ------------------------------------------------------------------ internals
-    def _candidate(self, site: int):
-        k = None if self.neurons_per_growth == "auto" else self.neurons_per_growth
-        return self.report.sites[site].candidate(k, method=self.method, generator=self._gen)
 
     def evaluate_candidate(self, site: int) -> AmplitudeResult:
         """One amplitude (gamma) search for site ``site``'s candidate, without growing.
@@ -458,45 +327,46 @@ class GrowthEnv(gym.Env):
         -------
         AmplitudeResult
             The chosen ``gamma``, the real ``loss_drop`` at it, and ``candidate`` (the new
-            neurons that :func:`~growenv.nets.mlp.growth.apply_growth` would add).
+            neurons that the family's ``apply_growth`` would add).
         """
         if self.net is None:
             raise RuntimeError("evaluate_candidate: call reset() first")
-        integer("site", site, 0, self.net.num_sites - 1)
-        return self._search(int(site))
-
-    def _search(self, site: int) -> AmplitudeResult:
+        site = integer("site", site, 0, self.net.num_sites - 1)
         start = time.perf_counter()
-        cand = self._candidate(site)
+        cfg = self.config
+        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        cand = self.report.sites[site].candidate(
+            k, method=cfg.method, generator=self.episode.generator
+        )
         stats = self.task.stats
-        result = amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
-        self.seconds["search"] += time.perf_counter() - start
-        self._account_search(site)
+        result = self.family.amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
+        macs = self.family.search_macs(self.net, site, len(default_gammas()), len(stats))
+        self.episode.charge("search", macs, time.perf_counter() - start)
         result.candidate = cand
         return result
 
-    def _account_search(self, site: int) -> None:
-        gammas, n = len(default_gammas()), len(self.task.stats)
-        if self.net_kind == "conv":  # upper bound: the whole forward for every amplitude
-            macs = self.net.flops() * gammas * n
-        else:
-            macs = costs.amplitude_macs(self.net.layer_sizes, site, gammas, n)
-        self._add_compute("search", macs)
+    def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """The transform of training minibatches, ``(x, generator) -> x``: random crop
+        (padding 4) and horizontal flip when ``augment=True`` (image tasks), else ``None``.
+        Static baselines train with it so that they see the data the env's nets see."""
+        if not self.config.augment:
+            return None
+        from growenv.data.cifar import augment
+        from growenv.nets.conv.family import image_shape
 
+        shape = image_shape(self.task)
+        if shape is None:
+            raise ValueError(f"augment: task {self.task.name!r} has no image inputs to augment")
+        return lambda xb, gen: augment(xb, gen, image_shape=shape)
+
+    # ------------------------------------------------------------------ internals
     def _grow(self, site: int) -> None:
-        result = self._search(site)
-        apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
-        self._record_growth(site, float(result.gamma), float(result.loss_drop))
-
-    def _record_growth(self, site: int, gamma: float, loss_drop: float) -> None:
-        self._gamma, self._loss_drop, self._grown_site = gamma, loss_drop, site
-
-    def _add_compute(self, phase: str, macs: float) -> None:
-        self.compute += macs
-        self.compute_by_phase[phase] += macs
+        result = self.evaluate_candidate(site)
+        self.family.apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
+        self.episode.record_growth(site, float(result.gamma), float(result.loss_drop))
 
     def _train_and_measure(self) -> None:
-        task = self.task
+        task, cfg, family, episode = self.task, self.config, self.family, self.episode
         t0 = time.perf_counter()
         train_loss = train_steps(
             self.net,
@@ -504,201 +374,45 @@ class GrowthEnv(gym.Env):
             task.train.x,
             task.train.y,
             task.loss,
-            self.train_steps,
-            self.batch_size,
-            self._gen,
+            cfg.train_steps,
+            cfg.batch_size,
+            episode.generator,
             transform=self.augmentation(),
         )
         t1 = time.perf_counter()
-        self.report: BottleneckReport = bottleneck(
+        self.report = family.bottleneck(
             self.net,
             task.stats.x,
             task.stats.y,
             loss=task.loss,
             input_factors=self._input_factors,
-            kernel=self.kernel,
-            raw_correlation=self.method == "gradmax",
+            raw_correlation=cfg.method == "gradmax",
+            **cfg.family_options,
         )
         # the statistics split is fixed for the episode, so is its input covariance
         self._input_factors = self.report.input_factors
         t2 = time.perf_counter()
         val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
         sites = self.report.sites
-        rank = max([s.eigenvalues.numel() for s in sites] + [features.TOP_K])
-        rows = [
-            torch.cat(
-                [
-                    torch.stack([s.update_gain, s.bottleneck, s.num_significant.to(s.bottleneck)]),
-                    torch.nn.functional.pad(s.eigenvalues, (0, rank - s.eigenvalues.numel())),
-                ]
-            )
-            for s in sites
-        ]
         scalars = torch.stack([train_loss.to(val_loss), self.report.loss.to(val_loss), val_loss])
         # one transfer of everything the observation needs
-        host = torch.stack(rows).double().cpu().numpy() if rows else np.zeros((0, 3 + rank))
+        host = slot_table(sites).double().cpu().numpy() if sites else np.zeros((0, 3 + TOP_K))
         train_host, stats_host, val_host = scalars.double().cpu().numpy()
         t3 = time.perf_counter()
-        self.seconds["train"] += t1 - t0
-        self.seconds["statistics"] += t2 - t1
-        self.seconds["evaluate"] += t3 - t2
-        self._absorb_measurement(
+        episode.charge_measurement(family, self.net)
+        episode.charge("train", seconds=t1 - t0)
+        episode.charge("statistics", seconds=t2 - t1)
+        episode.charge("evaluate", seconds=t3 - t2)
+        measurement = Measurement.from_table(
+            host,
+            np.array([s.eigenvalues.numel() for s in sites], dtype=float),
             train_loss=float(train_host),
             stats_loss=float(stats_host),
             val_loss=float(val_host),
-            val_acc=None if val_acc is None else float(val_acc),
-            site_table=host,
-            ranks=np.array([s.eigenvalues.numel() for s in sites], dtype=float),
+            val_accuracy=None if val_acc is None else float(val_acc),
+            slope_at_zero=self.net.slope0,
         )
-
-    def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-        """The transform of training minibatches, ``(x, generator) -> x``: random crop
-        (padding 4) and horizontal flip when ``augment=True`` (image tasks), else ``None``.
-        Static baselines train with it so that they see the data the env's nets see."""
-        if not self.augment:
-            return None
-        shape = _image_shape(self.task)
-        if shape is None:
-            raise ValueError(f"augment: task {self.task.name!r} has no image inputs to augment")
-        from growenv.data.cifar import augment
-
-        return lambda xb, gen: augment(xb, gen, image_shape=shape)
-
-    _augmentation = augmentation  # alias until the policies and harness use the public name
-
-    def _absorb_measurement(
-        self,
-        train_loss: float,
-        stats_loss: float,
-        val_loss: float,
-        val_acc: float | None,
-        site_table: np.ndarray,
-        ranks: np.ndarray,
-    ) -> None:
-        """Book the compute of a train + measure phase and store what the observation needs.
-
-        ``site_table`` rows (one per site): update gain d, bottleneck Psi, number of
-        significant eigenvalues, then the eigenvalues (zero padded); ``ranks``: how many
-        eigenvalues each site has (the most neurons one growth can add there).
-        """
-        sizes, task = self.net.layer_sizes, self.task
-        samples = self.train_steps * min(self.batch_size, len(task.train))
-        if self.net_kind == "conv":
-            from growenv.nets.conv.statistics import conv_statistics_macs
-
-            forward = self.net.flops()
-            self._add_compute("train", 3 * forward * samples)
-            stats = conv_statistics_macs(self.net, len(task.stats), self.kernel)
-            self._add_compute("statistics", stats)
-            self._add_compute("evaluate", forward * len(task.val))
-        else:
-            self._add_compute("train", costs.training_macs(sizes, samples))
-            self._add_compute(
-                "statistics",
-                costs.statistics_macs(sizes, len(task.stats)) + costs.solve_macs(sizes),
-            )
-            self._add_compute("evaluate", costs.forward_macs(sizes) * len(task.val))
-        self._stats_loss = stats_loss
-        self._train_loss = train_loss if self.train_steps else stats_loss
-        self._val_loss = val_loss
-        self._val_acc = val_acc
-        n = site_table.shape[0]
-        self._update_gain, self._psi, self._num_sig = site_table.T[:3]
-        lam = site_table[:, 3:]
-        self._lam = lam
-        self._site_lambda1 = lam[:, 0] if n else np.zeros(0)
-        k = (
-            self._num_sig
-            if self.neurons_per_growth == "auto"
-            else np.full(n, float(self.neurons_per_growth))
-        )
-        # a candidate adds min(K, rank) neurons: rank(N) <= width of the next layer
-        k = np.maximum(np.minimum(k, ranks), 1)
-        self._neurons = k
-        net = self.net
-        self._added_params = np.array([net.added_parameters(j, int(k[j])) for j in range(n)])
-        self._added_flops = np.array([net.added_flops(j, int(k[j])) for j in range(n)])
-        first_k = np.arange(lam.shape[1])[None, :] < k[:, None]
-        self._gains = self._update_gain + self.net.slope0 * (lam**2 * first_k).sum(1)
-        self.history.append(
-            {
-                "step": self.step_count,
-                "params": self.net.num_parameters(),
-                "val_loss": self._val_loss,
-                "widths": list(self.net.hidden_widths),
-            }
-        )
-
-    def _observation(self) -> np.ndarray:
-        n = self.net.num_sites
-        site = features.site_features(
-            widths=np.array(self.net.hidden_widths, dtype=float),
-            update_gain=self._update_gain,
-            eigenvalues=self._lam,
-            num_significant=self._num_sig,
-            bottleneck=self._psi,
-            candidate_gain=self._gains,
-            added_params=self._added_params,
-            added_flops=self._added_flops,
-            loss=self._stats_loss,
-            params=self.net.num_parameters(),
-            flops=self.net.flops(),
-            neurons=int(np.max(self._neurons)) if n else 1,
-            max_sites=self.max_sites,
-        )
-        params = self.net.num_parameters()
-        compute_used = (
-            self.compute / self.max_compute
-            if self.max_compute
-            else np.log10(max(self.compute, 1.0)) / 20.0
-        )
-        budget_left = (
-            1.0 if self.max_params is None else max(self.max_params - params, 0) / self.max_params
-        )
-        glob = features.global_features(
-            self._train_loss,
-            self._val_loss,
-            self._val_acc,
-            params,
-            self.net.flops(),
-            compute_used,
-            budget_left,
-            self.step_count / self.max_steps,
-            self._last_improvement,
-        )
-        obs = np.concatenate([site.reshape(-1), glob]).astype(np.float32)
-        return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_BOUND, OBS_BOUND)
-
-    def _info(self, episode_end: bool = False) -> dict[str, Any]:
-        gains = np.full(self.max_sites, -np.inf)
-        gains[: self.net.num_sites] = self._gains
-        mask = self.action_masks()
-        gains[~mask[: self.max_sites]] = -np.inf
-        info = {
-            "params": self.net.num_parameters(),
-            "flops": self.net.flops(),
-            "widths": list(self.net.hidden_widths),
-            "train_loss": self._train_loss,
-            "stats_loss": self._stats_loss,
-            "val_loss": self._val_loss,
-            "val_accuracy": self._val_acc,
-            "candidate_gains": gains,
-            "candidate_params": np.pad(
-                self._added_params, (0, self.max_sites - len(self._added_params))
-            ),
-            "gamma": self._gamma,
-            "loss_drop": self._loss_drop,
-            "grown_site": self._grown_site,
-            "compute": self.compute,
-            "compute_by_phase": dict(self.compute_by_phase),
-            "step": self.step_count,
-            "action_mask": mask,
-        }
-        if episode_end:
-            # wall-clock time is not reproducible, so it is reported once, at the end of the
-            # episode (and always in ``env.seconds``); per-step info stays deterministic
-            info["seconds"] = dict(self.seconds)
-        return info
+        episode.absorb(measurement, self.net)
 
     # ------------------------------------------------------------------ render
     def render(self):
@@ -709,16 +423,15 @@ class GrowthEnv(gym.Env):
         return self._render_rgb()
 
     def _render_ansi(self) -> str:
+        ep = self.episode
+        lambda1, psi = ep.measurement.eigenvalues[:, 0], ep.measurement.bottleneck
         lines = [
             f"step {self.step_count}/{self.max_steps}  params {self.net.num_parameters()}  "
-            f"val loss {self._val_loss:.4g}",
+            f"val loss {ep.measurement.val_loss:.4g}",
             f"{'site':>4} {'width':>6} {'lambda_1':>10} {'gain':>10} {'bottleneck':>11}",
         ]
         for j, width in enumerate(self.net.hidden_widths):
-            lines.append(
-                f"{j:>4} {width:>6} {self._site_lambda1[j]:10.3e} {self._gains[j]:10.3e} "
-                f"{self._psi[j]:11.3e}"
-            )
+            lines.append(f"{j:>4} {width:>6} {lambda1[j]:10.3e} {ep.gains[j]:10.3e} {psi[j]:11.3e}")
         lines.append(f"architecture: {' -> '.join(str(s) for s in self.net.layer_sizes)}")
         return "\n".join(lines) + "\n"
 

@@ -1,10 +1,12 @@
 """LockstepVecEnv: many GrowthEnvs trained, measured and grown as one batched model.
 
-Each environment keeps its own :class:`~growenv.env.growth_env.GrowthEnv` bookkeeping (task, RNG,
-budget, counters, observation, reward and info, so they mean exactly what they mean in
-``GrowthEnv``); the networks live in one :class:`~growenv.nets.mlp.stacked.StackedMLP`, so training,
-the statistics pass, the TINY solve (batched ``eigh``/``svd`` over envs and sites) and the
-amplitude search run once for all envs instead of once per env.
+Each environment is a :class:`~growenv.env.growth_env.GrowthEnv` whose public
+:class:`~growenv.env.episode.Episode` does the bookkeeping (task, RNG, budget, counters,
+observation, reward and info, so they mean exactly what they mean in ``GrowthEnv``); the
+networks live in one :class:`~growenv.nets.mlp.stacked.StackedMLP`, so training, the statistics
+pass, the TINY solve (batched ``eigh``/``svd`` over envs and sites) and the amplitude search run
+once for all envs instead of once per env. Only families with the ``"stackable"`` capability
+(the MLP family) can be stacked; their cost model prices the per-env architecture views.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import copy
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3.common.vec_env import VecEnv
 
 from growenv.amplitude import default_gammas
-from growenv.env import features
+from growenv.env.config import EnvConfig
+from growenv.env.episode import Measurement, TaskSource, slot_table
 from growenv.env.growth_env import GrowthEnv
 from growenv.losses import resolve_loss
+from growenv.nets.family import STACKABLE
+from growenv.nets.mlp import costs
 from growenv.nets.mlp.report import solve
 from growenv.nets.mlp.stacked import StackedMLP, gamma_losses
 
@@ -30,7 +34,8 @@ SPLITS = ("train", "stats", "val", "test")
 
 
 class _Architecture:
-    """Stands in for ``env.net`` in a lockstep env: sizes and counts, read from the stack."""
+    """One env's network in the stack, as an :class:`~growenv.env.episode.Architecture`:
+    sizes read from the stack, counts from the MLP size model (:mod:`growenv.nets.mlp.costs`)."""
 
     def __init__(self, stack: StackedMLP, env: int) -> None:
         self._stack, self._env = stack, env
@@ -47,24 +52,22 @@ class _Architecture:
     def num_sites(self) -> int:
         return self._stack.widths.shape[1]
 
-    @property
-    def slope0(self) -> float:
-        return self._stack.slope0
-
     def num_parameters(self) -> int:
-        return self._stack.num_parameters(self._env)
+        return costs.parameter_count(self.layer_sizes)
 
     def flops(self) -> int:
+        return costs.forward_macs(self.layer_sizes)
+
+    def _grown(self, site: int, num_neurons: int) -> list[int]:
         sizes = self.layer_sizes
-        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        sizes[site + 1] += num_neurons
+        return sizes
 
     def added_parameters(self, site: int, num_neurons: int) -> int:
-        sizes = self.layer_sizes
-        return num_neurons * (sizes[site] + 1 + sizes[site + 2])
+        return costs.parameter_count(self._grown(site, num_neurons)) - self.num_parameters()
 
     def added_flops(self, site: int, num_neurons: int) -> int:
-        sizes = self.layer_sizes
-        return num_neurons * (sizes[site] + sizes[site + 2])
+        return costs.forward_macs(self._grown(site, num_neurons)) - self.flops()
 
 
 def _weights_and_bias(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -83,31 +86,51 @@ class LockstepVecEnv(VecEnv):
         Number of environments (>= 1).
     seed
         Env ``i`` is seeded with ``seed + i`` at the first reset (SB3's convention).
-    device
-        Where the stacked networks and the data live (``"cpu"`` or ``"cuda"``).
+    config
+        The envs' :class:`~growenv.env.config.EnvConfig` (or give its fields as keywords);
+        ``device`` is where the stacked networks and the data live. ``optimizer`` must be
+        ``"adam"``, ``method`` ``"tiny"``, ``net`` a stackable family (``"mlp"``).
+    task
+        A task object (``Task``, distribution or callable), as for GrowthEnv.
     **env_kwargs
-        Any :class:`~growenv.env.growth_env.GrowthEnv` keyword (``optimizer`` must be ``"adam"`` and
-        ``method`` ``"tiny"``). All envs' tasks must have the same split sizes and shapes.
+        Any :class:`~growenv.env.growth_env.GrowthEnv` keyword (``device`` included), when no
+        ``config`` is given. All envs' tasks must have the same split sizes and shapes.
 
     Auto-reset follows SB3: a finished env is reset at once, its last observation is in
     ``info["terminal_observation"]``. ``action_masks()`` returns ``(num_envs, n_actions)``.
     """
 
-    def __init__(self, num_envs: int, seed: int | None = None, device="cpu", **env_kwargs) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        seed: int | None = None,
+        config: EnvConfig | None = None,
+        task: TaskSource | None = None,
+        **env_kwargs: Any,
+    ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
-        if env_kwargs.get("optimizer", "adam") != "adam":
+        first = GrowthEnv(task, config, **env_kwargs)  # the config validates every setting
+        cfg = first.config
+        if STACKABLE not in first.family.capabilities:
+            raise ValueError(
+                f"net: the lockstep env stacks families with the {STACKABLE!r} capability; "
+                f"{cfg.net!r} has not (use --vec dummy)"
+            )
+        if cfg.optimizer != "adam":
             raise ValueError("optimizer: the lockstep env implements 'adam' only")
-        if env_kwargs.get("augment", False):
+        if cfg.augment:
             raise ValueError("augment: not implemented in the lockstep env; use --vec dummy")
-        if env_kwargs.get("net", "mlp") != "mlp":
-            raise ValueError("net: the lockstep env stacks MLPs only; use --vec dummy for conv")
-        if env_kwargs.get("method", "tiny") != "tiny":
+        if cfg.method != "tiny":
             raise ValueError("method: the lockstep env implements 'tiny' neurons only")
-        first = GrowthEnv(device=device, **env_kwargs)  # validates every kwarg
-        self.envs = [first] + [copy.copy(first) for _ in range(num_envs - 1)]
+        self.config = cfg
+        self.envs = [first]
+        for _ in range(num_envs - 1):
+            env = copy.copy(first)  # shares the task source (a fixed task is built once)
+            env.episode = copy.copy(first.episode)
+            self.envs.append(env)
         super().__init__(num_envs, first.observation_space, first.action_space)
-        self.device = torch.device(device)
+        self.device = cfg.torch_device
         self.stack: StackedMLP | None = None
         self.data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._solutions: list[tuple[list, int] | None] = [None] * num_envs
@@ -120,9 +143,8 @@ class LockstepVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ resets
     def _start(self, e: int, seed: int | None) -> None:
-        env = self.envs[e]
-        gym.Env.reset(env, seed=seed)
-        net = env._start_episode()
+        env, cfg = self.envs[e], self.config
+        net = env.new_episode(seed)
         if self.stack is None:
             self.loss_fn = resolve_loss(env.task.loss)
             self.stack = StackedMLP(
@@ -133,10 +155,10 @@ class LockstepVecEnv(VecEnv):
                 net.activation,
                 net.slope0,
                 net.sigma0,
-                capacity=max(8, env.start_width),
+                capacity=max(8, cfg.start_width),
                 device=self.device,
-                dtype=env.dtype,
-                lr=env.lr,
+                dtype=cfg.torch_dtype,
+                lr=cfg.lr,
             )
         self.stack.load(e, net)
         env.net = _Architecture(self.stack, e)
@@ -168,8 +190,8 @@ class LockstepVecEnv(VecEnv):
         self._measure(list(range(self.num_envs)))
         self._reset_seeds()
         self._reset_options()
-        self.reset_infos = [env._info() for env in self.envs]
-        return np.stack([env._observation() for env in self.envs])
+        self.reset_infos = [env.episode.info() for env in self.envs]
+        return np.stack([env.episode.observation() for env in self.envs])
 
     # ------------------------------------------------------------------ stepping
     def step_async(self, actions: np.ndarray) -> None:
@@ -191,13 +213,13 @@ class LockstepVecEnv(VecEnv):
         growing: dict[int, list[int]] = {}
         for e, env in enumerate(self.envs):
             try:
-                action, invalid[e] = env._validate_action(actions[e])
+                action, invalid[e] = env.episode.validate_action(actions[e])
             except ValueError as err:
                 raise ValueError(f"actions[{e}]: {err}") from None
             if action == env.stop_action:
-                results[e] = env._stop()
+                results[e] = env.episode.stop()
                 continue
-            before[e] = env._begin_step()
+            before[e] = env.episode.begin_step()
             if action < env.max_sites:
                 growing.setdefault(action, []).append(e)
         for site, envs in sorted(growing.items()):
@@ -206,7 +228,7 @@ class LockstepVecEnv(VecEnv):
         if active:
             self._measure(active)
         for e in active:
-            results[e] = self.envs[e]._end_step(before[e], invalid[e])
+            results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
         obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=bool)
@@ -227,8 +249,8 @@ class LockstepVecEnv(VecEnv):
                 self._start(e, None)
             self._measure(finished)
             for e in finished:
-                obs[e] = self.envs[e]._observation()
-                self.reset_infos[e] = self.envs[e]._info()
+                obs[e] = self.envs[e].episode.observation()
+                self.reset_infos[e] = self.envs[e].episode.info()
         return obs, rewards, dones, infos
 
     def seed_each(self, seeds: list[int]) -> None:
@@ -264,13 +286,15 @@ class LockstepVecEnv(VecEnv):
     def _measure(self, envs: list[int]) -> None:
         """Train, measure (statistics + solve) and validate the envs ``envs`` together."""
         stack, idx = self.stack, self._idx(envs)
-        ref = self.envs[envs[0]]
+        cfg = self.config
         t0 = time.perf_counter()
         x, y = (t[idx] for t in self.data["train"])
-        steps, n = ref.train_steps, x.shape[1]
+        steps, n = cfg.train_steps, x.shape[1]
         if steps > 0:
             draws = [
-                torch.randint(0, n, (steps, min(ref.batch_size, n)), generator=self.envs[e]._gen)
+                torch.randint(
+                    0, n, (steps, min(cfg.batch_size, n)), generator=self.envs[e].episode.generator
+                )
                 for e in envs
             ]
             batches = torch.stack(draws).to(self.device)
@@ -288,22 +312,7 @@ class LockstepVecEnv(VecEnv):
             val_loss = self.loss_fn(out, vy).mean(-1)
             classify = not vy.is_floating_point()
             acc = (out.argmax(-1) == vy).to(out.dtype).mean(-1) if classify else val_loss
-        rank = max([s.eigenvalues.shape[-1] for s in sites] + [features.TOP_K])
-        table = torch.stack(
-            [
-                torch.cat(
-                    [
-                        torch.stack(
-                            [s.update_gain, s.bottleneck, s.num_significant.to(s.bottleneck)], 1
-                        ),
-                        F.pad(s.eigenvalues, (0, rank - s.eigenvalues.shape[-1])),
-                    ],
-                    1,
-                )
-                for s in sites
-            ],
-            1,
-        )  # (E', sites, 3 + rank)
+        table = slot_table(sites, batched=True)  # (E', sites, 3 + rank)
         scalars = torch.stack([train_loss, stats.loss, val_loss, acc], 1)
         host_table = table.double().cpu().numpy()  # one transfer for all envs
         host_scalars = scalars.double().cpu().numpy()
@@ -312,7 +321,7 @@ class LockstepVecEnv(VecEnv):
         for key, dt in (("train", t1 - t0), ("statistics", t2 - t1), ("evaluate", t3 - t2)):
             self.seconds[key] += dt
         for k, e in enumerate(envs):
-            env = self.envs[e]
+            episode = self.envs[e].episode
             sizes = stack.layer_sizes(e)
             ranks = np.array(
                 [min(sizes[j] + 1, sizes[j + 2]) for j in range(len(sites))], dtype=float
@@ -321,17 +330,21 @@ class LockstepVecEnv(VecEnv):
             lam = site_table[:, 3:]
             lam[np.arange(lam.shape[1])[None, :] >= ranks[:, None]] = 0.0  # padding: exactly 0
             train_l, stats_l, val_l, acc_l = host_scalars[k]
-            env.seconds["train"] += (t1 - t0) * share
-            env.seconds["statistics"] += (t2 - t1) * share
-            env.seconds["evaluate"] += (t3 - t2) * share
-            env._absorb_measurement(
+            net = self.envs[e].net
+            episode.charge_measurement(self.envs[e].family, net)
+            episode.charge("train", seconds=(t1 - t0) * share)
+            episode.charge("statistics", seconds=(t2 - t1) * share)
+            episode.charge("evaluate", seconds=(t3 - t2) * share)
+            measurement = Measurement.from_table(
+                site_table,
+                ranks,
                 train_loss=float(train_l),
                 stats_loss=float(stats_l),
                 val_loss=float(val_l),
-                val_acc=float(acc_l) if classify else None,
-                site_table=site_table,
-                ranks=ranks,
+                val_accuracy=float(acc_l) if classify else None,
+                slope_at_zero=stack.slope0,
             )
+            episode.absorb(measurement, net)
             self._solutions[e] = (sites, k)
 
     def _grow(self, site: int, envs: list[int]) -> None:
@@ -341,7 +354,7 @@ class LockstepVecEnv(VecEnv):
         idx = self._idx(envs)
         nxt = site + 1
         caps = stack.caps
-        ks = [int(self.envs[e]._neurons[site]) for e in envs]
+        ks = [int(self.envs[e].episode.neurons[site]) for e in envs]
         k_max = max(ks)
         needed = max(int(stack.widths[e, site]) + k for e, k in zip(envs, ks, strict=True))
         stack.ensure_capacity(site, needed)
@@ -369,15 +382,16 @@ class LockstepVecEnv(VecEnv):
         gamma = gammas[best]
         drop = losses[:, 0] - losses[rows, best]
         host = torch.stack([gamma.double(), drop.double()], 1).cpu().numpy()
+        n_gammas, n_stats = len(default_gammas()), sx.shape[1]
         for i, (e, k) in enumerate(zip(envs, ks, strict=True)):
             env = self.envs[e]
-            env._account_search(site)
+            env.episode.charge("search", env.family.search_macs(env.net, site, n_gammas, n_stats))
             stack.apply(e, site, alpha[i, :k], omega[i, :, :k], update[i], gamma[i])
-            env._record_growth(site, float(host[i, 0]), float(host[i, 1]))
+            env.episode.record_growth(site, float(host[i, 0]), float(host[i, 1]))
         elapsed = time.perf_counter() - t0
         self.seconds["search"] += elapsed
         for e in envs:
-            self.envs[e].seconds["search"] += elapsed / len(envs)
+            self.envs[e].episode.charge("search", seconds=elapsed / len(envs))
 
     # ------------------------------------------------------------------ VecEnv plumbing
     def close(self) -> None:
@@ -409,4 +423,4 @@ class LockstepVecEnv(VecEnv):
 
     def net(self, env: int):
         """Env ``env``'s current network as a stand-alone GrowingMLP (a copy)."""
-        return self.stack.to_net(env, self.envs[env].activation)
+        return self.stack.to_net(env, self.config.activation)

@@ -1,0 +1,217 @@
+"""EnvConfig: every setting of a growth environment, validated once, JSON round-tripping.
+
+:class:`~growenv.env.growth_env.GrowthEnv` and :class:`~growenv.env.lockstep.LockstepVecEnv`
+take the same config; training configs and the harness pass it around as JSON
+(:meth:`EnvConfig.to_json` / :meth:`EnvConfig.from_json`). A task given as an object (a
+``Task``, a ``TeacherStudentDistribution`` or a callable) is not JSON and stays a separate
+``task`` argument of the env; the config then records ``task=None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from growenv.data.tasks import TASK_NAMES
+from growenv.nets.family import NetFamily
+from growenv.nets.registry import FAMILIES, get_family
+from growenv.validation import boolean, choice, integer, real
+
+DISTRIBUTION_NAME = "teacher_student_distribution"
+TASK_CHOICES = (*TASK_NAMES, DISTRIBUTION_NAME)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+REWARDS = ("log_ratio", "relative")
+METHODS = ("tiny", "gradmax", "random")
+INVALID_ACTIONS = ("raise", "skip")
+# family options that are EnvConfig fields (each validated by the families that take it)
+FAMILY_OPTIONS = ("kernel",)
+
+# one line per field for the docs' arguments table (docs/environment.md, GrowthEnv docstring)
+HELP = {
+    "task": "task name (a `Task`, `TeacherStudentDistribution` or callable `rng -> Task` "
+    "is passed to the env beside the config)",
+    "task_kwargs": "keyword arguments of the task builder (or of the distribution)",
+    "device": "torch device of the env's nets and data",
+    "hidden_layers": "hidden layers (conv: stages) of the start network",
+    "start_width": "neurons (conv: channels) per hidden layer at the start",
+    "activation": "activation of the hidden layers",
+    "max_sites": "site slots of the action and observation spaces (>= hidden_layers)",
+    "neurons_per_growth": 'neurons one growth adds, or "auto" (the significant ones)',
+    "train_steps": "optimizer steps after every decision",
+    "batch_size": "minibatch size of the training steps",
+    "optimizer": "optimizer of the training steps",
+    "lr": "learning rate",
+    "max_steps": "decisions per episode (truncation)",
+    "max_params": "parameter budget (growth that does not fit is masked), or none",
+    "max_compute": "compute budget in multiply-adds (termination), or none",
+    "cost_per_param": "reward cost per added parameter",
+    "cost_per_flop": "reward cost per added multiply-add per sample",
+    "reward": "`log_ratio` (telescopes) or `relative` validation-loss decrease",
+    "method": "new neurons: `tiny`, `gradmax` or `random`",
+    "invalid_action": "a masked action raises (`raise`) or becomes skip (`skip`)",
+    "dtype": "floating-point type of nets, data and statistics",
+    "net": "net family: `mlp` or `conv` (image tasks)",
+    "kernel": "conv family: `full` or `restricted` TINY channels",
+    "augment": "random crop and flip of training minibatches (image tasks)",
+}
+
+
+def _device(value: Any) -> str:
+    try:
+        return str(torch.device(value))
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device: expected a torch device such as 'cpu' or 'cuda', got {value!r}"
+        ) from None
+
+
+def _dtype(value: Any) -> str:
+    for name, dtype in DTYPES.items():
+        if value == name or value is dtype:
+            return name
+    raise ValueError(
+        f"dtype: expected one of {', '.join(map(repr, DTYPES))} (or the torch dtypes), "
+        f"got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The settings of a growth environment (all of GrowthEnv's arguments but ``render_mode``).
+
+    Every field is checked when the config is built; a bad value raises ``ValueError`` with
+    one line, ``"name: expected ..., got ..."``. Values are stored in canonical form (ints,
+    floats, ``dtype`` and ``device`` as strings), so :meth:`to_json` / :meth:`from_json`
+    round-trip exactly. See ``docs/environment.md`` for the meaning of each field.
+    """
+
+    task: str | None = "teacher_student"
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    hidden_layers: int = 2
+    start_width: int = 1
+    activation: str = "selu"
+    max_sites: int = 4
+    neurons_per_growth: int | str = 4
+    train_steps: int = 100
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    max_steps: int = 20
+    max_params: int | None = None
+    max_compute: float | None = None
+    cost_per_param: float = 0.0
+    cost_per_flop: float = 0.0
+    reward: str = "log_ratio"
+    method: str = "tiny"
+    invalid_action: str = "raise"
+    dtype: str = "float32"
+    net: str = "mlp"
+    kernel: str = "full"
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        canonical = {
+            "hidden_layers": integer("hidden_layers", self.hidden_layers, 1),
+            "max_sites": integer("max_sites", self.max_sites, 1),
+            "start_width": integer("start_width", self.start_width, 0),
+            "train_steps": integer("train_steps", self.train_steps, 0),
+            "batch_size": integer("batch_size", self.batch_size, 1),
+            "max_steps": integer("max_steps", self.max_steps, 1),
+            "max_params": integer("max_params", self.max_params, 1, allow_none=True),
+            "max_compute": real("max_compute", self.max_compute, 1.0, allow_none=True),
+            "cost_per_param": real("cost_per_param", self.cost_per_param, 0.0),
+            "cost_per_flop": real("cost_per_flop", self.cost_per_flop, 0.0),
+            "lr": real("lr", self.lr, 1e-12),
+            "reward": choice("reward", self.reward, REWARDS),
+            "method": choice("method", self.method, METHODS),
+            "invalid_action": choice("invalid_action", self.invalid_action, INVALID_ACTIONS),
+            "augment": boolean("augment", self.augment),
+            "dtype": _dtype(self.dtype),
+            "device": _device(self.device),
+        }
+        get_family(self.net)  # "net: expected 'mlp' or 'conv', got ..."
+        for family in FAMILIES.values():
+            family.validate_options(
+                **{name: getattr(self, name) for name in FAMILY_OPTIONS if name in family.options}
+            )
+        if canonical["hidden_layers"] > canonical["max_sites"]:
+            raise ValueError(
+                f"max_sites: expected an int >= hidden_layers ({canonical['hidden_layers']}), "
+                f"got {self.max_sites!r}"
+            )
+        if self.neurons_per_growth != "auto":
+            canonical["neurons_per_growth"] = integer(
+                "neurons_per_growth", self.neurons_per_growth, 1
+            )
+        if self.task is not None:
+            choice("task", self.task, TASK_CHOICES)
+        if self.task_kwargs is None:  # GrowthEnv's historical default
+            object.__setattr__(self, "task_kwargs", {})
+        if not isinstance(self.task_kwargs, dict):
+            raise ValueError(f"task_kwargs: expected a dict, got {self.task_kwargs!r}")
+        for name in ("activation", "optimizer"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: expected a name (str), got {getattr(self, name)!r}")
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "task_kwargs", dict(self.task_kwargs))
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def family(self) -> NetFamily:
+        """The net family (:func:`~growenv.nets.registry.get_family` of ``net``)."""
+        return get_family(self.net)
+
+    @property
+    def family_options(self) -> dict[str, Any]:
+        """The options ``net``'s family takes (conv: ``{"kernel": ...}``; mlp: ``{}``)."""
+        return {name: getattr(self, name) for name in self.family.options}
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a ``torch.dtype``."""
+        return DTYPES[self.dtype]
+
+    @property
+    def torch_device(self) -> torch.device:
+        """``device`` as a ``torch.device``."""
+        return torch.device(self.device)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EnvConfig:
+        """A config from GrowthEnv-style keywords; an unknown keyword raises ``TypeError``
+        naming it (as a function call would)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise TypeError(
+                f"EnvConfig got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+            )
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> EnvConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON-able values."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self, **dumps_kwargs: Any) -> str:
+        """The config as a JSON object (every field, canonical values)."""
+        return json.dumps(self.to_dict(), **dumps_kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnvConfig:
+        """The config a :meth:`to_json` string (or any JSON object of fields) describes;
+        missing fields take their defaults."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"text: expected a JSON object of EnvConfig fields, got {text!r}")
+        return cls.from_kwargs(**data)
