@@ -385,3 +385,60 @@ def test_optimizer_state_kept_across_env_growth():
     env._grow(0)
     assert env.net.weights[1] is w
     torch.testing.assert_close(env.optimizer.state[w]["exp_avg"][:, : before.shape[1]], before)
+
+
+def test_docs_tables_are_the_feature_and_config_tables():
+    from pathlib import Path
+
+    from growenv.env import features
+    from growenv.env.config import arguments_table
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "environment.md").read_text()
+    docstring = "\n".join(line.strip() for line in GrowthEnv.__doc__.splitlines())
+    for kind in ("site", "global"):
+        table = features.markdown_table(kind)
+        assert table in docs and table in docstring, kind
+    assert arguments_table() in docs
+    assert '`reward` | `"log_ratio"`' in docs  # the code's default, not "relative"
+    # one name per observation column, in the order site_features/global_features fill them
+    assert (
+        len(features.SITE_TABLE)
+        == features.site_features(
+            np.ones(1),
+            np.ones(1),
+            np.ones((1, 3)),
+            np.ones(1),
+            np.ones(1),
+            np.ones(1),
+            np.ones(1),
+            np.ones(1),
+            1.0,
+            1,
+            1,
+            1,
+            1,
+        ).shape[1]
+    )
+    assert len(features.GLOBAL_TABLE) == len(features.global_features(1, 1, None, 1, 1, 0, 1, 0, 0))
+
+
+def test_observations_stay_in_the_feature_table_ranges():
+    from growenv.env import features
+
+    env = fast_env(max_params=200)
+    obs, _ = env.reset(seed=1)
+    observations = [obs]
+    for action in (0, 1, 4, 0):
+        action = action if env.action_masks()[action] else env.skip_action
+        obs, *_ = env.step(action)
+        observations.append(obs)
+    n_site = len(features.SITE_TABLE)
+    bounds = {"{0, 1}": (0, 1), "[0, inf)": (0, np.inf), "[0, 1]": (0, 1), "[0, 4]": (0, 4)}
+    for obs in observations:
+        sites = obs[: env.max_sites * n_site].reshape(env.max_sites, n_site)
+        glob = obs[env.max_sites * n_site :]
+        for values, table in ((sites, features.SITE_TABLE), (glob[None], features.GLOBAL_TABLE)):
+            for j, feature in enumerate(table):
+                lo, hi = bounds.get(feature.range, (-np.inf, np.inf))
+                assert ((values[:, j] >= lo) & (values[:, j] <= hi)).all(), feature.name

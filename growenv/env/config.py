@@ -60,6 +60,17 @@ HELP = {
 }
 
 
+def arguments_table() -> str:
+    """The Markdown table of the config's fields (argument, default, meaning), generated
+    from the dataclass, as ``docs/environment.md`` shows it."""
+    lines = ["| argument | default | meaning |", "|---|---|---|"]
+    defaults = EnvConfig()
+    for f in dataclasses.fields(EnvConfig):
+        value = getattr(defaults, f.name)
+        lines.append(f"| `{f.name}` | `{json.dumps(value)}` | {HELP[f.name]} |")
+    return "\n".join(lines)
+
+
 def _device(value: Any) -> str:
     try:
         return str(torch.device(value))

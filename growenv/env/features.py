@@ -1,41 +1,81 @@
-"""Scale-free observation features of a growth state (pure functions of tensors).
+"""Scale-free observation features of a growth state (pure functions of arrays).
 
-Per-site and global features are documented in the README and in ``GrowthEnv``'s docstring;
-gains are divided by the current loss so that features mean the same thing on every task.
+:data:`SITE_TABLE` and :data:`GLOBAL_TABLE` are the single source of the features: name,
+formula and range of every entry of the observation. The Observation Space tables of
+:class:`~growenv.env.growth_env.GrowthEnv`'s docstring and of ``docs/environment.md`` are
+:func:`markdown_table` of them (a test checks both). Gains are divided by the current loss so
+that features mean the same thing on every task.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-SITE_FEATURES = (
-    "present",
-    "log_width",
-    "update_gain",
-    "lambda1_sq",
-    "lambda2_sq",
-    "lambda3_sq",
-    "sum_lambda_sq",
-    "bottleneck",
-    "candidate_gain",
-    "gain_per_relative_param",
-    "relative_param_cost",
-    "relative_flop_cost",
-    "significant_fraction",
+
+class Feature(NamedTuple):
+    """One observation entry: its ``name``, how it is computed and the values it takes."""
+
+    name: str
+    formula: str
+    range: str
+
+
+#: Per-site features (one row of ``len(SITE_TABLE)`` per site slot; zero rows past the net).
+SITE_TABLE = (
+    Feature("present", "site present (mask)", "{0, 1}"),
+    Feature("log_width", "log(1 + width)", "[0, inf)"),
+    Feature("update_gain", "symlog(d / L), best-update gain", "[0, inf)"),
+    Feature("lambda1_sq", "symlog(lambda_1^2 / L)", "[0, inf)"),
+    Feature("lambda2_sq", "symlog(lambda_2^2 / L)", "[0, inf)"),
+    Feature("lambda3_sq", "symlog(lambda_3^2 / L)", "[0, inf)"),
+    Feature("sum_lambda_sq", "symlog(sum of significant lambda^2 / L)", "[0, inf)"),
+    Feature("bottleneck", "symlog(Psi / L), bottleneck", "[0, inf)"),
+    Feature("candidate_gain", "symlog(gain of the candidate / L)", "[0, inf)"),
+    Feature("gain_per_relative_param", "symlog((gain / L) / (added params / params))", "[0, inf)"),
+    Feature("relative_param_cost", "symlog(added params / params)", "[0, inf)"),
+    Feature("relative_flop_cost", "symlog(added FLOPs / FLOPs)", "[0, inf)"),
+    Feature(
+        "significant_fraction", "significant eigenvalues / neurons per growth (<= 4)", "[0, 4]"
+    ),
 )
-GLOBAL_FEATURES = (
-    "log_train_loss",
-    "log_val_loss",
-    "val_accuracy",
-    "log_params",
-    "log_flops",
-    "compute_used",
-    "param_budget_left",
-    "step_fraction",
-    "generalisation_gap",
-    "last_val_improvement",
+#: Global features, after the site rows.
+GLOBAL_TABLE = (
+    Feature("log_train_loss", "log train loss (mean of the last training phase)", "R"),
+    Feature("log_val_loss", "log validation loss", "R"),
+    Feature("val_accuracy", "validation accuracy (0 for regression)", "[0, 1]"),
+    Feature("log_params", "log parameters", "[0, inf)"),
+    Feature("log_flops", "log FLOPs (multiply-adds per sample)", "[0, inf)"),
+    Feature(
+        "compute_used", "compute used / max_compute (log10(MACs) / 20 without a budget)", "[0, inf)"
+    ),
+    Feature(
+        "param_budget_left", "parameter budget left / max_params (1 without a budget)", "[0, 1]"
+    ),
+    Feature("step_fraction", "step / max_steps", "[0, 1]"),
+    Feature("generalisation_gap", "log(val loss / train loss)", "R"),
+    Feature("last_val_improvement", "symlog of the last step's relative val-loss decrease", "R"),
 )
+SITE_FEATURES = tuple(f.name for f in SITE_TABLE)
+GLOBAL_FEATURES = tuple(f.name for f in GLOBAL_TABLE)
 TOP_K = 3
+
+
+def markdown_table(kind: str) -> str:
+    """The Markdown table of the ``"site"`` or ``"global"`` features (index, name, formula,
+    range), as the env docstring and ``docs/environment.md`` show it."""
+    if kind == "site":
+        rows, head = SITE_TABLE, "| index (per site s: 13 s + i) | feature | formula | range |"
+        head = head.replace("13", str(len(SITE_TABLE)))
+    elif kind == "global":
+        rows, head = GLOBAL_TABLE, "| index (13 max_sites + i) | feature | formula | range |"
+        head = head.replace("13", str(len(SITE_TABLE)))
+    else:
+        raise ValueError(f"kind: expected 'site' or 'global', got {kind!r}")
+    lines = [head, "|---|---|---|---|"]
+    lines += [f"| {i} | {f.name} | {f.formula} | {f.range} |" for i, f in enumerate(rows)]
+    return "\n".join(lines)
 
 
 def observation_size(max_sites: int) -> int:

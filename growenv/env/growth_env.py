@@ -56,35 +56,39 @@ class GrowthEnv(gym.Env):
 
     ## Observation Space
     ``Box(-1e6, 1e6, (max_sites * 13 + 10,), float32)``: per site (row-major, zero rows
-    for sites the net does not have) then global features. Gains are divided by the current
-    statistics loss ``L``; ``symlog(x) = sign(x) log(1 + |x|)``.
+    for sites the net does not have) then global features, as in the feature table of
+    :mod:`growenv.env.features` (these tables are generated from it; a test checks).
+    Gains are divided by the current statistics loss ``L``;
+    ``symlog(x) = sign(x) log(1 + |x|)``.
 
-    | index (per site s: 13 s + i) | feature | range |
-    |---|---|---|
-    | 0 | site present (mask) | {0, 1} |
-    | 1 | log(1 + width) | [0, inf) |
-    | 2 | symlog(d / L), best-update gain | [0, inf) |
-    | 3-5 | symlog(lambda_k^2 / L), k = 1..3 | [0, inf) |
-    | 6 | symlog(sum of significant lambda^2 / L) | [0, inf) |
-    | 7 | symlog(Psi / L), bottleneck | [0, inf) |
-    | 8 | symlog(gain of the candidate / L) | [0, inf) |
-    | 9 | symlog((gain / L) / (added params / params)) | [0, inf) |
-    | 10 | symlog(added params / params) | [0, inf) |
-    | 11 | symlog(added FLOPs / FLOPs) | [0, inf) |
-    | 12 | significant eigenvalues / neurons per growth (<= 4) | [0, 4] |
+    | index (per site s: 13 s + i) | feature | formula | range |
+    |---|---|---|---|
+    | 0 | present | site present (mask) | {0, 1} |
+    | 1 | log_width | log(1 + width) | [0, inf) |
+    | 2 | update_gain | symlog(d / L), best-update gain | [0, inf) |
+    | 3 | lambda1_sq | symlog(lambda_1^2 / L) | [0, inf) |
+    | 4 | lambda2_sq | symlog(lambda_2^2 / L) | [0, inf) |
+    | 5 | lambda3_sq | symlog(lambda_3^2 / L) | [0, inf) |
+    | 6 | sum_lambda_sq | symlog(sum of significant lambda^2 / L) | [0, inf) |
+    | 7 | bottleneck | symlog(Psi / L), bottleneck | [0, inf) |
+    | 8 | candidate_gain | symlog(gain of the candidate / L) | [0, inf) |
+    | 9 | gain_per_relative_param | symlog((gain / L) / (added params / params)) | [0, inf) |
+    | 10 | relative_param_cost | symlog(added params / params) | [0, inf) |
+    | 11 | relative_flop_cost | symlog(added FLOPs / FLOPs) | [0, inf) |
+    | 12 | significant_fraction | significant eigenvalues / neurons per growth (<= 4) | [0, 4] |
 
-    | index (13 max_sites + i) | global feature | range |
-    |---|---|---|
-    | 0 | log train loss (mean of the last training phase) | R |
-    | 1 | log validation loss | R |
-    | 2 | validation accuracy (0 for regression) | [0, 1] |
-    | 3 | log parameters | [0, inf) |
-    | 4 | log FLOPs (multiply-adds per sample) | [0, inf) |
-    | 5 | compute used / max_compute (log10(MACs) / 20 without a budget) | [0, inf) |
-    | 6 | parameter budget left / max_params (1 without a budget) | [0, 1] |
-    | 7 | step / max_steps | [0, 1] |
-    | 8 | log(val loss / train loss) | R |
-    | 9 | symlog of the last step's relative val-loss decrease | R |
+    | index (13 max_sites + i) | feature | formula | range |
+    |---|---|---|---|
+    | 0 | log_train_loss | log train loss (mean of the last training phase) | R |
+    | 1 | log_val_loss | log validation loss | R |
+    | 2 | val_accuracy | validation accuracy (0 for regression) | [0, 1] |
+    | 3 | log_params | log parameters | [0, inf) |
+    | 4 | log_flops | log FLOPs (multiply-adds per sample) | [0, inf) |
+    | 5 | compute_used | compute used / max_compute (log10(MACs) / 20 without a budget) | [0, inf) |
+    | 6 | param_budget_left | parameter budget left / max_params (1 without a budget) | [0, 1] |
+    | 7 | step_fraction | step / max_steps | [0, 1] |
+    | 8 | generalisation_gap | log(val loss / train loss) | R |
+    | 9 | last_val_improvement | symlog of the last step's relative val-loss decrease | R |
 
     ## Rewards
     ``r = log(L_val(t-1) / L_val(t)) - cost_per_param * added params - cost_per_flop *
@@ -104,19 +108,24 @@ class GrowthEnv(gym.Env):
     ``max_steps`` steps.
 
     ## Arguments
-    ``task`` ("teacher_student", "multi_sin", "digits", "cifar10",
-    "teacher_student_distribution", a ``Task``, a ``TeacherStudentDistribution`` or a
-    callable ``rng -> Task``), ``task_kwargs``, ``device``, ``hidden_layers``,
-    ``start_width``, ``activation``, ``max_sites``, ``neurons_per_growth`` (int or "auto":
-    the significant ones), ``train_steps``, ``batch_size``, ``optimizer``, ``lr``,
-    ``max_steps``, ``max_params``, ``max_compute`` (MACs), ``cost_per_param``,
-    ``cost_per_flop``, ``reward`` ("log_ratio" or "relative"), ``method`` ("tiny",
-    "gradmax", "random"), ``invalid_action`` ("raise" or "skip"), ``dtype`` ("float32" or
-    "float64": network, data and statistics), ``net`` ("mlp", or "conv": a
-    :class:`~growenv.nets.conv.net.GrowingConvNet` with ``hidden_layers`` stages of
-    ``start_width`` channels, stride 1 then 2, on image tasks), ``kernel`` ("full" or
-    "restricted" TINY channels for conv nets), ``augment`` (random crop with padding 4 and
-    horizontal flip of the training minibatches of image tasks), ``render_mode``.
+    ``GrowthEnv(task=None, config=None, render_mode=None, **kwargs)``: the settings are an
+    :class:`~growenv.env.config.EnvConfig`, given as ``config=`` or as its fields as keywords
+    (``gym.make("growenv/Grow-v0", train_steps=50)``); ``task`` may also be a ``Task``, a
+    ``TeacherStudentDistribution`` or a callable ``rng -> Task`` (not JSON, so not in the
+    config). Fields: ``task`` ("teacher_student", "multi_sin", "digits", "cifar10",
+    "teacher_student_distribution"), ``task_kwargs``, ``device`` (the torch device of the
+    env's nets and data), ``hidden_layers``, ``start_width``, ``activation``, ``max_sites``,
+    ``neurons_per_growth`` (int or "auto": the significant ones), ``train_steps``,
+    ``batch_size``, ``optimizer``, ``lr``, ``max_steps``, ``max_params``, ``max_compute``
+    (MACs), ``cost_per_param``, ``cost_per_flop``, ``reward`` ("log_ratio", the default, or
+    "relative"), ``method`` ("tiny", "gradmax", "random"), ``invalid_action`` ("raise" or
+    "skip"), ``dtype`` ("float32" or "float64": network, data and statistics), ``net`` (a
+    registered net family: "mlp", or "conv": a :class:`~growenv.nets.conv.net.GrowingConvNet`
+    with ``hidden_layers`` stages of ``start_width`` channels, stride 1 then 2, on image
+    tasks), ``kernel`` (conv family option: "full" or "restricted" TINY channels),
+    ``augment`` (random crop with padding 4 and horizontal flip of the training minibatches
+    of image tasks); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and meanings:
+    ``docs/environment.md`` (its table is generated from the config's fields).
 
     ## Version History
     * v0: initial version.
