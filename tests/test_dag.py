@@ -423,3 +423,35 @@ def test_cross_entropy_loss():
     results = amplitude_search_many(net, cands, x, labels, loss="cross_entropy")
     assert all(float(r.loss_drop) >= 0 for r in results)
     assert max(float(r.loss_drop) for r in results) > 0
+
+
+def load_bench():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_dag.py"
+    spec = importlib.util.spec_from_file_location("bench_dag", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_decision_is_the_best_of_an_exhaustive_loop():
+    bench = load_bench()
+    data = bench.load_task(quick=True)
+    nets = [bench.grown_graph(data, 2), bench.student_graph(data, 20)]
+    (xv, yv) = data["val"]
+    for net in nets:
+        d = bench.growenv_decision(net, data)
+        report = bottleneck(net, *data["train"])
+        assert d["num_candidates"] == len(report.expansions) > 1
+        best, best_loss = None, float("inf")
+        for e in report.expansions:  # one candidate, one search at a time
+            res = amplitude_search(net, e.candidate(bench.NEURONS), xv, yv)
+            if float(res.losses.min()) < best_loss:
+                best, best_loss = e.key, float(res.losses.min())
+        assert d["key"] == best
+        assert d["val_loss"] == pytest.approx(best_loss, rel=1e-5)
+        grown = copy.deepcopy(net)
+        apply_growth(grown, d["candidates"][d["best"]], d["gamma"])
+        assert float(mean_loss(grown(xv).detach(), yv)) == pytest.approx(d["val_loss"], rel=1e-4)
