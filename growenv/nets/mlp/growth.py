@@ -95,13 +95,3 @@ def mlp_apply_growth(
     (:func:`~growenv.nets.candidate.apply_candidate`); equals :func:`mlp_extended_forward`
     at the same ``gamma``."""
     apply_candidate(net, candidate, gamma, optimizer)
-
-
-def __getattr__(name: str):
-    # Transitional: the family-dispatching verbs were imported from here before the family
-    # registry; they live in growenv.api. Remove once no caller uses these paths.
-    if name in ("apply_growth", "extended_forward"):
-        import growenv.api
-
-        return getattr(growenv.api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -219,13 +219,3 @@ def mlp_bottleneck(
     )
     factors = input_factors if input_factors is not None else layers.input_factors
     return BottleneckReport(sites, layers, stats.loss, stats.num_samples, stats, factors)
-
-
-def __getattr__(name: str):
-    # Transitional: the family-dispatching ``bottleneck`` was imported from here before the
-    # family registry; it lives in growenv.api. Remove once no caller uses this path.
-    if name == "bottleneck":
-        import growenv.api
-
-        return growenv.api.bottleneck
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
