@@ -558,66 +558,110 @@ def _gammas(gamma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(gamma, dtype=like.dtype, device=like.device).reshape(-1)
 
 
+def _base_forward(net: GrowingDAG, x: torch.Tensor) -> tuple[dict, dict]:
+    """Pre-activations (every node but ``in``) and post-activations of one plain forward."""
+    pre: dict[str, torch.Tensor] = {}
+    post: dict[str, torch.Tensor] = {IN: x}
+    for v in list(net.nodes)[1:]:
+        a = net.preactivation(v, post)
+        pre[v] = a
+        post[v] = a if v == OUT else net.activation(a)
+    return pre, post
+
+
 @torch.no_grad()
 def preview_outputs(
-    net: GrowingDAG, x: torch.Tensor, candidates: Sequence[DagCandidate], gammas: torch.Tensor
+    net: GrowingDAG,
+    x: torch.Tensor,
+    candidates: Sequence[DagCandidate],
+    gammas: torch.Tensor,
+    base: tuple[dict, dict] | None = None,
 ) -> torch.Tensor:
     """Outputs ``(C, G, n, out)`` of the net with each candidate applied at each amplitude.
 
-    Nodes before the first affected one are computed once; from there the forward runs
-    batched over candidates and amplitudes. A new neuron's input is never affected by its
-    own candidate (its sources are not descendants of its targets), so it reads the plain
-    forward; updates read the (possibly changed) current activations, as the grown net does.
+    One plain forward (``base``: ``(pre, post)`` of :func:`_base_forward`, computed if not
+    given) serves every candidate: a candidate changes only the pre-activations of its
+    targets and their descendants, so only those are recomputed, as changes from the plain
+    forward, batched over the candidates that change each node and over the amplitudes:
+    ``a_v^c = a_v + sum_{s changed} W_sv (h_s^c - h_s) + gamma t_c(v) + sqrt(gamma)
+    Omega_c h_new``, with ``t_c(v)`` the update's (and new edge's) output on the plain
+    activations plus its part through changed sources. A new neuron's input is never
+    affected by its own candidate (its sources are not descendants of its targets). Equal to
+    the plain forward of the grown net up to the order of the floating-point sums (exactly
+    equal at ``gamma = 0``).
     """
     gammas = gammas.to(device=x.device, dtype=x.dtype)
-    base = net.post_activations(x)
+    pre, post = _base_forward(net, x) if base is None else base
     num_c, num_g, n = len(candidates), gammas.shape[0], x.shape[0]
     g_ = gammas.view(-1, 1, 1)
     r_ = gammas.clamp(min=0).sqrt().view(-1, 1, 1)
-    hidden: list[torch.Tensor | None] = []
-    for c in candidates:
-        if c.in_bias is None:
-            hidden.append(None)
-            continue
-        z = c.in_bias.to(x)
-        for s, a in c.in_weights.items():
-            z = z + F.linear(base[s], a.to(x))
-        hidden.append(net.activation(r_ * z) - net.sigma0)  # (G, n, K); 0 at gamma = 0
     order = list(net.nodes)
-    affected = {t for c in candidates for t in c.targets}
-    if not affected:
-        return base[OUT].expand(num_c, num_g, n, net.out_features)
-    start = min(order.index(t) for t in affected)
-    cur = dict(base)
-    batched: set[str] = set()
-    for v in order[start:]:
-        a = net.preactivation(v, cur)
-        parts: list[torch.Tensor | None] = []
-        for ci, c in enumerate(candidates):
-            d = None
+    edges = net.edges
+    desc: dict[str, set[str]] = {}
+    changed: list[set[str]] = []
+    for c in candidates:
+        nodes: set[str] = set()
+        for t in c.targets:
+            if t not in desc:
+                desc[t] = descendants(t, edges)
+            nodes |= desc[t]
+        changed.append(nodes)
+    out = post[OUT].expand(num_c, num_g, n, net.out_features).clone()
+    # dh[v]: (index of candidates changing v, (C_v, G, n, w_v) change of v's output)
+    dh: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for v in order[1:]:
+        idx = [ci for ci in range(num_c) if v in changed[ci]]
+        if not idx:
+            continue
+        w = net.nodes[v]
+        pos = {ci: k for k, ci in enumerate(idx)}
+        da = None
+        for s in net.in_edges(v):  # changes propagated through existing edges
+            if s in dh:
+                sidx, ds = dh[s]
+                prop = F.linear(ds, net.weight(s, v))
+                if da is None and len(sidx) == len(idx):  # the same candidates, same order
+                    da = prop
+                    continue
+                if da is None:
+                    da = x.new_zeros(len(idx), num_g, n, w)
+                rows = torch.as_tensor([pos[int(ci)] for ci in sidx], device=x.device)
+                da.index_add_(0, rows, prop)
+        if da is None:
+            da = x.new_zeros(len(idx), num_g, n, w)
+        for k, ci in enumerate(idx):
+            c = candidates[ci]
+            lin = None  # the update and the new edge: scaled by gamma
             if v in c.update_biases:
-                t = c.update_biases[v].to(x)
-                srcs = [s for (s, tt) in c.update_weights if tt == v]
-                for s in srcs:
-                    h = cur[s][ci] if s in batched else cur[s]
-                    t = t + F.linear(h, c.update_weights[(s, v)].to(x))
-                if c.kind == "edge" and c.target == v:
-                    t = t + F.linear(base[c.source], c.edge_weight.to(x))
-                d = g_ * t
-            elif c.kind == "edge" and c.target == v:
-                d = g_ * F.linear(base[c.source], c.edge_weight.to(x))
+                lin = c.update_biases[v].to(x).expand(n, w)
+                for (s, tt), wt in c.update_weights.items():
+                    if tt != v:
+                        continue
+                    lin = lin + F.linear(post[s], wt.to(x))
+            if c.kind == "edge" and c.target == v:
+                term = F.linear(post[c.source], c.edge_weight.to(x))
+                lin = term if lin is None else lin + term
+            if lin is not None:
+                part = g_ * lin
+                for (s, tt), wt in c.update_weights.items():
+                    if tt == v and s in changed[ci]:  # widen: a target feeding another
+                        sidx, ds = dh[s]
+                        j = int((sidx == ci).nonzero()[0, 0])
+                        part = part + g_ * F.linear(ds[j], wt.to(x))
+                da[k] += part
             if v in c.out_weights:
-                new = r_ * (hidden[ci] @ c.out_weights[v].to(x).transpose(0, 1))
-                d = new if d is None else d + new
-            parts.append(d)
-        if any(p is not None for p in parts):
-            w = net.nodes[v]
-            zero = x.new_zeros(num_g, n, w)
-            a = a + torch.stack([zero if p is None else p.expand(num_g, n, w) for p in parts])
-        if a.ndim == 4:
-            batched.add(v)
-        cur[v] = a if v == OUT else net.activation(a)
-    return cur[OUT].expand(num_c, num_g, n, net.out_features)
+                z = c.in_bias.to(x)
+                for s, a in c.in_weights.items():
+                    z = z + F.linear(post[s], a.to(x))
+                hidden = net.activation(r_ * z) - net.sigma0  # (G, n, K); 0 at gamma = 0
+                da[k] += r_ * F.linear(hidden, c.out_weights[v].to(x))
+        sidx = torch.as_tensor(idx, device=x.device)
+        da += pre[v]
+        if v == OUT:
+            out[sidx] = da
+        else:
+            dh[v] = (sidx, net.activation(da).sub_(post[v]))
+    return out
 
 
 def extended_forward(
@@ -665,8 +709,10 @@ def amplitude_search_many(
     per = grid.shape[0] * x.shape[0] * max(sum(net.nodes.values()), 1)
     chunk = max(1, chunk_elements // per)
     results: list[AmplitudeResult] = []
+    with torch.no_grad():
+        base = _base_forward(net, x)
     for i in range(0, len(candidates), chunk):
-        out = preview_outputs(net, x, candidates[i : i + chunk], grid)
+        out = preview_outputs(net, x, candidates[i : i + chunk], grid, base)
         losses = loss_fn(out, y).mean(-1)  # (C, G)
         results.extend(best_amplitude(row, grid) for row in losses)
     return results
