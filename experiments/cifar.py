@@ -65,7 +65,7 @@ HEURISTICS = ["greedy", "greedy-loss", "round-robin", "random", "annealing", "bi
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar-10-subset"
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # 2-core CPU, the 6,187-image subset: ~45 min in all (measured parts: README)
+    # 2-core CPU, the 6,187-image subset: ~45 min in all (measured parts: docs/experiments/cifar.md)
     "default": {
         "env": {
             "net": "conv",
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir is None:
         p.error(
             "--data-dir: no CIFAR-10 data found (GROWENV_DATA is unset and there is no "
-            "../shared/data/cifar-10-subset); see the README's CIFAR section"
+            "../shared/data/cifar-10-subset); see docs/experiments/cifar.md"
         )
     if args.full:
         args.profile = "full"

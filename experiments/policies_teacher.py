@@ -1,6 +1,6 @@
 """Every hand-written growth policy on the default teacher-student task, plus the oracle.
 
-Policies (``agents``): ``greedy`` (TINY MaxEigenValue), ``greedy-loss`` (AmplitudeFactor),
+Policies (``growenv.policies``): ``greedy`` (TINY MaxEigenValue), ``greedy-loss`` (AmplitudeFactor),
 ``round-robin`` (Naive), ``random``, ``bic`` (Douka et al.'s BIC criterion), ``annealing``
 (Metropolis acceptance of random proposals) and ``periodic`` (every site every 4 steps), all
 with their default settings. The task is the default teacher (20 -> 50 -> 50 -> 1, SELU,

@@ -66,13 +66,3 @@ def search_setup(
     loss_fn = resolve_loss(loss)
     y = prepare_target(loss, y, x.shape[0], net.out_features)
     return loss_fn, y, amplitude_grid(gammas, x)
-
-
-def __getattr__(name: str):
-    # Transitional: ``amplitude_search`` was imported from here before the family registry;
-    # it lives in growenv.api. Remove once no caller uses this path.
-    if name == "amplitude_search":
-        import growenv.api
-
-        return growenv.api.amplitude_search
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

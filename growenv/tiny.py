@@ -2,7 +2,7 @@
 
 Every function accepts arbitrary leading batch dimensions (sites, environments, ...);
 ``torch.linalg.eigh`` and ``svd`` batch over them natively. Conventions follow
-``design.md`` section 3 (``S = E[b b^T]``, ``M = E[b v^T]`` with ``v = -dl/da``).
+``docs/math.md`` (``S = E[b b^T]``, ``M = E[b v^T]`` with ``v = -dl/da``).
 """
 
 from __future__ import annotations

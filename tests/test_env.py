@@ -213,7 +213,7 @@ def test_evaluate_candidates_matches_amplitude_search():
 
 
 def test_evaluate_candidate_is_one_counted_search_that_does_not_grow():
-    from growenv.amplitude import amplitude_search
+    from growenv import amplitude_search
 
     env = fast_env()
     env.reset(seed=0)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import copy
-import pathlib
 
 import pytest
 import torch
@@ -278,51 +276,3 @@ def test_conv_cost_model_equals_counted_forward():
 
 
 # ------------------------------------------------------------------------------ structure
-ROOT = pathlib.Path(growenv.__file__).parent
-
-
-def _module_imports(path: pathlib.Path) -> set[str]:
-    """growenv modules imported by ``path`` at module level (TYPE_CHECKING blocks included)."""
-    out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        stmts = node.body if isinstance(node, ast.If) else [node]
-        for stmt in stmts:
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
-                for alias in stmt.names:
-                    full = f"{stmt.module}.{alias.name}"
-                    out.add(full if _module_path(full) else stmt.module)
-            elif isinstance(stmt, ast.Import):
-                out.update(alias.name for alias in stmt.names)
-    return {m for m in out if m.startswith("growenv.") and _module_path(m)}
-
-
-def _module_path(name: str) -> pathlib.Path | None:
-    base = ROOT.parent.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _nets_modules() -> dict[str, set[str]]:
-    mods = {}
-    for path in [*sorted((ROOT / "nets").rglob("*.py")), ROOT / "tiny.py", ROOT / "amplitude.py"]:
-        name = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
-        mods[name.removesuffix(".__init__")] = _module_imports(path)
-    return mods
-
-
-def test_families_do_not_import_each_other_and_nets_have_no_cycles():
-    mods = _nets_modules()
-    for name, imports in mods.items():
-        for family in ("mlp", "conv"):
-            other = "conv" if family == "mlp" else "mlp"
-            if name.startswith(f"growenv.nets.{family}."):
-                assert not any(m.startswith(f"growenv.nets.{other}") for m in imports), name
-    assert not any(m.startswith("growenv.nets") for m in mods["growenv.tiny"])
-    # no cycle: repeatedly drop modules whose imports (within the set) are all dropped
-    graph = {m: {i for i in imps if i in mods} for m, imps in mods.items()}
-    while graph:
-        leaves = {m for m, imps in graph.items() if not imps}
-        assert leaves, f"import cycle among {sorted(graph)}"
-        graph = {m: imps - leaves for m, imps in graph.items() if m not in leaves}

@@ -1,6 +1,6 @@
 """One forward+backward pass of a GrowingDAG -> one covariance of all node activations.
 
-Notation (design.md section 3, DAG paragraph). Nodes other than ``out`` have a
+Notation (docs/math.md, DAG paragraph). Nodes other than ``out`` have a
 post-activation ``b_u`` (``b_in = x``); nodes other than ``in`` a pre-activation ``a_v`` and,
 per sample ``i``, the desired move ``v_v(x_i) = -d l_i / d a_v`` (sum-reduced loss, through
 every path). With ``X = [b_in; b_h1; ...; b_hk; 1]`` (all activations, topological order,

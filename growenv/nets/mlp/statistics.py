@@ -1,6 +1,6 @@
 """One forward+backward pass -> the TINY statistics of every layer and hidden site.
 
-Notation (design.md section 3). Linear layer ``l`` has input ``b_l = [h_l; 1]`` (the bias as a
+Notation (docs/math.md). Linear layer ``l`` has input ``b_l = [h_l; 1]`` (the bias as a
 ones column; ``h_0 = x``) and pre-activation ``a_l``. For sample ``i``,
 ``v_l(x_i) = -d l_i / d a_l`` with ``l_i`` the sample's own loss. Expectations are sample
 means. Per layer ``l`` this module accumulates
