@@ -1,8 +1,28 @@
-"""Thread control for small factorisations on the CPU."""
+"""Thread control: torch's CPU thread count, chosen on purpose, and small factorisations.
+
+growenv's nets are tiny (tens to hundreds of neurons): their matmuls gain nothing from
+several threads, and on shared cores the waiting threads are costly. On the loaded 2-core CI
+box ``growenv train --timesteps 1024 --n-envs 16`` did not finish in 300 s with torch's
+default 2 threads and took 11 s with one. So growenv sets threads on purpose:
+
+* the CLIs (``grow``, ``bench``, ``train``) call :func:`set_threads` once (``--threads N``,
+  default 1);
+* :class:`~growenv.env.growth_env.GrowthEnv` and the lockstep env run their own work under
+  :func:`using_threads` ``(config.threads)`` (default 1; ``threads=None`` leaves torch's
+  setting alone), restoring the caller's count afterwards;
+* :func:`parallel_map`'s pool is dropped in a forked child (``os.register_at_fork``), so
+  Gymnasium's async vector envs and other forked workers do not wait on threads that do not
+  exist there.
+
+Override with ``set_threads(n)`` (or ``torch.set_num_threads(n)``) for your own work, and
+with the env's ``threads`` argument for the env's.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import numbers
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -11,6 +31,51 @@ import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+DEFAULT_THREADS = 1  # the CLIs' and the env's default: tiny nets, shared cores
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU (intra-op) thread count for this process.
+
+    Parameters
+    ----------
+    threads
+        Threads for torch's CPU kernels (``>= 1``), or ``None`` to leave torch's setting
+        alone.
+
+    Returns
+    -------
+    int
+        The thread count before the call (to restore it with ``set_threads(before)``).
+
+    Raises
+    ------
+    ValueError
+        ``"threads: expected an int >= 1 or None, got ..."``.
+    """
+    # the check of growenv.validation.integer, inline: the TINY maths imports this module,
+    # and nothing above it
+    if threads is not None and (
+        not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 1
+    ):
+        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    return before
+
+
+@contextlib.contextmanager
+def using_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch on ``threads`` CPU threads (``None``: as it is), restoring
+    the caller's count afterwards (see :func:`set_threads`)."""
+    before = set_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -34,6 +99,16 @@ def single_threaded(device: torch.device | str = "cpu") -> Iterator[None]:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist here; submitting to its
+    executor would wait forever, so drop it (the child builds its own when it needs one)."""
+    global _POOL, _POOL_SIZE
+    _POOL, _POOL_SIZE = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def cpu_workers(device: torch.device | str = "cpu") -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from growenv import tiny
@@ -129,3 +130,43 @@ def test_lazy_neurons_match_whitened_neurons():
         assert lazy.solution() is lazy.solution()
         torch.testing.assert_close(lazy.alpha, ref.alpha.float())
         torch.testing.assert_close(lazy.omega, ref.omega.float())
+
+
+def test_set_threads_returns_previous_and_validates():
+    from growenv.threads import set_threads, using_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == before and torch.get_num_threads() == 1
+        assert set_threads(None) == 1 and torch.get_num_threads() == 1  # None: left alone
+        with using_threads(2):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        for bad in (0, -1, True, 1.5, "2"):
+            with pytest.raises(ValueError, match=r"^threads: expected an int >= 1 or None, got"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _child_parallel_map(queue) -> None:
+    queue.put(parallel_map(lambda i: i + 1, range(4), 2))
+
+
+def test_parallel_map_in_a_forked_child_returns():
+    """The pool's threads do not survive a fork: a child must not submit to the parent's
+    executor (it waited forever, as in Gymnasium's async vector env)."""
+    import multiprocessing
+
+    assert parallel_map(lambda i: i, range(4), 2) == [0, 1, 2, 3]  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_parallel_map, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("parallel_map in a forked child did not return within 60 s")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [1, 2, 3, 4]
