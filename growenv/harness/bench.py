@@ -11,15 +11,32 @@ the reference policy), a markdown table and PNG plots (see :mod:`~growenv.harnes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from growenv.harness.lifecycle import RunInterrupted, stop_signals
+from growenv.harness.store import BenchStore, EpisodeKey
 from growenv.policies import make_policy, policy_entry
+from growenv.threads import using_threads
 
-__all__ = ["parse_list", "parse_seeds", "run_bench"]
+__all__ = [
+    "MAX_LOCKSTEP",
+    "BenchJob",
+    "parse_list",
+    "parse_seeds",
+    "plan_jobs",
+    "run_bench",
+    "run_job",
+]
+
+MAX_LOCKSTEP = 64
+"""Default most seeds in one lockstep env (``run_bench(max_lockstep=...)``)."""
 
 _ENV_CACHE: dict[str, Any] = {}
 _POLICY_CACHE: dict[str, Any] = {}
@@ -83,26 +100,126 @@ def _policy_for(spec: str):
     return _POLICY_CACHE[spec]
 
 
-def _run_job(job: tuple[str, str, int | tuple[int, ...], dict[str, Any]]) -> list[dict[str, Any]]:
-    """One episode (or the oracle run) of ``(task, policy spec, seed, env kwargs)``; with a
-    tuple of seeds, all of them in one lockstep vector env."""
+@dataclass(frozen=True)
+class BenchJob:
+    """One unit of bench work: a single episode, or a lockstep group of seeds.
+
+    The unit a worker (a local process, or a remote task) runs and the store records at
+    once; its episodes are identified by :attr:`keys`.
+    """
+
+    task: str
+    policy: str
+    seeds: tuple[int, ...]
+    lockstep: bool = False
+
+    @property
+    def keys(self) -> list[EpisodeKey]:
+        """``(task, policy, seed)`` of each episode of the job."""
+        return [(self.task, self.policy, s) for s in self.seeds]
+
+    def describe(self) -> str:
+        """``task=... policy=... seed(s)=...`` with long seed lists shortened."""
+        s = self.seeds
+        if len(s) == 1:
+            seeds = f"seed={s[0]}"
+        elif len(s) <= 4:
+            seeds = f"seeds={list(s)}"
+        else:
+            seeds = f"seeds={s[0]}..{s[-1]} ({len(s)} seeds)"
+        return f"task={self.task} policy={self.policy} {seeds}"
+
+
+def plan_jobs(
+    tasks: Sequence[str],
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    env_kwargs: Mapping[str, Any] | None = None,
+    oracle: bool = False,
+    vec: str = "auto",
+    max_lockstep: int = MAX_LOCKSTEP,
+) -> list[BenchJob]:
+    """The jobs of a bench, in the order of its results (see :func:`run_bench`).
+
+    Lockstep groups hold at most ``max_lockstep`` seeds, consecutive in the order given
+    (the same seeds always make the same groups, so a resumed run repeats the plan).
+
+    Raises
+    ------
+    ValueError
+        For empty lists, an unknown ``vec``, a policy that cannot run in lockstep with
+        ``vec="lockstep"``, or ``max_lockstep < 1``.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    if not tasks or not policies or not seeds:
+        raise ValueError("run_bench: tasks, policies and seeds must not be empty")
+    if vec not in ("auto", "lockstep", "single"):
+        raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
+    if isinstance(max_lockstep, bool) or not isinstance(max_lockstep, int) or max_lockstep < 1:
+        raise ValueError(f"max_lockstep: expected an int >= 1, got {max_lockstep!r}")
+    specs = list(policies)
+    lockstep = {p: policy_entry(p).lockstep for p in specs}
+    if vec == "lockstep":
+        bad = [p for p in specs if not lockstep[p]]
+        if bad:
+            raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
+    stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
+    if vec == "lockstep" and not stackable:
+        raise ValueError("vec: the lockstep env stacks MLPs without augmentation only")
+    seeds = [int(s) for s in seeds]
+    jobs: list[BenchJob] = []
+    for t in tasks:
+        for p in specs:
+            if vec != "single" and stackable and lockstep[p]:
+                for i in range(0, len(seeds), max_lockstep):
+                    jobs.append(BenchJob(t, p, tuple(seeds[i : i + max_lockstep]), True))
+            else:
+                jobs += [BenchJob(t, p, (s,)) for s in seeds]
+    if oracle:
+        jobs += [BenchJob(t, "oracle", (s,)) for t in tasks if "teacher" in t for s in seeds]
+    return jobs
+
+
+def run_job(job: BenchJob, env_kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run one job; return the rows of its episodes (by seed, then step), labelled with the
+    job's task and policy spec.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the job, for any error of the episode (chained).
+    """
     from growenv.harness.baselines import oracle_row
     from growenv.harness.episodes import run_episode, run_lockstep_episodes
 
-    task, spec, seed, env_kwargs = job
-    kwargs = {**env_kwargs, "task": task}
+    kwargs = {**env_kwargs, "task": job.task}
     try:
-        if spec == "oracle":
-            rows = [oracle_row(kwargs, seed)]
-        elif isinstance(seed, tuple):
-            rows = [r for rs in run_lockstep_episodes(kwargs, spec, list(seed)) for r in rs]
+        if job.policy == "oracle":
+            rows = [oracle_row(kwargs, job.seeds[0])]
+        elif job.lockstep:
+            rows = [
+                r for rs in run_lockstep_episodes(kwargs, job.policy, list(job.seeds)) for r in rs
+            ]
         else:
-            rows = run_episode(kwargs, _policy_for(spec), seed, env=_env_for(kwargs))
+            policy = _policy_for(job.policy)
+            rows = run_episode(kwargs, policy, job.seeds[0], env=_env_for(kwargs))
     except Exception as err:
-        raise RuntimeError(f"bench job task={task} policy={spec} seed={seed}: {err}") from err
+        raise RuntimeError(f"bench job {job.describe()}: {err}") from err
     for row in rows:  # label by the requested names (e.g. a PPO path, a task distribution)
-        row["task"], row["policy"] = task, spec
+        row["task"], row["policy"] = job.task, job.policy
     return rows
+
+
+def _run_job(job: BenchJob, env_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    return run_job(job, env_kwargs)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once: cancel queued jobs and end the running ones (their results are
+    not wanted; the store keeps only finished jobs)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()  # no public API ends running workers
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_bench(
@@ -114,6 +231,10 @@ def run_bench(
     oracle: bool = False,
     progress: bool = True,
     vec: str = "auto",
+    out: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    max_lockstep: int = MAX_LOCKSTEP,
 ) -> list[dict[str, Any]]:
     """Run every (task, policy, seed) episode and return all rows.
 
@@ -139,17 +260,38 @@ def run_bench(
     progress
         Show a tqdm progress bar (on stderr).
     vec
-        ``"lockstep"``: the seeds of a (task, policy) run together in one
-        :class:`~growenv.env.lockstep.LockstepVecEnv` (one job); ``"single"``: one GrowthEnv per
-        episode; ``"auto"`` (default): lockstep for the policies whose registry entry allows
-        it (``lockstep`` in :data:`growenv.policies.POLICIES`) on MLPs without augmentation,
-        single otherwise.
+        ``"lockstep"``: the seeds of a (task, policy) run together in
+        :class:`~growenv.env.lockstep.LockstepVecEnv` groups of at most ``max_lockstep``
+        seeds (one job each); ``"single"``: one GrowthEnv per episode; ``"auto"`` (default):
+        lockstep for the policies whose registry entry allows it (``lockstep`` in
+        :data:`growenv.policies.POLICIES`) on MLPs without augmentation, single otherwise.
+    out
+        A results directory: each finished job's episodes are appended to its store
+        (:class:`~growenv.harness.store.BenchStore`, ``episodes.jsonl``) as the job finishes,
+        so an interrupted or killed run keeps them. ``None``: nothing is written.
+    resume
+        With ``out``: skip the episodes already stored there (same ``env_kwargs``
+        required) and run the others; the rows returned are those of an uninterrupted run
+        (up to the ``seconds*`` columns), read back from the store.
+    force
+        With ``out``: remove a previous bench's files there first
+        (:func:`~growenv.harness.store.clear_bench_dir`). Without ``resume`` or ``force`` a
+        non-empty ``out`` is refused.
+    max_lockstep
+        Most seeds in one lockstep env (memory grows with it; the results of a seed agree
+        with those of any other grouping up to float rounding).
 
     Returns
     -------
     list of dict
-        Rows ordered by task, policy (oracle last), seed and step; the same for any
-        ``workers``.
+        Rows ordered by task, policy (oracle last), seed (in the order given) and step; the
+        same for any ``workers``.
+
+    Raises
+    ------
+    RunInterrupted
+        On SIGINT or SIGTERM: the running jobs are abandoned, finished ones stay in the
+        store (a :class:`KeyboardInterrupt`; its message says how to resume).
     """
     from tqdm.auto import tqdm
 
@@ -158,50 +300,56 @@ def run_bench(
         raise ValueError("env_kwargs: give the task through `tasks`, not env_kwargs['task']")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
-    if not tasks or not policies or not seeds:
-        raise ValueError("run_bench: tasks, policies and seeds must not be empty")
-    if vec not in ("auto", "lockstep", "single"):
-        raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
-    specs = list(policies)
-    lockstep = {p: policy_entry(p).lockstep for p in specs}
-    if vec == "lockstep":
-        bad = [p for p in specs if not lockstep[p]]
-        if bad:
-            raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
-    stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
-    if vec == "lockstep" and not stackable:
-        raise ValueError("vec: the lockstep env stacks MLPs without augmentation only")
-    jobs: list[tuple] = []
-    for t in tasks:
-        for p in specs:
-            if vec != "single" and stackable and lockstep[p]:
-                jobs.append((t, p, tuple(int(s) for s in seeds), env_kwargs))
-            else:
-                jobs += [(t, p, int(s), env_kwargs) for s in seeds]
-    if oracle:
-        jobs += [(t, "oracle", int(s), env_kwargs) for t in tasks if "teacher" in t for s in seeds]
-    _POLICY_CACHE.clear()  # a PPO file may have changed since the last call
+    if out is None and (resume or force):
+        raise ValueError("out: resume and force need a results directory (out)")
+    jobs = plan_jobs(tasks, policies, seeds, env_kwargs, oracle, vec, max_lockstep)
+    keys = [key for job in jobs for key in job.keys]  # the order of the rows returned
+    store = None if out is None else BenchStore.open(out, env_kwargs, resume=resume, force=force)
     results: list[list[dict[str, Any]] | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc="bench", unit="job", disable=not progress)
-    try:
-        if workers == 1:
-            import torch
+    todo = list(range(len(jobs)))
+    if store is not None:
+        done = store.done()
+        todo = [i for i in todo if not set(jobs[i].keys) <= done]
+        # a job partly stored (an earlier run grouped its seeds otherwise) runs the rest only
+        for i in todo:
+            rest = tuple(s for s in jobs[i].seeds if (jobs[i].task, jobs[i].policy, s) not in done)
+            jobs[i] = dataclasses.replace(jobs[i], seeds=rest)
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                for i, job in enumerate(jobs):
-                    results[i] = _run_job(job)
-                    bar.update()
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            ctx = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
+    def finished(i: int, rows: list[dict[str, Any]]) -> None:
+        if store is not None:
+            store.append(rows)
+        results[i] = rows
+        bar.update()
+
+    _POLICY_CACHE.clear()  # a PPO file may have changed since the last call
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", unit="job")
+    bar.disable = not progress
+    try:
+        with stop_signals():
+            if workers == 1:
+                with using_threads(1):
+                    for i in todo:
+                        finished(i, run_job(jobs[i], env_kwargs))
+            else:
+                ctx = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
+                pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+                try:
+                    futures = {pool.submit(_run_job, jobs[i], env_kwargs): i for i in todo}
+                    for future in as_completed(futures):
+                        finished(futures[future], future.result())
+                except BaseException:
+                    _stop_pool(pool)
+                    raise
+                pool.shutdown()
+    except KeyboardInterrupt:
+        kept = len(jobs) - sum(r is None for r in results)
+        where = f"kept in {store.path}; re-run with resume (--resume)" if store else "not kept"
+        raise RunInterrupted(
+            f"bench interrupted: {kept} of {len(jobs)} jobs finished, {where}",
+            None if store is None else store.dir,
+        ) from None
     finally:
         bar.close()
-    return [row for rows in results for row in rows]
+    if store is not None:
+        return store.rows(keys)
+    return [row for rows in results if rows is not None for row in rows]

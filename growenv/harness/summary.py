@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from growenv.harness.episodes import ROW_FIELDS
+from growenv.harness.lifecycle import atomic_path, atomic_write_text
 from growenv.harness.stats import bootstrap_ci, iqm, paired_difference
+from growenv.harness.store import STORE_FILE
 
 __all__ = [
     "METRICS",
@@ -160,21 +162,25 @@ def format_table(summary: Mapping[str, Any], reference: str = "greedy") -> str:
     return "\n\n".join(blocks)
 
 
-def check_out_dir(out: str | Path, force: bool = False) -> Path:
-    """Refuse an existing non-empty ``out`` unless ``force`` (results are never overwritten).
+def check_out_dir(out: str | Path, force: bool = False, resume: bool = False) -> Path:
+    """Refuse an existing non-empty ``out`` unless ``force`` or ``resume`` (results are never
+    overwritten by accident).
+
+    ``resume`` accepts a directory that holds an earlier run's results (see
+    :func:`~growenv.harness.bench.run_bench`).
 
     Raises
     ------
     FileExistsError
-        If ``out`` is a file, or a non-empty directory and ``force`` is False.
+        If ``out`` is a file, or a non-empty directory and neither ``force`` nor ``resume``.
     """
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"--out {path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    if path.is_dir() and any(path.iterdir()) and not (force or resume):
         raise FileExistsError(
-            f"--out {path}: directory exists and is not empty; choose another directory or "
-            "pass --force to overwrite its results"
+            f"--out {path}: directory exists and is not empty; choose another directory, "
+            "pass --resume to finish its run or --force to replace its results"
         )
     return path
 
@@ -216,22 +222,27 @@ def write_results(
 ) -> list[Path]:
     """Write ``results.csv`` and ``summary.json`` (``{"config", "summary"}``) under ``out``.
 
-    Missing values are empty CSV cells and JSON ``null``.
+    Missing values are empty CSV cells and JSON ``null``. A directory that holds a bench
+    store (:data:`~growenv.harness.store.STORE_FILE`, written by
+    ``run_bench(out=...)``) is the run's own: its result files are replaced. Each file is
+    written atomically (a kill leaves the previous one or the new one).
 
     Raises
     ------
     FileExistsError
         See :func:`check_out_dir`.
     """
-    path = check_out_dir(out, force)
+    path = Path(out)
+    if not (path / STORE_FILE).is_file():
+        check_out_dir(out, force)
     path.mkdir(parents=True, exist_ok=True)
     csv_path = path / "results.csv"
-    with csv_path.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(ROW_FIELDS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     json_path = path / "summary.json"
     payload = {"config": dict(config or {}), "summary": summary}
-    json_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(_json_safe(payload), indent=2) + "\n")
     return [csv_path, json_path]

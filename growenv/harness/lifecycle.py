@@ -1,0 +1,101 @@
+"""Runs that never lose work: interruption, atomic files, signal handling.
+
+Shared by the bench (:mod:`~growenv.harness.bench`, :mod:`~growenv.harness.store`) and PPO
+training (:mod:`~growenv.harness.ppo_training`): a run stopped by SIGINT or SIGTERM keeps
+what it finished and raises :class:`RunInterrupted` (the CLI prints its message and exits
+with status 130); files that a later run reads are written atomically (a temporary file
+renamed over the target), so a SIGKILL never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunInterrupted", "atomic_path", "atomic_write_text", "stop_signals"]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM after saving what it finished.
+
+    A :class:`KeyboardInterrupt` (code that does not know it stops as on Ctrl-C); ``str()``
+    is one line saying what was kept and how to resume. ``path`` is the saved checkpoint or
+    results directory.
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "interrupted"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds.
+
+    Write the file at the yielded path (any writer that takes a path: ``np.savez``,
+    ``model.save``); on an error the temporary file is removed and ``path`` is untouched.
+    The temporary name keeps ``path``'s suffix (writers that append one, like ``np.savez``,
+    see it already there).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`); return ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+@contextmanager
+def stop_signals(on_signal: Callable[[int], Any] | None = None) -> Iterator[dict[str, int]]:
+    """Handle SIGINT and SIGTERM in the block; restore the previous handlers after it.
+
+    Parameters
+    ----------
+    on_signal
+        Called with the signal number on the first signal (e.g. to set a flag that a loop
+        checks and stop at a clean point). ``None``: raise :class:`KeyboardInterrupt` at
+        once (SIGTERM then stops the run as Ctrl-C does). A second signal always raises
+        :class:`KeyboardInterrupt`.
+
+    Yields
+    ------
+    dict
+        ``{"signal": number}`` once a signal arrived (empty before).
+
+    Off the main thread (where Python cannot install handlers) the block runs unchanged.
+    """
+    received: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        first = "signal" not in received
+        received["signal"] = signum
+        if on_signal is None or not first:
+            raise KeyboardInterrupt
+        on_signal(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
