@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib
 import json
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from growenv.cli.bench import add_bench_parser
+from growenv.cli import main
 from growenv.harness.baselines import oracle_row
 from growenv.harness.bench import parse_seeds, run_bench
 from growenv.harness.episodes import ROW_FIELDS, run_episode, run_lockstep_episodes
@@ -129,10 +128,7 @@ def test_oracle_row_trains_the_teacher_architecture():
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="growenv")
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 def _bench_argv(out, *extra) -> list[str]:

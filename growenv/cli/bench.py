@@ -4,15 +4,33 @@ jobs are :func:`growenv.harness.bench.run_bench`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from growenv.harness.bench import parse_list, parse_seeds, run_bench
+from growenv.cli.options import (
+    add_env_options,
+    add_run_options,
+    check_policy,
+    check_task,
+    env_settings,
+    parse_seeds,
+    policies_help,
+    policy_list,
+    positive_int,
+    user_input,
+)
+from growenv.env.config import TASK_CHOICES
+from growenv.errors import UserError
+from growenv.harness.bench import run_bench
 from growenv.harness.plots import plot_results
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
-from growenv.policies import POLICIES, make_policy, policy_entry, policy_specs
+from growenv.policies import POLICIES
+from growenv.threads import set_threads
 
 __all__ = ["add_bench_parser", "bench_main"]
+
+DEFAULT_TASK = "teacher_student"
+DEFAULT_POLICIES = "greedy,greedy-loss,round-robin,random"
+DEFAULT_SEEDS = "0-9"
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,71 +42,140 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "processes and summarise the final losses with means, IQMs and 95% bootstrap "
         "confidence intervals over seeds, and the paired difference to the reference policy.",
     )
+    # the old plural spellings stay as hidden aliases (registered first: same defaults)
+    p.add_argument("--tasks", dest="tasks", default=DEFAULT_TASK, help=argparse.SUPPRESS)
     p.add_argument(
-        "--tasks", default="teacher_student", help="comma-separated tasks (teacher_student, ...)"
+        "--task",
+        dest="tasks",
+        metavar="TASK[,TASK...]",
+        default=DEFAULT_TASK,
+        help="task, or comma-separated tasks: " + ", ".join(TASK_CHOICES),
+    )
+    p.add_argument("--policies", dest="policies", default=DEFAULT_POLICIES, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--policy",
+        dest="policies",
+        metavar="POLICY[,POLICY...]",
+        default=DEFAULT_POLICIES,
+        help="policy, or comma-separated policies: " + policies_help(),
     )
     p.add_argument(
-        "--policies",
-        default="greedy,greedy-loss,round-robin,random",
-        help="comma-separated policies: " + ", ".join(policy_specs()),
+        "--seed",
+        default=None,
+        metavar="SEEDS",
+        help="seeds: S (that seed), A-B (A..B) or a,b,c (default: 0-9)",
     )
-    p.add_argument("--seeds", default="10", help="N (seeds 0..N-1), A-B or a,b,c (default 10)")
-    p.add_argument(
-        "--env-kwargs",
-        default="{}",
-        help='GrowthEnv arguments as JSON, e.g. \'{"train_steps": 50, "max_steps": 12}\'',
-    )
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--seeds", default=None, help=argparse.SUPPRESS)  # old: N means 0..N-1
+    add_env_options(p, {})
+    p.add_argument("--workers", type=positive_int, metavar="N", default=1, help="worker processes")
     p.add_argument(
         "--vec",
         choices=("auto", "lockstep", "single"),
         default="auto",
-        help="lockstep: run a policy's seeds as one batched LockstepVecEnv; single: one env "
-        "per episode; auto (default): lockstep where the policy allows it ("
+        help="lockstep: run a policy's seeds in batched LockstepVecEnvs; single: one GrowthEnv "
+        "per episode; auto: lockstep where the policy allows it ("
         + ", ".join(entry.spec for entry in POLICIES.values() if entry.lockstep)
         + ")",
     )
-    p.add_argument("--oracle", action="store_true", help="add the teacher-architecture oracle row")
-    p.add_argument("--reference", default="greedy", help="policy the differences refer to")
-    p.add_argument("--out", default=None, help="results directory (results.csv, summary.json)")
-    p.add_argument("--force", action="store_true", help="overwrite results in a non-empty --out")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="add the teacher-architecture oracle row (teacher-student tasks)",
+    )
+    p.add_argument(
+        "--reference", default="greedy", metavar="POLICY", help="policy the differences refer to"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="results directory (results.csv, summary.json, plots); without it the table is "
+        "printed and nothing is written",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the bench in --out: skip the episodes it holds, run the others",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the results in a non-empty --out (the previous bench's files are removed)",
+    )
+    add_run_options(p)
     p.set_defaults(func=bench_main)
     return p
 
 
-def bench_main(args: argparse.Namespace) -> int:
-    """Run ``growenv bench`` with parsed ``args``; returns the exit status."""
-    try:
-        tasks, policies = parse_list(args.tasks), parse_list(args.policies)
-        seeds = parse_seeds(args.seeds)
-        env_kwargs = json.loads(args.env_kwargs)
-        if not isinstance(env_kwargs, dict):
-            raise ValueError("--env-kwargs: expected a JSON object")
-        if args.workers < 1:
-            raise ValueError("--workers: expected an int >= 1")
-        if args.out is not None:
-            check_out_dir(args.out, args.force)
-        for spec in policies:  # fail before running anything
-            if not policy_entry(spec).learned:
-                make_policy(spec)
-    except (ValueError, FileExistsError) as err:
-        print(f"growenv bench: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        rows = run_bench(
-            tasks,
-            policies,
-            seeds,
-            env_kwargs,
-            args.workers,
-            args.oracle,
-            not args.no_progress,
-            vec=args.vec,
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seed is not None and args.seeds is not None:
+        raise UserError("--seed: expected --seed or the old --seeds, not both")
+    if args.seeds is not None:
+        return parse_seeds(args.seeds, "--seeds", count=True)
+    return parse_seeds(args.seed if args.seed is not None else DEFAULT_SEEDS)
+
+
+def _check_oracle(tasks: list[str]) -> None:
+    without = [t for t in tasks if "teacher" not in t]
+    if len(without) == len(tasks):
+        raise UserError(
+            f"--oracle: expected a teacher-student task (the oracle trains the teacher's "
+            f"architecture), got {', '.join(tasks)}"
         )
-    except ValueError as err:
-        print(f"growenv bench: error: {err}", file=sys.stderr)
-        return 2
+    if without:
+        print(
+            f"growenv bench: --oracle: no oracle row for {', '.join(without)} (no teacher)",
+            file=sys.stderr,
+        )
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    """Run ``growenv bench`` with parsed ``args``; returns the exit status.
+
+    Raises
+    ------
+    UserError
+        For bad input, before any work starts.
+    """
+    tasks, policies = policy_list(args.tasks), policy_list(args.policies)
+    if not tasks:
+        raise UserError(f"--task: expected one or more tasks, got {args.tasks!r}")
+    if not policies:
+        raise UserError(f"--policy: expected one or more policies, got {args.policies!r}")
+    for task in tasks:
+        check_task(task)
+    seeds = _seeds(args)
+    env_kwargs = env_settings(args, task=False)
+    if args.oracle:
+        _check_oracle(tasks)
+    for spec in policies:  # fail before running anything (a PPO file is loaded once here)
+        check_policy(spec)
+    if args.out is not None:
+        if args.resume and args.force:
+            raise UserError("--resume: expected --resume (finish a bench) or --force, not both")
+        with user_input("--out"):
+            check_out_dir(args.out, args.force, args.resume)
+    elif args.resume:
+        raise UserError("--resume: expected --out DIR, the bench to finish")
+    else:
+        print(
+            "growenv bench: no --out: the table is printed, no result files are written",
+            file=sys.stderr,
+        )
+    set_threads(args.threads)
+    rows = run_bench(
+        tasks,
+        policies,
+        seeds,
+        env_kwargs,
+        args.workers,
+        args.oracle,
+        not args.no_progress,
+        vec=args.vec,
+        out=args.out,
+        resume=args.resume,
+        force=args.force,
+    )
     summary = summarize(rows, reference=args.reference)
     print(format_table(summary, reference=args.reference))
     if args.out is not None:
@@ -100,7 +187,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "oracle": args.oracle,
             "reference": args.reference,
         }
-        paths = write_results(args.out, rows, summary, config, force=args.force)
+        paths = write_results(args.out, rows, summary, config)
         paths += plot_results(rows, args.out)
         print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
