@@ -10,15 +10,19 @@ and run by :mod:`growenv.policies.ppo`.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.policies.ppo import MODEL_FILE, NORM_FILE, PPOPolicy, norm_path_for
 
 __all__ = [
@@ -27,11 +31,22 @@ __all__ = [
     "VEC_KINDS",
     "PPOConfig",
     "evaluate_against_greedy",
+    "latest_checkpoint",
     "make_vec_env",
     "train",
 ]
 
 CONFIG_FILE = "config.json"
+"""The run's settings and its ``sessions`` (one entry per train/resume call)."""
+TRAINING_FILE = "training.json"
+"""Wall time and timesteps of the run (all sessions)."""
+EVAL_FILE = "eval.jsonl"
+"""Held-out evaluations against greedy, one JSON line each."""
+PROGRESS_FILE = "progress.csv"
+"""SB3's CSV log (in ``logs/``), one row per rollout."""
+STEP_COLUMN = "time/total_timesteps"
+"""The column of ``progress.csv`` that counts env steps."""
+CHECKPOINT_DIR = "checkpoints"
 VEC_KINDS = ("lockstep", "subproc", "dummy")
 
 # Environment settings of the learned-growth experiments: cheap steps (25 optimizer steps
@@ -57,6 +72,9 @@ class PPOConfig:
 
     ``device`` is the torch device of the policy network (MaskablePPO's ``device``); the
     environments' device is the env setting ``env_kwargs["device"]`` (default ``"cpu"``).
+    ``total_timesteps`` is the total number of env steps of the run (a resumed run trains
+    what its checkpoint lacks); ``checkpoint_every`` the env steps between checkpoints
+    (see :func:`train`).
     """
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
@@ -87,7 +105,15 @@ class PPOConfig:
         ValueError
             Naming the first bad setting.
         """
-        for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
+        ints = (
+            "total_timesteps",
+            "n_envs",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "checkpoint_every",
+        )
+        for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
@@ -108,8 +134,10 @@ class PPOConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PPOConfig:
-        """The config of a ``config.json`` dict; unknown keys are refused."""
+        """The config of a ``config.json`` dict (its ``sessions`` record is not a setting);
+        unknown keys are refused."""
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k != "sessions"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"config: unknown keys {sorted(unknown)}")
@@ -161,12 +189,25 @@ def make_vec_env(config: PPOConfig):
     return venv
 
 
-def _save_norm(venv, path: Path) -> None:
+def _norm_state(venv) -> dict[str, Any] | None:
+    """A copy of the observation statistics (``None`` without normalisation)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    if isinstance(venv, VecNormalize):
-        rms = venv.obs_rms
-        np.savez(path, mean=rms.mean, var=rms.var, clip=venv.clip_obs)
+    if not isinstance(venv, VecNormalize):
+        return None
+    rms = venv.obs_rms
+    return {"mean": rms.mean.copy(), "var": rms.var.copy(), "clip": venv.clip_obs}
+
+
+def _write_norm(state: dict[str, Any] | None, path: Path) -> None:
+    if state is not None:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **state)
+
+
+def _save_model(model, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -193,20 +234,93 @@ def evaluate_against_greedy(
     }
 
 
-def _callbacks(config: PPOConfig, out: Path, venv):
-    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+def _appending_csv(path: Path):
+    """SB3's CSV log writer, continuing an existing ``progress.csv`` (SB3's own truncates
+    it): the header's columns are kept and new rows appended; a new column rewrites the
+    file with it, as SB3 does."""
+    from stable_baselines3.common.logger import CSVOutputFormat
 
-    class NormCheckpoint(BaseCallback):
-        """Save the observation statistics with every checkpoint."""
+    class AppendingCSV(CSVOutputFormat):
+        def __init__(self, filename: Path) -> None:
+            filename.touch()
+            self.file = open(filename, "r+")  # noqa: SIM115 (closed by Logger.close)
+            header = self.file.readline().rstrip("\n")
+            self.keys = header.split(",") if header else []
+            self.file.seek(0, 2)
+            self.separator = ","
+            self.quotechar = '"'
 
-        def __init__(self, every: int):
+    return AppendingCSV(path)
+
+
+def _logger(out: Path):
+    """The run's logger: ``logs/progress.csv`` (appended to), TensorBoard when installed."""
+    from stable_baselines3.common.logger import Logger, make_output_format
+
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    outputs = [_appending_csv(logs / PROGRESS_FILE)]
+    try:
+        import tensorboard  # noqa: F401
+
+        outputs.append(make_output_format("tensorboard", str(logs)))
+    except ImportError:
+        pass
+    return Logger(str(logs), outputs)
+
+
+def _keep_logs_until(out: Path, timesteps: int) -> None:
+    """Drop the log rows after ``timesteps`` (work lost with the session that wrote them;
+    the resumed run writes them again) and rows cut short by a kill."""
+    progress = out / "logs" / PROGRESS_FILE
+    if progress.is_file():
+        with progress.open(newline="") as f:
+            lines = list(csv.reader(f))
+        if lines:
+            header, rows = lines[0], lines[1:]
+            col = header.index(STEP_COLUMN) if STEP_COLUMN in header else None
+            kept = [
+                r
+                for r in rows
+                if len(r) == len(header)
+                and col is not None
+                and r[col]
+                and float(r[col]) <= timesteps
+            ]
+            with atomic_path(progress) as tmp, tmp.open("w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows([header, *kept])
+    evals = out / EVAL_FILE
+    if evals.is_file():
+        kept_lines = []
+        for line in evals.read_text().splitlines():
+            try:
+                if json.loads(line)["timesteps"] <= timesteps:
+                    kept_lines.append(line + "\n")
+            except (ValueError, KeyError):
+                continue  # a line cut short by a kill
+        atomic_write_text(evals, "".join(kept_lines))
+
+
+def _callbacks(config: PPOConfig, out: Path, venv, run: _Run):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Lifecycle(BaseCallback):
+        """Checkpoint at the start of a rollout (all steps so far trained on) once
+        ``config.checkpoint_every`` steps passed since the last one; stop collecting at a
+        signal (``run.stop``), remembering the last rollout start for the final save."""
+
+        def __init__(self) -> None:
             super().__init__()
-            self.every = every
+            self.last_saved = run.start
+
+        def _on_rollout_start(self) -> None:
+            run.mark(self.model.num_timesteps, venv)
+            if self.model.num_timesteps - self.last_saved >= config.checkpoint_every:
+                run.checkpoint(self.model)
+                self.last_saved = self.model.num_timesteps
 
         def _on_step(self) -> bool:
-            if self.n_calls % self.every == 0:
-                _save_norm(venv, out / "checkpoints" / f"obs_norm_{self.num_timesteps}_steps.npz")
-            return True
+            return not run.stop
 
     class EvalVsGreedy(BaseCallback):
         """Run the agent and greedy on fixed held-out teachers; log both."""
@@ -227,15 +341,11 @@ def _callbacks(config: PPOConfig, out: Path, venv):
                 res = evaluate_against_greedy(pol, config.env_kwargs, config.eval_tasks)
                 for key, value in res.items():
                     self.logger.record(f"eval/{key}", value)
-                with open(out / "eval.jsonl", "a") as f:
+                with open(out / EVAL_FILE, "a") as f:
                     f.write(json.dumps({"timesteps": self.num_timesteps, **res}) + "\n")
             return True
 
-    every = max(config.checkpoint_every // config.n_envs, 1)
-    cbs = [
-        CheckpointCallback(every, str(out / "checkpoints"), name_prefix="model"),
-        NormCheckpoint(every),
-    ]
+    cbs = [Lifecycle()]
     if config.eval_every and config.eval_tasks:
         cbs.append(EvalVsGreedy(max(config.eval_every // config.n_envs, 1)))
     return cbs
@@ -258,6 +368,123 @@ def _ppo_settings(config: PPOConfig) -> dict[str, Any]:
     }
 
 
+def latest_checkpoint(run: str | Path) -> Path | None:
+    """The checkpoint a resumed run continues from: the newest of ``run``'s
+    ``checkpoints/model_<steps>_steps.zip`` and its final ``model.zip`` (by steps);
+    ``None`` when there is neither."""
+    run = Path(run)
+    found: list[tuple[int, Path]] = []
+    for path in (run / CHECKPOINT_DIR).glob("model_*_steps.zip"):
+        steps = path.stem.removeprefix("model_").removesuffix("_steps")
+        if steps.isdigit():
+            found.append((int(steps), path))
+    if (run / MODEL_FILE).is_file():
+        try:
+            steps = json.loads((run / TRAINING_FILE).read_text())["timesteps"]
+        except (OSError, ValueError, KeyError):
+            steps = -1
+        found.append((int(steps), run / MODEL_FILE))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def _readable_zip(path: Path, what: str) -> Path:
+    """``path`` if it is a complete zip; else one clear ValueError (not SB3's)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(
+            f"{what}: {path} is not a readable model (a truncated or corrupt zip: {err})"
+        ) from None
+    if bad is not None:
+        raise ValueError(f"{what}: {path} is not a readable model (corrupt member {bad})")
+    return path
+
+
+def _model_to_load(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(
+                f"{what}: no checkpoint in {path} (expected {CHECKPOINT_DIR}/model_*_steps.zip "
+                f"or {MODEL_FILE})"
+            )
+        path = found
+    elif not path.is_file():
+        raise FileNotFoundError(f"{what}: no {path}")
+    return _readable_zip(path, what)
+
+
+def _clear_run(out: Path) -> None:
+    """Remove a previous run's files from ``out`` (what a new run there replaces)."""
+    for name in (MODEL_FILE, NORM_FILE, CONFIG_FILE, TRAINING_FILE, EVAL_FILE):
+        if (out / name).is_file():
+            (out / name).unlink()
+    for name in (CHECKPOINT_DIR, "logs"):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
+class _Run:
+    """One training session in a run directory: its entry in ``config.json``'s
+    ``sessions``, its checkpoints and the stop flag that SIGINT/SIGTERM set."""
+
+    def __init__(
+        self, config: PPOConfig, out: Path, start: int, origin: dict[str, str | None]
+    ) -> None:
+        self.config, self.out, self.start = config, out, start
+        self.stop = False
+        self.at, self.norm = start, None
+        self.sessions: list[dict[str, Any]] = []
+        if origin.get("resumed_from") and (out / CONFIG_FILE).is_file():
+            self.sessions = json.loads((out / CONFIG_FILE).read_text()).get("sessions", [])
+            for session in self.sessions:
+                if session.get("status") == "running":
+                    session["status"] = "killed"  # ended without a word: SIGKILL, a crash
+        self.session: dict[str, Any] = {
+            "start_timesteps": start,
+            "end_timesteps": start,
+            "total_timesteps": config.total_timesteps,
+            "status": "running",
+            **{k: v for k, v in origin.items() if v is not None},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": 0.0,
+        }
+        self.sessions.append(self.session)
+        self.clock = time.perf_counter()
+        self.write()
+
+    def write(self) -> None:
+        self.session["seconds"] = time.perf_counter() - self.clock
+        data = {**self.config.to_json(), "sessions": self.sessions}
+        atomic_write_text(self.out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+
+    def mark(self, timesteps: int, venv) -> None:
+        """A rollout starts: every step so far is trained on; remember this point."""
+        self.at, self.norm = int(timesteps), _norm_state(venv)
+
+    def checkpoint(self, model) -> Path:
+        """Save the state at the last rollout start (model, observation statistics) as
+        ``checkpoints/model_<steps>_steps.zip``; record the session's progress."""
+        folder = self.out / CHECKPOINT_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"model_{self.at}_steps.zip"
+        _write_norm(self.norm, norm_path_for(path))  # first: the model file marks it done
+        collected, model.num_timesteps = model.num_timesteps, self.at
+        try:
+            _save_model(model, path)
+        finally:
+            model.num_timesteps = collected
+        self.session["end_timesteps"] = self.at
+        self.write()
+        return path
+
+    def finish(self, status: str, timesteps: int) -> None:
+        self.session["status"], self.session["end_timesteps"] = status, int(timesteps)
+        self.write()
+
+
 def train(
     config: PPOConfig,
     out: str | Path,
@@ -270,51 +497,79 @@ def train(
 
     Parameters
     ----------
+    config
+        The settings. ``config.total_timesteps`` is the **total** number of env steps of the
+        run: a resumed run trains only the steps its checkpoint lacks (rounded up to whole
+        rollouts of ``n_envs * n_steps`` steps). ``config.checkpoint_every`` (steps) spaces
+        the checkpoints, saved at the first rollout start at least that many steps after the
+        previous one (a multiple of ``n_envs * n_steps`` gives exact intervals).
     out
-        Run directory. An existing run there is never overwritten unless ``force``.
+        Run directory. An existing run there (``config.json`` or ``model.zip``) is never
+        replaced unless ``force``, which first removes its files (model, statistics,
+        config, logs, checkpoints, evaluations).
     resume
-        A checkpoint (``.zip``) to continue from; its ``obs_norm_*.npz`` is loaded too.
+        A checkpoint (``.zip``) or a run directory (its newest checkpoint, see
+        :func:`latest_checkpoint`) to continue from, with its ``obs_norm_*.npz``. The log
+        rows after the checkpoint (work lost with the interrupted session) are dropped,
+        new rows are appended to ``logs/progress.csv`` and ``eval.jsonl``, and the session
+        is added to ``config.json``'s ``sessions`` (``start_timesteps``,
+        ``end_timesteps``, ``status``: running, completed, interrupted, or killed for a
+        session that ended without saving; ``resumed_from``).
+    force
+        Replace an existing run in ``out``.
+    progress_bar
+        Show SB3's progress bar.
     init_from
         A trained agent (its run directory or ``model.zip``) to start from instead of random
         weights (fine-tuning, e.g. on a costlier task): its weights and observation
         statistics are loaded, this ``config``'s PPO settings and seed apply, and the
         timesteps count from 0. The observation and action spaces must match (same
         ``max_sites``).
+
+    Returns
+    -------
+    Path
+        The trained agent, ``out/model.zip``.
+
+    Raises
+    ------
+    RunInterrupted
+        On SIGINT or SIGTERM, after saving a checkpoint of the last rollout start (a
+        :class:`KeyboardInterrupt`; its message names the checkpoint and how to resume).
+        A second signal stops at once, with a :class:`KeyboardInterrupt`.
+    FileExistsError
+        An existing run in ``out`` without ``resume`` or ``force``.
+    FileNotFoundError, ValueError
+        A missing, truncated or unfitting ``resume``/``init_from`` model; bad settings.
     """
     import torch
     from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
     config.validate()
     if resume is not None and init_from is not None:
         raise ValueError("train: give resume (continue a run) or init_from (fine-tune), not both")
-    start_from = resume if resume is not None else init_from
-    if start_from is not None:
-        start_from = Path(start_from)
-        if start_from.is_dir():
-            start_from = start_from / MODEL_FILE
-        if not start_from.is_file():
-            raise FileNotFoundError(f"{'resume' if resume else 'init_from'}: no {start_from}")
+    what = "resume" if resume is not None else "init_from"
+    start_from = None
+    if resume is not None or init_from is not None:
+        start_from = _model_to_load(resume if resume is not None else init_from, what)
     out = Path(out)
-    if (out / MODEL_FILE).exists() and not force and resume is None:
-        raise FileExistsError(
-            f"out: {out} already holds a trained agent; pass force=True (--force) to "
-            f"overwrite it or choose another directory"
-        )
+    if resume is None and ((out / MODEL_FILE).exists() or (out / CONFIG_FILE).exists()):
+        if not force:
+            held = (
+                "a trained agent"
+                if (out / MODEL_FILE).exists()
+                else "a run (interrupted?; resume=out, --resume, continues it)"
+            )
+            raise FileExistsError(
+                f"out: {out} already holds {held}; pass force=True (--force) to "
+                f"overwrite it or choose another directory"
+            )
+        _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2))
     venv = make_vec_env(config)
     if config.normalize_obs:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=10.0)
-    formats = ["csv"]
-    try:
-        import tensorboard  # noqa: F401
-
-        formats.append("tensorboard")
-    except ImportError:
-        pass
-    logger = configure(str(out / "logs"), formats)
     if start_from is not None:
         overrides = {} if resume is not None else _ppo_settings(config)
         try:
@@ -322,12 +577,14 @@ def train(
         except ValueError as err:  # SB3: spaces differ
             venv.close()
             raise ValueError(
-                f"{'resume' if resume else 'init_from'}: {start_from} does not fit this env "
+                f"{what}: {start_from} does not fit this env "
                 f"(observation/action spaces depend on max_sites): {err}"
             ) from err
         if init_from is not None:
             model.set_random_seed(config.seed)
         norm = norm_path_for(start_from)
+        if not norm.exists() and start_from.name == MODEL_FILE:
+            norm = start_from.with_name(NORM_FILE)
         if config.normalize_obs and norm.exists():
             data = np.load(norm)
             venv.obs_rms.mean, venv.obs_rms.var = data["mean"], data["var"]
@@ -342,20 +599,48 @@ def train(
             verbose=0,
             **_ppo_settings(config),
         )
+    begin = int(model.num_timesteps) if resume is not None else 0
+    if resume is not None:
+        _keep_logs_until(out, begin)
+    origin = {"resumed_from": None if resume is None else str(start_from)}
+    origin["init_from"] = None if init_from is None else str(start_from)
+    run = _Run(config, out, begin, origin)
+    logger = _logger(out)
     model.set_logger(logger)
-    start = time.perf_counter()
-    model.learn(
-        total_timesteps=config.total_timesteps,
-        callback=_callbacks(config, out, venv),
-        reset_num_timesteps=resume is None,  # a fine-tuning run counts from 0
-        progress_bar=progress_bar,
-    )
-    seconds = time.perf_counter() - start
-    model.save(out / MODEL_FILE)
-    _save_norm(venv, out / NORM_FILE)
-    cost = {"seconds": seconds, "timesteps": int(model.num_timesteps)}
+    remaining = config.total_timesteps - begin
+
+    def request_stop(signum: int) -> None:
+        run.stop = True
+
+    try:
+        if remaining > 0:
+            with stop_signals(request_stop):
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=_callbacks(config, out, venv, run),
+                    reset_num_timesteps=resume is None,  # a fine-tuning run counts from 0
+                    progress_bar=progress_bar,
+                )
+        if run.stop and model.num_timesteps < config.total_timesteps:
+            path = run.checkpoint(model)
+            run.finish("interrupted", run.at)
+            raise RunInterrupted(
+                f"train interrupted at {run.at} of {config.total_timesteps} steps: saved "
+                f"{path}; resume with resume={out} (--resume {out})",
+                path,
+            )
+        _save_model(model, out / MODEL_FILE)
+        _write_norm(_norm_state(venv), out / NORM_FILE)
+        run.finish("completed", model.num_timesteps)
+    finally:
+        logger.close()
+        venv.close()
+    cost: dict[str, Any] = {
+        "seconds": float(sum(s.get("seconds", 0.0) for s in run.sessions)),
+        "timesteps": int(model.num_timesteps),
+        "sessions": len(run.sessions),
+    }
     if init_from is not None:
         cost["init_from"] = str(start_from)
-    (out / "training.json").write_text(json.dumps(cost, indent=2))
-    venv.close()
+    atomic_write_text(out / TRAINING_FILE, json.dumps(cost, indent=2))
     return out / MODEL_FILE
