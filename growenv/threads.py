@@ -10,9 +10,9 @@ default 2 threads and took 11 s with one. So growenv sets threads on purpose:
 * :class:`~growenv.env.growth_env.GrowthEnv` and the lockstep env run their own work under
   :func:`using_threads` ``(config.threads)`` (default 1; ``threads=None`` leaves torch's
   setting alone), restoring the caller's count afterwards;
-* :func:`parallel_map`'s pool is dropped in a forked child (``os.register_at_fork``), so
-  Gymnasium's async vector envs and other forked workers do not wait on threads that do not
-  exist there.
+* a forked child (Gymnasium's async vector env, multiprocessing's ``fork``) drops
+  :func:`parallel_map`'s pool and runs torch on one thread (``os.register_at_fork``): the
+  parent's threads do not exist there, and waiting on them hung forever.
 
 Override with ``set_threads(n)`` (or ``torch.set_num_threads(n)``) for your own work, and
 with the env's ``threads`` argument for the env's.
@@ -101,14 +101,23 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 
 
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool threads do not exist here; submitting to its
-    executor would wait forever, so drop it (the child builds its own when it needs one)."""
+def _after_fork_in_child() -> None:
+    """Make a forked child's threads safe (registered with ``os.register_at_fork``).
+
+    The parent's threads do not exist in the child: submitting to :func:`parallel_map`'s
+    executor would wait forever, so the pool is dropped (the child builds its own when it
+    needs one); and torch's OpenMP pool is not fork-safe either: a child running torch on
+    more than one thread after the parent did waits forever (Gymnasium's async vector env
+    hung at 0 % CPU). So the child's torch runs on one thread; raise it there only with a
+    ``spawn`` or ``forkserver`` start method, not after a fork.
+    """
     global _POOL, _POOL_SIZE
     _POOL, _POOL_SIZE = None, 0
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def cpu_workers(device: torch.device | str = "cpu") -> int:

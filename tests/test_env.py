@@ -110,8 +110,10 @@ def test_each_action_type_and_masks():
     assert mask.dtype == bool and mask.shape == (env.action_space.n,)
     assert mask[env.skip_action] and mask[env.stop_action]
     assert not mask[2] and not mask[3]  # the net has 2 hidden sites; max_sites is 4
+    strict = fast_env(invalid_action="raise")
+    strict.reset(seed=0)
     with pytest.raises(ValueError, match="masked"):
-        env.step(3)
+        strict.step(3)
     params = info["params"]
     obs, r, term, trunc, info = env.step(1)  # grow site 1
     assert info["grown_site"] == 1 and info["params"] > params and info["widths"][1] > 1

@@ -100,14 +100,14 @@ def test_relative_reward_stop_and_truncation():
 
 
 def test_masked_action_raises_or_becomes_skip():
-    ep = started()
+    ep = started(invalid_action="raise")
     lam = [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     ep.absorb(measurement(4.0, lam, [1, 0], [1, 1]), Sizes([1, 1]))
     with pytest.raises(ValueError, match=r"action: 1 \(grow site 1\) is masked"):
         ep.validate_action(1)
     with pytest.raises(ValueError, match="action: expected 0 <= action < 5, got 5"):
         ep.validate_action(5)
-    skipping = started(invalid_action="skip")
+    skipping = started()  # the default: a masked action becomes skip
     skipping.absorb(measurement(4.0, lam, [1, 0], [1, 1]), Sizes([1, 1]))
     assert skipping.validate_action(1) == (skipping.skip_action, True)
     assert skipping.validate_action(0) == (0, False)

@@ -113,8 +113,12 @@ def test_masks_and_bad_input():
     assert [m.tolist() for m in vec.env_method("action_masks")] == masks.tolist()
     with pytest.raises(ValueError, match=r"actions: expected shape \(2,\)"):
         vec.step(np.array([4, 4, 4]))
+    strict = LockstepVecEnv(2, seed=0, invalid_action="raise", **KW)
+    strict.reset()
     with pytest.raises(ValueError, match=r"actions\[1\]: action: 3 \(grow site 3\) is masked"):
-        vec.step(np.array([4, 3]))
+        strict.step(np.array([4, 3]))
+    _, _, dones, infos = vec.step(np.array([4, 3]))  # the default: a masked action is skip
+    assert [info["invalid_action"] for info in infos] == [False, True]
 
 
 def test_device_and_config_are_accepted_like_growth_env():

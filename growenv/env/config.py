@@ -52,11 +52,14 @@ HELP = {
     "cost_per_flop": "reward cost per added multiply-add per sample",
     "reward": "`log_ratio` (telescopes) or `relative` validation-loss decrease",
     "method": "new neurons: `tiny`, `gradmax` or `random`",
-    "invalid_action": "a masked action raises (`raise`) or becomes skip (`skip`)",
+    "invalid_action": "a masked action becomes the skip action, flagged in "
+    "`info['invalid_action']` (`skip`), or raises `ValueError` (`raise`)",
     "dtype": "floating-point type of nets, data and statistics",
     "net": "net family: `mlp` or `conv` (image tasks)",
     "kernel": "conv family: `full` or `restricted` TINY channels",
     "augment": "random crop and flip of training minibatches (image tasks)",
+    "threads": "torch CPU threads of the env's own work (the caller's count is restored "
+    "after each call), or none to leave torch's setting alone",
 }
 
 
@@ -119,11 +122,12 @@ class EnvConfig:
     cost_per_flop: float = 0.0
     reward: str = "log_ratio"
     method: str = "tiny"
-    invalid_action: str = "raise"
+    invalid_action: str = "skip"
     dtype: str = "float32"
     net: str = "mlp"
     kernel: str = "full"
     augment: bool = False
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         canonical = {
@@ -142,6 +146,7 @@ class EnvConfig:
             "method": choice("method", self.method, METHODS),
             "invalid_action": choice("invalid_action", self.invalid_action, INVALID_ACTIONS),
             "augment": boolean("augment", self.augment),
+            "threads": integer("threads", self.threads, 1, allow_none=True),
             "dtype": _dtype(self.dtype),
             "device": _device(self.device),
         }

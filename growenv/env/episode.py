@@ -224,6 +224,9 @@ class Episode:
         multiply-adds it would add, its first-order gain.
     gamma, loss_drop, grown_slot
         The last step's growth (``-1`` and zeros when it did not grow).
+    ended
+        Whether the episode has ended (stop, termination or truncation): stepping on raises
+        until the next :meth:`start`.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class Episode:
         self._prepare_task = prepare_task
         self.task: Task | None = None
         self.measurement: Measurement | None = None
+        self.ended = False
         self.generator: torch.Generator | None = None
         self.init_generator: torch.Generator | None = None
 
@@ -265,6 +269,7 @@ class Episode:
         self.history: list[dict] = []
         self.last_improvement = 0.0
         self.measurement = None
+        self.ended = False
         self.record_growth(-1, 0.0, 0.0)
         return self.task
 
@@ -359,7 +364,21 @@ class Episode:
 
     def validate_action(self, action: Any) -> tuple[int, bool]:
         """The action to take and whether the given one was masked; a masked action raises
-        ``ValueError`` unless ``invalid_action="skip"`` (then it becomes skip)."""
+        ``ValueError`` if ``invalid_action="raise"``, else it becomes skip (the default).
+
+        Raises
+        ------
+        RuntimeError
+            When the episode has ended (stop action, termination or truncation): the next
+            call must be ``reset()``.
+        ValueError
+            For an action outside ``[0, num_actions)``, or a masked one in strict mode.
+        """
+        if self.ended:
+            raise RuntimeError(
+                "step: the episode has ended (terminated or truncated); call reset() before "
+                "stepping again"
+            )
         action = int(action)
         if not 0 <= action < self.num_actions:
             raise ValueError(f"action: expected 0 <= action < {self.num_actions}, got {action}")
@@ -397,6 +416,7 @@ class Episode:
         reward = improvement - cfg.cost_per_param * added_params - cfg.cost_per_flop * added_flops
         terminated = cfg.max_compute is not None and self.compute >= cfg.max_compute
         truncated = self.step_count >= cfg.max_steps and not terminated
+        self.ended = terminated or truncated
         info = self.info(episode_end=terminated or truncated)
         info["invalid_action"] = invalid
         return self.observation(), float(reward), bool(terminated), bool(truncated), info
@@ -404,6 +424,7 @@ class Episode:
     def stop(self):
         """The stop action: ``(obs, 0.0, True, False, info)``."""
         self.step_count += 1
+        self.ended = True
         info = self.info(episode_end=True)
         info["invalid_action"] = False
         return self.observation(), 0.0, True, False, info

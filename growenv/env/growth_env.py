@@ -26,6 +26,7 @@ from growenv.env.episode import (
 from growenv.env.features import TOP_K, observation_size
 from growenv.nets.base import GrowingNet
 from growenv.nets.family import NEEDS_IMAGES
+from growenv.threads import using_threads
 from growenv.training import evaluate, make_optimizer, train_steps
 from growenv.validation import integer
 
@@ -49,10 +50,10 @@ class GrowthEnv(gym.Env):
     ``max_sites`` skips growth (train only), ``max_sites + 1`` stops the episode.
     :meth:`action_masks` gives the valid actions (sites that exist, whose best neuron
     gains more than float32 noise, ``lambda_1^2 > 1e-7 L``, and that fit the parameter
-    budget); a masked action raises ``ValueError``, or
-    with ``invalid_action="skip"`` is replaced by the skip action (``info["invalid_action"]``
-    says so; for learners without masks and for SB3's env checker, which samples actions
-    blindly).
+    budget). Every action of the space is accepted: by default (``invalid_action="skip"``)
+    a masked action is replaced by the skip action, a no-op for the network
+    (``info["invalid_action"]`` is ``True``), so learners without masks, ``action_space.sample()``
+    and the env checkers work; ``invalid_action="raise"`` makes it raise ``ValueError``.
 
     ## Observation Space
     ``Box(-1e6, 1e6, (max_sites * 13 + 10,), float32)``: per site (row-major, zero rows
@@ -105,7 +106,7 @@ class GrowthEnv(gym.Env):
 
     ## Episode End
     Terminated on the stop action or when the compute budget is spent; truncated after
-    ``max_steps`` steps.
+    ``max_steps`` steps. Stepping after the end raises ``RuntimeError``: call ``reset()``.
 
     ## Arguments
     ``GrowthEnv(task=None, config=None, render_mode=None, **kwargs)``: the settings are an
@@ -118,16 +119,22 @@ class GrowthEnv(gym.Env):
     ``neurons_per_growth`` (int or "auto": the significant ones), ``train_steps``,
     ``batch_size``, ``optimizer``, ``lr``, ``max_steps``, ``max_params``, ``max_compute``
     (MACs), ``cost_per_param``, ``cost_per_flop``, ``reward`` ("log_ratio", the default, or
-    "relative"), ``method`` ("tiny", "gradmax", "random"), ``invalid_action`` ("raise" or
-    "skip"), ``dtype`` ("float32" or "float64": network, data and statistics), ``net`` (a
-    registered net family: "mlp", or "conv": a :class:`~growenv.nets.conv.net.GrowingConvNet`
-    with ``hidden_layers`` stages of ``start_width`` channels, stride 1 then 2, on image
-    tasks), ``kernel`` (conv family option: "full" or "restricted" TINY channels),
-    ``augment`` (random crop with padding 4 and horizontal flip of the training minibatches
-    of image tasks); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and meanings:
+    "relative"), ``method`` ("tiny", "gradmax", "random"), ``invalid_action`` ("skip", the
+    default, or "raise"), ``dtype`` ("float32" or "float64": network, data and statistics),
+    ``net`` (a registered net family: "mlp", or "conv": a
+    :class:`~growenv.nets.conv.net.GrowingConvNet` with ``hidden_layers`` stages of
+    ``start_width`` channels, stride 1 then 2, on image tasks), ``kernel`` (conv family
+    option: "full" or "restricted" TINY channels), ``augment`` (random crop with padding 4
+    and horizontal flip of the training minibatches of image tasks), ``threads`` (torch CPU
+    threads of the env's work, default 1, the caller's count restored after each call; None
+    leaves torch's setting); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and
+    meanings:
     ``docs/environment.md`` (its table is generated from the config's fields).
 
     ## Version History
+    * v0, growenv 0.1.0 (issue #20): ``invalid_action`` defaults to "skip" (was "raise"),
+      ``step()`` after the end raises, ``threads`` (default 1). Valid-action episodes are
+      unchanged, so the id stays v0.
     * v0: initial version.
     """
 
@@ -170,7 +177,10 @@ class GrowthEnv(gym.Env):
         task_kwargs = config.task_kwargs
         if NEEDS_IMAGES in self.family.capabilities and config.task == "cifar10":
             task_kwargs = {"flatten": False, **task_kwargs}
-        source = resolve_task_source(config.task if config.task is not None else task, task_kwargs)
+        with using_threads(config.threads):
+            source = resolve_task_source(
+                config.task if config.task is not None else task, task_kwargs
+            )
         self.episode = Episode(config, source, self.family.prepare_task)
 
         self.max_sites = config.max_sites
@@ -243,10 +253,11 @@ class GrowthEnv(gym.Env):
 
     # ------------------------------------------------------------------ api
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self.net = self.new_episode(seed)
-        self.optimizer = make_optimizer(self.net, self.config.optimizer, lr=self.config.lr)
-        self._train_and_measure()
-        return self.episode.observation(), self.episode.info()
+        with using_threads(self.config.threads):
+            self.net = self.new_episode(seed)
+            self.optimizer = make_optimizer(self.net, self.config.optimizer, lr=self.config.lr)
+            self._train_and_measure()
+            return self.episode.observation(), self.episode.info()
 
     def new_episode(self, seed: int | None = None) -> GrowingNet:
         """Start an episode without training: seed ``np_random`` (as ``reset`` does), draw
@@ -264,7 +275,8 @@ class GrowthEnv(gym.Env):
         without training a network (static baselines train their own, see
         :mod:`~growenv.harness.baselines`); afterwards :meth:`build_net` builds nets for it. Call
         :meth:`reset` before stepping."""
-        self.new_episode(int(seed))
+        with using_threads(self.config.threads):
+            self.new_episode(int(seed))
         self.net = None
         return self.task
 
@@ -290,11 +302,12 @@ class GrowthEnv(gym.Env):
         action, invalid = episode.validate_action(action)
         if action == self.stop_action:
             return episode.stop()
-        before = episode.begin_step()
-        if action < self.max_sites:
-            self._grow(action)
-        self._train_and_measure()
-        return episode.end_step(before, invalid)
+        with using_threads(self.config.threads):
+            before = episode.begin_step()
+            if action < self.max_sites:
+                self._grow(action)
+            self._train_and_measure()
+            return episode.end_step(before, invalid)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions: existing sites whose best neuron gains more than rounding noise
@@ -314,11 +327,12 @@ class GrowthEnv(gym.Env):
         drops = np.full(self.max_sites, -np.inf)
         gammas = np.zeros(self.max_sites)
         mask = self.action_masks()
-        for site in range(self.net.num_sites):
-            if not mask[site]:
-                continue
-            result = self.evaluate_candidate(site)
-            drops[site], gammas[site] = float(result.loss_drop), float(result.gamma)
+        with using_threads(self.config.threads):
+            for site in range(self.net.num_sites):
+                if not mask[site]:
+                    continue
+                result = self.evaluate_candidate(site)
+                drops[site], gammas[site] = float(result.loss_drop), float(result.gamma)
         return {"loss_drop": drops, "gamma": gammas}
 
     def evaluate_candidate(self, site: int) -> AmplitudeResult:
@@ -344,11 +358,14 @@ class GrowthEnv(gym.Env):
         start = time.perf_counter()
         cfg = self.config
         k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
-        cand = self.report.sites[site].candidate(
-            k, method=cfg.method, generator=self.episode.generator
-        )
         stats = self.task.stats
-        result = self.family.amplitude_search(self.net, cand, stats.x, stats.y, loss=self.task.loss)
+        with using_threads(cfg.threads):
+            cand = self.report.sites[site].candidate(
+                k, method=cfg.method, generator=self.episode.generator
+            )
+            result = self.family.amplitude_search(
+                self.net, cand, stats.x, stats.y, loss=self.task.loss
+            )
         macs = self.family.search_macs(self.net, site, len(default_gammas()), len(stats))
         self.episode.charge("search", macs, time.perf_counter() - start)
         result.candidate = cand

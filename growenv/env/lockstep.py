@@ -29,6 +29,7 @@ from growenv.nets.family import STACKABLE
 from growenv.nets.mlp import costs
 from growenv.nets.mlp.report import solve
 from growenv.nets.mlp.stacked import StackedMLP, gamma_losses
+from growenv.threads import using_threads
 
 SPLITS = ("train", "stats", "val", "test")
 
@@ -185,9 +186,10 @@ class LockstepVecEnv(VecEnv):
             x[e], y[e] = split.x, split.y
 
     def reset(self) -> np.ndarray:
-        for e in range(self.num_envs):
-            self._start(e, self._seeds[e])
-        self._measure(list(range(self.num_envs)))
+        with using_threads(self.config.threads):
+            for e in range(self.num_envs):
+                self._start(e, self._seeds[e])
+            self._measure(list(range(self.num_envs)))
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [env.episode.info() for env in self.envs]
@@ -206,6 +208,10 @@ class LockstepVecEnv(VecEnv):
     def step_wait(self):
         if self.stack is None:
             raise RuntimeError("step: call reset() before step()")
+        with using_threads(self.config.threads):
+            return self._step_wait()
+
+    def _step_wait(self):
         actions, self._actions = self._actions, None
         results: list[Any] = [None] * self.num_envs
         before: dict[int, tuple] = {}
@@ -266,7 +272,7 @@ class LockstepVecEnv(VecEnv):
         envs = list(range(self.num_envs)) if envs is None else envs
         idx = self._idx(envs)
         x, y = (t[idx] for t in self.data[split])
-        with torch.no_grad():
+        with torch.no_grad(), using_threads(self.config.threads):
             out = self.stack.forward(x, idx)
             loss = self.loss_fn(out, y).mean(-1)
             if y.is_floating_point():
