@@ -444,3 +444,27 @@ def test_observations_stay_in_the_feature_table_ranges():
             for j, feature in enumerate(table):
                 lo, hi = bounds.get(feature.range, (-np.inf, np.inf))
                 assert ((values[:, j] >= lo) & (values[:, j] <= hi)).all(), feature.name
+
+
+def test_max_sites_mismatch_is_one_line_before_the_episode():
+    """An agent trained with max_sites=6 on an env with max_sites=4: refused before the reset's
+    training, naming max_sites (it surfaced only at the first step)."""
+    from types import SimpleNamespace
+
+    from growenv.env.features import check_observation_shape, observation_size
+    from growenv.harness.episodes import run_episode
+    from growenv.policies.ppo import PPOPolicy
+
+    space = gym.spaces.Box(-1.0, 1.0, (observation_size(6),), np.float32)
+    agent = PPOPolicy(SimpleNamespace(observation_space=space), name="ppo:run")
+    env = fast_env()
+    message = (
+        r"^max_sites: expected 6 \(policy 'ppo:run' was trained on observations of shape "
+        r"\(88,\), from envs with max_sites=6\), got 4$"
+    )
+    with pytest.raises(ValueError, match=message):
+        run_episode({}, agent, seed=0, env=env)
+    assert env.net is None  # nothing ran: no reset, no training
+    check_observation_shape((62,), 4)
+    with pytest.raises(ValueError, match=r"^observation: the agent expects .* \(61,\)"):
+        check_observation_shape((61,), 4)

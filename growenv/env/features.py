@@ -84,6 +84,43 @@ def observation_size(max_sites: int) -> int:
     return max_sites * len(SITE_FEATURES) + len(GLOBAL_FEATURES)
 
 
+def check_observation_shape(
+    shape: tuple[int, ...], max_sites: int, source: str = "the agent"
+) -> None:
+    """Check, before an episode starts, that ``source`` (e.g. a trained agent) expects the
+    observations an env with ``max_sites`` slots gives.
+
+    Parameters
+    ----------
+    shape
+        The observation shape ``source`` was built for (an SB3 model's
+        ``observation_space.shape``).
+    max_sites
+        The env's ``max_sites``.
+    source
+        What expects ``shape``, for the message.
+
+    Raises
+    ------
+    ValueError
+        One line: ``"max_sites: expected 6 (the agent was trained on observations of shape
+        (88,), from envs with max_sites=6), got 4"``.
+    """
+    shape = tuple(int(n) for n in shape)
+    if shape == (observation_size(max_sites),):
+        return
+    sites, rest = divmod(shape[0] - len(GLOBAL_FEATURES), len(SITE_FEATURES)) if shape else (0, 1)
+    if len(shape) == 1 and rest == 0 and sites >= 1:
+        raise ValueError(
+            f"max_sites: expected {sites} ({source} was trained on observations of shape "
+            f"{shape}, from envs with max_sites={sites}), got {max_sites}"
+        )
+    raise ValueError(
+        f"observation: {source} expects observations of shape {shape}, which no growth env "
+        f"gives (max_sites={max_sites} gives ({observation_size(max_sites)},))"
+    )
+
+
 def symlog(x: np.ndarray | float) -> np.ndarray:
     """``sign(x) log(1 + |x|)``: keeps ratios spanning decades in a small range."""
     x = np.asarray(x, dtype=np.float64)

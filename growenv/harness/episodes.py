@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from growenv.env.features import check_observation_shape
 from growenv.env.growth_env import GrowthEnv
 from growenv.policies import Policy, make_policy, policy_entry
 from growenv.training import evaluate
@@ -95,6 +96,16 @@ def _row(
     }
 
 
+def check_policy_fits(policy: Policy, max_sites: int) -> None:
+    """Before an episode: a learned policy (one with ``policy.model.observation_space``, as
+    a trained MaskablePPO agent) must expect the env's observations; one-line ``ValueError``
+    naming ``max_sites`` otherwise (it used to surface only at the first step)."""
+    space = getattr(getattr(policy, "model", None), "observation_space", None)
+    if space is not None:
+        name = getattr(policy, "name", type(policy).__name__)
+        check_observation_shape(space.shape, max_sites, f"policy {name!r}")
+
+
 def run_episode(
     env_kwargs: Mapping[str, Any],
     policy: Policy,
@@ -126,6 +137,7 @@ def run_episode(
         cumulative wall time of ``policy.act`` minus the env time it caused.
     """
     env = (GrowthEnv(**env_kwargs) if env is None else env).unwrapped
+    check_policy_fits(policy, env.max_sites)
     obs, info = env.reset(seed=int(seed))
     policy.reset(int(seed))
     name = getattr(policy, "name", type(policy).__name__)
@@ -176,6 +188,7 @@ def run_lockstep_episodes(
     vec = LockstepVecEnv(len(seeds), **env_kwargs)
     vec.seed_each([int(s) for s in seeds])
     policies = [make_policy(spec) for _ in seeds]
+    check_policy_fits(policies[0], vec.envs[0].max_sites)
     obs = vec.reset()
     infos = list(vec.reset_infos)
     rows: list[list[dict[str, Any]]] = [[] for _ in seeds]
