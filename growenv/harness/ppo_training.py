@@ -351,6 +351,29 @@ def _callbacks(config: PPOConfig, out: Path, venv, run: _Run):
     return cbs
 
 
+def _progress_bar(begin: int, total: int):
+    """A tqdm bar over the run's env steps (``begin`` of ``total`` done), on stderr.
+
+    tqdm is the one progress-bar library of growenv (``bench`` too): SB3's own bar is tqdm's
+    experimental rich front end, which warns on every run and needs rich besides tqdm.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm.auto import tqdm
+
+    class Progress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=total, initial=begin, desc="train", unit="step")
+
+        def _on_step(self) -> bool:
+            self.bar.update(min(self.num_timesteps, total) - self.bar.n)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return Progress()
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -518,7 +541,7 @@ def train(
     force
         Replace an existing run in ``out``.
     progress_bar
-        Show SB3's progress bar.
+        Show a tqdm progress bar over the run's steps (on stderr).
     init_from
         A trained agent (its run directory or ``model.zip``) to start from instead of random
         weights (fine-tuning, e.g. on a costlier task): its weights and observation
@@ -615,11 +638,13 @@ def train(
     try:
         if remaining > 0:
             with stop_signals(request_stop):
+                callbacks = _callbacks(config, out, venv, run)
+                if progress_bar:
+                    callbacks.append(_progress_bar(begin, config.total_timesteps))
                 model.learn(
                     total_timesteps=remaining,
-                    callback=_callbacks(config, out, venv, run),
+                    callback=callbacks,
                     reset_num_timesteps=resume is None,  # a fine-tuning run counts from 0
-                    progress_bar=progress_bar,
                 )
         if run.stop and model.num_timesteps < config.total_timesteps:
             path = run.checkpoint(model)
