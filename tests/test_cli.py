@@ -11,6 +11,7 @@ import csv
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from growenv.cli.options import MAX_SEEDS, format_seeds, parse_seeds
 from growenv.cli.train import vec_kind
 from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
+from growenv.harness.ppo_training import PPOConfig
 
 TINY = {"train_steps": 2, "max_steps": 2, "task_kwargs": {"n_train": 64, "n_val": 32}}
 COMMANDS = ("grow", "bench", "train")
@@ -146,6 +148,21 @@ def test_threads_and_devices_reach_train(monkeypatch, tmp_path, capsys):
     assert config.env_kwargs["train_steps"] == 25  # train's own default settings
     assert config.env_kwargs["device"] == "cpu" and config.device == "cpu"
     assert config.vec == "lockstep"  # auto on MLPs
+    assert config.checkpoint_every == PPOConfig.checkpoint_every and seen["resume"] is None
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    with zipfile.ZipFile(run / "model.zip", "w") as archive:  # a complete (fake) model
+        archive.writestr("data", "{}")
+    argv = ["train", "--out", str(run), "--resume", "--checkpoint-every", "64"]
+    assert main(argv) == 0
+    assert seen["resume"] == str(run) and seen["config"].checkpoint_every == 64
+    assert main(["train", "--out", str(tmp_path / "new"), "--resume", str(run)]) == 0
+    assert seen["resume"] == str(run) and seen["out"] == str(tmp_path / "new")
+    assert main(["train", "--out", str(run), "--resume", "--force"]) == 2
+    assert "--resume: expected --resume (continue a run) or --force" in _error_line(capsys)
+    assert main(["train", "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "--resume: expected a run directory" in _error_line(capsys)
 
 
 def test_vec_has_one_meaning():
@@ -201,6 +218,9 @@ BAD_INPUTS = [
     (["bench", "--policy", "ppo:{zip}"], "truncated"),
     (["grow", "--policy", "ppo:{zip}"], "truncated"),
     (["train", "--out", "{tmp}/r", "--resume", "{tmp}/missing.zip"], "--resume: expected"),
+    (["train", "--out", "{tmp}/r", "--resume", "{zip}"], "truncated or corrupt"),
+    (["train", "--out", "{tmp}/r", "--init-from", "{zip}"], "--init-from: expected a complete"),
+    (["train", "--out", "{tmp}/r", "--checkpoint-every", "0"], "--checkpoint-every: expected"),
     (["grow", "--device", "gpu0"], "--device: expected a torch device"),
     (["bench", "--device", "gpu0"], "--device: expected a torch device"),
     (["train", "--out", "{tmp}/r", "--device", "gpu0"], "--device: expected a torch device"),

@@ -41,6 +41,7 @@ __all__ = [
     "check_device",
     "check_policy",
     "check_task",
+    "check_zip",
     "env_settings",
     "format_seeds",
     "nonnegative_int",
@@ -237,6 +238,20 @@ def check_task(name: Any, argument: str = "--task") -> str:
     return name
 
 
+def check_zip(path: Path, argument: str) -> None:
+    """Refuse a truncated or corrupt model ``.zip`` (SB3 would report a space mismatch)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UserError(
+            f"{argument}: expected a complete model .zip, but {path} is truncated or corrupt "
+            f"({err}); use an earlier checkpoint or train again"
+        ) from None
+    if bad is not None:
+        raise UserError(f"{argument}: expected a complete model .zip, {path}: corrupt {bad}")
+
+
 def check_policy(spec: str, argument: str = "--policy") -> Policy:
     """Build the policy of ``spec`` (checked against the registry) and return it; a learned
     one (``ppo:PATH``) is loaded, so a missing or damaged file is reported before any work."""
@@ -252,11 +267,8 @@ def check_policy(spec: str, argument: str = "--policy") -> Policy:
             f"but {str(path)!r} does not exist"
         )
     zip_path = path / "model.zip" if path.is_dir() else path
-    if zip_path.is_file() and not zipfile.is_zipfile(zip_path):
-        raise UserError(
-            f"{argument}: {spec!r}: {str(zip_path)!r} is not a complete zip file (truncated "
-            "or corrupt); train the agent again or use an earlier checkpoint"
-        )
+    if zip_path.is_file():
+        check_zip(zip_path, f"{argument}: {spec!r}")
     try:
         return make_policy(spec)
     except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:

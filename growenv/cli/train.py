@@ -10,6 +10,7 @@ from growenv.cli.options import (
     add_env_options,
     add_run_options,
     check_device,
+    check_zip,
     env_settings,
     nonnegative_int,
     positive_int,
@@ -17,7 +18,13 @@ from growenv.cli.options import (
 )
 from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
-from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, train
+from growenv.harness.ppo_training import (
+    CONFIG_FILE,
+    DEFAULT_ENV_KWARGS,
+    PPOConfig,
+    latest_checkpoint,
+    train,
+)
 from growenv.policies.ppo import MODEL_FILE
 from growenv.threads import set_threads
 
@@ -25,6 +32,7 @@ __all__ = ["add_train_parser", "train_main", "vec_kind"]
 
 VEC_CHOICES = ("auto", "lockstep", "single")
 LEGACY_VEC = ("subproc", "dummy")  # train's old --vec values: SB3's vector envs
+RUN_FILES = (MODEL_FILE, CONFIG_FILE)  # a directory holding either holds a run
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +54,24 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--timesteps",
         type=positive_int,
         default=PPOConfig.total_timesteps,
-        help="environment steps to train for (summed over the --n-envs envs)",
+        metavar="N",
+        help="env steps of the whole run, summed over the --n-envs envs (a resumed run "
+        "trains what it lacks of them)",
     )
     p.add_argument(
-        "--n-envs", type=positive_int, default=PPOConfig.n_envs, help="parallel environments"
+        "--checkpoint-every",
+        type=positive_int,
+        default=PPOConfig.checkpoint_every,
+        metavar="N",
+        help="env steps between checkpoints (at most this much is lost to a kill; Ctrl-C and "
+        "SIGTERM save first)",
+    )
+    p.add_argument(
+        "--n-envs",
+        type=positive_int,
+        default=PPOConfig.n_envs,
+        metavar="N",
+        help="parallel environments",
     )
     p.add_argument(
         "--vec",
@@ -72,14 +94,26 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="torch device of the policy network (default: --device)",
     )
-    p.add_argument("--resume", default=None, help="checkpoint .zip to continue from")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="continue a run: its directory (newest checkpoint) or a checkpoint .zip; alone, "
+        "the run in --out",
+    )
     p.add_argument(
         "--init-from",
         default=None,
         help="trained agent (run directory or model.zip) to fine-tune from, with this run's "
         "settings (same max_sites)",
     )
-    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing run in --out (its files are removed first)",
+    )
     add_run_options(p)
     p.set_defaults(func=train_main)
 
@@ -100,13 +134,21 @@ def vec_kind(vec: str, subproc: bool, env_kwargs: dict) -> str:
     return vec
 
 
-def _check_path(value: str | None, argument: str) -> None:
-    if value is None:
-        return
+def _model(value: str, argument: str) -> Path:
+    """The model a run starts from: a checkpoint ``.zip`` or a run directory's newest."""
     path = Path(value)
-    zip_path = path / MODEL_FILE if path.is_dir() else path
-    if not zip_path.is_file():
-        raise UserError(f"{argument}: expected a model .zip or a run directory, no {zip_path}")
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise UserError(
+                f"{argument}: expected a run directory with checkpoints or {MODEL_FILE}, or a "
+                f"checkpoint .zip; {path} holds neither"
+            )
+        path = found
+    elif not path.is_file():
+        raise UserError(f"{argument}: expected a run directory or a checkpoint .zip, no {path}")
+    check_zip(path, argument)
+    return path
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -124,13 +166,18 @@ def train_main(args: argparse.Namespace) -> int:
         policy_device = check_device(args.policy_device, "--policy-device")
     if args.resume is not None and args.init_from is not None:
         raise UserError("--resume: expected --resume (continue a run) or --init-from, not both")
-    _check_path(args.resume, "--resume")
-    _check_path(args.init_from, "--init-from")
+    if args.resume is not None and args.force:
+        raise UserError("--resume: expected --resume (continue a run) or --force, not both")
     out = Path(args.out)
-    if (out / MODEL_FILE).exists() and not args.force and args.resume is None:
+    resume = None if args.resume is None else args.resume or args.out
+    if resume is not None:
+        _model(resume, "--resume")
+    if args.init_from is not None:
+        _model(args.init_from, "--init-from")
+    if resume is None and not args.force and any((out / f).exists() for f in RUN_FILES):
         raise UserError(
-            f"--out: expected a new run directory, but {out} holds a trained agent; pass "
-            "--force to overwrite it or choose another directory"
+            f"--out: expected a new run directory, but {out} holds a run; pass --resume to "
+            "continue it, --force to replace it, or choose another directory"
         )
     config = PPOConfig(
         env_kwargs=env_kwargs,
@@ -139,6 +186,7 @@ def train_main(args: argparse.Namespace) -> int:
         vec=vec_kind(args.vec, args.subproc, env_kwargs),
         seed=args.seed,
         device=policy_device,
+        checkpoint_every=args.checkpoint_every,
     )
     with user_input("--env-kwargs"):
         config.validate()
@@ -146,7 +194,7 @@ def train_main(args: argparse.Namespace) -> int:
     path = train(
         config,
         args.out,
-        resume=args.resume,
+        resume=resume,
         force=args.force,
         progress_bar=not args.no_progress,
         init_from=args.init_from,
