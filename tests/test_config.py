@@ -101,6 +101,8 @@ def test_config_round_trips_through_json_with_canonical_values():
         ({"net": "dag"}, "net: expected 'mlp' or 'conv', got 'dag'"),
         ({"kernel": "half"}, "kernel: expected 'full' or 'restricted', got 'half'"),
         ({"augment": 1}, "augment: expected True or False, got 1"),
+        ({"threads": 0}, "threads: expected an int >= 1 or None, got 0"),
+        ({"threads": 1.5}, "threads: expected an int >= 1 or None, got 1.5"),
         (
             {"dtype": "float16"},
             "dtype: expected one of 'float32', 'float64' (or the torch dtypes), got 'float16'",
@@ -120,3 +122,10 @@ def test_config_rejects_each_bad_argument_with_one_line(kwargs, message):
 def test_config_rejects_unknown_fields_as_a_call_would():
     with pytest.raises(TypeError, match="'n_train'"):
         EnvConfig.from_json('{"n_train": 5}')
+
+
+def test_threads_field_round_trips():
+    for threads in (None, 1, 3):
+        config = EnvConfig(threads=threads)
+        assert EnvConfig.from_json(config.to_json()) == config and config.threads == threads
+    assert EnvConfig.from_json("{}").threads == 1  # configs written before the field
