@@ -7,6 +7,13 @@ and growth step, columns :data:`growenv.harness.episodes.ROW_FIELDS`), ``summary
 metrics per task and policy: mean, IQM, 95 % bootstrap CIs over seeds, paired difference to
 the reference policy), a markdown table and PNG plots (see :mod:`~growenv.harness.summary` and
 :mod:`~growenv.harness.plots`).
+
+The work is a list of :class:`BenchJob` s (:func:`plan_jobs`: one episode, or a lockstep group
+of at most :data:`MAX_LOCKSTEP` seeds), each run by :func:`run_job`. With an output
+directory, every finished job's episodes go to its store
+(:class:`~growenv.harness.store.BenchStore`) at once, so an interrupted or killed bench
+keeps them and a re-run with ``resume=True`` runs only the missing episodes. Another
+backend (e.g. remote workers) runs the same jobs and appends to the same store.
 """
 
 from __future__ import annotations
