@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+import shlex
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +27,7 @@ from growenv.cli.options import MAX_SEEDS, format_seeds, parse_seeds
 from growenv.cli.train import vec_kind
 from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
+from growenv.harness.lifecycle import RunInterrupted
 from growenv.harness.ppo_training import PPOConfig
 
 TINY = {"train_steps": 2, "max_steps": 2, "task_kwargs": {"n_train": 64, "n_val": 32}}
@@ -282,6 +286,15 @@ def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
     assert main(["grow", "--env-kwargs", json.dumps(TINY)]) == 130
     assert _error_line(capsys) == "growenv grow: interrupted"
 
+    def stopped(*args, **kwargs):  # the harness's interruption says what it kept
+        raise RunInterrupted("bench interrupted: 3 of 6 jobs stored; resume with --resume")
+
+    monkeypatch.setattr(cli_bench, "run_bench", stopped)
+    assert main(["bench"]) == 130
+    assert _error_line(capsys) == (
+        "growenv bench: bench interrupted: 3 of 6 jobs stored; resume with --resume"
+    )
+
 
 def test_a_bug_keeps_its_traceback_and_debug_raises(monkeypatch, capsys):
     def bug(*args, **kwargs):
@@ -351,3 +364,27 @@ def test_bench_resume_finishes_a_bench(tmp_path, capsys):
         assert message in _error_line(capsys)
     assert main(["bench", "--resume"]) == 2
     assert "--resume: expected --out" in _error_line(capsys)
+
+
+def _documented_commands() -> list[list[str]]:
+    """Every ``growenv grow|bench|train ...`` command of the README's and docs' bash blocks
+    (continuations joined, comments dropped)."""
+    root = Path(__file__).resolve().parents[1]
+    commands = []
+    for page in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words[:2] in (["growenv", "grow"], ["growenv", "bench"], ["growenv", "train"]):
+                    commands.append(words[1:])
+    return commands
+
+
+def test_documented_commands_parse():
+    commands = _documented_commands()
+    assert len(commands) >= 4
+    parser = build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv)  # raises SystemExit on an unknown option
+        assert args.func is not None
