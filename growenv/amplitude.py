@@ -10,6 +10,7 @@ import torch
 
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.nets.candidate import GrowthCandidate, check_candidate
+from growenv.validation import finite_values
 
 
 def default_gammas(device=None, dtype=torch.float32) -> torch.Tensor:
@@ -31,12 +32,13 @@ class AmplitudeResult:
 
 def amplitude_grid(gammas: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """The amplitudes to try, in ``x``'s dtype and device: :func:`default_gammas`, or the
-    given ones validated (non-empty, ``>= 0``) with ``0`` added if missing."""
+    given ones validated (non-empty, finite, ``>= 0``) with ``0`` added if missing."""
     if gammas is None:
         return default_gammas(x.device, x.dtype)  # starts with 0
     gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
-    if gammas.numel() == 0 or bool((gammas < 0).any()):
-        raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0")
+    if gammas.numel() == 0:
+        raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0, got none")
+    finite_values("gammas", gammas, minimum=0.0)
     if not bool((gammas == 0).any()):
         gammas = torch.cat([gammas.new_zeros(1), gammas])
     return gammas

@@ -4,6 +4,10 @@
 :func:`apply_growth` look the net's family up (:func:`~growenv.nets.registry.family_of`) and
 call its implementation; a net that is not a growing net gets a one-line ``TypeError``
 naming the converters (``GrowingMLP.from_sequential``, ``GrowingConvNet.from_sequential``).
+
+The verbs check what the families take on trust (one host check each, here only: the
+environment calls the families directly with data it has checked): class labels in range,
+finite data and targets for the search, and amplitudes ``gamma`` finite and ``>= 0``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,25 @@ from growenv.nets.base import GrowingNet
 from growenv.nets.candidate import GrowthCandidate
 from growenv.nets.registry import family_of
 from growenv.nets.report import BottleneckReport
+from growenv.validation import class_labels, finite_values, real
 
 __all__ = ["amplitude_search", "apply_growth", "bottleneck", "extended_forward"]
+
+
+def _check_labels(net: GrowingNet, loss: str | PerSampleLoss, y: object, name: str = "y") -> None:
+    """Class labels in ``[0, net.out_features)`` for ``loss="cross_entropy"``."""
+    if isinstance(loss, str) and loss == "cross_entropy" and isinstance(y, torch.Tensor):
+        class_labels(name, y, net.out_features)
+
+
+def _check_gamma(gamma: float | torch.Tensor) -> None:
+    """Amplitudes are finite and ``>= 0`` (the grid of :func:`~growenv.amplitude.default_gammas`
+    spans ``[0, 10]``; any finite amplitude ``>= 0`` is valid)."""
+    if isinstance(gamma, torch.Tensor) and gamma.numel() != 1:
+        finite_values("gamma", gamma, minimum=0)
+    else:
+        value = gamma.item() if isinstance(gamma, torch.Tensor) else gamma
+        real("gamma", value, 0, finite=True)
 
 
 def bottleneck(
@@ -84,21 +105,34 @@ def bottleneck(
     ------
     TypeError
         If ``net`` is not a growing net.
+    ValueError
+        For class labels outside ``[0, net.out_features)``, NaN or inf in the data or in the
+        net (a diverged net is named as such), and other bad arguments.
     """
-    return family_of(net).bottleneck(
-        net,
-        x,
-        y,
-        loss=loss,
-        batch_size=batch_size,
-        rtol=rtol,
-        atol=atol,
-        statistical_threshold=statistical_threshold,
-        solve_dtype=solve_dtype,
-        input_factors=input_factors,
-        kernel=kernel,
-        raw_correlation=raw_correlation,
-    )
+    family = family_of(net)
+    _check_labels(net, loss, y)
+    try:
+        return family.bottleneck(
+            net,
+            x,
+            y,
+            loss=loss,
+            batch_size=batch_size,
+            rtol=rtol,
+            atol=atol,
+            statistical_threshold=statistical_threshold,
+            solve_dtype=solve_dtype,
+            input_factors=input_factors,
+            kernel=kernel,
+            raw_correlation=raw_correlation,
+        )
+    except IndexError as err:  # streamed batches: labels are checked by torch's loss
+        if loss != "cross_entropy" or "out of bounds" not in str(err):
+            raise
+        raise ValueError(
+            f"y: expected class labels in [0, {net.out_features - 1}] for "
+            f"{net.out_features} classes, got a label out of that range ({err})"
+        ) from None
 
 
 def extended_forward(
@@ -117,9 +151,16 @@ def extended_forward(
         Inputs.
     gamma
         A float (returns ``(n, out)``) or a 1-D tensor of G amplitudes (returns
-        ``(G, n, out)``).
+        ``(G, n, out)``), finite and ``>= 0``.
+
+    Raises
+    ------
+    ValueError
+        For a NaN, infinite or negative ``gamma``.
     """
-    return family_of(net).extended_forward(net, x, candidate, gamma)
+    family = family_of(net)
+    _check_gamma(gamma)
+    return family.extended_forward(net, x, candidate, gamma)
 
 
 def amplitude_search(
@@ -137,10 +178,37 @@ def amplitude_search(
 
     Parameters
     ----------
+    net, candidate
+        A growing net and a candidate of one of its sites.
+    x, y
+        Inputs and targets (finite; class labels in ``[0, net.out_features)`` for
+        ``loss="cross_entropy"``).
+    loss
+        As for :func:`bottleneck`.
     gammas
-        Amplitudes to try (``>= 0``); default :func:`~growenv.amplitude.default_gammas`.
+        Amplitudes to try (finite, ``>= 0``); default
+        :func:`~growenv.amplitude.default_gammas`.
+
+    Raises
+    ------
+    ValueError
+        For NaN or inf in ``x`` or ``y``, labels out of range, bad ``gammas``, or a net whose
+        loss at ``gamma = 0`` is NaN or inf on finite data (its weights diverged).
     """
-    return family_of(net).amplitude_search(net, candidate, x, y, loss=loss, gammas=gammas)
+    family = family_of(net)
+    if isinstance(x, torch.Tensor):
+        finite_values("x", x)
+    if isinstance(y, torch.Tensor):
+        finite_values("y", y)
+    _check_labels(net, loss, y)
+    result = family.amplitude_search(net, candidate, x, y, loss=loss, gammas=gammas)
+    if not bool(torch.isfinite(result.base_loss)):
+        raise ValueError(
+            f"net: expected a net with a finite loss on finite data, got a loss of "
+            f"{float(result.base_loss)} at gamma = 0 (its weights or outputs are NaN or inf: "
+            "did training diverge? lower lr)"
+        )
+    return result
 
 
 def apply_growth(
@@ -153,5 +221,22 @@ def apply_growth(
 
     The result equals :func:`extended_forward` at the same ``gamma``. Optimizer state of the
     grown parameters is kept (zero-padded for the new entries).
+
+    Parameters
+    ----------
+    net, candidate
+        A growing net and a candidate of one of its sites.
+    gamma
+        The amplitude, finite and ``>= 0`` (e.g. ``amplitude_search(...).gamma``;
+        ``gamma = 0`` adds units that leave the function unchanged).
+    optimizer
+        The net's optimizer, whose state is grown with the parameters.
+
+    Raises
+    ------
+    ValueError
+        For a NaN, infinite or negative ``gamma`` (the net is left unchanged).
     """
-    family_of(net).apply_growth(net, candidate, gamma, optimizer)
+    family = family_of(net)
+    _check_gamma(gamma)
+    family.apply_growth(net, candidate, gamma, optimizer)

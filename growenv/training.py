@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from growenv.losses import PerSampleLoss, resolve_loss
+from growenv.validation import choice, finite_values, real
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
@@ -13,10 +14,8 @@ def make_optimizer(
     net: torch.nn.Module, name: str = "adam", lr: float = 1e-3, **kwargs
 ) -> torch.optim.Optimizer:
     """Build an optimizer by name (``"adam"``, ``"adamw"``, ``"sgd"``)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {name!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr: expected a number > 0, got {lr!r}")
+    choice("optimizer", name, sorted(OPTIMIZERS))
+    lr = real("lr", lr, 0.0, exclusive=True, finite=True)
     return OPTIMIZERS[name](net.parameters(), lr=lr, **kwargs)
 
 
@@ -30,6 +29,7 @@ def train_steps(
     batch_size: int,
     generator: torch.Generator | None = None,
     transform=None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Run ``steps`` optimizer steps on random minibatches of ``(x, y)``.
 
@@ -37,8 +37,15 @@ def train_steps(
     :func:`~growenv.data.cifar.augment`) with the same generator, so runs stay reproducible.
 
     Minibatch indices are drawn with ``generator`` (on the CPU, so runs are reproducible on
-    every device). Returns the mean training loss over the steps as a 0-d tensor (no host
-    synchronisation).
+    every device). Returns the mean training loss over the steps as a 0-d tensor. The loop
+    never synchronises with the host; ``check_finite`` adds one host check after it.
+
+    Parameters
+    ----------
+    check_finite
+        Raise ``ValueError`` if a minibatch loss was NaN or inf, naming the cause: NaN/inf
+        in ``x`` or ``y``, a net that was already broken, or training that diverged (the
+        optimizer step at which the loss blew up, its value, and the learning rate).
     """
     loss_fn = resolve_loss(loss)
     n = x.shape[0]
@@ -46,6 +53,7 @@ def train_steps(
     if steps <= 0:
         return total
     idx = torch.randint(0, n, (steps, min(batch_size, n)), generator=generator).to(x.device)
+    step_losses = []
     for step in range(steps):
         xb, yb = x[idx[step]], y[idx[step]]
         if transform is not None:
@@ -54,8 +62,41 @@ def train_steps(
         batch_loss = loss_fn(net(xb), yb).mean()
         batch_loss.backward()
         optimizer.step()
-        total = total + batch_loss.detach()
+        step_losses.append(batch_loss.detach())
+        total = total + step_losses[-1]
+    if check_finite and not bool(torch.isfinite(total)):
+        raise divergence_error(optimizer, x, y, torch.stack(step_losses))
     return total / steps
+
+
+def divergence_error(
+    optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, losses: torch.Tensor
+) -> ValueError:
+    """The error of a training run whose minibatch ``losses`` (one per step) went NaN/inf.
+
+    Names NaN/inf in the data first (``x``, ``y``); a loss that was not finite at the first
+    step means the net was broken before training; otherwise training diverged, at the first
+    step whose loss is not finite.
+    """
+    try:
+        finite_values("x", x)
+        finite_values("y", y)
+    except ValueError as err:
+        return err
+    bad = (~torch.isfinite(losses)).nonzero()
+    step = int(bad[0, 0]) if len(bad) else 0
+    value = float(losses[step])
+    if step == 0:
+        return ValueError(
+            f"net: expected a net with a finite loss before training, got {value} at the first "
+            "optimizer step (its weights or outputs are NaN or inf)"
+        )
+    lr = optimizer.param_groups[0]["lr"]
+    return ValueError(
+        f"lr: expected a learning rate at which training converges, got {lr!r}: training "
+        f"diverged, the minibatch loss was {value} at optimizer step {step + 1} of "
+        f"{len(losses)} (last finite loss {float(losses[step - 1]):.4g}); lower lr"
+    )
 
 
 @torch.no_grad()

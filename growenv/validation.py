@@ -6,6 +6,8 @@ allowed value itself) or raises ``ValueError`` with one line in the project's st
     name: expected <what>, got <value>
 
 so that a wrong keyword anywhere (env config, tasks, policies, CLIs) reads the same way.
+Tensor validators (:func:`finite_values`, :func:`class_labels`) make one host check each
+and say where the first bad entry is rather than printing the tensor.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["boolean", "choice", "integer", "real"]
+import torch
+
+__all__ = ["boolean", "choice", "class_labels", "finite_values", "integer", "real"]
 
 
 def _bounds(minimum: float | None, maximum: float | None, exclusive: bool) -> str:
@@ -75,8 +79,9 @@ def real(
     *,
     allow_none: bool = False,
     exclusive: bool = False,
+    finite: bool = False,
 ) -> float | None:
-    """``value`` as a finite-or-infinite ``float`` within the bounds (NaN is rejected).
+    """``value`` as a ``float`` within the bounds (NaN is rejected; inf too if ``finite``).
 
     Parameters
     ----------
@@ -90,23 +95,29 @@ def real(
         Accept ``None`` (returned as is).
     exclusive
         Make both bounds strict, e.g. a fraction in ``(0, 1)``.
+    finite
+        Reject ``inf`` and ``-inf`` as well.
 
     Raises
     ------
     ValueError
-        ``"name: expected a number >= minimum, got value"``.
+        ``"name: expected a number >= minimum, got value"`` (``"a finite number"`` if
+        ``finite``).
     """
     if value is None and allow_none:
         return None
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+    if ok and finite:
+        ok = abs(value) != float("inf")
     if ok and minimum is not None:
         ok = value > minimum if exclusive else value >= minimum
     if ok and maximum is not None:
         ok = value < maximum if exclusive else value <= maximum
     if not ok:
         none = " or None" if allow_none else ""
+        what = "a finite number" if finite else "a number"
         raise ValueError(
-            f"{name}: expected a number{_bounds(minimum, maximum, exclusive)}{none}, got {value!r}"
+            f"{name}: expected {what}{_bounds(minimum, maximum, exclusive)}{none}, got {value!r}"
         )
     return float(value)
 
@@ -141,3 +152,58 @@ def boolean(name: str, value: Any) -> bool:
     if type(value).__name__ not in ("bool", "bool_"):
         raise ValueError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
+
+
+def finite_values(name: str, value: torch.Tensor, minimum: float | None = None) -> torch.Tensor:
+    """``value`` if every entry is finite (and ``>= minimum``): one host check.
+
+    Parameters
+    ----------
+    name
+        The argument's name (it starts the error message).
+    value
+        A tensor (integer entries are always finite).
+    minimum
+        Inclusive lower bound of every entry, or ``None`` for none.
+
+    Raises
+    ------
+    ValueError
+        ``"x: expected finite values, got nan at index (3, 2) (1 bad entry of 60)"``.
+    """
+    if value.is_floating_point():
+        bad = ~torch.isfinite(value)
+    else:
+        bad = torch.zeros_like(value, dtype=torch.bool)
+    if minimum is not None:
+        bad = bad | (value < minimum)
+    if not bool(bad.any()):
+        return value
+    flat = bad.reshape(-1)
+    first = int(flat.nonzero()[0, 0])
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), value.shape))
+    where = f" at index {index}" if value.ndim else ""
+    count = int(flat.sum())
+    of = f" ({count} bad {'entry' if count == 1 else 'entries'} of {flat.numel()})"
+    bound = f" >= {minimum}" if minimum is not None else ""
+    got = f"{value.reshape(-1)[first].item()!r}{where}{of if flat.numel() > 1 else ''}"
+    raise ValueError(f"{name}: expected finite values{bound}, got {got}")
+
+
+def class_labels(name: str, value: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``value`` if it holds class labels in ``[0, num_classes)``: one host check.
+
+    Raises
+    ------
+    ValueError
+        ``"y: expected class labels in [0, 9] for 10 classes, got labels in [0, 11]"``.
+    """
+    if value.numel() == 0 or value.is_floating_point():
+        return value
+    lo, hi = (int(v) for v in torch.stack([value.min(), value.max()]).cpu())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{name}: expected class labels in [0, {num_classes - 1}] for {num_classes} "
+            f"classes, got labels in [{lo}, {hi}]"
+        )
+    return value

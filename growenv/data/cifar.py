@@ -81,12 +81,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unexpected global {module}.{name}") from None
 
 
-def _missing(what: str, where: str | Path) -> FileNotFoundError:
+def _missing(got: str, problem: str) -> FileNotFoundError:
+    files = f"{TRAIN_FILES[0]}..{TRAIN_FILES[-1]}, {TEST_FILE}, {META_FILE}"
     return FileNotFoundError(
-        f"CIFAR-10: {what} not found in {where}. Get the python version "
+        f"data_dir: expected the CIFAR-10 python release (a '{BATCH_DIR}' folder with {files}, "
+        f"or '{ARCHIVE_NAME}', or a folder holding either), got {got}: {problem}. Get "
         f"'{ARCHIVE_NAME}' from {CIFAR_URL} and point data_dir (or the GROWENV_DATA "
-        f"environment variable) at the archive, at the folder holding it, or at its "
-        f"extracted '{BATCH_DIR}' folder. Nothing is downloaded automatically."
+        "environment variable) at it; nothing is downloaded automatically."
     )
 
 
@@ -95,22 +96,20 @@ def _resolve_source(data_dir: str | os.PathLike | None) -> Path:
     if data_dir is None:
         env = os.environ.get("GROWENV_DATA")
         if not env:
-            raise _missing(
-                f"'{BATCH_DIR}' / '{ARCHIVE_NAME}'", "data_dir=None with GROWENV_DATA unset"
-            )
+            raise _missing("data_dir=None", "the GROWENV_DATA environment variable is unset")
         data_dir = env
     path = Path(data_dir).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
-        raise _missing(f"path '{path}'", "the file system")
+        raise _missing(f"'{path}'", "no such file or directory")
     if (path / BATCH_DIR).is_dir():
         return path / BATCH_DIR
     if any((path / name).exists() for name in (*TRAIN_FILES, TEST_FILE, META_FILE)):
         return path
     if (path / ARCHIVE_NAME).is_file():
         return path / ARCHIVE_NAME
-    raise _missing(f"'{BATCH_DIR}/' or '{ARCHIVE_NAME}'", path)
+    raise _missing(f"'{path}'", "the folder holds none of them")
 
 
 def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -119,7 +118,7 @@ def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
         raw = {}
         for name in names:
             if not (source / name).is_file():
-                raise _missing(f"'{name}'", source)
+                raise _missing(f"'{source}'", f"'{name}' is missing")
             raw[name] = (source / name).read_bytes()
         return raw
     try:
@@ -139,7 +138,7 @@ def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
             ) from exc
     for name in names:
         if name not in raw:
-            raise _missing(f"'{BATCH_DIR}/{name}'", f"archive '{source}'")
+            raise _missing(f"archive '{source}'", f"'{BATCH_DIR}/{name}' is missing")
     return raw
 
 

@@ -25,10 +25,11 @@ from torch import nn
 
 from growenv.data.cifar import IMAGE_SHAPE as CIFAR_IMAGE_SHAPE
 from growenv.data.cifar import load_cifar10
-from growenv.validation import choice, integer, real
+from growenv.validation import choice, class_labels, integer, real
 
 __all__ = [
     "TASK_NAMES",
+    "TEACHER_TASK_NAMES",
     "Split",
     "Task",
     "TeacherNet",
@@ -38,6 +39,7 @@ __all__ = [
     "held_out_teachers",
     "make_task",
     "multi_sin",
+    "require_teacher",
     "teacher_student",
 ]
 
@@ -78,8 +80,9 @@ class Task:
     """A supervised data set with train / stats / val / test splits.
 
     ``loss`` is ``"mse"`` (per-sample loss ``||f(x_i) - y_i||^2`` summed over outputs) or
-    ``"cross_entropy"`` (``y`` holds int64 class labels). ``teacher`` is the generating network
-    for teacher-student tasks, else ``None``.
+    ``"cross_entropy"`` (``y`` holds int64 class labels in ``[0, out_features)``, checked at
+    construction). ``teacher`` is the generating network for teacher-student tasks, else
+    ``None``.
     """
 
     name: str
@@ -96,6 +99,9 @@ class Task:
     def __post_init__(self) -> None:
         choice("loss", self.loss, LOSSES)
         self.input_shape = tuple(int(d) for d in self.input_shape)
+        if self.loss == "cross_entropy":
+            for name in SPLIT_NAMES:
+                class_labels(f"{name}.y", getattr(self, name).y, self.out_features)
 
     @property
     def in_features(self) -> int:
@@ -599,6 +605,39 @@ _BUILDERS: dict[str, Callable[..., Task]] = {
     "cifar10": cifar10,
 }
 TASK_NAMES = tuple(_BUILDERS)
+#: The task names whose tasks have a teacher network (the env's distribution name included).
+TEACHER_TASK_NAMES = ("teacher_student", "teacher_student_distribution")
+
+
+def require_teacher(task: object, name: str = "oracle") -> None:
+    """Raise unless ``task`` has a known teacher (what the oracle baseline trains).
+
+    Parameters
+    ----------
+    task
+        A task name (one of :data:`TEACHER_TASK_NAMES` passes), a :class:`Task` (with a
+        ``teacher``) or a :class:`TeacherStudentDistribution`.
+    name
+        The argument that asked for the teacher (it starts the error message).
+
+    Raises
+    ------
+    ValueError
+        ``"oracle: expected a teacher-student task (teacher_student,
+        teacher_student_distribution), got 'digits'"``.
+    """
+    if isinstance(task, TeacherStudentDistribution):
+        return
+    if isinstance(task, Task):
+        if task.teacher is not None:
+            return
+        task = task.name
+    elif isinstance(task, str) and task in TEACHER_TASK_NAMES:
+        return
+    raise ValueError(
+        f"{name}: expected a teacher-student task ({', '.join(TEACHER_TASK_NAMES)}: the "
+        f"oracle trains the teacher's architecture), got {task!r}"
+    )
 
 
 def make_task(name: str, seed: int = 0, device: Device = "cpu", **kwargs: object) -> Task:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from growenv.validation import finite_values
+
 
 @dataclass
 class GrowthStatistics:
@@ -49,3 +51,32 @@ def iterate_batches(
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise TypeError("x: an iterable of data must yield (x, y) pairs")
         yield item[0], item[1]
+
+
+def non_finite_error(net: torch.nn.Module, x: object, y: object) -> ValueError:
+    """The error of a statistics pass whose sums hold NaN or inf, naming the culprit.
+
+    Called on that (rare) path only: the net's weights (a diverged net), then the data
+    (``x``, ``y`` when they are tensors: the first bad entry), then the net's outputs on
+    finite data (weights so large that the forward pass overflows).
+    """
+    if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        return ValueError(
+            "net: expected finite weights, got NaN or inf in the net's parameters "
+            "(training diverged: lower lr)"
+        )
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return ValueError(
+            "x/y: expected finite data and a net with finite outputs, got NaN or inf in the "
+            "statistics (check the batches for NaN/inf; with finite data, training diverged: "
+            "lower lr)"
+        )
+    try:
+        finite_values("x", x)
+        finite_values("y", y)
+    except ValueError as err:
+        return err
+    return ValueError(
+        "net: expected finite outputs on finite data, got NaN or inf (the weights are finite "
+        "but the forward pass overflows: training diverged, lower lr)"
+    )

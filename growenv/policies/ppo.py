@@ -7,6 +7,8 @@ stable-baselines3; :func:`load` does.
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,25 @@ import numpy as np
 
 from growenv.policies.base import PolicyEnv
 
-__all__ = ["MODEL_FILE", "NORM_FILE", "PPOPolicy", "load", "norm_path_for"]
+__all__ = [
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "NORM_FILE",
+    "PPOPolicy",
+    "check_model_file",
+    "load",
+    "norm_path_for",
+    "read_norm",
+]
 
 MODEL_FILE = "model.zip"
 """The trained agent in a run directory (SB3's zip)."""
 NORM_FILE = "obs_norm.npz"
 """The observation statistics (``mean``, ``var``, ``clip``) saved beside the model."""
+CONFIG_FILE = "config.json"
+"""The run's training configuration (its ``normalize_obs`` says whether statistics exist)."""
+MODEL_MEMBERS = ("data", "policy.pth")
+"""Members every stable-baselines3 model zip holds."""
 
 
 class PPOPolicy:
@@ -89,6 +104,99 @@ def norm_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem.replace("model", "obs_norm") + ".npz")
 
 
+def check_model_file(path: Path, name: str = "path") -> None:
+    """Raise unless ``path`` is a complete stable-baselines3 model zip.
+
+    Reads the zip's directory and checks every member's CRC (a model is a few MB), so a
+    truncated or corrupt file is named as such rather than failing later inside SB3.
+
+    Parameters
+    ----------
+    path
+        The model file.
+    name
+        The argument that gave it (``"path"``, ``"resume"``, ``"init_from"``): it starts the
+        error message.
+
+    Raises
+    ------
+    ValueError
+        ``"resume: expected a complete model zip saved by stable-baselines3, got
+        run/model.zip, which is truncated or corrupt (File is not a zip file)"``.
+    """
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [m for m in MODEL_MEMBERS if m not in archive.namelist()]
+            broken = archive.testzip()
+        if missing:
+            problem = f"no {' / '.join(missing)} member"
+        elif broken is not None:
+            problem = f"member {broken!r} fails its CRC check"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
+        problem = str(err) or type(err).__name__
+    if problem is not None:
+        raise ValueError(
+            f"{name}: expected a complete model zip saved by stable-baselines3, got {path}, "
+            f"which is truncated or corrupt ({problem})"
+        )
+
+
+def _run_config(model_path: Path) -> Path | None:
+    """The run's ``config.json`` of a model (``run/model.zip`` or ``run/checkpoints/...``)."""
+    for folder in (model_path.parent, model_path.parent.parent):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+        if folder.name != "checkpoints":
+            return None
+    return None
+
+
+def read_norm(model_path: Path, name: str = "path") -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The observation statistics ``(mean, var, clip)`` saved with ``model_path``.
+
+    Looks for the model's own file (:func:`norm_path_for`), then the run's
+    :data:`NORM_FILE`. Returns ``None`` when there is none and the run did not normalise
+    observations (its :data:`CONFIG_FILE` says ``normalize_obs: false``, or there is no
+    config).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is missing although the run's config says the agent was trained on
+        normalised observations (it would act on raw ones: a silently wrong policy).
+    ValueError
+        When the statistics file cannot be read.
+    """
+    norm_path = norm_path_for(model_path)
+    if not norm_path.exists():
+        norm_path = model_path.parent / NORM_FILE
+    if norm_path.exists():
+        try:
+            with np.load(norm_path) as data:
+                return data["mean"], data["var"], float(data["clip"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            raise ValueError(
+                f"{name}: expected observation statistics (mean, var, clip) in {norm_path}, "
+                f"got an unreadable file ({err})"
+            ) from None
+    config = _run_config(model_path)
+    if config is not None:
+        try:
+            normalized = json.loads(config.read_text()).get("normalize_obs", False)
+        except (OSError, ValueError, AttributeError):
+            normalized = False
+        if normalized:
+            files = " or ".join(dict.fromkeys([norm_path_for(model_path).name, NORM_FILE]))
+            raise FileNotFoundError(
+                f"{name}: expected the observation statistics {files} beside {model_path}, "
+                f"because {config} says the agent was "
+                "trained with normalize_obs=true (without them it would act on unnormalised "
+                "observations); restore the file"
+            )
+    return None
+
+
 def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     """Load a trained agent (a run directory or its ``model.zip``) as a :class:`PPOPolicy`.
 
@@ -102,7 +210,10 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     Raises
     ------
     FileNotFoundError
-        When there is no model at ``path``.
+        When there is no model at ``path``, or no observation statistics although the run
+        was trained with them (:func:`read_norm`).
+    ValueError
+        When the model file is truncated or corrupt (:func:`check_model_file`).
     """
     from sb3_contrib import MaskablePPO
 
@@ -110,13 +221,8 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.exists():
         raise FileNotFoundError(f"path: no trained agent at {model_path}")
+    check_model_file(model_path)
+    norm = read_norm(model_path)
     model = MaskablePPO.load(model_path, device=device)
-    norm_path = norm_path_for(model_path)
-    if not norm_path.exists():
-        norm_path = model_path.parent / NORM_FILE
-    mean = var = None
-    clip = 10.0
-    if norm_path.exists():
-        data = np.load(norm_path)
-        mean, var, clip = data["mean"], data["var"], float(data["clip"])
+    mean, var, clip = (None, None, 10.0) if norm is None else norm
     return PPOPolicy(model, mean, var, clip, name=f"ppo:{path}")

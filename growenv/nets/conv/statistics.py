@@ -76,7 +76,7 @@ from growenv import tiny
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.nets.conv.net import GrowingConvNet, global_average, validate_options
 from growenv.nets.conv.plans import net_plans, stage_patches
-from growenv.nets.statistics import GrowthStatistics, iterate_batches
+from growenv.nets.statistics import GrowthStatistics, iterate_batches, non_finite_error
 from growenv.threads import cpu_workers, single_threaded
 
 
@@ -394,7 +394,7 @@ def compute_conv_statistics(
         inputs, grads, losses, weight_grads = conv_layer_inputs_and_grads(net, xb, yb, loss_fn)
         acc.add(inputs, grads, losses, weight_grads, cross=not project)
     if check_finite and not bool(acc.all_finite()):
-        raise ValueError("x/y: the data contain NaN or inf values")
+        raise non_finite_error(net, x, y)
     if project:
         rtol = tiny.default_rtol(net.dtype) if rtol is None else rtol
         acc.project(inputs, grads, rtol, atol, solve_dtype)

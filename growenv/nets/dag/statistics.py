@@ -23,6 +23,7 @@ import torch
 
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.nets.dag.net import IN, OUT, GrowingDAG
+from growenv.nets.statistics import non_finite_error
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def dag_statistics(
     if sums is None or n == 0:
         raise ValueError("x: no samples were given to the statistics pass")
     if check_finite and not bool(torch.isfinite(sums[0]).all() & torch.isfinite(loss_sum).all()):
-        raise ValueError("x/y: the data contain NaN or inf values")
+        raise non_finite_error(net, x, y)
     cov, cross, gg = (s / n for s in sums)
     vv = {v: gg[..., a:b].sum(-1) for v, (a, b) in layout.grad.items()}
     return DagStatistics(layout, cov, -cross, vv, loss_sum / n, n, tuple(net.edges))

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
-from growenv.nets.statistics import GrowthStatistics, iterate_batches
+from growenv.nets.statistics import GrowthStatistics, iterate_batches, non_finite_error
 
 
 def with_ones(h: torch.Tensor) -> torch.Tensor:
@@ -141,7 +141,7 @@ def compute_statistics(
         inputs, grads, losses = layer_inputs_and_grads(net, xb, yb, loss_fn)
         acc.add(inputs, grads, losses)
     if check_finite and not bool(acc.all_finite()):
-        raise ValueError("x/y: the data contain NaN or inf values")
+        raise non_finite_error(net, x, y)
     return acc.result()
 
 
