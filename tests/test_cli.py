@@ -69,7 +69,7 @@ def test_every_command_shares_the_vocabulary():
             assert action.help, (name, action.option_strings)
         text = " ".join(sub.format_help().split())
         assert "teacher_student_distribution" in text, name
-        assert "(default: 1)" in text  # --threads; defaults are shown
+        assert "default: 1)" in text  # --threads; defaults are shown
     bench, train = _subparsers()["bench"], _subparsers()["train"]
     vec = {
         name: next(a for a in sub._actions if a.dest == "vec")
@@ -142,12 +142,13 @@ def test_threads_and_devices_reach_train(monkeypatch, tmp_path, capsys):
     before = torch.get_num_threads()
     try:
         argv = ["train", "--out", str(tmp_path / "run"), "--task", "multi_sin", "--steps", "3"]
-        argv += ["--threads", "1", "--no-progress", "--device", "cpu"]
+        argv += ["--threads", "2", "--no-progress", "--device", "cpu"]
         assert main(argv) == 0
     finally:
         torch.set_num_threads(before)
     config = seen["config"]
-    assert seen["threads"] == 1 and seen["progress_bar"] is False
+    assert seen["threads"] == 2 and config.env_kwargs["threads"] == 2  # process and envs
+    assert seen["progress_bar"] is False
     assert config.env_kwargs["task"] == "multi_sin" and config.env_kwargs["max_steps"] == 3
     assert config.env_kwargs["train_steps"] == 25  # train's own default settings
     assert config.env_kwargs["device"] == "cpu" and config.device == "cpu"

@@ -16,6 +16,7 @@ from growenv.cli.options import (
     policies_help,
     policy_list,
     positive_int,
+    use_threads,
     user_input,
 )
 from growenv.env.config import TASK_CHOICES
@@ -24,7 +25,6 @@ from growenv.harness.bench import run_bench
 from growenv.harness.plots import plot_results
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
 from growenv.policies import POLICIES
-from growenv.threads import set_threads
 
 __all__ = ["add_bench_parser", "bench_main"]
 
@@ -162,7 +162,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "growenv bench: no --out: the table is printed, no result files are written",
             file=sys.stderr,
         )
-    set_threads(args.threads)
+    use_threads(env_kwargs)
     rows = run_bench(
         tasks,
         policies,

@@ -12,12 +12,12 @@ from growenv.cli.options import (
     check_policy,
     env_settings,
     nonnegative_int,
+    use_threads,
     user_input,
 )
 from growenv.env.config import TASK_CHOICES
 from growenv.env.growth_env import GrowthEnv
 from growenv.policies import policy_specs
-from growenv.threads import set_threads
 from growenv.training import evaluate
 
 __all__ = ["add_grow_parser", "grow_main"]
@@ -60,7 +60,7 @@ def grow_main(args: argparse.Namespace) -> int:
     """
     env_kwargs = env_settings(args)
     policy = check_policy(args.policy)
-    set_threads(args.threads)
+    use_threads(env_kwargs)
     argument = "--env-kwargs" if "task_kwargs" in env_kwargs else "--task"
     with user_input(argument):  # builds the task: a missing data directory is reported here
         env = GrowthEnv(**env_kwargs)

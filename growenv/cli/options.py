@@ -29,7 +29,7 @@ from typing import Any
 from growenv.env.config import TASK_CHOICES, EnvConfig
 from growenv.errors import UserError
 from growenv.policies import Policy, make_policy, policy_entry, policy_specs
-from growenv.threads import DEFAULT_THREADS
+from growenv.threads import DEFAULT_THREADS, set_threads
 
 __all__ = [
     "ENV_FLAGS",
@@ -47,6 +47,7 @@ __all__ = [
     "nonnegative_int",
     "parse_seeds",
     "positive_int",
+    "use_threads",
     "user_input",
 ]
 
@@ -61,6 +62,7 @@ ENV_FLAGS = {
     "neurons_per_growth": "--neurons",
     "train_steps": "--train-steps",
     "device": "--device",
+    "threads": "--threads",
 }
 _ENV_FIELDS = tuple(f.name for f in dataclasses.fields(EnvConfig))
 
@@ -169,10 +171,10 @@ def add_run_options(p: argparse.ArgumentParser, *, progress: bool = True) -> Non
     p.add_argument(
         "--threads",
         type=positive_int,
+        default=None,
         metavar="N",
-        default=DEFAULT_THREADS,
-        help="torch CPU threads of this process (tiny nets: more threads rarely help and "
-        "collapse on busy cores)",
+        help="torch CPU threads of this process and of the env's work (threads; tiny nets: "
+        f"more threads rarely help and collapse on busy cores; default: {DEFAULT_THREADS})",
     )
     if progress:
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -292,6 +294,12 @@ def parse_json_object(text: str | None, argument: str = "--env-kwargs") -> dict[
             f"{', '.join(_ENV_FIELDS)}"
         )
     return value
+
+
+def use_threads(settings: Mapping[str, Any]) -> None:
+    """Set this process's torch threads to the env settings' ``threads`` (``--threads``;
+    default :data:`growenv.threads.DEFAULT_THREADS`; ``None`` leaves torch's count)."""
+    set_threads(settings.get("threads", DEFAULT_THREADS))
 
 
 def env_settings(

@@ -14,6 +14,7 @@ from growenv.cli.options import (
     env_settings,
     nonnegative_int,
     positive_int,
+    use_threads,
     user_input,
 )
 from growenv.env.config import TASK_CHOICES
@@ -26,7 +27,6 @@ from growenv.harness.ppo_training import (
     train,
 )
 from growenv.policies.ppo import MODEL_FILE
-from growenv.threads import set_threads
 
 __all__ = ["add_train_parser", "train_main", "vec_kind"]
 
@@ -190,7 +190,7 @@ def train_main(args: argparse.Namespace) -> int:
     )
     with user_input("--env-kwargs"):
         config.validate()
-    set_threads(args.threads)
+    use_threads(env_kwargs)
     path = train(
         config,
         args.out,
