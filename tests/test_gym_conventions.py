@@ -24,7 +24,7 @@ SMALL = dict(
     max_steps=5,
     task_kwargs=dict(n_train=128, n_stats=64, n_val=64, n_test=64),
 )
-TIMEOUT = 240  # seconds for a subprocess: a hang fails the test instead of the suite
+TIMEOUT = 150  # seconds for a subprocess: a hang fails the test instead of the suite
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
