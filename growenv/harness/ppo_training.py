@@ -311,13 +311,15 @@ def _callbacks(config: PPOConfig, out: Path, venv, run: _Run):
 
         def __init__(self) -> None:
             super().__init__()
-            self.last_saved = run.start
+            # a new run saves its start too: a kill before the first interval can resume
+            self.last_saved = run.start if run.resumed else None
 
         def _on_rollout_start(self) -> None:
             run.mark(self.model.num_timesteps, venv)
-            if self.model.num_timesteps - self.last_saved >= config.checkpoint_every:
+            steps = self.model.num_timesteps
+            if self.last_saved is None or steps - self.last_saved >= config.checkpoint_every:
                 run.checkpoint(self.model)
-                self.last_saved = self.model.num_timesteps
+                self.last_saved = steps
 
         def _on_step(self) -> bool:
             return not run.stop
@@ -458,6 +460,7 @@ class _Run:
     ) -> None:
         self.config, self.out, self.start = config, out, start
         self.stop = False
+        self.resumed = bool(origin.get("resumed_from"))
         self.at, self.norm = start, None
         self.sessions: list[dict[str, Any]] = []
         if origin.get("resumed_from") and (out / CONFIG_FILE).is_file():
@@ -525,7 +528,8 @@ def train(
         run: a resumed run trains only the steps its checkpoint lacks (rounded up to whole
         rollouts of ``n_envs * n_steps`` steps). ``config.checkpoint_every`` (steps) spaces
         the checkpoints, saved at the first rollout start at least that many steps after the
-        previous one (a multiple of ``n_envs * n_steps`` gives exact intervals).
+        previous one (a multiple of ``n_envs * n_steps`` gives exact intervals; a new run
+        also saves its start).
     out
         Run directory. An existing run there (``config.json`` or ``model.zip``) is never
         replaced unless ``force``, which first removes its files (model, statistics,
