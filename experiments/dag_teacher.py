@@ -16,9 +16,12 @@ training on inter-train. Strategies: ``whole`` (whole search space), ``restricte
 (bottleneck-restricted space), ``bic_restricted`` (BIC + restricted; no growth when the
 BIC would not improve). Oracle: the teacher's graph (``in -> h1 (50) -> h2 (50) -> out``
 plus ``in -> h2``; 4,651 parameters: one bias per node, the teacher's skip has its own) from
-a random init, ``growths x epochs`` epochs. Optimizer (all runs): SGD, ``lr`` 0.05, momentum
-0.9, minibatches of 256 (the paper: SGD, 100 epochs per growth; its learning rate and batch
-size are not given).
+a random init, ``growths x epochs`` epochs. Optimizer (all runs): Adam, ``lr`` 1e-3,
+minibatches of 256 (the paper: SGD, 100 epochs per growth; its learning rate and batch size
+are not given; SGD with ``lr`` 0.05 and momentum 0.9 diverged on a grown net whose new
+neurons had weights of magnitude ~16, see the docs page). A run whose test loss stops being
+finite is marked ``diverged`` and stopped (NaN loss, no compute afterwards; summaries skip
+NaN).
 
 Compute (MACs): training ``3 x forward MACs x samples`` per step; decisions by the cost
 model of :mod:`growenv.policies.dag_strategies` (statistics, solves, gamma searches,
@@ -64,9 +67,10 @@ LABELS = {
     "bic_restricted": "BIC + restricted",
     "oracle": "oracle (teacher's graph)",
 }
+STYLES = {"whole": "-", "restricted": "--", "bic_restricted": ":", "oracle": "-"}
 NEURONS = 10
 BATCH = 256
-OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+OPTIMIZER = {"name": "adam", "lr": 1e-3}
 
 
 # ----------------------------------------------------------------------- energy model
@@ -95,8 +99,9 @@ def teacher_graph(generator: torch.Generator) -> GrowingDAG:
     return GrowingDAG(20, 1, {"h1": 50, "h2": 50}, edges, generator=generator)
 
 
-def _train_epochs(net, opt, inter, test, epochs, gen, curve: dict) -> None:
-    """``epochs`` epochs on ``inter``; appends test loss, params and MACs per epoch."""
+def _train_epochs(net, opt, inter, test, epochs, gen, curve: dict) -> bool:
+    """``epochs`` epochs on ``inter``; appends test loss, params and MACs per epoch. Returns
+    False (and sets ``curve["diverged"]``) as soon as the test loss is not finite."""
     x, y = inter
     steps = math.ceil(x.shape[0] / BATCH)
     for _ in range(epochs):
@@ -106,6 +111,10 @@ def _train_epochs(net, opt, inter, test, epochs, gen, curve: dict) -> None:
         curve["train_macs"].append(3 * net.macs() * steps * min(BATCH, x.shape[0]))
         curve["test_loss"].append(float(evaluate(net, *test, "mse")[0]))
         curve["params"].append(ds.parameter_count(net))
+        if not math.isfinite(curve["test_loss"][-1]):
+            curve["diverged"] = True
+            return False
+    return True
 
 
 def run_one(strategy: str, seed: int, cfg: dict) -> dict:
@@ -135,11 +144,13 @@ def run_one(strategy: str, seed: int, cfg: dict) -> dict:
         "train_seconds": 0.0,
         "decision_seconds": 0.0,
         "decisions": [],
+        "diverged": False,
     }
+    total = cfg["growths"] * cfg["epochs"]
     if strategy == "oracle":
         net = teacher_graph(gen)
         opt = make_optimizer(net, OPTIMIZER["name"], **opt_kw)
-        _train_epochs(net, opt, inter, test, cfg["growths"] * cfg["epochs"], gen, curve)
+        _train_epochs(net, opt, inter, test, total, gen, curve)
         curve["decision_macs"] = [0] * len(curve["test_loss"])
     else:
         net = GrowingDAG(20, 1)
@@ -169,10 +180,17 @@ def run_one(strategy: str, seed: int, cfg: dict) -> dict:
                 }
             )
             n0 = len(curve["test_loss"])
-            _train_epochs(net, opt, inter, test, cfg["epochs"], gen, curve)
+            ok = _train_epochs(net, opt, inter, test, cfg["epochs"], gen, curve)
             dec = [0] * (len(curve["test_loss"]) - n0)
             dec[0] = d.compute.total
             curve["decision_macs"].extend(dec)
+            if not ok:
+                break
+    missing = total - len(curve["test_loss"])  # after a divergence: NaN loss, no compute
+    curve["test_loss"] += [float("nan")] * missing
+    curve["params"] += curve["params"][-1:] * missing
+    curve["train_macs"] += [0] * missing
+    curve["decision_macs"] += [0] * missing
     curve["final_params"] = ds.parameter_count(net)
     curve["final_graph"] = {"nodes": net.nodes, "edges": [list(e) for e in net.edges]}
     return curve
@@ -180,8 +198,10 @@ def run_one(strategy: str, seed: int, cfg: dict) -> dict:
 
 # ---------------------------------------------------------------------------- summary
 def _ci(values: list[float]) -> tuple[float, float, float]:
-    lo, hi = bootstrap_ci(values, "iqm")
-    return float(iqm(values)), lo, hi
+    """IQM and 95 % bootstrap CI of the finite values."""
+    v = [x for x in values if math.isfinite(x)]
+    lo, hi = bootstrap_ci(v, "iqm")
+    return float(iqm(v)), lo, hi
 
 
 def summarise(results: dict, rate: float, watts: float) -> dict:
@@ -204,6 +224,7 @@ def summarise(results: dict, rate: float, watts: float) -> dict:
             "energy_wh": _ci(wh),
             "wall_seconds": _ci([r["train_seconds"] + r["decision_seconds"] for r in runs]),
             "growths": _ci([sum(d["expansion"] is not None for d in r["decisions"]) for r in runs]),
+            "diverged": sum(r["diverged"] for r in runs),
         }
     ratios = {}
     for a, b in (("restricted", "whole"), ("bic_restricted", "whole"), ("whole", "oracle"),
@@ -221,8 +242,8 @@ def table(summary: dict) -> str:
     """Markdown table of :func:`summarise` (IQM [95 % CI])."""
     lines = [
         "| run | final test MSE | final params | growths | total MACs | decision MACs | "
-        "energy (Wh) |",
-        "|---|---|---|---|---|---|---|",
+        "energy (Wh) | diverged |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in RUNS:
         r = summary["rows"][name]
@@ -230,7 +251,7 @@ def table(summary: dict) -> str:
             f"| {LABELS[name]} | {_fmt(r['final_test_loss'], '.4f')} | "
             f"{_fmt(r['final_params'], '.0f')} | {_fmt(r['growths'], '.1f')} | "
             f"{_fmt(r['total_macs'])} | {_fmt(r['decision_macs'])} | "
-            f"{_fmt(r['energy_wh'], '.2e')} |"
+            f"{_fmt(r['energy_wh'], '.2e')} | {r['diverged']} |"
         )
     lines += ["", "| energy ratio (paired by seed) | IQM [95 % CI] |", "|---|---|"]
     for k, v in summary["energy_ratios"].items():
@@ -258,9 +279,9 @@ def figure(results: dict, summary: dict, rate: float, watts: float, path: Path) 
         step = max(1, len(epochs) // 100)
         for ax, vals in zip(axes, (loss, wh, params), strict=True):
             idx = np.arange(0, len(epochs), step)
-            mean = vals.mean(0)
+            mean = np.nanmean(vals, 0)
             ci = np.array([bootstrap_ci(vals[:, i], "mean", n_boot=500) for i in idx])
-            (line,) = ax.plot(epochs, mean, label=LABELS[name])
+            (line,) = ax.plot(epochs, mean, STYLES[name], label=LABELS[name])
             ax.fill_between(epochs[idx], ci[:, 0], ci[:, 1], alpha=0.2, color=line.get_color())
     axes[0].set(xlabel="training epochs", ylabel="test MSE", yscale="log", title="(a) loss")
     axes[1].set(xlabel="training epochs", ylabel="cumulative energy (Wh)", yscale="log",
