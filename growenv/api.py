@@ -18,6 +18,7 @@ import torch
 
 from growenv import tiny
 from growenv.amplitude import AmplitudeResult
+from growenv.errors import UserError
 from growenv.losses import PerSampleLoss
 from growenv.nets.base import GrowingNet
 from growenv.nets.candidate import GrowthCandidate
@@ -129,7 +130,7 @@ def bottleneck(
     except IndexError as err:  # streamed batches: labels are checked by torch's loss
         if loss != "cross_entropy" or "out of bounds" not in str(err):
             raise
-        raise ValueError(
+        raise UserError(
             f"y: expected class labels in [0, {net.out_features - 1}] for "
             f"{net.out_features} classes, got a label out of that range ({err})"
         ) from None
@@ -203,7 +204,7 @@ def amplitude_search(
     _check_labels(net, loss, y)
     result = family.amplitude_search(net, candidate, x, y, loss=loss, gammas=gammas)
     if not bool(torch.isfinite(result.base_loss)):
-        raise ValueError(
+        raise UserError(
             f"net: expected a net with a finite loss on finite data, got a loss of "
             f"{float(result.base_loss)} at gamma = 0 (its weights or outputs are NaN or inf: "
             "did training diverge? lower lr)"

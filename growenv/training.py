@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from growenv.errors import UserError
 from growenv.losses import PerSampleLoss, resolve_loss
 from growenv.validation import choice, finite_values, real
 
@@ -43,9 +44,10 @@ def train_steps(
     Parameters
     ----------
     check_finite
-        Raise ``ValueError`` if a minibatch loss was NaN or inf, naming the cause: NaN/inf
-        in ``x`` or ``y``, a net that was already broken, or training that diverged (the
-        optimizer step at which the loss blew up, its value, and the learning rate).
+        Raise :class:`~growenv.errors.UserError` (a ``ValueError``) if a minibatch loss was
+        NaN or inf, naming the cause: NaN/inf in ``x`` or ``y``, a net that was already
+        broken, or training that diverged (the optimizer step at which the loss blew up, its
+        value, and the learning rate).
     """
     loss_fn = resolve_loss(loss)
     n = x.shape[0]
@@ -71,7 +73,7 @@ def train_steps(
 
 def divergence_error(
     optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, losses: torch.Tensor
-) -> ValueError:
+) -> UserError:
     """The error of a training run whose minibatch ``losses`` (one per step) went NaN/inf.
 
     Names NaN/inf in the data first (``x``, ``y``); a loss that was not finite at the first
@@ -87,12 +89,12 @@ def divergence_error(
     step = int(bad[0, 0]) if len(bad) else 0
     value = float(losses[step])
     if step == 0:
-        return ValueError(
+        return UserError(
             f"net: expected a net with a finite loss before training, got {value} at the first "
             "optimizer step (its weights or outputs are NaN or inf)"
         )
     lr = optimizer.param_groups[0]["lr"]
-    return ValueError(
+    return UserError(
         f"lr: expected a learning rate at which training converges, got {lr!r}: training "
         f"diverged, the minibatch loss was {value} at optimizer step {step + 1} of "
         f"{len(losses)} (last finite loss {float(losses[step - 1]):.4g}); lower lr"

@@ -1,7 +1,8 @@
 """Argument validators: the project's one way to reject bad input.
 
 Every validator returns the value in its canonical type (``int``, ``float``, ``bool`` or the
-allowed value itself) or raises ``ValueError`` with one line in the project's style::
+allowed value itself) or raises :class:`~growenv.errors.UserError` (a ``ValueError``: the
+command line prints it as one line, exit status 2) in the project's style::
 
     name: expected <what>, got <value>
 
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+from growenv.errors import UserError
 
 __all__ = ["boolean", "choice", "class_labels", "finite_values", "integer", "real"]
 
@@ -56,7 +59,7 @@ def integer(
 
     Raises
     ------
-    ValueError
+    UserError
         ``"name: expected an int >= minimum, got value"``.
     """
     if value is None and allow_none:
@@ -65,7 +68,7 @@ def integer(
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not ok:
         none = " or None" if allow_none else ""
-        raise ValueError(
+        raise UserError(
             f"{name}: expected an int{_bounds(minimum, maximum, False)}{none}, got {value!r}"
         )
     return int(value)
@@ -100,7 +103,7 @@ def real(
 
     Raises
     ------
-    ValueError
+    UserError
         ``"name: expected a number >= minimum, got value"`` (``"a finite number"`` if
         ``finite``).
     """
@@ -116,7 +119,7 @@ def real(
     if not ok:
         none = " or None" if allow_none else ""
         what = "a finite number" if finite else "a number"
-        raise ValueError(
+        raise UserError(
             f"{name}: expected {what}{_bounds(minimum, maximum, exclusive)}{none}, got {value!r}"
         )
     return float(value)
@@ -127,7 +130,7 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
     Raises
     ------
-    ValueError
+    UserError
         ``"name: expected one of 'a', 'b', got value"``.
     """
     allowed = tuple(allowed)
@@ -137,7 +140,7 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
         ok = False
     if not ok:
         listed = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"{name}: expected one of {listed}, got {value!r}")
+        raise UserError(f"{name}: expected one of {listed}, got {value!r}")
     return value
 
 
@@ -146,11 +149,11 @@ def boolean(name: str, value: Any) -> bool:
 
     Raises
     ------
-    ValueError
+    UserError
         ``"name: expected True or False, got value"``.
     """
     if type(value).__name__ not in ("bool", "bool_"):
-        raise ValueError(f"{name}: expected True or False, got {value!r}")
+        raise UserError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
 
 
@@ -168,7 +171,7 @@ def finite_values(name: str, value: torch.Tensor, minimum: float | None = None) 
 
     Raises
     ------
-    ValueError
+    UserError
         ``"x: expected finite values, got nan at index (3, 2) (1 bad entry of 60)"``.
     """
     if value.is_floating_point():
@@ -187,7 +190,7 @@ def finite_values(name: str, value: torch.Tensor, minimum: float | None = None) 
     of = f" ({count} bad {'entry' if count == 1 else 'entries'} of {flat.numel()})"
     bound = f" >= {minimum}" if minimum is not None else ""
     got = f"{value.reshape(-1)[first].item()!r}{where}{of if flat.numel() > 1 else ''}"
-    raise ValueError(f"{name}: expected finite values{bound}, got {got}")
+    raise UserError(f"{name}: expected finite values{bound}, got {got}")
 
 
 def class_labels(name: str, value: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -195,14 +198,14 @@ def class_labels(name: str, value: torch.Tensor, num_classes: int) -> torch.Tens
 
     Raises
     ------
-    ValueError
+    UserError
         ``"y: expected class labels in [0, 9] for 10 classes, got labels in [0, 11]"``.
     """
     if value.numel() == 0 or value.is_floating_point():
         return value
     lo, hi = (int(v) for v in torch.stack([value.min(), value.max()]).cpu())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(
+        raise UserError(
             f"{name}: expected class labels in [0, {num_classes - 1}] for {num_classes} "
             f"classes, got labels in [{lo}, {hi}]"
         )

@@ -17,6 +17,7 @@ import growenv
 from growenv.data.cifar import load_cifar10
 from growenv.data.tasks import Split, Task, make_task
 from growenv.env.growth_env import GrowthEnv
+from growenv.errors import UserError
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.training import make_optimizer, train_steps
 from growenv.validation import real
@@ -54,6 +55,7 @@ def test_diverged_training_names_the_step_the_loss_and_lr():
     opt = make_optimizer(net, "adam", lr=1e12)
     with pytest.raises(ValueError) as err:
         train_steps(net, opt, x, y, "mse", steps=10, batch_size=16)
+    assert isinstance(err.value, UserError)  # the command line prints it as one line
     message = one_line(err)
     assert message.startswith("lr: expected a learning rate at which training converges")
     assert "diverged" in message and "optimizer step" in message and "lower lr" in message
@@ -98,6 +100,7 @@ def test_bottleneck_of_a_diverged_net_names_the_net():
         net.weights[0][0, 0] = float("inf")
     with pytest.raises(ValueError) as err:
         growenv.bottleneck(net, x, y)
+    assert isinstance(err.value, UserError)
     message = one_line(err)
     assert message.startswith("net: expected finite weights") and "diverged" in message
     assert "data contain" not in message
@@ -293,7 +296,7 @@ def test_tensor_validators_say_where_and_what():
     x = torch.zeros(3, 4)
     assert finite_values("x", x) is x
     x[2, 1] = float("-inf")
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(UserError) as err:  # every validator's error is the user's
         finite_values("x", x)
     assert (
         one_line(err) == "x: expected finite values, got -inf at index (2, 1) (1 bad entry of 12)"

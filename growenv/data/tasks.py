@@ -25,6 +25,7 @@ from torch import nn
 
 from growenv.data.cifar import IMAGE_SHAPE as CIFAR_IMAGE_SHAPE
 from growenv.data.cifar import load_cifar10
+from growenv.errors import UserError
 from growenv.validation import choice, class_labels, integer, real
 
 __all__ = [
@@ -634,7 +635,7 @@ def require_teacher(task: object, name: str = "oracle") -> None:
         task = task.name
     elif isinstance(task, str) and task in TEACHER_TASK_NAMES:
         return
-    raise ValueError(
+    raise UserError(
         f"{name}: expected a teacher-student task ({', '.join(TEACHER_TASK_NAMES)}: the "
         f"oracle trains the teacher's architecture), got {task!r}"
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from growenv.errors import UserError
 from growenv.validation import finite_values
 
 
@@ -53,7 +54,7 @@ def iterate_batches(
         yield item[0], item[1]
 
 
-def non_finite_error(net: torch.nn.Module, x: object, y: object) -> ValueError:
+def non_finite_error(net: torch.nn.Module, x: object, y: object) -> UserError:
     """The error of a statistics pass whose sums hold NaN or inf, naming the culprit.
 
     Called on that (rare) path only: the net's weights (a diverged net), then the data
@@ -61,12 +62,12 @@ def non_finite_error(net: torch.nn.Module, x: object, y: object) -> ValueError:
     finite data (weights so large that the forward pass overflows).
     """
     if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
-        return ValueError(
+        return UserError(
             "net: expected finite weights, got NaN or inf in the net's parameters "
             "(training diverged: lower lr)"
         )
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-        return ValueError(
+        return UserError(
             "x/y: expected finite data and a net with finite outputs, got NaN or inf in the "
             "statistics (check the batches for NaN/inf; with finite data, training diverged: "
             "lower lr)"
@@ -76,7 +77,7 @@ def non_finite_error(net: torch.nn.Module, x: object, y: object) -> ValueError:
         finite_values("y", y)
     except ValueError as err:
         return err
-    return ValueError(
+    return UserError(
         "net: expected finite outputs on finite data, got NaN or inf (the weights are finite "
         "but the forward pass overflows: training diverged, lower lr)"
     )

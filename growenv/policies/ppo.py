@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from growenv.errors import UserError
 from growenv.policies.base import PolicyEnv
 
 __all__ = [
@@ -86,7 +87,7 @@ class PPOPolicy:
         """The agent's action among ``env.action_masks()``."""
         expected = self.model.observation_space.shape
         if observation.shape != expected:
-            raise ValueError(
+            raise UserError(
                 f"observation: the agent was trained on observations of shape {expected} but "
                 f"got {observation.shape}; max_sites must match the training env's"
             )
@@ -136,7 +137,7 @@ def check_model_file(path: Path, name: str = "path") -> None:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
         problem = str(err) or type(err).__name__
     if problem is not None:
-        raise ValueError(
+        raise UserError(
             f"{name}: expected a complete model zip saved by stable-baselines3, got {path}, "
             f"which is truncated or corrupt ({problem})"
         )
@@ -176,7 +177,7 @@ def read_norm(model_path: Path, name: str = "path") -> tuple[np.ndarray, np.ndar
             with np.load(norm_path) as data:
                 return data["mean"], data["var"], float(data["clip"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-            raise ValueError(
+            raise UserError(
                 f"{name}: expected observation statistics (mean, var, clip) in {norm_path}, "
                 f"got an unreadable file ({err})"
             ) from None
