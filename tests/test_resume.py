@@ -236,7 +236,7 @@ def test_a_truncated_zip_or_a_run_without_checkpoints_is_one_clear_error(tmp_pat
     train(_config(total_timesteps=32), run, progress_bar=False)
     cut = tmp_path / "cut.zip"
     cut.write_bytes((run / "model.zip").read_bytes()[:300])
-    with pytest.raises(ValueError, match="resume: .*cut.zip is not a readable model"):
+    with pytest.raises(ValueError, match="resume: .*cut.zip, which is truncated or corrupt"):
         train(_config(), run, resume=cut, progress_bar=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="resume: no checkpoint in"):

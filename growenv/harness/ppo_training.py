@@ -15,7 +15,6 @@ import dataclasses
 import json
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
-from growenv.policies.ppo import MODEL_FILE, NORM_FILE, PPOPolicy, norm_path_for
+from growenv.policies.ppo import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    NORM_FILE,
+    PPOPolicy,
+    check_model_file,
+    norm_path_for,
+    read_norm,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -36,8 +43,6 @@ __all__ = [
     "train",
 ]
 
-CONFIG_FILE = "config.json"
-"""The run's settings and its ``sessions`` (one entry per train/resume call)."""
 TRAINING_FILE = "training.json"
 """Wall time and timesteps of the run (all sessions)."""
 EVAL_FILE = "eval.jsonl"
@@ -412,20 +417,6 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
-def _readable_zip(path: Path, what: str) -> Path:
-    """``path`` if it is a complete zip; else one clear ValueError (not SB3's)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(
-            f"{what}: {path} is not a readable model (a truncated or corrupt zip: {err})"
-        ) from None
-    if bad is not None:
-        raise ValueError(f"{what}: {path} is not a readable model (corrupt member {bad})")
-    return path
-
-
 def _model_to_load(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -438,7 +429,8 @@ def _model_to_load(path: str | Path, what: str) -> Path:
         path = found
     elif not path.is_file():
         raise FileNotFoundError(f"{what}: no {path}")
-    return _readable_zip(path, what)
+    check_model_file(path, what)
+    return path
 
 
 def _clear_run(out: Path) -> None:
@@ -609,12 +601,9 @@ def train(
             ) from err
         if init_from is not None:
             model.set_random_seed(config.seed)
-        norm = norm_path_for(start_from)
-        if not norm.exists() and start_from.name == MODEL_FILE:
-            norm = start_from.with_name(NORM_FILE)
-        if config.normalize_obs and norm.exists():
-            data = np.load(norm)
-            venv.obs_rms.mean, venv.obs_rms.var = data["mean"], data["var"]
+        norm = read_norm(start_from, what)
+        if config.normalize_obs and norm is not None:
+            venv.obs_rms.mean, venv.obs_rms.var = norm[0], norm[1]
     else:
         torch.manual_seed(config.seed)
         model = MaskablePPO(
