@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, stop_signals
 from growenv.harness.store import BenchStore, EpisodeKey
 from growenv.policies import make_policy, policy_entry
@@ -85,9 +86,14 @@ def parse_seeds(text: str | int) -> list[int]:
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the main process stops the workers and keeps
+    # what finished; a worker dying on its own would break the pool first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _env_for(env_kwargs: dict[str, Any]):
@@ -193,8 +199,10 @@ def run_job(job: BenchJob, env_kwargs: Mapping[str, Any]) -> list[dict[str, Any]
 
     Raises
     ------
+    UserError
+        Naming the job, for bad input found by the episode (chained).
     RuntimeError
-        Naming the job, for any error of the episode (chained).
+        Naming the job, for any other error of the episode (chained).
     """
     from growenv.harness.baselines import oracle_row
     from growenv.harness.episodes import run_episode, run_lockstep_episodes
@@ -210,6 +218,8 @@ def run_job(job: BenchJob, env_kwargs: Mapping[str, Any]) -> list[dict[str, Any]
         else:
             policy = _policy_for(job.policy)
             rows = run_episode(kwargs, policy, job.seeds[0], env=_env_for(kwargs))
+    except UserError as err:  # bad input found only mid-run: still one line, the user's
+        raise UserError(f"bench job {job.describe()}: {err}") from err
     except Exception as err:
         raise RuntimeError(f"bench job {job.describe()}: {err}") from err
     for row in rows:  # label by the requested names (e.g. a PPO path, a task distribution)
@@ -329,8 +339,13 @@ def run_bench(
         bar.update()
 
     _POLICY_CACHE.clear()  # a PPO file may have changed since the last call
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", unit="job")
-    bar.disable = not progress
+    bar = tqdm(
+        total=len(jobs),
+        initial=len(jobs) - len(todo),
+        desc="bench",
+        unit="job",
+        disable=not progress,
+    )
     try:
         with stop_signals():
             if workers == 1:
