@@ -388,3 +388,32 @@ def test_documented_commands_parse():
     for argv in commands:
         args = parser.parse_args(argv)  # raises SystemExit on an unknown option
         assert args.func is not None
+
+
+def test_agent_for_other_max_sites_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import growenv.cli.options as options
+    from growenv.env.features import observation_size
+
+    agent = tmp_path / "agent.zip"
+    with zipfile.ZipFile(agent, "w") as archive:
+        archive.writestr("data", "{}")
+    space = SimpleNamespace(shape=(observation_size(6),))  # trained with max_sites=6
+    fake = SimpleNamespace(model=SimpleNamespace(observation_space=space), name="ppo")
+    monkeypatch.setattr(options, "make_policy", lambda spec: fake)
+    for command in ("grow", "bench"):
+        assert main([command, "--policy", f"ppo:{agent}"]) == 2
+        line = _error_line(capsys)
+        assert f"--policy ppo:{agent}: max_sites: expected 6" in line and "got 4" in line
+
+
+def test_bad_input_found_mid_run_is_still_one_line(capsys):
+    # a diverging network is found by the episode, not before: still the user's error
+    settings = {**TINY, "lr": 1e6, "train_steps": 5}
+    argv = ["bench", "--policy", "greedy", "--seed", "0", "--vec", "single", "--no-progress"]
+    assert main([*argv, "--env-kwargs", json.dumps(settings)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("growenv bench: error: bench job task=teacher_student")
+    assert "lower lr" in err[-1]

@@ -149,7 +149,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if args.oracle:
         _check_oracle(tasks)
     for spec in policies:  # fail before running anything (a PPO file is loaded once here)
-        check_policy(spec)
+        check_policy(spec, env_kwargs)
     if args.out is not None:
         if args.resume and args.force:
             raise UserError("--resume: expected --resume (finish a bench) or --force, not both")

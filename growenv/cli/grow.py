@@ -59,7 +59,7 @@ def grow_main(args: argparse.Namespace) -> int:
         For bad input, before any work starts.
     """
     env_kwargs = env_settings(args)
-    policy = check_policy(args.policy)
+    policy = check_policy(args.policy, env_kwargs)
     use_threads(env_kwargs)
     argument = "--env-kwargs" if "task_kwargs" in env_kwargs else "--task"
     with user_input(argument):  # builds the task: a missing data directory is reported here

@@ -28,6 +28,7 @@ from typing import Any
 
 from growenv.env.config import TASK_CHOICES, EnvConfig
 from growenv.errors import UserError
+from growenv.harness.episodes import check_policy_fits
 from growenv.policies import Policy, make_policy, policy_entry, policy_specs
 from growenv.threads import DEFAULT_THREADS, set_threads
 
@@ -194,11 +195,9 @@ def user_input(argument: str) -> Iterator[None]:
     :class:`UserError` s naming ``argument`` (for checks of input before any work)."""
     try:
         yield
-    except UserError:
-        raise
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
-        message = str(err)
-        if not message.startswith(argument):
+        message = str(err)  # the library's UserErrors (a ValueError) name its argument
+        if not message.startswith("-"):  # unless it names the command's option already
             message = f"{argument}: {message}"
         raise UserError(message) from err
 
@@ -254,9 +253,10 @@ def check_zip(path: Path, argument: str) -> None:
         raise UserError(f"{argument}: expected a complete model .zip, {path}: corrupt {bad}")
 
 
-def check_policy(spec: str, argument: str = "--policy") -> Policy:
+def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--policy") -> Policy:
     """Build the policy of ``spec`` (checked against the registry) and return it; a learned
-    one (``ppo:PATH``) is loaded, so a missing or damaged file is reported before any work."""
+    one (``ppo:PATH``) is loaded, so a missing or damaged file or one trained on envs with
+    another ``max_sites`` than ``settings``' is reported before any work."""
     with user_input(argument):
         entry = policy_entry(spec)
     if not entry.learned:
@@ -272,9 +272,12 @@ def check_policy(spec: str, argument: str = "--policy") -> Policy:
     if zip_path.is_file():
         check_zip(zip_path, f"{argument}: {spec!r}")
     try:
-        return make_policy(spec)
+        policy = make_policy(spec)
     except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise UserError(f"{argument}: {spec!r}: cannot load the agent: {err}") from err
+    with user_input(f"{argument} {spec}"):
+        check_policy_fits(policy, settings.get("max_sites", EnvConfig.max_sites))
+    return policy
 
 
 def parse_json_object(text: str | None, argument: str = "--env-kwargs") -> dict[str, Any]:
