@@ -146,12 +146,13 @@ def test_step_after_the_end_raises():
 def test_id_without_importing_growenv():
     # Gymnasium >= 1.0 has no plugin (entry-point) loading: "module:id" imports the module
     result = run_python(
-        """
+        f"""
         import sys
         import gymnasium as gym
-        env = gym.make("growenv:growenv/Grow-v0", train_steps=2, max_steps=2)
+        env = gym.make("growenv:growenv/Grow-v0", **{SMALL!r})
         env.reset(seed=0)
         print(type(env.unwrapped).__name__)
+        assert "growenv" in sys.modules
         """
     )
     assert result.returncode == 0, result.stderr[-2000:]

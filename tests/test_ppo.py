@@ -95,7 +95,8 @@ def test_bad_config_and_mismatched_observation(tmp_path):
         load(tmp_path / "nothing")
     out = tmp_path / "run"
     train(config(eval_tasks=0), out, progress_bar=False)
-    with pytest.raises(ValueError, match="max_sites must match"):
+    # refused before the episode's reset, naming max_sites (issue #20)
+    with pytest.raises(ValueError, match=r"^max_sites: expected 4 \(policy .* got 5$"):
         run_episode({**ENV, "max_sites": 5}, load(out), seed=0)
 
 
