@@ -38,7 +38,7 @@ def amplitude_grid(gammas: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor
     gammas = torch.as_tensor(gammas, dtype=x.dtype, device=x.device).reshape(-1)
     if gammas.numel() == 0:
         raise ValueError("gammas: expected a non-empty 1-D tensor of amplitudes >= 0, got none")
-    finite_values("gammas", gammas, minimum=0.0)
+    finite_values("gammas", gammas, minimum=0)
     if not bool((gammas == 0).any()):
         gammas = torch.cat([gammas.new_zeros(1), gammas])
     return gammas

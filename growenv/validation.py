@@ -172,7 +172,8 @@ def finite_values(name: str, value: torch.Tensor, minimum: float | None = None) 
     Raises
     ------
     UserError
-        ``"x: expected finite values, got nan at index (3, 2) (1 bad entry of 60)"``.
+        ``"x: expected finite values (no NaN or inf), got nan at index (3, 2) (1 bad entry
+        of 60)"``.
     """
     if value.is_floating_point():
         bad = ~torch.isfinite(value)
@@ -190,7 +191,7 @@ def finite_values(name: str, value: torch.Tensor, minimum: float | None = None) 
     of = f" ({count} bad {'entry' if count == 1 else 'entries'} of {flat.numel()})"
     bound = f" >= {minimum}" if minimum is not None else ""
     got = f"{value.reshape(-1)[first].item()!r}{where}{of if flat.numel() > 1 else ''}"
-    raise UserError(f"{name}: expected finite values{bound}, got {got}")
+    raise UserError(f"{name}: expected finite values{bound} (no NaN or inf), got {got}")
 
 
 def class_labels(name: str, value: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ from growenv.validation import real
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = {"n_train": 64, "n_stats": 32, "n_val": 32, "n_test": 32}
+FINITE = r"expected finite values \(no NaN or inf\)"
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -66,7 +67,7 @@ def test_training_on_nan_data_blames_the_data_not_lr():
     net = GrowingMLP(4, [3], 2)
     x, y = data()
     x[5, 1] = float("nan")
-    with pytest.raises(ValueError, match=r"^x: expected finite values, got nan at index \(5, 1\)"):
+    with pytest.raises(ValueError, match=rf"^x: {FINITE}, got nan at index \(5, 1\)"):
         train_steps(net, make_optimizer(net), x, y, "mse", steps=3, batch_size=64)
 
 
@@ -106,11 +107,23 @@ def test_bottleneck_of_a_diverged_net_names_the_net():
     assert "data contain" not in message
 
 
+def test_bottleneck_of_a_net_that_overflows_names_the_net():
+    net = GrowingMLP(4, [3], 2)
+    x, y = data()
+    with torch.no_grad():
+        net.weights[1].fill_(1e30)  # finite, but the squared error overflows float32
+    with pytest.raises(ValueError) as err:
+        growenv.bottleneck(net, x, y)
+    message = one_line(err)
+    assert message.startswith("net: expected finite outputs on finite data")
+    assert "largest 1e+30" in message and "diverged" in message
+
+
 def test_bottleneck_on_nan_data_points_at_the_entry():
     net = GrowingMLP(4, [3], 2)
     x, y = data()
     y[7, 1] = float("inf")
-    with pytest.raises(ValueError, match=r"^y: expected finite values, got inf at index \(7, 1\)"):
+    with pytest.raises(ValueError, match=rf"^y: {FINITE}, got inf at index \(7, 1\)"):
         growenv.bottleneck(net, x, y)
 
 
@@ -192,11 +205,11 @@ def test_amplitude_search_refuses_nan_and_inf_data():
     net, cand, x, y = net_and_candidate()
     bad_x, bad_y = x.clone(), y.clone()
     bad_x[0, 0], bad_y[3, 1] = float("nan"), float("inf")
-    with pytest.raises(ValueError, match=r"^x: expected finite values, got nan at index \(0, 0\)"):
+    with pytest.raises(ValueError, match=rf"^x: {FINITE}, got nan at index \(0, 0\)"):
         growenv.amplitude_search(net, cand, bad_x, y)
-    with pytest.raises(ValueError, match=r"^y: expected finite values, got inf at index \(3, 1\)"):
+    with pytest.raises(ValueError, match=rf"^y: {FINITE}, got inf at index \(3, 1\)"):
         growenv.amplitude_search(net, cand, x, bad_y)
-    with pytest.raises(ValueError, match=r"^gammas: expected finite values >= 0"):
+    with pytest.raises(ValueError, match=r"^gammas: expected finite values >= 0 \(no NaN"):
         growenv.amplitude_search(net, cand, x, y, gammas=torch.tensor([0.1, float("nan")]))
     with torch.no_grad():
         net.weights[1].fill_(float("nan"))
@@ -298,10 +311,12 @@ def test_tensor_validators_say_where_and_what():
     x[2, 1] = float("-inf")
     with pytest.raises(UserError) as err:  # every validator's error is the user's
         finite_values("x", x)
-    assert (
-        one_line(err) == "x: expected finite values, got -inf at index (2, 1) (1 bad entry of 12)"
+    assert one_line(err) == (
+        "x: expected finite values (no NaN or inf), got -inf at index (2, 1) (1 bad entry of 12)"
     )
-    with pytest.raises(ValueError, match=r"^gamma: expected finite values >= 0, got -0.5$"):
+    with pytest.raises(
+        ValueError, match=r"^gamma: expected finite values >= 0 \(no NaN or inf\), got -0.5$"
+    ):
         finite_values("gamma", torch.tensor(-0.5), minimum=0)
     with pytest.raises(ValueError, match=r"^y: expected class labels in \[0, 9\] for 10 classes"):
         class_labels("y", torch.tensor([0, 10]), 10)

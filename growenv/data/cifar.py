@@ -96,20 +96,20 @@ def _resolve_source(data_dir: str | os.PathLike | None) -> Path:
     if data_dir is None:
         env = os.environ.get("GROWENV_DATA")
         if not env:
-            raise _missing("data_dir=None", "the GROWENV_DATA environment variable is unset")
+            raise _missing("data_dir=None", "not found (GROWENV_DATA is unset)")
         data_dir = env
     path = Path(data_dir).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
-        raise _missing(f"'{path}'", "no such file or directory")
+        raise _missing(f"'{path}'", "not found (no such file or directory)")
     if (path / BATCH_DIR).is_dir():
         return path / BATCH_DIR
     if any((path / name).exists() for name in (*TRAIN_FILES, TEST_FILE, META_FILE)):
         return path
     if (path / ARCHIVE_NAME).is_file():
         return path / ARCHIVE_NAME
-    raise _missing(f"'{path}'", "the folder holds none of them")
+    raise _missing(f"'{path}'", "not found (the folder holds none of them)")
 
 
 def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -118,7 +118,7 @@ def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
         raw = {}
         for name in names:
             if not (source / name).is_file():
-                raise _missing(f"'{source}'", f"'{name}' is missing")
+                raise _missing(f"'{source}'", f"'{name}' not found")
             raw[name] = (source / name).read_bytes()
         return raw
     try:
@@ -138,7 +138,7 @@ def _read_raw_files(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
             ) from exc
     for name in names:
         if name not in raw:
-            raise _missing(f"archive '{source}'", f"'{BATCH_DIR}/{name}' is missing")
+            raise _missing(f"archive '{source}'", f"'{BATCH_DIR}/{name}' not found")
     return raw
 
 

@@ -77,7 +77,9 @@ def non_finite_error(net: torch.nn.Module, x: object, y: object) -> UserError:
         finite_values("y", y)
     except ValueError as err:
         return err
+    largest = max((float(p.detach().abs().max()) for p in net.parameters() if p.numel()), default=0)
     return UserError(
-        "net: expected finite outputs on finite data, got NaN or inf (the weights are finite "
-        "but the forward pass overflows: training diverged, lower lr)"
+        "net: expected finite outputs on finite data, got NaN or inf (the weights are finite, "
+        f"the largest {largest:.3g}, but the loss or its gradients overflow: training diverged, "
+        "lower lr)"
     )
