@@ -170,3 +170,36 @@ def test_parallel_map_in_a_forked_child_returns():
         pytest.fail("parallel_map in a forked child did not return within 60 s")
     assert child.exitcode == 0
     assert queue.get(timeout=5) == [1, 2, 3, 4]
+
+
+def _child_torch(queue) -> None:
+    a = torch.randn(300, 300)
+    for _ in range(3):
+        a = torch.tanh(a @ a)
+    queue.put(torch.get_num_threads())
+
+
+def test_torch_in_a_forked_child_runs_on_one_thread():
+    """torch's OpenMP pool does not survive a fork: a child using 2 threads after the parent
+    did waited forever. The child runs on one thread instead."""
+    import multiprocessing
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = torch.randn(300, 300)
+        for _ in range(3):
+            a @ a  # the parent's pool exists
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_torch, args=(queue,))
+        child.start()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            pytest.fail("torch in a forked child did not return within 60 s")
+        assert child.exitcode == 0 and queue.get(timeout=5) == 1
+        assert torch.get_num_threads() == 2  # the parent keeps its setting
+    finally:
+        torch.set_num_threads(before)
