@@ -300,6 +300,19 @@ def test_an_agent_trained_with_normalisation_needs_its_statistics(agent_dir, tmp
     assert load(tmp_path / "run").obs_mean is None  # trained without: nothing to apply
 
 
+def test_an_observation_of_another_shape_names_max_sites(agent_dir):
+    import numpy as np
+
+    from growenv.policies.ppo import load
+
+    policy = load(agent_dir)
+    shape = policy.model.observation_space.shape
+    with pytest.raises(UserError) as err:
+        policy.act(np.zeros(shape[0] + 8, dtype=np.float32), {}, None)
+    message = one_line(err)
+    assert message.startswith(f"observation: expected shape {shape}") and "max_sites" in message
+
+
 # --------------------------------------------------------------------------- the validators
 
 

@@ -88,8 +88,8 @@ class PPOPolicy:
         expected = self.model.observation_space.shape
         if observation.shape != expected:
             raise UserError(
-                f"observation: the agent was trained on observations of shape {expected} but "
-                f"got {observation.shape}; max_sites must match the training env's"
+                f"observation: expected shape {expected} (the agent's training envs: max_sites "
+                f"must match the training env's), got {observation.shape}"
             )
         action, _ = self.model.predict(
             self.normalize(observation),

@@ -366,7 +366,8 @@ def compute_conv_statistics(
         ``FullConv2dGrowingModule``) or ``"restricted"`` (its centre tap only, as gromo's
         ``RestrictedConv2dGrowingModule``). The last site (feeding the head) is linear.
     check_finite
-        Raise ``ValueError`` if the data hold NaN or inf (one host check after the loop).
+        Raise ``ValueError`` if the data or the net give NaN or inf (one host check after the
+        loop; the error names the cause, :func:`~growenv.nets.statistics.non_finite_error`).
     raw_correlation
         Keep the raw ``P`` and the cross term ``C`` of every conv -> conv site (needed by
         GradMax neurons and ``SiteReport.linear_gain``). By default, when the data are one

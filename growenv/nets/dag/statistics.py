@@ -179,7 +179,8 @@ def dag_statistics(
     loss
         ``"mse"``, ``"cross_entropy"`` or a callable returning per-sample losses.
     check_finite
-        Raise ``ValueError`` if the data hold NaN or inf (one host check at the end).
+        Raise ``ValueError`` if the data or the net give NaN or inf (one host check at the
+        end; the error names the cause, :func:`~growenv.nets.statistics.non_finite_error`).
     """
     net.check_input(x)
     loss_fn = resolve_loss(loss)

@@ -127,9 +127,10 @@ def compute_statistics(
     loss
         ``"mse"``, ``"cross_entropy"`` or a callable returning per-sample losses.
     check_finite
-        Raise ``ValueError`` if the data hold NaN or inf: one host check after the loop, on
-        the accumulated input covariance and loss (a non-finite input or target makes them
-        non-finite), so the loop itself never synchronises.
+        Raise ``ValueError`` if the data or the net give NaN or inf: one host check after the
+        loop, on the accumulated input covariance and loss, so the loop itself never
+        synchronises; the error names the cause (:func:`~growenv.nets.statistics.
+        non_finite_error`: the net's weights, the data's first bad entry, or an overflow).
     """
     loss_fn = resolve_loss(loss)
     acc = StatisticsAccumulator()
