@@ -14,8 +14,8 @@ from growenv.cli.options import (
     env_settings,
     parse_seeds,
     policies_help,
-    policy_list,
     positive_int,
+    split_list,
     use_threads,
     user_input,
 )
@@ -137,7 +137,7 @@ def bench_main(args: argparse.Namespace) -> int:
     UserError
         For bad input, before any work starts.
     """
-    tasks, policies = policy_list(args.tasks), policy_list(args.policies)
+    tasks, policies = split_list(args.tasks), split_list(args.policies)
     if not tasks:
         raise UserError(f"--task: expected one or more tasks, got {args.tasks!r}")
     if not policies:

@@ -3,12 +3,11 @@
 ``grow``, ``bench`` and ``train`` take the same options for the same things:
 
 * the environment settings ``--task``, ``--steps``, ``--neurons``, ``--train-steps``,
-  ``--device`` and ``--env-kwargs`` (:func:`add_env_options`; a flag overrides the
-  ``--env-kwargs`` key of the same setting only when it is given; a key given both ways with
-  different values is an error);
-* ``--seed`` (one seed; ``bench`` also takes a list or a range), ``--threads N`` (torch's CPU
-  threads, default 1), ``--debug`` (tracebacks instead of one-line errors), ``--no-progress``
-  (:func:`add_run_options`).
+  ``--device``, ``--threads`` and ``--env-kwargs`` (:func:`add_env_options`,
+  :func:`add_run_options`; a flag overrides the ``--env-kwargs`` key of the same setting only
+  when it is given; a key given both ways with different values is an error);
+* ``--seed`` (one seed; ``bench`` also takes a list or a range), ``--debug`` (tracebacks
+  instead of one-line errors), ``--no-progress``.
 
 Every check here raises :class:`growenv.errors.UserError` with one line that names the
 argument and what was expected; :func:`growenv.cli.main` prints it and exits with status 2.
@@ -46,8 +45,11 @@ __all__ = [
     "env_settings",
     "format_seeds",
     "nonnegative_int",
+    "parse_json_object",
     "parse_seeds",
+    "policies_help",
     "positive_int",
+    "split_list",
     "use_threads",
     "user_input",
 ]
@@ -156,6 +158,7 @@ def add_env_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any]) -> 
     g.add_argument(
         "--device",
         default=None,
+        metavar="DEV",
         help="torch device of the networks and data: cpu, cuda, cuda:1, mps (device; "
         f"default: {shown['device']})",
     )
@@ -400,14 +403,7 @@ def parse_seeds(text: str, argument: str = "--seed", *, count: bool = False) -> 
     return seeds if seeds is not None else list(range(lo, hi + 1))
 
 
-def one_seed(values: Sequence[int], argument: str = "--seed") -> int:
-    """The single seed a one-episode command takes."""
-    if len(values) != 1:
-        raise UserError(f"{argument}: expected one seed, got {format_seeds(values)}")
-    return values[0]
-
-
-def policy_list(text: str) -> list[str]:
+def split_list(text: str) -> list[str]:
     """``"greedy, random"`` as ``["greedy", "random"]``; empty items dropped."""
     return [item.strip() for item in str(text).split(",") if item.strip()]
 
