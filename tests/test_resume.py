@@ -79,6 +79,9 @@ def test_an_interrupted_bench_keeps_finished_jobs_and_resumes_to_the_same_result
     assert BenchStore(out).done() == {("teacher_student", p, s) for p, s in done}
     with pytest.raises(FileExistsError, match="--resume"):
         _bench(out)  # neither resume nor force
+    _interrupt_after(monkeypatch, 0, lambda: os.kill(os.getpid(), signum))
+    with pytest.raises(RunInterrupted, match="3 of 4 jobs finished"):
+        _bench(out, resume=True)  # interrupted again before its first job
     calls = _interrupt_after(monkeypatch, 10**6, lambda: None)
     rows = _bench(out, resume=True)
     assert [(j.policy, j.seeds) for j in calls] == [("greedy-loss", (2,))]
@@ -100,7 +103,7 @@ def test_resume_runs_only_the_missing_episodes_and_twice_is_idempotent(tmp_path,
 def test_resume_refuses_other_env_settings_and_force_clears_what_it_replaces(tmp_path):
     out = tmp_path / "b"
     _bench(out, seeds=[0], policies=["greedy"])
-    with pytest.raises(ValueError, match="resume: .* env_kwargs"):
+    with pytest.raises(ValueError, match=r"resume: .* env_kwargs \(max_steps: 3 there, 2 now\)"):
         run_bench(
             ["teacher_student"],
             ["greedy"],

@@ -227,10 +227,6 @@ def run_job(job: BenchJob, env_kwargs: Mapping[str, Any]) -> list[dict[str, Any]
     return rows
 
 
-def _run_job(job: BenchJob, env_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    return run_job(job, env_kwargs)
-
-
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Stop a pool at once: cancel queued jobs and end the running ones (their results are
     not wanted; the store keeps only finished jobs)."""
@@ -356,7 +352,7 @@ def run_bench(
                 ctx = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
                 pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
                 try:
-                    futures = {pool.submit(_run_job, jobs[i], env_kwargs): i for i in todo}
+                    futures = {pool.submit(run_job, jobs[i], env_kwargs): i for i in todo}
                     for future in as_completed(futures):
                         finished(futures[future], future.result())
                 except BaseException:
@@ -364,7 +360,7 @@ def run_bench(
                     raise
                 pool.shutdown()
     except KeyboardInterrupt:
-        kept = len(jobs) - sum(r is None for r in results)
+        kept = len(jobs) - sum(results[i] is None for i in todo)
         where = f"kept in {store.path}; re-run with resume (--resume)" if store else "not kept"
         raise RunInterrupted(
             f"bench interrupted: {kept} of {len(jobs)} jobs finished, {where}",

@@ -156,11 +156,15 @@ class BenchStore:
         meta = path / META_FILE
         settings = _normalised(env_kwargs)
         if meta.is_file():
-            stored = json.loads(meta.read_text()).get("env_kwargs")
+            stored = json.loads(meta.read_text()).get("env_kwargs") or {}
             if stored != settings:
+                keys = sorted(k for k in {*stored, *settings} if stored.get(k) != settings.get(k))
+                diff = ", ".join(
+                    f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now" for k in keys
+                )
                 raise ValueError(
-                    f"resume: {path} holds episodes run with env_kwargs {stored}, not "
-                    f"{settings}; use another --out, or --force to replace them"
+                    f"resume: {path} holds episodes run with other env_kwargs ({diff}); "
+                    "use the same settings, another --out, or --force to replace them"
                 )
         elif store.path.is_file() and store.path.stat().st_size:
             raise ValueError(f"resume: {path} holds episodes but no {META_FILE}")
