@@ -13,7 +13,7 @@ import pytest
 
 from growenv.harness import bench as bench_module
 from growenv.harness.bench import BenchJob, plan_jobs, run_bench
-from growenv.harness.lifecycle import RunInterrupted
+from growenv.harness.lifecycle import RunInterrupted, stop_signals
 from growenv.harness.ppo_training import PPOConfig, latest_checkpoint, train
 from growenv.harness.store import META_FILE, STORE_FILE, BenchStore
 from growenv.harness.summary import summarize, write_results
@@ -246,3 +246,16 @@ def test_a_truncated_zip_or_a_run_without_checkpoints_is_one_clear_error(tmp_pat
         train(_config(), run, resume=tmp_path / "empty", progress_bar=False)
     with pytest.raises(ValueError, match="checkpoint_every"):
         _config(checkpoint_every=0).validate()
+
+
+def test_stop_signals_turn_sigterm_into_a_request_then_an_interrupt():
+    requests = []
+    with stop_signals(requests.append) as received:
+        os.kill(os.getpid(), signal.SIGTERM)  # first: a request to stop at a clean point
+        assert requests == [signal.SIGTERM] and received == {"signal": signal.SIGTERM}
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # second: stop now
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    job = BenchJob("t", "greedy", (0, 1, 2), lockstep=True)
+    assert job.pending({("t", "greedy", 1)}) == BenchJob("t", "greedy", (0, 2), True)
+    assert job.pending(set(job.keys)) is None

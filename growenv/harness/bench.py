@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +130,12 @@ class BenchJob:
     def keys(self) -> list[EpisodeKey]:
         """``(task, policy, seed)`` of each episode of the job."""
         return [(self.task, self.policy, s) for s in self.seeds]
+
+    def pending(self, done: Set[EpisodeKey]) -> BenchJob | None:
+        """This job reduced to its episodes not in ``done`` (``None`` when all are): what a
+        resumed run still has to do."""
+        rest = tuple(s for s in self.seeds if (self.task, self.policy, s) not in done)
+        return dataclasses.replace(self, seeds=rest) if rest else None
 
     def describe(self) -> str:
         """``task=... policy=... seed(s)=...`` with long seed lists shortened."""
@@ -319,14 +325,14 @@ def run_bench(
     keys = [key for job in jobs for key in job.keys]  # the order of the rows returned
     store = None if out is None else BenchStore.open(out, env_kwargs, resume=resume, force=force)
     results: list[list[dict[str, Any]] | None] = [None] * len(jobs)
-    todo = list(range(len(jobs)))
     if store is not None:
-        done = store.done()
-        todo = [i for i in todo if not set(jobs[i].keys) <= done]
         # a job partly stored (an earlier run grouped its seeds otherwise) runs the rest only
-        for i in todo:
-            rest = tuple(s for s in jobs[i].seeds if (jobs[i].task, jobs[i].policy, s) not in done)
-            jobs[i] = dataclasses.replace(jobs[i], seeds=rest)
+        done = store.done()
+        pending = [job.pending(done) for job in jobs]
+        jobs = [job if rest is None else rest for job, rest in zip(jobs, pending, strict=True)]
+        todo = [i for i, rest in enumerate(pending) if rest is not None]
+    else:
+        todo = list(range(len(jobs)))
 
     def finished(i: int, rows: list[dict[str, Any]]) -> None:
         if store is not None:
