@@ -226,6 +226,8 @@ BAD_INPUTS = [
     (["train", "--out", "{tmp}/r", "--resume", "{zip}"], "truncated or corrupt"),
     (["train", "--out", "{tmp}/r", "--init-from", "{zip}"], "--init-from: expected a complete"),
     (["train", "--out", "{tmp}/r", "--checkpoint-every", "0"], "--checkpoint-every: expected"),
+    (["train", "--out", "{zip}"], "--out: expected a run directory, but"),
+    (["bench", "--out", "{zip}"], "--out"),
     (["grow", "--device", "gpu0"], "--device: expected a torch device"),
     (["bench", "--device", "gpu0"], "--device: expected a torch device"),
     (["train", "--out", "{tmp}/r", "--device", "gpu0"], "--device: expected a torch device"),

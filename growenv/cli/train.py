@@ -169,6 +169,8 @@ def train_main(args: argparse.Namespace) -> int:
     if args.resume is not None and args.force:
         raise UserError("--resume: expected --resume (continue a run) or --force, not both")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: expected a run directory, but {out} is a file")
     resume = None if args.resume is None else args.resume or args.out
     if resume is not None:
         _model(resume, "--resume")
