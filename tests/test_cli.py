@@ -243,6 +243,11 @@ BAD_INPUTS = [
     (["bench", "--seeds", "100000"], "--seeds: expected at most"),
     (["bench", "--seed", "1", "--seeds", "2"], "--seed: expected --seed or"),
     (["bench", "--task", "digits", "--oracle"], "--oracle: expected a teacher-student task"),
+    (["bench", "--vec", "lockstep", "--policy", "greedy,bic"], "--vec: expected auto or single"),
+    (
+        ["bench", "--vec", "lockstep", "--env-kwargs", '{"augment": true}'],
+        "lockstep batches MLPs without augmentation only",
+    ),
     (["bench", "--nope"], "unrecognized arguments: --nope"),
     (["grow", "--vec", "auto"], "unrecognized arguments"),
     (["train", "--out", "{tmp}/r", "--vec", "lockstep", "--subproc"], "--subproc: expected"),

@@ -9,6 +9,7 @@ import sys
 from growenv.cli.options import (
     add_env_options,
     add_run_options,
+    check_lockstep,
     check_policy,
     check_task,
     env_settings,
@@ -24,13 +25,14 @@ from growenv.errors import UserError
 from growenv.harness.bench import run_bench
 from growenv.harness.plots import plot_results
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
-from growenv.policies import POLICIES
+from growenv.policies import POLICIES, policy_entry
 
 __all__ = ["add_bench_parser", "bench_main"]
 
 DEFAULT_TASK = "teacher_student"
 DEFAULT_POLICIES = "greedy,greedy-loss,round-robin,random"
 DEFAULT_SEEDS = "0-9"
+LOCKSTEP = tuple(entry.spec for entry in POLICIES.values() if entry.lockstep)
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -73,9 +75,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         choices=("auto", "lockstep", "single"),
         default="auto",
         help="lockstep: run a policy's seeds in batched LockstepVecEnvs; single: one GrowthEnv "
-        "per episode; auto: lockstep where the policy allows it ("
-        + ", ".join(entry.spec for entry in POLICIES.values() if entry.lockstep)
-        + ")",
+        "per episode; auto: lockstep where the policy allows it (" + ", ".join(LOCKSTEP) + ")",
     )
     p.add_argument(
         "--oracle",
@@ -150,6 +150,14 @@ def bench_main(args: argparse.Namespace) -> int:
         _check_oracle(tasks)
     for spec in policies:  # fail before running anything (a PPO file is loaded once here)
         check_policy(spec, env_kwargs)
+    if args.vec == "lockstep":
+        check_lockstep(env_kwargs)
+        bad = [spec for spec in policies if not policy_entry(spec).lockstep]
+        if bad:
+            raise UserError(
+                f"--vec: expected auto or single for {', '.join(bad)}: lockstep runs only "
+                f"policies that read nothing but observations ({', '.join(LOCKSTEP)})"
+            )
     if args.out is not None:
         if args.resume and args.force:
             raise UserError("--resume: expected --resume (finish a bench) or --force, not both")

@@ -39,6 +39,7 @@ __all__ = [
     "add_env_options",
     "add_run_options",
     "check_device",
+    "check_lockstep",
     "check_policy",
     "check_task",
     "check_zip",
@@ -50,6 +51,7 @@ __all__ = [
     "policies_help",
     "positive_int",
     "split_list",
+    "stackable",
     "use_threads",
     "user_input",
 ]
@@ -300,6 +302,21 @@ def parse_json_object(text: str | None, argument: str = "--env-kwargs") -> dict[
             f"{', '.join(_ENV_FIELDS)}"
         )
     return value
+
+
+def stackable(settings: Mapping[str, Any]) -> bool:
+    """Whether ``--vec lockstep`` can batch envs of ``settings`` (MLPs without augmentation)."""
+    return settings.get("net", "mlp") == "mlp" and not settings.get("augment", False)
+
+
+def check_lockstep(settings: Mapping[str, Any]) -> None:
+    """Refuse ``--vec lockstep`` for envs the lockstep env cannot batch."""
+    if not stackable(settings):
+        raise UserError(
+            "--vec: expected auto or single here: lockstep batches MLPs without augmentation "
+            f"only, got net={settings.get('net', 'mlp')!r}, "
+            f"augment={settings.get('augment', False)!r}"
+        )
 
 
 def use_threads(settings: Mapping[str, Any]) -> None:

@@ -10,10 +10,12 @@ from growenv.cli.options import (
     add_env_options,
     add_run_options,
     check_device,
+    check_lockstep,
     check_zip,
     env_settings,
     nonnegative_int,
     positive_int,
+    stackable,
     use_threads,
     user_input,
 )
@@ -124,11 +126,10 @@ def vec_kind(vec: str, subproc: bool, env_kwargs: dict) -> str:
         return vec
     if subproc and vec != "single":
         raise UserError(f"--subproc: expected --vec single, got --vec {vec}")
-    stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
-    if vec == "lockstep" and not stackable:
-        raise UserError("--vec: lockstep stacks MLPs without augmentation only; use single")
+    if vec == "lockstep":
+        check_lockstep(env_kwargs)
     if vec == "auto":
-        vec = "lockstep" if stackable else "single"
+        vec = "lockstep" if stackable(env_kwargs) else "single"
     if vec == "single":
         return "subproc" if subproc else "dummy"
     return vec
