@@ -371,6 +371,10 @@ def test_bench_resume_finishes_a_bench(tmp_path, capsys):
         assert message in _error_line(capsys)
     assert main(["bench", "--resume"]) == 2
     assert "--resume: expected --out" in _error_line(capsys)
+    other = ["--env-kwargs", json.dumps({**TINY, "train_steps": 3})]
+    assert main([*argv[:-2], *other, "--seed", "0-2", "--resume"]) == 2
+    line = _error_line(capsys)  # the stored episodes were run with train_steps=2
+    assert "holds episodes run with other env_kwargs" in line and "train_steps" in line
 
 
 def _documented_commands() -> list[list[str]]:

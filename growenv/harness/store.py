@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from growenv.errors import UserError
 from growenv.harness.lifecycle import atomic_write_text
 
 __all__ = [
@@ -136,8 +137,9 @@ class BenchStore:
         FileExistsError
             ``out`` is a file, or a non-empty directory without ``resume`` or ``force``.
         ValueError
-            ``resume`` and ``force`` both, or ``resume`` with other env settings than the
-            stored episodes'.
+            ``resume`` and ``force`` both, or (a :class:`~growenv.errors.UserError`: the
+            CLI prints it as one line) ``resume`` with other env settings than the stored
+            episodes'.
         """
         if resume and force:
             raise ValueError("resume: give resume (keep finished episodes) or force, not both")
@@ -162,12 +164,12 @@ class BenchStore:
                 diff = ", ".join(
                     f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now" for k in keys
                 )
-                raise ValueError(
+                raise UserError(
                     f"resume: {path} holds episodes run with other env_kwargs ({diff}); "
                     "use the same settings, another --out, or --force to replace them"
                 )
         elif store.path.is_file() and store.path.stat().st_size:
-            raise ValueError(f"resume: {path} holds episodes but no {META_FILE}")
+            raise UserError(f"resume: {path} holds episodes but no {META_FILE}")
         else:
             atomic_write_text(meta, json.dumps({"env_kwargs": settings}, indent=2) + "\n")
         store._repair()
