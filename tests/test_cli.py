@@ -428,3 +428,30 @@ def test_bad_input_found_mid_run_is_still_one_line(capsys):
     assert "Traceback" not in "\n".join(err)
     assert err[-1].startswith("growenv bench: error: bench job task=teacher_student")
     assert "lower lr" in err[-1]
+
+
+def test_resume_keeps_the_runs_settings_unless_given(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(cli_train, "train", lambda config, out, **kw: seen.update(config=config))
+    run = tmp_path / "run"
+    run.mkdir()
+    with zipfile.ZipFile(run / "model.zip", "w") as archive:
+        archive.writestr("data", "{}")
+    first = PPOConfig(
+        env_kwargs={**TINY, "task": "multi_sin", "max_params": 900},
+        n_envs=4,
+        vec="dummy",
+        seed=3,
+        checkpoint_every=64,
+    )
+    sessions = [{"start_timesteps": 0, "end_timesteps": 128, "status": "interrupted"}]
+    (run / "config.json").write_text(json.dumps({**first.to_json(), "sessions": sessions}))
+    assert main(["train", "--out", str(run), "--resume", "--timesteps", "512"]) == 0
+    config = seen["config"]
+    assert config.env_kwargs == first.env_kwargs and config.total_timesteps == 512
+    assert (config.n_envs, config.vec, config.seed, config.checkpoint_every) == (4, "dummy", 3, 64)
+    argv = ["train", "--out", str(run), "--resume", "--n-envs", "2", "--steps", "3"]
+    assert main(argv) == 0
+    config = seen["config"]
+    assert config.n_envs == 2 and config.env_kwargs["max_steps"] == 3
+    assert config.env_kwargs["max_params"] == 900 and config.total_timesteps == 60_000

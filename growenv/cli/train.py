@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 from growenv.cli.options import (
@@ -14,6 +16,7 @@ from growenv.cli.options import (
     check_zip,
     env_settings,
     nonnegative_int,
+    parse_json_object,
     positive_int,
     stackable,
     use_threads,
@@ -55,41 +58,41 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timesteps",
         type=positive_int,
-        default=PPOConfig.total_timesteps,
+        default=None,
         metavar="N",
         help="env steps of the whole run, summed over the --n-envs envs (a resumed run "
-        "trains what it lacks of them)",
+        f"trains what it lacks of them; default: {PPOConfig.total_timesteps})",
     )
     p.add_argument(
         "--checkpoint-every",
         type=positive_int,
-        default=PPOConfig.checkpoint_every,
+        default=None,
         metavar="N",
         help="env steps between checkpoints (at most this much is lost to a kill; Ctrl-C and "
-        "SIGTERM save first)",
+        f"SIGTERM save first; default: {PPOConfig.checkpoint_every})",
     )
     p.add_argument(
         "--n-envs",
         type=positive_int,
-        default=PPOConfig.n_envs,
+        default=None,
         metavar="N",
-        help="parallel environments",
+        help=f"parallel environments (default: {PPOConfig.n_envs})",
     )
     p.add_argument(
         "--vec",
         choices=VEC_CHOICES + LEGACY_VEC,
         metavar="{" + ",".join(VEC_CHOICES) + "}",
-        default="auto",
+        default=None,
         help="lockstep: all envs as one batched LockstepVecEnv; single: one GrowthEnv per env "
         "(SB3's DummyVecEnv, or SubprocVecEnv with --subproc); auto: lockstep where the env "
-        "allows it (MLPs without augmentation), else single",
+        "allows it (MLPs without augmentation), else single (default: auto)",
     )
     p.add_argument(
         "--subproc",
         action="store_true",
         help="with --vec single: each env in its own process (SB3's SubprocVecEnv)",
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="training seed")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="training seed (default: 0)")
     add_env_options(p, DEFAULT_ENV_KWARGS)
     p.add_argument(
         "--policy-device",
@@ -102,8 +105,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         const="",
         default=None,
         metavar="RUN",
-        help="continue a run: its directory (newest checkpoint) or a checkpoint .zip; alone, "
-        "the run in --out",
+        help="continue a run: its directory (newest checkpoint; its settings, unless given "
+        "here) or a checkpoint .zip; alone, the run in --out",
     )
     p.add_argument(
         "--init-from",
@@ -152,19 +155,32 @@ def _model(value: str, argument: str) -> Path:
     return path
 
 
+def _run_settings(resume: str, out: Path) -> PPOConfig | None:
+    """The settings of the run a resume continues (its ``config.json``), if it has one."""
+    path = Path(resume)
+    run = path if path.is_dir() else out
+    if not (run / CONFIG_FILE).is_file():
+        return None
+    with user_input(f"--resume: {run / CONFIG_FILE}"):
+        data = json.loads((run / CONFIG_FILE).read_text())
+        data.pop("sessions", None)
+        return PPOConfig.from_json(data)
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
 def train_main(args: argparse.Namespace) -> int:
     """Run ``growenv train`` with parsed ``args``; returns the exit status.
+
+    A resumed run keeps the settings of its ``config.json`` except those given as options.
 
     Raises
     ------
     UserError
         For bad input, before any training starts.
     """
-    env_kwargs = env_settings(args, DEFAULT_ENV_KWARGS)
-    device = env_kwargs.get("device", "cpu")
-    policy_device = device
-    if args.policy_device is not None:
-        policy_device = check_device(args.policy_device, "--policy-device")
     if args.resume is not None and args.init_from is not None:
         raise UserError("--resume: expected --resume (continue a run) or --init-from, not both")
     if args.resume is not None and args.force:
@@ -182,14 +198,23 @@ def train_main(args: argparse.Namespace) -> int:
             f"--out: expected a new run directory, but {out} holds a run; pass --resume to "
             "continue it, --force to replace it, or choose another directory"
         )
-    config = PPOConfig(
+    base = (_run_settings(resume, out) if resume is not None else None) or PPOConfig()
+    env_kwargs = env_settings(args, base.env_kwargs)
+    policy_device = base.device
+    if args.device is not None or "device" in parse_json_object(args.env_kwargs):
+        policy_device = env_kwargs["device"]  # --device: the policy network's too
+    if args.policy_device is not None:
+        policy_device = check_device(args.policy_device, "--policy-device")
+    vec = base.vec if args.vec is None and resume is not None else args.vec or "auto"
+    config = dataclasses.replace(
+        base,
         env_kwargs=env_kwargs,
-        total_timesteps=args.timesteps,
-        n_envs=args.n_envs,
-        vec=vec_kind(args.vec, args.subproc, env_kwargs),
-        seed=args.seed,
+        total_timesteps=_given(args.timesteps, base.total_timesteps),
+        n_envs=_given(args.n_envs, base.n_envs),
+        vec=vec_kind(vec, args.subproc, env_kwargs),
+        seed=_given(args.seed, base.seed),
         device=policy_device,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=_given(args.checkpoint_every, base.checkpoint_every),
     )
     with user_input("--env-kwargs"):
         config.validate()
