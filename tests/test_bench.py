@@ -328,3 +328,22 @@ def test_ppo_vs_greedy_refuses_to_overwrite_an_evaluation(tmp_path, monkeypatch)
         with pytest.raises(FileExistsError, match="--force"):
             module.main()
         assert (out / existing).read_text() == "kept"
+
+
+def test_auto_uses_lockstep_only_where_the_lockstep_env_can_batch():
+    """One statement of what the lockstep env batches (EnvConfig.lockstep_obstacle) decides
+    the plan: Adam MLPs go in lockstep groups, an SGD or a conv env runs one env per seed
+    (before, bench planned lockstep for SGD and the lockstep env then refused it)."""
+    from growenv.env.config import EnvConfig
+    from growenv.harness.bench import plan_jobs
+
+    assert EnvConfig().lockstep_obstacle() is None
+    assert EnvConfig(optimizer="sgd").lockstep_obstacle().startswith("optimizer:")
+    assert EnvConfig(net="conv").lockstep_obstacle().startswith("net:")
+    assert EnvConfig(augment=True).lockstep_obstacle().startswith("augment:")
+    lockstep = plan_jobs(["teacher_student"], ["greedy"], [0, 1, 2])
+    assert [len(j.seeds) for j in lockstep] == [3] and lockstep[0].lockstep
+    single = plan_jobs(["teacher_student"], ["greedy"], [0, 1, 2], {"optimizer": "sgd"})
+    assert [len(j.seeds) for j in single] == [1, 1, 1] and not any(j.lockstep for j in single)
+    with pytest.raises(ValueError, match="optimizer: the lockstep env implements 'adam'"):
+        plan_jobs(["teacher_student"], ["greedy"], [0], {"optimizer": "sgd"}, vec="lockstep")

@@ -159,6 +159,7 @@ def test_threads_and_devices_reach_train(monkeypatch, tmp_path, capsys):
     run.mkdir(exist_ok=True)
     with zipfile.ZipFile(run / "model.zip", "w") as archive:  # a complete (fake) model
         archive.writestr("data", "{}")
+        archive.writestr("policy.pth", b"")
     argv = ["train", "--out", str(run), "--resume", "--checkpoint-every", "64"]
     assert main(argv) == 0
     assert seen["resume"] == str(run) and seen["config"].checkpoint_every == 64
@@ -246,7 +247,11 @@ BAD_INPUTS = [
     (["bench", "--vec", "lockstep", "--policy", "greedy,bic"], "--vec: expected auto or single"),
     (
         ["bench", "--vec", "lockstep", "--env-kwargs", '{"augment": true}'],
-        "lockstep batches MLPs without augmentation only",
+        "--vec: expected auto or single here: augment: not implemented in the lockstep env",
+    ),
+    (
+        ["bench", "--vec", "lockstep", "--env-kwargs", '{"optimizer": "sgd"}'],
+        "--vec: expected auto or single here: optimizer: the lockstep env implements 'adam'",
     ),
     (["bench", "--nope"], "unrecognized arguments: --nope"),
     (["grow", "--vec", "auto"], "unrecognized arguments"),
@@ -410,6 +415,7 @@ def test_agent_for_other_max_sites_is_one_line_before_any_work(monkeypatch, tmp_
     agent = tmp_path / "agent.zip"
     with zipfile.ZipFile(agent, "w") as archive:
         archive.writestr("data", "{}")
+        archive.writestr("policy.pth", b"")
     space = SimpleNamespace(shape=(observation_size(6),))  # trained with max_sites=6
     fake = SimpleNamespace(model=SimpleNamespace(observation_space=space), name="ppo")
     monkeypatch.setattr(options, "make_policy", lambda spec: fake)
@@ -437,6 +443,7 @@ def test_resume_keeps_the_runs_settings_unless_given(monkeypatch, tmp_path):
     run.mkdir()
     with zipfile.ZipFile(run / "model.zip", "w") as archive:
         archive.writestr("data", "{}")
+        archive.writestr("policy.pth", b"")
     first = PPOConfig(
         env_kwargs={**TINY, "task": "multi_sin", "max_params": 900},
         n_envs=4,

@@ -29,6 +29,7 @@ from growenv.env.config import TASK_CHOICES, EnvConfig
 from growenv.errors import UserError
 from growenv.harness.episodes import check_policy_fits
 from growenv.policies import Policy, make_policy, policy_entry, policy_specs
+from growenv.policies.ppo import check_model_file
 from growenv.threads import DEFAULT_THREADS, set_threads
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "check_lockstep",
     "check_policy",
     "check_task",
-    "check_zip",
     "env_settings",
     "format_seeds",
     "nonnegative_int",
@@ -51,7 +51,7 @@ __all__ = [
     "policies_help",
     "positive_int",
     "split_list",
-    "stackable",
+    "lockstep_obstacle",
     "use_threads",
     "user_input",
 ]
@@ -244,20 +244,6 @@ def check_task(name: Any, argument: str = "--task") -> str:
     return name
 
 
-def check_zip(path: Path, argument: str) -> None:
-    """Refuse a truncated or corrupt model ``.zip`` (SB3 would report a space mismatch)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise UserError(
-            f"{argument}: expected a complete model .zip, but {path} is truncated or corrupt "
-            f"({err}); use an earlier checkpoint or train again"
-        ) from None
-    if bad is not None:
-        raise UserError(f"{argument}: expected a complete model .zip, {path}: corrupt {bad}")
-
-
 def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--policy") -> Policy:
     """Build the policy of ``spec`` (checked against the registry) and return it; a learned
     one (``ppo:PATH``) is loaded, so a missing or damaged file or one trained on envs with
@@ -275,7 +261,7 @@ def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--poli
         )
     zip_path = path / "model.zip" if path.is_dir() else path
     if zip_path.is_file():
-        check_zip(zip_path, f"{argument}: {spec!r}")
+        check_model_file(zip_path, f"{argument}: {spec!r}")
     try:
         policy = make_policy(spec)
     except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
@@ -304,19 +290,16 @@ def parse_json_object(text: str | None, argument: str = "--env-kwargs") -> dict[
     return value
 
 
-def stackable(settings: Mapping[str, Any]) -> bool:
-    """Whether ``--vec lockstep`` can batch envs of ``settings`` (MLPs without augmentation)."""
-    return settings.get("net", "mlp") == "mlp" and not settings.get("augment", False)
+def lockstep_obstacle(settings: Mapping[str, Any]) -> str | None:
+    """Why ``--vec lockstep`` cannot batch envs of ``settings`` (``None`` when it can)."""
+    return EnvConfig.from_kwargs(**settings).lockstep_obstacle()
 
 
 def check_lockstep(settings: Mapping[str, Any]) -> None:
     """Refuse ``--vec lockstep`` for envs the lockstep env cannot batch."""
-    if not stackable(settings):
-        raise UserError(
-            "--vec: expected auto or single here: lockstep batches MLPs without augmentation "
-            f"only, got net={settings.get('net', 'mlp')!r}, "
-            f"augment={settings.get('augment', False)!r}"
-        )
+    obstacle = lockstep_obstacle(settings)
+    if obstacle is not None:
+        raise UserError(f"--vec: expected auto or single here: {obstacle}")
 
 
 def use_threads(settings: Mapping[str, Any]) -> None:

@@ -13,12 +13,11 @@ from growenv.cli.options import (
     add_run_options,
     check_device,
     check_lockstep,
-    check_zip,
     env_settings,
+    lockstep_obstacle,
     nonnegative_int,
     parse_json_object,
     positive_int,
-    stackable,
     use_threads,
     user_input,
 )
@@ -31,7 +30,7 @@ from growenv.harness.ppo_training import (
     latest_checkpoint,
     train,
 )
-from growenv.policies.ppo import MODEL_FILE
+from growenv.policies.ppo import MODEL_FILE, check_model_file
 
 __all__ = ["add_train_parser", "train_main", "vec_kind"]
 
@@ -132,7 +131,7 @@ def vec_kind(vec: str, subproc: bool, env_kwargs: dict) -> str:
     if vec == "lockstep":
         check_lockstep(env_kwargs)
     if vec == "auto":
-        vec = "lockstep" if stackable(env_kwargs) else "single"
+        vec = "single" if lockstep_obstacle(env_kwargs) else "lockstep"
     if vec == "single":
         return "subproc" if subproc else "dummy"
     return vec
@@ -151,7 +150,7 @@ def _model(value: str, argument: str) -> Path:
         path = found
     elif not path.is_file():
         raise UserError(f"{argument}: expected a run directory or a checkpoint .zip, no {path}")
-    check_zip(path, argument)
+    check_model_file(path, argument)
     return path
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from growenv.data.tasks import TASK_NAMES
-from growenv.nets.family import NetFamily
+from growenv.nets.family import STACKABLE, NetFamily
 from growenv.nets.registry import FAMILIES, get_family
 from growenv.validation import boolean, choice, integer, real
 
@@ -197,6 +197,23 @@ class EnvConfig:
     def torch_device(self) -> torch.device:
         """``device`` as a ``torch.device``."""
         return torch.device(self.device)
+
+    def lockstep_obstacle(self) -> str | None:
+        """Why the lockstep env cannot batch envs of this config (one line naming the
+        setting), or ``None`` when it can: a family with the ``"stackable"`` capability,
+        Adam, TINY neurons and no augmentation."""
+        if STACKABLE not in self.family.capabilities:
+            return (
+                f"net: the lockstep env stacks families with the {STACKABLE!r} capability; "
+                f"{self.net!r} has not"
+            )
+        if self.optimizer != "adam":
+            return f"optimizer: the lockstep env implements 'adam' only, got {self.optimizer!r}"
+        if self.augment:
+            return "augment: not implemented in the lockstep env"
+        if self.method != "tiny":
+            return f"method: the lockstep env implements 'tiny' neurons only, got {self.method!r}"
+        return None
 
     # ------------------------------------------------------------------ building
     @classmethod

@@ -25,7 +25,6 @@ from growenv.env.config import EnvConfig
 from growenv.env.episode import Measurement, TaskSource, slot_table
 from growenv.env.growth_env import GrowthEnv
 from growenv.losses import resolve_loss
-from growenv.nets.family import STACKABLE
 from growenv.nets.mlp import costs
 from growenv.nets.mlp.report import solve
 from growenv.nets.mlp.stacked import StackedMLP, gamma_losses
@@ -113,17 +112,9 @@ class LockstepVecEnv(VecEnv):
             raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
         first = GrowthEnv(task, config, **env_kwargs)  # the config validates every setting
         cfg = first.config
-        if STACKABLE not in first.family.capabilities:
-            raise ValueError(
-                f"net: the lockstep env stacks families with the {STACKABLE!r} capability; "
-                f"{cfg.net!r} has not (use --vec dummy)"
-            )
-        if cfg.optimizer != "adam":
-            raise ValueError("optimizer: the lockstep env implements 'adam' only")
-        if cfg.augment:
-            raise ValueError("augment: not implemented in the lockstep env; use --vec dummy")
-        if cfg.method != "tiny":
-            raise ValueError("method: the lockstep env implements 'tiny' neurons only")
+        obstacle = cfg.lockstep_obstacle()
+        if obstacle is not None:
+            raise ValueError(f"{obstacle} (run one GrowthEnv per episode instead)")
         self.config = cfg
         self.envs = [first]
         for _ in range(num_envs - 1):

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from growenv.data.tasks import TEACHER_TASK_NAMES
+from growenv.env.config import EnvConfig
 from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, stop_signals
 from growenv.harness.store import BenchStore, EpisodeKey
@@ -182,9 +184,10 @@ def plan_jobs(
         bad = [p for p in specs if not lockstep[p]]
         if bad:
             raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
-    stackable = env_kwargs.get("net", "mlp") == "mlp" and not env_kwargs.get("augment", False)
+    obstacle = EnvConfig.from_kwargs(**env_kwargs).lockstep_obstacle()
+    stackable = obstacle is None
     if vec == "lockstep" and not stackable:
-        raise ValueError("vec: the lockstep env stacks MLPs without augmentation only")
+        raise ValueError(f"vec: expected settings the lockstep env can batch; {obstacle}")
     seeds = [int(s) for s in seeds]
     jobs: list[BenchJob] = []
     for t in tasks:
@@ -195,7 +198,9 @@ def plan_jobs(
             else:
                 jobs += [BenchJob(t, p, (s,)) for s in seeds]
     if oracle:
-        jobs += [BenchJob(t, "oracle", (s,)) for t in tasks if "teacher" in t for s in seeds]
+        jobs += [
+            BenchJob(t, "oracle", (s,)) for t in tasks if t in TEACHER_TASK_NAMES for s in seeds
+        ]
     return jobs
 
 
