@@ -134,3 +134,13 @@ def test_blocks_are_found() -> None:
     """The parser sees the README's snippets (a broken fence would silently test nothing)."""
     langs = [lang for _, lang, _, _ in _blocks(README)]
     assert langs.count("python") >= 3 and langs.count("bash") >= 2, langs
+
+
+def test_the_policies_page_lists_every_registered_policy():
+    """The policy table of docs/policies.md cannot drift from the registry."""
+    from growenv.policies import POLICIES
+
+    page = (ROOT / "docs" / "policies.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)[`:]", page, flags=re.M)
+    missing = [e.spec for e in POLICIES.values() if e.spec.partition(":")[0] not in rows]
+    assert not missing, f"docs/policies.md has no table row for {missing}"
