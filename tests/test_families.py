@@ -18,7 +18,7 @@ from growenv.nets.conv.growth import (
 )
 from growenv.nets.conv.net import GrowingConvNet
 from growenv.nets.conv.statistics import conv_statistics_macs
-from growenv.nets.family import NEEDS_IMAGES, STACKABLE, NetFamily
+from growenv.nets.family import NEEDS_IMAGES, SITES, STACKABLE, NetFamily
 from growenv.nets.mlp.growth import mlp_amplitude_search, mlp_apply_growth, mlp_extended_forward
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.nets.mlp.report import mlp_bottleneck
@@ -63,6 +63,7 @@ def test_registry_names_classes_and_capabilities():
     assert NEEDS_IMAGES not in get_family("mlp").capabilities
     assert NEEDS_IMAGES in get_family("conv").capabilities
     assert STACKABLE not in get_family("conv").capabilities
+    assert SITES in get_family("mlp").capabilities and SITES in get_family("conv").capabilities
     assert (get_family("mlp").min_width, get_family("conv").min_width) == (0, 1)
 
 

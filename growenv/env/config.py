@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from growenv.data.tasks import TASK_NAMES
-from growenv.nets.family import STACKABLE, NetFamily
+from growenv.nets.family import SITES, STACKABLE, NetFamily, format_choices
 from growenv.nets.registry import FAMILIES, get_family
 from growenv.validation import boolean, choice, integer, real
 
@@ -72,6 +72,28 @@ def arguments_table() -> str:
         value = getattr(defaults, f.name)
         lines.append(f"| `{f.name}` | `{json.dumps(value)}` | {HELP[f.name]} |")
     return "\n".join(lines)
+
+
+def _drivable_family(name: Any) -> NetFamily:
+    """The registered family ``name`` if the env can drive it (capability ``"sites"``).
+
+    Raises
+    ------
+    ValueError
+        One line: ``"net: expected 'mlp' or 'conv', got 'x'"`` for an unknown name; for a
+        registered family without numbered sites (``"dag"``), that the env cannot drive it yet.
+    """
+    drivable = format_choices(tuple(n for n, f in FAMILIES.items() if SITES in f.capabilities))
+    try:
+        family = get_family(name)
+    except ValueError:
+        raise ValueError(f"net: expected {drivable}, got {name!r}") from None
+    if SITES not in family.capabilities:
+        raise ValueError(
+            f"net: expected a family the env can drive ({drivable}); {name!r} does not grow "
+            "by numbered sites of a chain (GrowthEnv support is in progress)"
+        )
+    return family
 
 
 def _device(value: Any) -> str:
@@ -150,7 +172,7 @@ class EnvConfig:
             "dtype": _dtype(self.dtype),
             "device": _device(self.device),
         }
-        get_family(self.net)  # "net: expected 'mlp' or 'conv', got ..."
+        _drivable_family(self.net)  # "net: expected 'mlp' or 'conv', got ..."
         for family in FAMILIES.values():
             family.validate_options(
                 **{name: getattr(self, name) for name in FAMILY_OPTIONS if name in family.options}

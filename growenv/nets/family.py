@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 STACKABLE = "stackable"
 #: Capability: the family's nets read images ``(n, C, H, W)``, not flat vectors.
 NEEDS_IMAGES = "needs_images"
+#: Capability: growth locations are numbered sites of a chain (site ``i`` is hidden layer or
+#: stage ``i``), which is what :class:`~growenv.env.growth_env.GrowthEnv`'s actions ("grow
+#: site ``i``") and the protocol's site-indexed members (:attr:`NetFamily.min_width`,
+#: :meth:`NetFamily.build`, :meth:`NetFamily.search_macs`) assume. Only such families can be
+#: driven by the env.
+SITES = "sites"
 
 
 def format_choices(allowed: tuple) -> str:
@@ -76,13 +82,14 @@ class NetFamily(Protocol):
     net_class
         The :class:`~growenv.nets.base.GrowingNet` subclass of this family.
     capabilities
-        Flags such as :data:`STACKABLE` (the lockstep env can stack it) and
-        :data:`NEEDS_IMAGES` (inputs are images).
+        Flags such as :data:`STACKABLE` (the lockstep env can stack it),
+        :data:`NEEDS_IMAGES` (inputs are images) and :data:`SITES` (growth locations are
+        numbered sites of a chain: the env can drive it).
     options
         Family-specific options and their allowed values, the default first (conv:
         ``{"kernel": ("full", "restricted")}``; mlp: ``{}``).
     min_width
-        Smallest width a site may start with (mlp 0, conv 1).
+        Smallest width a site (dag: a hidden node) may have (mlp 0, conv 1, dag 0).
     """
 
     name: str
@@ -111,7 +118,7 @@ class NetFamily(Protocol):
         dtype: torch.dtype = torch.float32,
     ) -> GrowingNet:
         """A fresh net for the (prepared) ``task`` with hidden ``widths``, as the env builds
-        its episodes' nets."""
+        its episodes' nets (a family without :data:`SITES` raises ``NotImplementedError``)."""
         ...
 
     # ----------------------------------------------------------------------- verbs
@@ -160,7 +167,8 @@ class NetFamily(Protocol):
         ...
 
     def search_macs(self, net: Any, site: int, num_gammas: int, samples: int) -> int:
-        """Multiply-adds of the amplitude search at ``site`` over ``num_gammas`` amplitudes."""
+        """Multiply-adds of the amplitude search at ``site`` over ``num_gammas`` amplitudes
+        (a family without :data:`SITES` raises ``NotImplementedError``)."""
         ...
 
     def evaluate_macs(self, net: Any, samples: int) -> int:

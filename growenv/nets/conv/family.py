@@ -19,7 +19,7 @@ from growenv.nets.conv.growth import (
 )
 from growenv.nets.conv.net import OPTIONS, GrowingConvNet, validate_options
 from growenv.nets.conv.statistics import conv_statistics_macs
-from growenv.nets.family import NEEDS_IMAGES
+from growenv.nets.family import NEEDS_IMAGES, SITES
 from growenv.nets.report import BottleneckReport
 
 
@@ -54,7 +54,7 @@ class ConvFamily:
 
     name = "conv"
     net_class = GrowingConvNet
-    capabilities = frozenset({NEEDS_IMAGES})
+    capabilities = frozenset({NEEDS_IMAGES, SITES})
     options: Mapping[str, tuple] = OPTIONS
     min_width = 1
 

@@ -9,7 +9,7 @@ import torch
 
 from growenv.amplitude import AmplitudeResult
 from growenv.data.tasks import Task
-from growenv.nets.family import STACKABLE, check_options
+from growenv.nets.family import SITES, STACKABLE, check_options
 from growenv.nets.mlp import costs
 from growenv.nets.mlp.growth import (
     GrowthCandidate,
@@ -31,7 +31,7 @@ class MLPFamily:
 
     name = "mlp"
     net_class = GrowingMLP
-    capabilities = frozenset({STACKABLE})
+    capabilities = frozenset({STACKABLE, SITES})
     options: Mapping[str, tuple] = {}
     min_width = 0
 
