@@ -6,6 +6,7 @@ from growenv.env.growth_env import GrowthEnv
 from growenv.nets.candidate import GrowthCandidate
 from growenv.nets.conv.growth import ConvGrowthCandidate, conv_bottleneck
 from growenv.nets.conv.net import GrowingConvNet
+from growenv.nets.dag.net import GrowingDAG
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.nets.mlp.statistics import compute_statistics
 from growenv.nets.registry import FAMILIES, get_family
@@ -18,6 +19,7 @@ __all__ = [
     "BottleneckReport",
     "ConvGrowthCandidate",
     "GrowingConvNet",
+    "GrowingDAG",
     "GrowingMLP",
     "GrowthCandidate",
     "GrowthEnv",

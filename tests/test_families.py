@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 
 import growenv
 from growenv.data.tasks import Split, Task
+from growenv.env.config import EnvConfig
+from growenv.nets import dag
 from growenv.nets.conv.growth import (
     conv_amplitude_search,
     conv_apply_growth,
@@ -18,6 +21,7 @@ from growenv.nets.conv.growth import (
 )
 from growenv.nets.conv.net import GrowingConvNet
 from growenv.nets.conv.statistics import conv_statistics_macs
+from growenv.nets.dag.net import GrowingDAG
 from growenv.nets.family import NEEDS_IMAGES, SITES, STACKABLE, NetFamily
 from growenv.nets.mlp.growth import mlp_amplitude_search, mlp_apply_growth, mlp_extended_forward
 from growenv.nets.mlp.net import GrowingMLP
@@ -54,7 +58,7 @@ CASES = {"mlp": mlp_case, "conv": conv_case}
 
 # ------------------------------------------------------------------------------- registry
 def test_registry_names_classes_and_capabilities():
-    assert set(FAMILIES) == {"mlp", "conv"}
+    assert set(FAMILIES) == {"mlp", "conv", "dag"}
     for name, family in FAMILIES.items():
         assert isinstance(family, NetFamily)
         assert family.name == name and family.net_class.family == name
@@ -65,11 +69,16 @@ def test_registry_names_classes_and_capabilities():
     assert STACKABLE not in get_family("conv").capabilities
     assert SITES in get_family("mlp").capabilities and SITES in get_family("conv").capabilities
     assert (get_family("mlp").min_width, get_family("conv").min_width) == (0, 1)
+    dag = get_family("dag")
+    assert dag.net_class is growenv.GrowingDAG and dag.capabilities == frozenset()
+    assert SITES not in dag.capabilities and dag.validate_options() == {}
+    with pytest.raises(ValueError, match=r"^kernel: the 'dag' family takes no such option"):
+        dag.validate_options(kernel="full")
 
 
 def test_unknown_family_is_one_clear_line():
-    with pytest.raises(ValueError, match=r"^net: expected 'mlp' or 'conv', got 'dag'$"):
-        get_family("dag")
+    with pytest.raises(ValueError, match=r"^net: expected 'mlp', 'conv' or 'dag', got 'resnet'$"):
+        get_family("resnet")
     with pytest.raises(ValueError, match=r"got None"):
         get_family(None)
 
@@ -86,6 +95,7 @@ def test_family_of_nets_and_non_growing_nets():
         assert "\n" not in message and message.endswith("got Sequential")
         assert "GrowingMLP.from_sequential" in message
         assert "GrowingConvNet.from_sequential" in message
+        assert "GrowingDAG.from_sequential" in message
 
 
 # ------------------------------------------------------------------------------- dispatch
@@ -119,6 +129,88 @@ def test_public_verbs_equal_the_family_functions_bitwise(name):
         _same(p, q)
     # and the grown net computes the preview it promised
     torch.testing.assert_close(grown_public(x), own_preview(net, candidate, x, float(a.gamma)))
+
+
+def dag_case() -> tuple[GrowingDAG, torch.Tensor, torch.Tensor]:
+    """in -> a -> out with a skip in -> out and a node b without out-edges (float64)."""
+    gen = torch.Generator().manual_seed(3)
+    net = GrowingDAG(
+        4,
+        3,
+        nodes={"a": 5, "b": 2},
+        edges=[("in", "a"), ("a", "out"), ("in", "out"), ("in", "b")],
+        dtype=torch.float64,
+        generator=gen,
+    )
+    x = torch.randn(60, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(60, 3, generator=gen, dtype=torch.float64)
+    return net, x, y
+
+
+def test_dag_is_a_registered_family_and_the_verbs_dispatch_to_it_bitwise():
+    net, x, y = dag_case()
+    assert family_of(net) is get_family("dag")
+    public = growenv.bottleneck(net, x, y, loss="mse")
+    own = dag.bottleneck(net, x, y, "mse")
+    assert isinstance(public, dag.DagReport)
+    _same(public.loss, own.loss)
+    for name in own.nodes:
+        _same(public.nodes[name].bottleneck, own.nodes[name].bottleneck)
+        _same(public.nodes[name].update_gain, own.nodes[name].update_gain)
+    assert [e.key for e in public.expansions] == [e.key for e in own.expansions]
+    for a, b in zip(public.expansions, own.expansions, strict=True):
+        for field in ("eigenvalues", "update_gain", "first_order_gain"):
+            _same(getattr(a, field), getattr(b, field))
+    gammas = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    for key in (("edge", "a", "b"), ("node", "in", "out"), ("widen", "a", None)):
+        candidate = public.expansion(*key).candidate(2)
+        _same(
+            growenv.extended_forward(net, candidate, x, gammas),
+            dag.extended_forward(net, x, candidate, gammas),
+        )
+        _same(
+            growenv.extended_forward(net, candidate, x, 0.5),
+            dag.extended_forward(net, x, candidate, 0.5),
+        )
+        a, b = (
+            growenv.amplitude_search(net, candidate, x, y),
+            dag.amplitude_search(net, candidate, x, y),
+        )
+        _same(a.gamma, b.gamma)
+        _same(a.losses, b.losses)
+        grown_public, grown_own = copy.deepcopy(net), copy.deepcopy(net)
+        growenv.apply_growth(grown_public, candidate, a.gamma)
+        dag.apply_growth(grown_own, candidate, a.gamma)
+        assert grown_public.nodes == grown_own.nodes and grown_public.edges == grown_own.edges
+        for p, q in zip(grown_public.parameters(), grown_own.parameters(), strict=True):
+            _same(p, q)
+        torch.testing.assert_close(
+            grown_public(x), dag.extended_forward(net, x, candidate, float(a.gamma))
+        )
+
+
+def test_the_env_refuses_the_dag_family_in_one_line():
+    message = (
+        "net: expected a family the env can drive ('mlp' or 'conv'); 'dag' does not grow by "
+        "numbered sites of a chain (GrowthEnv support is in progress)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        EnvConfig(net="dag")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        growenv.GrowthEnv(net="dag")
+    with pytest.raises(ValueError, match=r"^net: expected 'mlp' or 'conv', got 'resnet'$"):
+        EnvConfig(net="resnet")
+
+
+def test_dag_site_members_raise_not_implemented():
+    family = get_family("dag")
+    net, _, _ = dag_case()
+    with pytest.raises(NotImplementedError, match=r"no numbered sites.*GrowingDAG"):
+        family.build(_image_task(), [2, 3])
+    with pytest.raises(NotImplementedError, match=r"no numbered sites.*search_macs"):
+        family.search_macs(net, 0, 8, 10)
+    flat = family.prepare_task(_image_task())
+    assert flat.input_shape == (3 * 8 * 6,) and flat.train.x.shape == (6, 144)
 
 
 # -------------------------------------------------------------------------------- options
@@ -274,6 +366,28 @@ def test_conv_cost_model_equals_counted_forward():
         assert grown.num_parameters() - net.num_parameters() == net.added_parameters(site, 2)
         assert cand.added_parameters() == net.added_parameters(site, 2)
         assert _hook_macs(grown.to_sequential(), x) - fwd == net.added_flops(site, 2)
+
+
+def test_dag_cost_model_equals_explicit_counts():
+    family = get_family("dag")
+    net, x, y = dag_case()
+    # edges in->a (4x5), a->out (5x3), in->out (4x3), in->b (4x2)
+    fwd = 4 * 5 + 5 * 3 + 4 * 3 + 4 * 2
+    assert fwd == net.macs() == sum(w.numel() for w in net.weights)
+    assert family.evaluate_macs(net, 7) == fwd * 7
+    assert family.training_macs(net, 7) == 3 * fwd * 7
+    # statistics: forward, backward through a->out only (the input takes no gradient), and
+    # X^T X, X^T G with X = [in, a, b, 1] (D = 4 + 5 + 2 + 1), G = [a, b, out] (O = 5 + 2 + 3)
+    d, o = 12, 10
+    assert family.statistics_macs(net, 5) == (fwd + 5 * 3 + d * (d + o)) * 5
+    assert net(x).shape == (60, 3)
+    # growth: the grown net's count is the old one plus what the candidate adds
+    report = growenv.bottleneck(net, x, y)
+    for key in (("edge", "a", "b"), ("node", "in", "out"), ("widen", "a", None)):
+        cand = report.expansion(*key).candidate(2)
+        grown = copy.deepcopy(net)
+        growenv.apply_growth(grown, cand, 0.5)
+        assert family.evaluate_macs(grown, 1) - fwd == cand.added_macs()
 
 
 # ------------------------------------------------------------------------------ structure

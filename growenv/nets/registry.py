@@ -12,12 +12,13 @@ from types import MappingProxyType
 
 from growenv.nets.base import GrowingNet
 from growenv.nets.conv.family import FAMILY as CONV
+from growenv.nets.dag.family import FAMILY as DAG
 from growenv.nets.family import NetFamily, format_choices
 from growenv.nets.mlp.family import FAMILY as MLP
 
 #: Every net family by name.
 FAMILIES: Mapping[str, NetFamily] = MappingProxyType(
-    {family.name: family for family in (MLP, CONV)}
+    {family.name: family for family in (MLP, CONV, DAG)}
 )
 
 
@@ -27,7 +28,7 @@ def get_family(name: str) -> NetFamily:
     Raises
     ------
     ValueError
-        ``"net: expected 'mlp' or 'conv', got 'x'"`` for an unknown name.
+        ``"net: expected 'mlp', 'conv' or 'dag', got 'x'"`` for an unknown name.
     """
     try:
         return FAMILIES[name]
