@@ -242,7 +242,9 @@ def test_a_truncated_zip_or_a_run_without_checkpoints_is_one_clear_error(tmp_pat
     with pytest.raises(ValueError, match="resume: .*cut.zip, which is truncated or corrupt"):
         train(_config(), run, resume=cut, progress_bar=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="resume: no checkpoint in"):
+    with pytest.raises(
+        FileNotFoundError, match="resume: expected a run directory with checkpoints/"
+    ):
         train(_config(), run, resume=tmp_path / "empty", progress_bar=False)
     with pytest.raises(ValueError, match="checkpoint_every"):
         _config(checkpoint_every=0).validate()

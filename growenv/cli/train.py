@@ -27,10 +27,10 @@ from growenv.harness.ppo_training import (
     CONFIG_FILE,
     DEFAULT_ENV_KWARGS,
     PPOConfig,
-    latest_checkpoint,
+    model_to_load,
     train,
 )
-from growenv.policies.ppo import MODEL_FILE, check_model_file
+from growenv.policies.ppo import MODEL_FILE
 
 __all__ = ["add_train_parser", "train_main", "vec_kind"]
 
@@ -138,20 +138,10 @@ def vec_kind(vec: str, subproc: bool, env_kwargs: dict) -> str:
 
 
 def _model(value: str, argument: str) -> Path:
-    """The model a run starts from: a checkpoint ``.zip`` or a run directory's newest."""
-    path = Path(value)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise UserError(
-                f"{argument}: expected a run directory with checkpoints or {MODEL_FILE}, or a "
-                f"checkpoint .zip; {path} holds neither"
-            )
-        path = found
-    elif not path.is_file():
-        raise UserError(f"{argument}: expected a run directory or a checkpoint .zip, no {path}")
-    check_model_file(path, argument)
-    return path
+    """The model a run starts from (the library's :func:`model_to_load`), as a one-line
+    error naming ``argument``."""
+    with user_input(argument):
+        return model_to_load(value, argument)
 
 
 def _run_settings(resume: str, out: Path) -> PPOConfig | None:

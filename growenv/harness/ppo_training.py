@@ -417,18 +417,32 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
-def _model_to_load(path: str | Path, what: str) -> Path:
+def model_to_load(path: str | Path, what: str) -> Path:
+    """The model a run starts from: a checkpoint ``.zip``, or a run directory's newest
+    checkpoint (or its final model), checked complete (:func:`check_model_file`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``"resume: expected a run directory with checkpoints/model_*_steps.zip or model.zip,
+        or a checkpoint .zip; run holds neither"`` (``what`` starts the message).
+    ValueError
+        A truncated or corrupt model file.
+    """
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
             raise FileNotFoundError(
-                f"{what}: no checkpoint in {path} (expected {CHECKPOINT_DIR}/model_*_steps.zip "
-                f"or {MODEL_FILE})"
+                f"{what}: expected a run directory with {CHECKPOINT_DIR}/model_*_steps.zip or "
+                f"{MODEL_FILE}, or a checkpoint .zip; {path} holds neither"
             )
         path = found
     elif not path.is_file():
-        raise FileNotFoundError(f"{what}: no {path}")
+        raise FileNotFoundError(
+            f"{what}: expected a run directory or a checkpoint .zip, got {path}, which does "
+            "not exist"
+        )
     check_model_file(path, what)
     return path
 
@@ -571,7 +585,7 @@ def train(
     what = "resume" if resume is not None else "init_from"
     start_from = None
     if resume is not None or init_from is not None:
-        start_from = _model_to_load(resume if resume is not None else init_from, what)
+        start_from = model_to_load(resume if resume is not None else init_from, what)
     out = Path(out)
     if resume is None and ((out / MODEL_FILE).exists() or (out / CONFIG_FILE).exists()):
         if not force:
