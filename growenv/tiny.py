@@ -259,6 +259,73 @@ def new_neurons(s_inv_sqrt: torch.Tensor, n: torch.Tensor) -> NeuronSolution:
     return _svd_neurons(s_inv_sqrt @ n, lambda u: s_inv_sqrt @ u)
 
 
+def zero_pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``t`` (``(..., r, c)``) padded with zeros to ``(..., rows, cols)``."""
+    return torch.nn.functional.pad(t, (0, cols - t.shape[-1], 0, rows - t.shape[-2]))
+
+
+def best_updates_grouped(
+    s_list: list[torch.Tensor],
+    m_list: list[torch.Tensor],
+    groups: list[list[int]],
+    rtol: float | None = None,
+    atol: float = DEFAULT_ATOL,
+) -> tuple[list, list, list, list[tuple[list[int], CovarianceFactors]]]:
+    """:func:`best_update` and ``S^{-1/2}`` of every pair ``(s_list[i], m_list[i])``: the
+    pairs of each group (indices) are zero-padded to the group's largest shape (inert: zero
+    eigenvalues are dropped) and factorised in one batched ``eigh``.
+
+    Returns
+    -------
+    dws, gains, inv_sqrt
+        Per pair, cut back to its own sizes.
+    group_factors
+        ``(group, factors)`` of every group's batched factorisation.
+    """
+    n = len(s_list)
+    dws: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    gains: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    inv_sqrt: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
+    group_factors = []
+    for group in groups:
+        d = max(s_list[i].shape[-1] for i in group)
+        o = max(m_list[i].shape[-1] for i in group)
+        s_pad = torch.stack([zero_pad(s_list[i], d, d) for i in group])
+        m_pad = torch.stack([zero_pad(m_list[i], d, o) for i in group])
+        factors = covariance_factors(s_pad, rtol=rtol, atol=atol)
+        dw, gain = best_update(factors.pinv, m_pad)
+        for k, i in enumerate(group):
+            di, oi = s_list[i].shape[-1], m_list[i].shape[-1]
+            dws[i] = dw[k, ..., :oi, :di]
+            gains[i] = gain[k]
+            inv_sqrt[i] = factors.inv_sqrt[k, ..., :di, :di]
+        group_factors.append((group, factors))
+    return dws, gains, inv_sqrt, group_factors
+
+
+def new_neurons_grouped(
+    inv_sqrt: list[torch.Tensor], n_list: list[torch.Tensor], groups: list[list[int]]
+) -> list[NeuronSolution]:
+    """:func:`new_neurons` of every pair ``(inv_sqrt[i], n_list[i])``: the pairs of each
+    group (indices) are zero-padded to the group's largest shape and solved in one batched
+    SVD, then each solution is cut back to its own sizes (the padding is inert: zero rows and
+    columns add only zero singular values)."""
+    out: list[NeuronSolution] = [None] * len(n_list)  # type: ignore[list-item]
+    for group in groups:
+        d = max(n_list[i].shape[-2] for i in group)
+        o = max(n_list[i].shape[-1] for i in group)
+        isq = torch.stack([zero_pad(inv_sqrt[i], d, d) for i in group])
+        n_pad = torch.stack([zero_pad(n_list[i], d, o) for i in group])
+        sol = new_neurons(isq, n_pad)
+        for k, i in enumerate(group):
+            di, oi = n_list[i].shape[-2:]
+            r = min(di, oi)
+            out[i] = NeuronSolution(
+                sol.eigenvalues[k, ..., :r], sol.alpha[k, ..., :r, :di], sol.omega[k, ..., :oi, :r]
+            )
+    return out
+
+
 def whitened_neurons(factor: CovarianceSolver, n: torch.Tensor) -> NeuronSolution:
     """:func:`new_neurons` from a factor of ``S`` (:func:`covariance_solver`): the SVD of
     ``W N`` for a whitening ``W`` (``W^T W = S^+``) and ``alpha_k = sqrt(lambda_k) W^T u_k``.

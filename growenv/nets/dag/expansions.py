@@ -281,10 +281,6 @@ class DagReport:
 
 
 # ----------------------------------------------------------------- batched solves
-def _pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    return F.pad(t, (0, cols - t.shape[-1], 0, rows - t.shape[-2]))
-
-
 def _buckets(sizes: Sequence[int]) -> list[list[int]]:
     """Indices grouped by size rounded up to a power of two (padding at most doubles)."""
     groups: dict[int, list[int]] = {}
@@ -301,22 +297,10 @@ def batched_best_updates(
     Matrices are zero-padded (inert: zero eigenvalues are dropped) into one batched ``eigh``
     per size bucket; leading dimensions of the inputs are kept.
     """
-    n = len(s_list)
-    dws: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
-    gains: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
-    isq: list[torch.Tensor] = [None] * n  # type: ignore[list-item]
-    for group in _buckets([s.shape[-1] for s in s_list]):
-        d = max(s_list[i].shape[-1] for i in group)
-        o = max(m_list[i].shape[-1] for i in group)
-        s_pad = torch.stack([_pad(s_list[i], d, d) for i in group])
-        m_pad = torch.stack([_pad(m_list[i], d, o) for i in group])
-        factors = tiny.covariance_factors(s_pad, rtol=rtol, atol=atol)
-        dw, gain = tiny.best_update(factors.pinv, m_pad)
-        for k, i in enumerate(group):
-            di, oi = s_list[i].shape[-1], m_list[i].shape[-1]
-            dws[i] = dw[k, ..., :oi, :di]
-            gains[i] = gain[k]
-            isq[i] = factors.inv_sqrt[k, ..., :di, :di]
+    groups = _buckets([s.shape[-1] for s in s_list])
+    dws, gains, isq, _ = tiny.best_updates_grouped(
+        list(s_list), list(m_list), groups, rtol=rtol, atol=atol
+    )
     return dws, gains, isq
 
 
@@ -324,20 +308,8 @@ def batched_neurons(
     inv_sqrt: Sequence[torch.Tensor], n_list: Sequence[torch.Tensor]
 ) -> list[tiny.NeuronSolution]:
     """TINY neurons (SVD of ``S^{-1/2} N``) of every pair, one batched SVD per size bucket."""
-    out: list[tiny.NeuronSolution] = [None] * len(n_list)  # type: ignore[list-item]
-    for group in _buckets([max(n.shape[-2], n.shape[-1]) for n in n_list]):
-        d = max(n_list[i].shape[-2] for i in group)
-        o = max(n_list[i].shape[-1] for i in group)
-        isq = torch.stack([_pad(inv_sqrt[i], d, d) for i in group])
-        n_pad = torch.stack([_pad(n_list[i], d, o) for i in group])
-        sol = tiny.new_neurons(isq, n_pad)
-        for k, i in enumerate(group):
-            di, oi = n_list[i].shape[-2:]
-            r = min(di, oi)
-            out[i] = tiny.NeuronSolution(
-                sol.eigenvalues[k, ..., :r], sol.alpha[k, ..., :r, :di], sol.omega[k, ..., :oi, :r]
-            )
-    return out
+    groups = _buckets([max(n.shape[-2], n.shape[-1]) for n in n_list])
+    return tiny.new_neurons_grouped(list(inv_sqrt), list(n_list), groups)
 
 
 # ------------------------------------------------------------------------ the solve

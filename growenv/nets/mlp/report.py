@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 
 from growenv import tiny
 from growenv.losses import PerSampleLoss
@@ -17,11 +16,6 @@ from growenv.nets.report import (
     check_tolerances,
     site_report,
 )
-
-
-def _pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    return F.pad(t, (0, cols - t.shape[-1], 0, rows - t.shape[-2]))
-
 
 # Matrices up to this size are zero-padded into one batched factorisation (one kernel launch
 # for all layers); larger ones (e.g. the 3073-wide input of a flattened CIFAR image) are
@@ -58,45 +52,18 @@ def _factor_layers(
         dw, gains[0] = tiny.best_update(input_factors.pinv, m_list[0])
         dws[0] = dw
         todo = todo[1:]
-    sizes = [s_list[i].shape[-1] for i in todo]
-    for local in _groups(sizes):
-        group = [todo[i] for i in local]
-        d = max(s_list[i].shape[-1] for i in group)
-        o = max(m_list[i].shape[-1] for i in group)
-        s_pad = torch.stack([_pad(s_list[i], d, d) for i in group])
-        m_pad = torch.stack([_pad(m_list[i], d, o) for i in group])
-        factors = tiny.covariance_factors(s_pad, rtol=rtol, atol=atol)
-        dw, gain = tiny.best_update(factors.pinv, m_pad)
-        for k, i in enumerate(group):
-            di, oi = s_list[i].shape[-1], m_list[i].shape[-1]
-            inv_sqrt[i] = factors.inv_sqrt[k, ..., :di, :di]
-            dws[i] = dw[k, ..., :oi, :di]
-            gains[i] = gain[k]
+    groups = [[todo[i] for i in local] for local in _groups([s_list[i].shape[-1] for i in todo])]
+    g_dws, g_gains, g_isq, group_factors = tiny.best_updates_grouped(
+        s_list, m_list, groups, rtol=rtol, atol=atol
+    )
+    for i in todo:
+        dws[i], gains[i], inv_sqrt[i] = g_dws[i], g_gains[i], g_isq[i]
+    for group, factors in group_factors:
         if group == [0] and s_list[0].shape[-1] > PAD_LIMIT:
             input_factors = tiny.CovarianceFactors(
                 factors.pinv[0], factors.inv_sqrt[0], factors.rank[0]
             )
     return inv_sqrt, dws, gains, input_factors
-
-
-def _neurons_of_sites(
-    inv_sqrt: list[torch.Tensor], n_list: list[torch.Tensor]
-) -> list[tiny.NeuronSolution]:
-    """TINY neurons of every site, one batched SVD per size group."""
-    out: list[tiny.NeuronSolution] = [None] * len(n_list)  # type: ignore[list-item]
-    for group in _groups([n.shape[-2] for n in n_list]):
-        d = max(n_list[i].shape[-2] for i in group)
-        o = max(n_list[i].shape[-1] for i in group)
-        isqrt = torch.stack([_pad(inv_sqrt[i], d, d) for i in group])
-        n_pad = torch.stack([_pad(n_list[i], d, o) for i in group])
-        sol = tiny.new_neurons(isqrt, n_pad)
-        for k, i in enumerate(group):
-            di, oi = n_list[i].shape[-2:]
-            r = min(di, oi)
-            out[i] = tiny.NeuronSolution(
-                sol.eigenvalues[k, ..., :r], sol.alpha[k, ..., :r, :di], sol.omega[k, ..., :oi, :r]
-            )
-    return out
 
 
 def solve(
@@ -136,7 +103,9 @@ def solve(
         tiny.projected_cross_correlation(stats.P[j].to(dtype), stats.C[j].to(dtype), dws[j + 1])
         for j in range(num_layers - 1)
     ]
-    solutions = _neurons_of_sites(inv_sqrt[:-1], n_list)
+    solutions = tiny.new_neurons_grouped(
+        inv_sqrt[:-1], n_list, _groups([n.shape[-2] for n in n_list])
+    )
     for j, sol in enumerate(solutions):
         width = widths[j] if widths is not None else stats.S[j + 1].shape[-1] - 1
         sites.append(
