@@ -162,6 +162,12 @@ class Expansion:
     def key(self) -> tuple[str, str, str | None]:
         return self.kind, self.source, self.target
 
+    @property
+    def estimated_gain(self) -> torch.Tensor:
+        """The gain the default :meth:`candidate` is expected to bring: the decrease of
+        ``E||v_perp||^2`` that ranks expansions (TINY's :attr:`first_order_gain`)."""
+        return self.first_order_gain
+
     def gain(self, num_neurons: int) -> torch.Tensor:
         """``update_gain + sigma'(0) sum_{k <= K} lambda_k^2``."""
         return tiny.first_order_gain(
