@@ -13,6 +13,7 @@ from growenv.nets.dag.expansions import (
     bottleneck,
     check_candidate,
     extended_forward,
+    fit_neurons,
     preview_outputs,
     solve,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "dag_bottleneck",
     "dag_statistics",
     "extended_forward",
+    "fit_neurons",
     "preview_outputs",
     "solve",
 ]

@@ -28,16 +28,20 @@ nodes ``u -> new -> v`` where a one-hop path ``u -> w -> v`` already exists; we 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from growenv import tiny
 from growenv.amplitude import AmplitudeResult, amplitude_grid, best_amplitude
 from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
+from growenv.nets.dag import neuron_fit
 from growenv.nets.dag.net import IN, OUT, GrowingDAG, descendants
+from growenv.nets.dag.neuron_fit import FittedNeurons
 from growenv.nets.dag.statistics import (
     DagLayout,
     DagStatistics,
@@ -48,6 +52,9 @@ from growenv.nets.dag.statistics import (
 from growenv.threads import single_threaded
 
 KINDS = ("edge", "node", "widen")
+FITS = ("tiny", "nonlinear")
+START_SIGNAL = 1e-6  # see fit_expansions
+SCALINGS = ("sqrt", "output")
 
 
 # --------------------------------------------------------------------------- results
@@ -73,9 +80,12 @@ class DagCandidate:
 
     ``edge_weight``: the new edge's weight (kind ``"edge"``, scaled by ``gamma``).
     ``in_weights`` (source -> (K, width_s)), ``in_bias`` (K,), ``out_weights``
-    (target -> (width_t, K)): the new neurons (kinds ``"node"``, ``"widen"``; ``sqrt(gamma)``
-    each side). ``update_weights`` ((s, t) -> (width_t, width_s), existing edges) and
-    ``update_biases`` (t -> (width_t,)): the best update of the affected nodes (``gamma``).
+    (target -> (width_t, K)): the new neurons (kinds ``"node"``, ``"widen"``). ``scaling``:
+    how ``gamma`` scales them: ``"sqrt"`` (TINY's neurons, ``sqrt(gamma)`` each side) or
+    ``"output"`` (fitted neurons: the in-weights as fitted, ``gamma`` on the out-weights, so
+    the whole move is linear in ``gamma``). ``update_weights`` ((s, t) -> (width_t,
+    width_s), existing edges) and ``update_biases`` (t -> (width_t,)): the best update of
+    the affected nodes (``gamma``).
     ``widths`` and ``in_sources`` (the in-edge sources of each updated node): the graph
     around the candidate when it was computed (checked on use).
     """
@@ -92,6 +102,7 @@ class DagCandidate:
     eigenvalues: torch.Tensor
     widths: dict[str, int] = field(repr=False)
     in_sources: dict[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
+    scaling: str = "sqrt"
 
     @property
     def num_neurons(self) -> int:
@@ -157,6 +168,9 @@ class Expansion:
         repr=False, default=None
     )
     source_width: int = 0  # width of the source node when solved
+    fitted: FittedNeurons | None = field(repr=False, default=None)
+    fitted_slopes: torch.Tensor | None = field(repr=False, default=None)
+    fit_macs: int = 0  # multiply-adds of the fit (cost model of neuron_fit.fit_macs)
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -164,8 +178,11 @@ class Expansion:
 
     @property
     def estimated_gain(self) -> torch.Tensor:
-        """The gain the default :meth:`candidate` is expected to bring: the decrease of
-        ``E||v_perp||^2`` that ranks expansions (TINY's :attr:`first_order_gain`)."""
+        """The gain the default :meth:`candidate` is expected to bring, which ranks
+        expansions: ``d`` plus what the fitted neurons take up of ``E||v_perp||^2``
+        (``fit="nonlinear"``), else TINY's :attr:`first_order_gain`."""
+        if self.fitted is not None:
+            return self.update_gain + self.fitted.gain
         return self.first_order_gain
 
     def gain(self, num_neurons: int) -> torch.Tensor:
@@ -185,6 +202,8 @@ class Expansion:
         if self.kind == "edge":
             return d
         k = self._k(num_neurons)
+        if self.fitted is not None:  # E[v . omega h] per neuron, from the fit's samples
+            return d + self.fitted_slopes[..., :k].sum(-1)
         alpha, omega = self.neurons.alpha[..., :k, :], self.neurons.omega[..., :, :k]
         cross = (self.raw_correlation * (alpha.transpose(-1, -2) @ omega.transpose(-1, -2))).sum(
             (-1, -2)
@@ -192,15 +211,20 @@ class Expansion:
         return d + self.slope_at_zero * cross
 
     def _k(self, num_neurons: int | None) -> int:
-        if num_neurons is None:
+        if num_neurons is None and self.fitted is not None:
+            num_neurons = self.fitted.alpha.shape[-2]
+        elif num_neurons is None:
             num_neurons = max(int(self.num_significant.max()), 1)
         if isinstance(num_neurons, bool) or not isinstance(num_neurons, int) or num_neurons < 1:
             raise ValueError(f"num_neurons: expected an int >= 1, got {num_neurons!r}")
+        if self.fitted is not None:
+            return min(num_neurons, self.fitted.alpha.shape[-2])
         return min(num_neurons, self.eigenvalues.shape[-1])
 
     def candidate(self, num_neurons: int | None = None, with_update: bool = True) -> DagCandidate:
-        """The candidate: the new edge, or the ``num_neurons`` best neurons (default: the
-        significant ones; clipped to the rank), with the best update of the affected nodes
+        """The candidate: the new edge, or the ``num_neurons`` best neurons (TINY: default the
+        significant ones, clipped to the rank; fitted: default all, the first ``num_neurons``
+        of them by what each takes up), with the best update of the affected nodes
         (``with_update=False``: none)."""
         widths = dict(self.inputs) | dict(self.outputs) | {self.source: self.source_width}
         if self.kind == "edge":
@@ -221,7 +245,8 @@ class Expansion:
                 {v: tuple(upd_w)},
             )
         k = self._k(num_neurons)
-        alpha, omega = self.neurons.alpha[:k], self.neurons.omega[:, :k]
+        source = self.neurons if self.fitted is None else self.fitted
+        alpha, omega = source.alpha[:k], source.omega[:, :k]
         in_w: dict[str, torch.Tensor] = {}
         start = 0
         for s, w in self.inputs:
@@ -252,6 +277,7 @@ class Expansion:
             self.eigenvalues[:k],
             widths,
             {t: tuple(rep.update_weights) for t, rep in self.updates.items()},
+            "sqrt" if self.fitted is None else "output",
         )
 
 
@@ -339,14 +365,29 @@ def solve(
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     dtype: torch.dtype = torch.float64,
     kinds: Sequence[str] = KINDS,
+    fit: str = "tiny",
+    neurons: int | None = None,
+    activation: nn.Module | None = None,
+    sigma0: float = 0.0,
+    fit_seed: int = 0,
+    fit_iterations: int = neuron_fit.DEFAULT_ITERATIONS,
 ) -> tuple[dict[str, NodeReport], list[Expansion]]:
     """Node reports and every expansion of ``kinds`` from the statistics (pure function).
 
-    Solves run in ``dtype`` and results come back in the statistics' dtype.
+    Solves run in ``dtype`` and results come back in the statistics' dtype. With
+    ``fit="nonlinear"`` every new-node and widening expansion also gets ``neurons`` neurons
+    fitted with ``activation`` (value ``sigma0`` at 0) to its residual
+    (:mod:`.neuron_fit`; the statistics must keep their samples).
     """
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"kinds: expected a subset of {KINDS}, got {k!r}")
+    check_fit(fit, neurons)
+    if fit == "nonlinear" and (stats.samples is None or activation is None):
+        raise ValueError(
+            'fit: "nonlinear" needs the statistics\' samples (dag_statistics(..., '
+            "keep_samples=True)) and the activation"
+        )
     layout, edges = stats.layout, list(stats.edges)
     out_dtype = stats.covariance.dtype
     if rtol is None:
@@ -461,7 +502,120 @@ def solve(
             expansions.append(
                 report("widen", w, None, sol, d, ins, outs, raw, {t: nodes[t] for t in tgts[w]})
             )
+    if fit == "nonlinear":
+        x_all, v_all = stats.samples  # the fit runs in the statistics' dtype
+        resid = v_all - x_all @ full.to(x_all).transpose(-1, -2)  # every node's v_perp
+        fit_expansions(
+            [e for e in expansions if e.kind != "edge"],
+            layout, srcs, tgts, x_all, v_all, resid, neurons, activation, sigma0, fit_seed,
+            fit_iterations, cast,
+        )  # fmt: skip
     return nodes, expansions
+
+
+def check_fit(fit: str, neurons: int | None) -> None:
+    """One-line errors for the ``fit`` and ``neurons`` arguments."""
+    if fit not in FITS:
+        raise ValueError(f"fit: expected one of {FITS}, got {fit!r}")
+    if fit == "nonlinear" and (
+        isinstance(neurons, bool) or not isinstance(neurons, int) or neurons < 1
+    ):
+        raise ValueError(
+            f'neurons: fit="nonlinear" needs the neurons per growth, an int >= 1, got {neurons!r}'
+        )
+
+
+def _expansion_seed(seed: int, key: tuple[str, str, str | None]) -> int:
+    """A seed per expansion, so that its start does not depend on which others are solved."""
+    return zlib.crc32(repr((int(seed), *key)).encode()) & 0x7FFFFFFF
+
+
+def fit_expansions(
+    expansions: Sequence[Expansion],
+    layout: DagLayout,
+    srcs: dict[str, list[str]],
+    tgts: dict[str, list[str]],
+    x_all: torch.Tensor,
+    v_all: torch.Tensor,
+    resid: torch.Tensor,
+    neurons: int,
+    activation: nn.Module,
+    sigma0: float,
+    seed: int,
+    iterations: int,
+    cast,
+) -> None:
+    """Fit ``neurons`` neurons of every new-node / widening expansion to its residual, in
+    place (:attr:`Expansion.fitted`, :attr:`Expansion.fitted_slopes`); batched per size."""
+    if not expansions:
+        return
+    inputs, residuals, raws, starts = [], [], [], []
+    for e in expansions:
+        rows = layout.rows([e.source]) if e.kind == "node" else layout.rows(srcs[e.source])
+        cols = layout.cols([e.target] if e.kind == "node" else tgts[e.source])
+        b = block_cols(x_all, rows)
+        inputs.append(b)
+        residuals.append(block_cols(resid, cols))
+        raws.append(block_cols(v_all, cols))
+        gen = torch.Generator().manual_seed(_expansion_seed(seed, e.key))
+        # TINY's directions start the fit where they carry a signal: lambda^2 above a
+        # millionth of the residual they could take up (else they are rounding noise)
+        psi = sum(rep.bottleneck for rep in e.updates.values())
+        signal = e.eigenvalues.square() > START_SIGNAL * psi.unsqueeze(-1)
+        sig = int(signal.sum(-1).min()) if e.eigenvalues.numel() else 0
+        tiny_alpha = None if e.neurons is None else e.neurons.alpha.to(b)
+        starts.append(neuron_fit.start_directions(b, tiny_alpha, sig, neurons, gen))
+    fits = neuron_fit.fit_many(inputs, residuals, starts, activation, sigma0, iterations)
+    for e, f, b, v in zip(expansions, fits, inputs, raws, strict=True):
+        h, _ = neuron_fit.features(activation, sigma0, b, f.alpha)
+        # E[v . omega_k h_k] per neuron: -dL/dgamma at 0 of each fitted neuron
+        slopes = ((v @ f.omega) * h).mean(-2)
+        e.fitted = FittedNeurons(cast(f.alpha), cast(f.omega), cast(f.gain))
+        e.fitted_slopes = cast(slopes)
+        e.fit_macs = neuron_fit.fit_macs(b.shape[-2], b.shape[-1], v.shape[-1], neurons, iterations)
+
+
+def fit_neurons(
+    net: GrowingDAG,
+    report: DagReport,
+    expansions: Sequence[Expansion],
+    neurons: int,
+    seed: int = 0,
+    iterations: int = neuron_fit.DEFAULT_ITERATIONS,
+) -> None:
+    """Fit ``neurons`` neurons to the residual of each of ``expansions`` (new nodes and
+    widenings of ``report``; edges are skipped), in place, as ``bottleneck(...,
+    fit="nonlinear")`` does for all of them: for strategies that look at a part of the
+    space. ``report`` must come from ``bottleneck(..., keep_samples=True)`` (or
+    ``fit="nonlinear"``) on ``net`` as it is now."""
+    check_fit("nonlinear", neurons)
+    stats = report.statistics
+    if stats.samples is None:
+        raise ValueError("report: expected a report of bottleneck(..., keep_samples=True)")
+    if tuple(net.edges) != stats.edges or DagLayout.of(net.nodes) != stats.layout:
+        raise ValueError("report: the net was grown since the report was computed")
+    layout, edges = stats.layout, list(stats.edges)
+    srcs = {v: [u for u in layout.order if (u, v) in edges] for v in layout.grad}
+    tgts = {u: [v for v in layout.order if (u, v) in edges] for u in layout.act}
+    x_all, v_all = stats.samples
+    full = x_all.new_zeros((*x_all.shape[:-2], v_all.shape[-1], x_all.shape[-1]))
+    for v, rep in report.nodes.items():
+        c = torch.as_tensor(layout.cols([v]), device=x_all.device)
+        r = torch.as_tensor(layout.rows(srcs[v]), device=x_all.device)
+        dw = torch.cat([*(rep.update_weights[s] for s in srcs[v]), rep.update_bias[..., None]], -1)
+        full[..., c[:, None], r[None, :]] = dw.to(x_all)
+    resid = v_all - x_all @ full.transpose(-1, -2)
+    todo = [e for e in expansions if e.kind != "edge"]
+    with single_threaded(net.device):
+        fit_expansions(
+            todo, layout, srcs, tgts, x_all, v_all, resid, neurons, net.activation, net.sigma0,
+            seed, iterations, lambda t: t.to(x_all.dtype),
+        )  # fmt: skip
+
+
+def block_cols(t: torch.Tensor, cols: list[int]) -> torch.Tensor:
+    """``t[..., :, cols]`` (a copy)."""
+    return t.index_select(-1, torch.as_tensor(cols, dtype=torch.long, device=t.device))
 
 
 def bottleneck(
@@ -476,6 +630,11 @@ def bottleneck(
     statistical_threshold: float = tiny.DEFAULT_STATISTICAL_THRESHOLD,
     solve_dtype: torch.dtype = torch.float64,
     kinds: Sequence[str] = KINDS,
+    fit: str = "tiny",
+    neurons: int | None = None,
+    fit_seed: int = 0,
+    fit_iterations: int = neuron_fit.DEFAULT_ITERATIONS,
+    keep_samples: bool = False,
 ) -> DagReport:
     """Per-node bottlenecks and every expansion of ``net``: one forward+backward pass, one
     batched solve per kind and size bucket.
@@ -492,12 +651,27 @@ def bottleneck(
         As for :func:`growenv.bottleneck` of MLPs.
     kinds
         The expansion kinds to solve (default all).
+    fit
+        ``"tiny"``: new neurons in TINY's closed form (first order in the activation;
+        clipped to the rank). ``"nonlinear"``: ``neurons`` neurons of every new node and
+        widening fitted to the residual with the activation (:mod:`.neuron_fit`; the pass
+        keeps its samples), which also sees what the linearisation cannot, e.g. a new node
+        ``in -> new -> out`` once the edge ``in -> out`` exists.
+    neurons, fit_seed, fit_iterations
+        For ``fit="nonlinear"``: neurons per expansion, the seed of the random start
+        directions (one stream per expansion), Levenberg-Marquardt steps.
+    keep_samples
+        Keep the pass's per-sample activations and moves in ``report.statistics`` (implied
+        by ``fit="nonlinear"``), so that :func:`fit_neurons` can fit a part of the space later.
     """
-    stats = dag_statistics(net, x, y, loss=loss, batch_size=batch_size)
+    check_fit(fit, neurons)
+    keep = keep_samples or fit == "nonlinear"
+    stats = dag_statistics(net, x, y, loss=loss, batch_size=batch_size, keep_samples=keep)
     with single_threaded(net.device):
         nodes, expansions = solve(
-            stats, net.slope0, rtol, atol, statistical_threshold, solve_dtype, kinds
-        )
+            stats, net.slope0, rtol, atol, statistical_threshold, solve_dtype, kinds,
+            fit, neurons, net.activation, net.sigma0, fit_seed, fit_iterations,
+        )  # fmt: skip
     return DagReport(nodes, expansions, stats.loss, stats.num_samples, stats)
 
 
@@ -506,6 +680,10 @@ def check_candidate(net: GrowingDAG, candidate: DagCandidate) -> None:
     """Raise a one-line ``ValueError`` unless ``candidate`` fits ``net`` as it is now."""
     if not isinstance(candidate, DagCandidate):
         raise TypeError(f"candidate: expected a DagCandidate, got {type(candidate).__name__}")
+    if candidate.scaling not in SCALINGS:
+        raise ValueError(
+            f"candidate.scaling: expected one of {SCALINGS}, got {candidate.scaling!r}"
+        )
     stale = "(was the net grown since the candidate was computed?)"
     for v, w in candidate.widths.items():
         if v not in net.nodes or net.nodes[v] != w:
@@ -631,8 +809,12 @@ def preview_outputs(
                 z = c.in_bias.to(x)
                 for s, a in c.in_weights.items():
                     z = z + F.linear(post[s], a.to(x))
-                hidden = net.activation(r_ * z) - net.sigma0  # (G, n, K); 0 at gamma = 0
-                da[k] += r_ * F.linear(hidden, c.out_weights[v].to(x))
+                if c.scaling == "output":  # fitted neurons: gamma on the out-weights
+                    hidden = net.activation(z) - net.sigma0  # (n, K)
+                    da[k] += g_ * F.linear(hidden, c.out_weights[v].to(x))
+                else:
+                    hidden = net.activation(r_ * z) - net.sigma0  # (G, n, K); 0 at gamma = 0
+                    da[k] += r_ * F.linear(hidden, c.out_weights[v].to(x))
         sidx = torch.as_tensor(idx, device=x.device)
         da += pre[v]
         if v == OUT:
@@ -651,7 +833,8 @@ def extended_forward(
     """Preview: the output with ``candidate`` applied at ``gamma``, the net unchanged.
 
     ``gamma`` a float -> (n, out); a 1-D tensor of G amplitudes -> (G, n, out). ``gamma``
-    scales the best update and the new edge, ``sqrt(gamma)`` each side of new neurons.
+    scales the best update and the new edge; new neurons by ``sqrt(gamma)`` each side (TINY)
+    or ``gamma`` on their out-weights (fitted; ``candidate.scaling``).
     """
     net.check_input(x)
     if x.ndim != 2:
@@ -718,8 +901,10 @@ def apply_growth(
     """Grow ``net`` in place by ``candidate`` at ``gamma`` (equals :func:`extended_forward`).
 
     The update and a new edge are scaled by ``gamma``, new neurons by ``sqrt(gamma)`` on
-    each side; with ``sigma(0) != 0`` the targets' biases are shifted by ``-sqrt(gamma)
-    sigma(0) sum_k omega_k`` so that the function is continuous in ``gamma``. Optimizer
+    each side (``candidate.scaling == "sqrt"``, TINY) or by ``gamma`` on their out-weights
+    (``"output"``, fitted neurons); with ``sigma(0) != 0`` the targets' biases are shifted by
+    minus the out-scale times ``sigma(0) sum_k omega_k`` so that the function is continuous
+    in ``gamma``. Optimizer
     state is kept (grown parameters zero-padded; new ones join its first group). Returns
     the new node's name (kind ``"node"``), else None.
     """
@@ -728,6 +913,7 @@ def apply_growth(
     if not math.isfinite(g) or g < 0:
         raise ValueError(f"gamma: expected a finite number >= 0, got {gamma!r}")
     root = math.sqrt(g)
+    in_scale, out_scale = (1.0, g) if candidate.scaling == "output" else (root, root)
     for (s, t), w in candidate.update_weights.items():
         net.weight(s, t).add_(g * w.to(net.weight(s, t)))
     for t, b in candidate.update_biases.items():
@@ -737,10 +923,10 @@ def apply_growth(
         return None
     if net.sigma0 != 0.0:
         for t, om in candidate.out_weights.items():
-            net.bias(t).sub_(root * net.sigma0 * om.to(net.bias(t)).sum(1))
-    in_w = {s: root * a for s, a in candidate.in_weights.items()}
-    out_w = {t: root * o for t, o in candidate.out_weights.items()}
-    bias = root * candidate.in_bias
+            net.bias(t).sub_(out_scale * net.sigma0 * om.to(net.bias(t)).sum(1))
+    in_w = {s: in_scale * a for s, a in candidate.in_weights.items()}
+    out_w = {t: out_scale * o for t, o in candidate.out_weights.items()}
+    bias = in_scale * candidate.in_bias
     if candidate.kind == "widen":
         net.widen(candidate.source, in_w, bias, out_w, optimizer)
         return None

@@ -75,6 +75,9 @@ class DagStatistics:
     loss: torch.Tensor
     num_samples: int
     edges: tuple[tuple[str, str], ...] = field(default=())
+    samples: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    """``(X, V)`` per sample (``(..., n, D + 1)``, ``(..., n, O)``) when kept
+    (``keep_samples``): what the nonlinear neuron fit reads."""
 
 
 # ------------------------------------------------------------------------- pure maths
@@ -167,6 +170,7 @@ def dag_statistics(
     loss: str | PerSampleLoss = "mse",
     batch_size: int | None = None,
     check_finite: bool = True,
+    keep_samples: bool = False,
 ) -> DagStatistics:
     """One forward+backward pass over ``(x, y)`` (in ``batch_size`` chunks) -> statistics.
 
@@ -181,6 +185,8 @@ def dag_statistics(
     check_finite
         Raise ``ValueError`` if the data or the net give NaN or inf (one host check at the
         end; the error names the cause, :func:`~growenv.nets.statistics.non_finite_error`).
+    keep_samples
+        Also keep the per-sample ``X`` and ``V`` (:attr:`DagStatistics.samples`).
     """
     net.check_input(x)
     loss_fn = resolve_loss(loss)
@@ -189,10 +195,13 @@ def dag_statistics(
     sums: list[torch.Tensor] | None = None
     loss_sum = None
     n = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     for xb, yb in _batches(x.to(device=net.device, dtype=net.dtype), y, batch_size):
         acts, grads, losses = activations_and_grads(net, xb, yb, loss_fn)
         xm = activation_matrix([acts[u] for u in layout.act])
         gm = torch.cat([grads[v] for v in layout.grad], -1)
+        if keep_samples:
+            kept.append((xm, -gm))
         part = second_moments(xm, gm)
         if sums is None:
             sums, loss_sum = list(part), losses.sum(-1)
@@ -206,4 +215,7 @@ def dag_statistics(
         raise non_finite_error(net, x, y)
     cov, cross, gg = (s / n for s in sums)
     vv = {v: gg[..., a:b].sum(-1) for v, (a, b) in layout.grad.items()}
-    return DagStatistics(layout, cov, -cross, vv, loss_sum / n, n, tuple(net.edges))
+    samples = None
+    if keep_samples:
+        samples = (torch.cat([a for a, _ in kept], -2), torch.cat([b for _, b in kept], -2))
+    return DagStatistics(layout, cov, -cross, vv, loss_sum / n, n, tuple(net.edges), samples)
