@@ -24,7 +24,8 @@ Strategies
 Cost model (per call, in MACs; ``n`` the samples of the pass, ``fwd`` the net's forward MACs
 per sample, ``D`` the activation rows (every node but ``out``), ``O`` the residual columns
 (every node but ``in``); see :func:`statistics_macs`, :func:`solve_macs`,
-:func:`preview_macs`):
+:func:`preview_macs`, which live in :mod:`growenv.nets.dag.costs`, shared with the DAG
+family's env accounting, and are re-exported here):
 
 * statistics: forward and backward to the pre-activations (``2 fwd``) and the products
   ``X^T X`` and ``X^T V``: ``n (2 fwd + (D + 1)(D + 1 + O))``;
@@ -54,7 +55,6 @@ from growenv.losses import PerSampleLoss, prepare_target, resolve_loss
 from growenv.nets.dag import (
     IN,
     KINDS,
-    OUT,
     DagCandidate,
     DagReport,
     Expansion,
@@ -62,7 +62,13 @@ from growenv.nets.dag import (
     amplitude_search_many,
     preview_outputs,
 )
-from growenv.nets.dag.net import descendants
+from growenv.nets.dag.costs import (
+    node_solve_macs,
+    parameter_count,
+    preview_macs,
+    solve_macs,
+    statistics_macs,
+)
 from growenv.policies.heuristics import bic
 
 __all__ = [
@@ -73,6 +79,7 @@ __all__ = [
     "bottleneck_restricted",
     "greedy_first_order",
     "max_bottleneck_node",
+    "node_solve_macs",
     "parameter_count",
     "preview_macs",
     "random_expansion",
@@ -148,68 +155,6 @@ class Decision:
     def grows(self) -> bool:
         """Whether the decision grows the net."""
         return self.candidate is not None
-
-
-# ---------------------------------------------------------------------- cost model
-def _rows_cols(net: GrowingDAG) -> tuple[int, int]:
-    widths = net.nodes
-    d = sum(w for v, w in widths.items() if v != OUT)
-    o = sum(w for v, w in widths.items() if v != IN)
-    return d, o
-
-
-def statistics_macs(net: GrowingDAG, samples: int) -> int:
-    """MACs of one statistics pass over ``samples`` samples (module docstring)."""
-    d, o = _rows_cols(net)
-    return samples * (2 * net.macs() + (d + 1) * (d + 1 + o))
-
-
-def _eigh(d: int) -> int:
-    return 10 * d**3
-
-
-def _svd(d: int, o: int) -> int:
-    return 10 * d * o * min(d, o)
-
-
-def node_solve_macs(net: GrowingDAG) -> int:
-    """Every node's best update (``eigh`` of ``S_v`` and ``S_v^+ M_v``) and the residual
-    correlation: what ``Psi`` needs."""
-    d_all, o_all = _rows_cols(net)
-    total = (d_all + 1) ** 2 * o_all
-    for v, w in net.nodes.items():
-        if v == IN:
-            continue
-        d = sum(net.nodes[s] for s in net.in_edges(v)) + 1
-        total += _eigh(d) + d * d * w
-    return total
-
-
-def solve_macs(expansion: Expansion) -> int:
-    """MACs of one expansion's solve: an edge's enlarged least squares, a new node's or a
-    widening's ``S^{-1/2}`` and SVD."""
-    d = sum(w for _, w in expansion.inputs) + 1
-    o = sum(w for _, w in expansion.outputs)
-    if expansion.kind == "edge":
-        return _eigh(d) + d * d * o
-    return _eigh(d) + _svd(d, o) + d * d * o
-
-
-def preview_macs(net: GrowingDAG, candidate: DagCandidate) -> int:
-    """MACs per sample and amplitude of previewing ``candidate``: the in-edges of every node
-    it changes (its targets and their descendants), its update and its new weights."""
-    changed: set[str] = set()
-    for t in candidate.targets:
-        changed |= descendants(t, net.edges)
-    total = candidate.added_macs() + sum(w.numel() for w in candidate.update_weights.values())
-    for v in changed:
-        total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
-    return total
-
-
-def parameter_count(net: GrowingDAG) -> int:
-    """Weights and biases of ``net``."""
-    return sum(p.numel() for p in net.parameters())
 
 
 # ----------------------------------------------------------------- shared pieces

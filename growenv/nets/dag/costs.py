@@ -1,0 +1,109 @@
+"""Compute model of DAG growth in multiply-adds (MACs), shared by the family (the env's
+accounting) and the paper's strategies (:mod:`growenv.policies.dag_strategies`).
+
+``n`` the samples of a pass, ``fwd`` the net's forward MACs per sample, ``D`` the activation
+rows (every node but ``out``), ``O`` the residual columns (every node but ``in``):
+
+* statistics: forward and backward to the pre-activations (``2 fwd``) and the products
+  ``X^T X`` and ``X^T V``: ``n (2 fwd + (D + 1)(D + 1 + O))`` (:func:`statistics_macs`);
+* solves: ``10 d^3`` per ``eigh`` of a ``d x d`` covariance, ``10 d o min(d, o)`` per SVD of
+  a ``d x o`` matrix, ``d^2 o`` per product (the MLP family's convention,
+  :mod:`growenv.nets.mlp.costs`); every node's best update and the residual correlation
+  ``(D + 1)^2 O`` are always paid (:func:`node_solve_macs`), each expansion's solve by whoever
+  solves it (:func:`solve_macs`);
+* search: one plain forward of the search split, then per candidate and amplitude the
+  recomputation of the nodes the candidate changes (:func:`preview_macs`,
+  :func:`search_macs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from growenv.nets.dag.expansions import DagCandidate, Expansion
+from growenv.nets.dag.net import IN, OUT, GrowingDAG, descendants
+
+__all__ = [
+    "node_solve_macs",
+    "parameter_count",
+    "preview_macs",
+    "search_macs",
+    "solve_macs",
+    "statistics_macs",
+]
+
+
+def _rows_cols(net: GrowingDAG) -> tuple[int, int]:
+    widths = net.nodes
+    d = sum(w for v, w in widths.items() if v != OUT)
+    o = sum(w for v, w in widths.items() if v != IN)
+    return d, o
+
+
+def statistics_macs(net: GrowingDAG, samples: int) -> int:
+    """MACs of one statistics pass over ``samples`` samples (module docstring)."""
+    d, o = _rows_cols(net)
+    return samples * (2 * net.macs() + (d + 1) * (d + 1 + o))
+
+
+def _eigh(d: int) -> int:
+    return 10 * d**3
+
+
+def _svd(d: int, o: int) -> int:
+    return 10 * d * o * min(d, o)
+
+
+def node_solve_macs(net: GrowingDAG) -> int:
+    """Every node's best update (``eigh`` of ``S_v`` and ``S_v^+ M_v``) and the residual
+    correlation: what ``Psi`` needs."""
+    d_all, o_all = _rows_cols(net)
+    total = (d_all + 1) ** 2 * o_all
+    for v, w in net.nodes.items():
+        if v == IN:
+            continue
+        d = sum(net.nodes[s] for s in net.in_edges(v)) + 1
+        total += _eigh(d) + d * d * w
+    return total
+
+
+def solve_macs(expansion: Expansion) -> int:
+    """MACs of one expansion's solve: an edge's enlarged least squares, a new node's or a
+    widening's ``S^{-1/2}`` and SVD."""
+    d = sum(w for _, w in expansion.inputs) + 1
+    o = sum(w for _, w in expansion.outputs)
+    if expansion.kind == "edge":
+        return _eigh(d) + d * d * o
+    return _eigh(d) + _svd(d, o) + d * d * o
+
+
+def preview_macs(net: GrowingDAG, candidate: DagCandidate) -> int:
+    """MACs per sample and amplitude of previewing ``candidate``: the in-edges of every node
+    it changes (its targets and their descendants), its update and its new weights."""
+    changed: set[str] = set()
+    for t in candidate.targets:
+        changed |= descendants(t, net.edges)
+    total = candidate.added_macs() + sum(w.numel() for w in candidate.update_weights.values())
+    for v in changed:
+        total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
+    return total
+
+
+def search_macs(
+    net: GrowingDAG,
+    candidates: DagCandidate | Sequence[DagCandidate],
+    num_gammas: int,
+    samples: int,
+) -> int:
+    """MACs of one batched amplitude search of ``candidates`` (one or several) over
+    ``num_gammas`` amplitudes and ``samples`` samples: one plain forward, then every
+    candidate's :func:`preview_macs` per amplitude."""
+    if isinstance(candidates, DagCandidate):
+        candidates = [candidates]
+    per = sum(preview_macs(net, c) for c in candidates)
+    return samples * (net.macs() + num_gammas * per)
+
+
+def parameter_count(net: GrowingDAG) -> int:
+    """Weights and biases of ``net``."""
+    return sum(p.numel() for p in net.parameters())
