@@ -98,7 +98,7 @@ def test_config_round_trips_through_json_with_canonical_values():
             {"invalid_action": "ignore"},
             "invalid_action: expected one of 'raise', 'skip', got 'ignore'",
         ),
-        ({"net": "resnet"}, "net: expected 'mlp' or 'conv', got 'resnet'"),
+        ({"net": "resnet"}, "net: expected 'mlp', 'conv' or 'dag', got 'resnet'"),
         ({"kernel": "half"}, "kernel: expected 'full' or 'restricted', got 'half'"),
         ({"augment": 1}, "augment: expected True or False, got 1"),
         ({"threads": 0}, "threads: expected an int >= 1 or None, got 0"),

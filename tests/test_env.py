@@ -401,6 +401,8 @@ def test_docs_tables_are_the_feature_and_config_tables():
     for kind in ("site", "global"):
         table = features.markdown_table(kind)
         assert table in docs and table in docstring, kind
+    for kind in ("expansion", "node"):
+        assert features.markdown_table(kind) in docs, kind
     assert arguments_table() in docs
     assert '`reward` | `"log_ratio"`' in docs  # the code's default, not "relative"
     # one name per observation column, in the order site_features/global_features fill them

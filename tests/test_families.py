@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import torch
@@ -21,8 +20,9 @@ from growenv.nets.conv.growth import (
 )
 from growenv.nets.conv.net import GrowingConvNet
 from growenv.nets.conv.statistics import conv_statistics_macs
+from growenv.nets.dag import costs as dag_costs
 from growenv.nets.dag.net import GrowingDAG
-from growenv.nets.family import NEEDS_IMAGES, SITES, STACKABLE, NetFamily
+from growenv.nets.family import EXPANSIONS, NEEDS_IMAGES, SITES, STACKABLE, NetFamily
 from growenv.nets.mlp.growth import mlp_amplitude_search, mlp_apply_growth, mlp_extended_forward
 from growenv.nets.mlp.net import GrowingMLP
 from growenv.nets.mlp.report import mlp_bottleneck
@@ -70,10 +70,13 @@ def test_registry_names_classes_and_capabilities():
     assert SITES in get_family("mlp").capabilities and SITES in get_family("conv").capabilities
     assert (get_family("mlp").min_width, get_family("conv").min_width) == (0, 1)
     dag = get_family("dag")
-    assert dag.net_class is growenv.GrowingDAG and dag.capabilities == frozenset()
-    assert SITES not in dag.capabilities and dag.validate_options() == {}
+    assert dag.net_class is growenv.GrowingDAG and dag.capabilities == frozenset({EXPANSIONS})
+    assert SITES not in dag.capabilities
+    assert dag.validate_options() == {"neuron_fit": "tiny", "start_graph": "empty"}
     with pytest.raises(ValueError, match=r"^kernel: the 'dag' family takes no such option"):
         dag.validate_options(kernel="full")
+    with pytest.raises(ValueError, match=r"^start_graph: expected 'empty' or 'chain', got 'x'$"):
+        dag.validate_options(start_graph="x")
 
 
 def test_unknown_family_is_one_clear_line():
@@ -189,26 +192,32 @@ def test_dag_is_a_registered_family_and_the_verbs_dispatch_to_it_bitwise():
         )
 
 
-def test_the_env_refuses_the_dag_family_in_one_line():
-    message = (
-        "net: expected a family the env can drive ('mlp' or 'conv'); 'dag' does not grow by "
-        "numbered sites of a chain (GrowthEnv support is in progress)"
-    )
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        EnvConfig(net="dag")
-    with pytest.raises(ValueError, match=re.escape(message)):
-        growenv.GrowthEnv(net="dag")
-    with pytest.raises(ValueError, match=r"^net: expected 'mlp' or 'conv', got 'resnet'$"):
+def test_the_env_takes_the_dag_family_and_names_the_drivable_ones():
+    assert EnvConfig(net="dag").num_slots == 2 * 9**2 - 8
+    assert EnvConfig().num_slots == EnvConfig().max_sites  # sites: unchanged
+    with pytest.raises(ValueError, match=r"^net: expected 'mlp', 'conv' or 'dag', got 'resnet'$"):
         EnvConfig(net="resnet")
 
 
-def test_dag_site_members_raise_not_implemented():
+def test_dag_build_and_search_macs():
     family = get_family("dag")
-    net, _, _ = dag_case()
-    with pytest.raises(NotImplementedError, match=r"no numbered sites.*GrowingDAG"):
-        family.build(_image_task(), [2, 3])
-    with pytest.raises(NotImplementedError, match=r"no numbered sites.*search_macs"):
+    net, x, y = dag_case()
+    task = family.prepare_task(_image_task())
+    empty = family.build(task, [])
+    assert empty.edges == [] and list(empty.nodes) == ["in", "out"]
+    chain = family.build(task, [2, 3], generator=torch.Generator().manual_seed(0))
+    assert chain.edges == [("in", "h1"), ("h1", "h2"), ("h2", "out")]
+    assert chain.hidden_widths == [2, 3]
+    with pytest.raises(TypeError, match=r"no numbered sites.*DagCandidate"):
         family.search_macs(net, 0, 8, 10)
+    cand = growenv.bottleneck(net, x, y).expansion("edge", "a", "b").candidate()
+    # one plain forward and the candidate's preview per amplitude, per sample
+    assert family.search_macs(net, cand, 8, 10) == 10 * (
+        net.macs() + 8 * dag_costs.preview_macs(net, cand)
+    )
+    assert family.search_macs(net, [cand, cand], 8, 10) == 10 * (
+        net.macs() + 16 * dag_costs.preview_macs(net, cand)
+    )
     flat = family.prepare_task(_image_task())
     assert flat.input_shape == (3 * 8 * 6,) and flat.train.x.shape == (6, 144)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from growenv.data.tasks import TASK_NAMES
-from growenv.nets.family import SITES, STACKABLE, NetFamily, format_choices
+from growenv.nets.family import EXPANSIONS, SITES, STACKABLE, NetFamily, format_choices
 from growenv.nets.registry import FAMILIES, get_family
 from growenv.validation import boolean, choice, integer, real
 
@@ -28,7 +28,9 @@ REWARDS = ("log_ratio", "relative")
 METHODS = ("tiny", "gradmax", "random")
 INVALID_ACTIONS = ("raise", "skip")
 # family options that are EnvConfig fields (each validated by the families that take it)
-FAMILY_OPTIONS = ("kernel",)
+FAMILY_OPTIONS = ("kernel", "neuron_fit", "start_graph")
+# capabilities of the families the env can drive (numbered sites, or DAG expansion slots)
+DRIVABLE = (SITES, EXPANSIONS)
 
 # one line per field for the docs' arguments table (docs/environment.md, GrowthEnv docstring)
 HELP = {
@@ -39,7 +41,8 @@ HELP = {
     "hidden_layers": "hidden layers (conv: stages) of the start network",
     "start_width": "neurons (conv: channels) per hidden layer at the start",
     "activation": "activation of the hidden layers",
-    "max_sites": "site slots of the action and observation spaces (>= hidden_layers)",
+    "max_sites": "site slots of the action and observation spaces (>= hidden_layers); "
+    "ignored by `dag` (its slots follow from `max_nodes`)",
     "neurons_per_growth": 'neurons one growth adds, or "auto" (the significant ones)',
     "train_steps": "optimizer steps after every decision",
     "batch_size": "minibatch size of the training steps",
@@ -55,8 +58,15 @@ HELP = {
     "invalid_action": "a masked action becomes the skip action, flagged in "
     "`info['invalid_action']` (`skip`), or raises `ValueError` (`raise`)",
     "dtype": "floating-point type of nets, data and statistics",
-    "net": "net family: `mlp` or `conv` (image tasks)",
+    "net": "net family: `mlp`, `conv` (image tasks) or `dag` (any DAG of fully connected "
+    "layers, grown by new edges, new nodes and wider nodes)",
     "kernel": "conv family: `full` or `restricted` TINY channels",
+    "max_nodes": "dag family: most hidden nodes (sets the expansion slots of the action and "
+    "observation spaces)",
+    "neuron_fit": "dag family: new neurons by TINY's closed form (`tiny`) or fitted with the "
+    "activation (`nonlinear`, needs an int `neurons_per_growth`)",
+    "start_graph": "dag family: episodes start from the `empty` graph (in, out, no edge) or a "
+    "`chain` of `hidden_layers` nodes of `start_width`",
     "augment": "random crop and flip of training minibatches (image tasks)",
     "threads": "torch CPU threads of the env's own work (the caller's count is restored "
     "after each call), or none to leave torch's setting alone",
@@ -75,23 +85,26 @@ def arguments_table() -> str:
 
 
 def _drivable_family(name: Any) -> NetFamily:
-    """The registered family ``name`` if the env can drive it (capability ``"sites"``).
+    """The registered family ``name`` if the env can drive it (capability ``"sites"`` or
+    ``"expansions"``).
 
     Raises
     ------
     ValueError
-        One line: ``"net: expected 'mlp' or 'conv', got 'x'"`` for an unknown name; for a
-        registered family without numbered sites (``"dag"``), that the env cannot drive it yet.
+        One line: ``"net: expected 'mlp', 'conv' or 'dag', got 'x'"`` for an unknown name;
+        for a registered family with neither capability, that the env cannot drive it.
     """
-    drivable = format_choices(tuple(n for n, f in FAMILIES.items() if SITES in f.capabilities))
+    drivable = format_choices(
+        tuple(n for n, f in FAMILIES.items() if f.capabilities & set(DRIVABLE))
+    )
     try:
         family = get_family(name)
     except ValueError:
         raise ValueError(f"net: expected {drivable}, got {name!r}") from None
-    if SITES not in family.capabilities:
+    if not family.capabilities & set(DRIVABLE):
         raise ValueError(
-            f"net: expected a family the env can drive ({drivable}); {name!r} does not grow "
-            "by numbered sites of a chain (GrowthEnv support is in progress)"
+            f"net: expected a family the env can drive ({drivable}); {name!r} grows neither "
+            "by numbered sites nor by DAG expansions"
         )
     return family
 
@@ -150,6 +163,9 @@ class EnvConfig:
     kernel: str = "full"
     augment: bool = False
     threads: int | None = 1
+    max_nodes: int = 8
+    neuron_fit: str = "tiny"
+    start_graph: str = "empty"
 
     def __post_init__(self) -> None:
         canonical = {
@@ -169,22 +185,42 @@ class EnvConfig:
             "invalid_action": choice("invalid_action", self.invalid_action, INVALID_ACTIONS),
             "augment": boolean("augment", self.augment),
             "threads": integer("threads", self.threads, 1, allow_none=True),
+            "max_nodes": integer("max_nodes", self.max_nodes, 1),
             "dtype": _dtype(self.dtype),
             "device": _device(self.device),
         }
-        _drivable_family(self.net)  # "net: expected 'mlp' or 'conv', got ..."
+        drive = _drivable_family(self.net)  # "net: expected 'mlp', 'conv' or 'dag', got ..."
         for family in FAMILIES.values():
             family.validate_options(
                 **{name: getattr(self, name) for name in FAMILY_OPTIONS if name in family.options}
             )
-        if canonical["hidden_layers"] > canonical["max_sites"]:
+        if SITES in drive.capabilities and canonical["hidden_layers"] > canonical["max_sites"]:
             raise ValueError(
                 f"max_sites: expected an int >= hidden_layers ({canonical['hidden_layers']}), "
                 f"got {self.max_sites!r}"
             )
+        if (
+            EXPANSIONS in drive.capabilities
+            and self.start_graph == "chain"
+            and canonical["hidden_layers"] > canonical["max_nodes"]
+        ):
+            raise ValueError(
+                f"max_nodes: expected an int >= hidden_layers ({canonical['hidden_layers']}, "
+                f"the chain start graph's nodes), got {self.max_nodes!r}"
+            )
         if self.neurons_per_growth != "auto":
             canonical["neurons_per_growth"] = integer(
                 "neurons_per_growth", self.neurons_per_growth, 1
+            )
+        elif EXPANSIONS in drive.capabilities and self.neuron_fit == "nonlinear":
+            raise ValueError(
+                "neurons_per_growth: expected an int >= 1 with neuron_fit='nonlinear' (the "
+                "fit needs the number of neurons), got 'auto'"
+            )
+        if EXPANSIONS in drive.capabilities and canonical["method"] != "tiny":
+            raise ValueError(
+                f"method: expected 'tiny' with net={self.net!r} (its new neurons are set by "
+                f"neuron_fit), got {self.method!r}"
             )
         if self.task is not None:
             choice("task", self.task, TASK_CHOICES)
@@ -207,8 +243,23 @@ class EnvConfig:
 
     @property
     def family_options(self) -> dict[str, Any]:
-        """The options ``net``'s family takes (conv: ``{"kernel": ...}``; mlp: ``{}``)."""
+        """The options ``net``'s family takes (conv: ``{"kernel": ...}``; mlp: ``{}``; dag:
+        ``{"neuron_fit": ..., "start_graph": ...}``)."""
         return {name: getattr(self, name) for name in self.family.options}
+
+    @property
+    def expansions(self) -> bool:
+        """Whether growth locations are DAG expansion slots (the ``"expansions"``
+        capability, ``net="dag"``), not numbered sites."""
+        return EXPANSIONS in self.family.capabilities
+
+    @property
+    def num_slots(self) -> int:
+        """Growth actions of the env: ``max_sites`` sites, or the family's expansion slots of
+        ``max_nodes`` hidden nodes (dag: ``2 (max_nodes + 1)^2 - max_nodes``)."""
+        if self.expansions:
+            return self.family.num_slots(self.max_nodes)
+        return self.max_sites
 
     @property
     def torch_dtype(self) -> torch.dtype:

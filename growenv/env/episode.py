@@ -14,8 +14,11 @@ the net family. Everything else is the same for every env and family and lives h
   :meth:`Episode.end_step`);
 * compute accounting in multiply-adds and wall time per phase (:meth:`Episode.charge`).
 
-A *slot* is one growth action: a hidden site of an MLP or conv net today, an expansion of a
-DAG later; the first ``config.max_sites`` actions are slots, then skip, then stop.
+A *slot* is one growth action: a hidden site of an MLP or conv net, or an expansion of a DAG
+(:mod:`growenv.nets.dag.slots`); the first ``config.num_slots`` actions are slots, then skip,
+then stop. For a DAG the family gives each slot's estimated gain and whether the graph offers
+it (:attr:`Measurement.estimated_gain`, :attr:`Measurement.present`) and the graph's facts
+(:class:`GraphFacts`) feed the expansion and node features; sites keep their own rules.
 """
 
 from __future__ import annotations
@@ -41,6 +44,46 @@ PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes th
 
 
 @dataclass(frozen=True)
+class GraphFacts:
+    """What a DAG measurement adds for the observation, the info and the action names.
+
+    Attributes
+    ----------
+    kind
+        Per slot: ``0, 1, 2`` for edge, node, widen.
+    source_width, target_width, target_bottleneck
+        Per slot: width of the source (widen: of the node), of the target (widen: its
+        targets, summed) and the target's ``Psi`` (widen: its targets', summed).
+    node_names
+        Per node index (``in``, hidden nodes in creation order, ``out`` last): its name, or
+        ``None`` for an index without a node yet.
+    node_width, node_update_gain, node_bottleneck, in_degree, out_degree, depth
+        Per node index (0, or NaN for gains, where absent; ``in`` has no gain).
+    edges
+        The graph's edges as ``(source index, target index)``.
+    max_nodes
+        Most hidden nodes.
+    describe
+        ``slot -> "edge in -> h1"`` (names of the current graph).
+    """
+
+    kind: np.ndarray
+    source_width: np.ndarray
+    target_width: np.ndarray
+    target_bottleneck: np.ndarray
+    node_names: list[str | None]
+    node_width: np.ndarray
+    node_update_gain: np.ndarray
+    node_bottleneck: np.ndarray
+    in_degree: np.ndarray
+    out_degree: np.ndarray
+    depth: np.ndarray
+    edges: list[tuple[int, int]]
+    max_nodes: int
+    describe: Callable[[int], str]
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What one train + measure phase found, as host numbers (one row per slot).
 
@@ -60,6 +103,14 @@ class Measurement:
     slope_at_zero
         ``sigma'(0)`` of the activation: a candidate of ``K`` neurons gains
         ``d + sigma'(0) sum_{k<=K} lambda_k^2``.
+    estimated_gain
+        Per slot, the gain the family estimates for the slot's candidate (DAG expansions:
+        ``Expansion.estimated_gain``), used instead of the formula above; ``None`` for sites.
+    present
+        Per slot, whether the net offers it now (DAG); ``None`` for sites (every row is a
+        site of the net).
+    graph
+        The DAG's :class:`GraphFacts`; ``None`` for sites.
     """
 
     train_loss: float
@@ -72,6 +123,9 @@ class Measurement:
     eigenvalues: np.ndarray
     ranks: np.ndarray
     slope_at_zero: float
+    estimated_gain: np.ndarray | None = None
+    present: np.ndarray | None = None
+    graph: GraphFacts | None = None
 
     @classmethod
     def from_table(
@@ -84,9 +138,11 @@ class Measurement:
         val_loss: float,
         val_accuracy: float | None,
         slope_at_zero: float,
+        **extra: Any,
     ) -> Measurement:
         """From one host array ``(slots, 3 + rank)``: rows ``d, Psi, significant count``
-        then the eigenvalues (see :func:`slot_table`, which builds it in one transfer)."""
+        then the eigenvalues (see :func:`slot_table`, which builds it in one transfer);
+        ``extra``: ``estimated_gain``, ``present``, ``graph`` (DAG)."""
         table = np.asarray(table, dtype=np.float64)
         return cls(
             train_loss=float(train_loss),
@@ -99,6 +155,7 @@ class Measurement:
             eigenvalues=table[:, 3:],
             ranks=np.asarray(ranks, dtype=float),
             slope_at_zero=float(slope_at_zero),
+            **extra,
         )
 
 
@@ -126,12 +183,12 @@ def slot_table(sites: Sequence[Any], batched: bool = False) -> torch.Tensor:
 
 
 class Architecture(Protocol):
-    """What an Episode reads of a network (a ``GrowingMLP``, a ``GrowingConvNet`` or the
-    lockstep env's per-env view of its stack)."""
+    """What an Episode reads of a network (a ``GrowingMLP``, a ``GrowingConvNet``, the
+    lockstep env's per-env view of its stack, or the DAG env's view of its graph)."""
 
     @property
     def hidden_widths(self) -> list[int]:
-        """Width of every slot's hidden state."""
+        """Width of every hidden state (sites; DAG: hidden nodes in creation order)."""
         ...
 
     def num_parameters(self) -> int:
@@ -143,11 +200,11 @@ class Architecture(Protocol):
         ...
 
     def added_parameters(self, site: int, num_neurons: int) -> int:
-        """Parameters that ``num_neurons`` new neurons at ``site`` add."""
+        """Parameters that ``num_neurons`` new neurons at ``site`` (slot) add."""
         ...
 
     def added_flops(self, site: int, num_neurons: int) -> int:
-        """Multiply-adds per sample that ``num_neurons`` new neurons at ``site`` add."""
+        """Multiply-adds per sample that ``num_neurons`` new neurons at ``site`` (slot) add."""
         ...
 
 
@@ -236,10 +293,10 @@ class Episode:
         prepare_task: Callable[[Task], Task],
     ) -> None:
         self.config = config
-        self.num_slots = config.max_sites
-        self.skip_action = config.max_sites
-        self.stop_action = config.max_sites + 1
-        self.num_actions = config.max_sites + 2
+        self.num_slots = config.num_slots
+        self.skip_action = self.num_slots
+        self.stop_action = self.num_slots + 1
+        self.num_actions = self.num_slots + 2
         self._task_source = task_source
         self._prepare_task = prepare_task
         self.task: Task | None = None
@@ -316,8 +373,11 @@ class Episode:
         ks = [int(k[j]) for j in range(n)]
         self.added_params = np.array([architecture.added_parameters(j, ks[j]) for j in range(n)])
         self.added_flops = np.array([architecture.added_flops(j, ks[j]) for j in range(n)])
-        first_k = np.arange(m.eigenvalues.shape[1])[None, :] < k[:, None]
-        self.gains = m.update_gain + m.slope_at_zero * (m.eigenvalues**2 * first_k).sum(1)
+        if m.estimated_gain is not None:
+            self.gains = np.asarray(m.estimated_gain, dtype=np.float64)
+        else:
+            first_k = np.arange(m.eigenvalues.shape[1])[None, :] < k[:, None]
+            self.gains = m.update_gain + m.slope_at_zero * (m.eigenvalues**2 * first_k).sum(1)
         self.history.append(
             {
                 "step": self.step_count,
@@ -336,8 +396,8 @@ class Episode:
     # ------------------------------------------------------------------ actions
     def action_masks(self) -> np.ndarray:
         """Valid actions: slots whose best neuron gains more than rounding noise
-        (``lambda_1^2 > 1e-7 L``) and whose candidate fits the parameter budget; skip and stop
-        always."""
+        (``lambda_1^2 > 1e-7 L``; DAG: slots the graph offers whose estimated gain is above
+        ``1e-7 L``) and whose candidate fits the parameter budget; skip and stop always."""
         mask = np.zeros(self.num_actions, dtype=bool)
         mask[self.skip_action] = mask[self.stop_action] = True
         m = self.measurement
@@ -348,18 +408,25 @@ class Episode:
         floor = GAIN_RESOLUTION * abs(m.stats_loss)
         lambda1 = m.eigenvalues[:, 0] if len(m.ranks) else np.zeros(0)
         for slot in range(len(m.ranks)):
-            ok = lambda1[slot] ** 2 > floor
+            if m.present is not None:
+                ok = bool(m.present[slot]) and self.gains[slot] > floor
+            else:
+                ok = lambda1[slot] ** 2 > floor
             if budget is not None:
                 ok = ok and self.added_params[slot] <= budget
             mask[slot] = ok
         return mask
 
     def describe_action(self, action: int) -> str:
-        """``"grow site i"``, ``"skip growth"`` or ``"stop"``."""
+        """``"grow site i"`` (DAG: ``"grow edge in -> h1"``, ...), ``"skip growth"`` or
+        ``"stop"``."""
         if action == self.skip_action:
             return "skip growth"
         if action == self.stop_action:
             return "stop"
+        graph = None if self.measurement is None else self.measurement.graph
+        if graph is not None:
+            return f"grow {graph.describe(int(action))}"
         return f"grow site {action}"
 
     def validate_action(self, action: Any) -> tuple[int, bool]:
@@ -430,25 +497,54 @@ class Episode:
         return self.observation(), 0.0, True, False, info
 
     # ------------------------------------------------------------------ observation, info
+    @property
+    def observation_size(self) -> int:
+        """Length of the observation vector."""
+        if self.config.expansions:
+            return features.dag_observation_size(self.num_slots, self.config.max_nodes)
+        return features.observation_size(self.num_slots)
+
+    def _graph_rows(self) -> np.ndarray:
+        """The DAG's expansion rows then node rows, flattened."""
+        m, g = self.measurement, self.measurement.graph
+        exp = features.expansion_features(
+            present=m.present,
+            kind=g.kind,
+            source_width=g.source_width,
+            target_width=g.target_width,
+            update_gain=m.update_gain,
+            eigenvalues=m.eigenvalues,
+            target_bottleneck=g.target_bottleneck,
+            estimated_gain=self.gains,
+            added_params=self.added_params,
+            added_flops=self.added_flops,
+            num_significant=m.num_significant,
+            loss=m.stats_loss,
+            params=self.params,
+            flops=self.flops,
+            neurons=int(np.max(self.neurons)) if len(self.neurons) else 1,
+        )
+        nodes = features.node_features(
+            present=np.array([name is not None for name in g.node_names]),
+            width=g.node_width,
+            update_gain=g.node_update_gain,
+            bottleneck=g.node_bottleneck,
+            in_degree=g.in_degree,
+            out_degree=g.out_degree,
+            depth=g.depth,
+            loss=m.stats_loss,
+            max_nodes=g.max_nodes,
+        )
+        return np.concatenate([exp.reshape(-1), nodes.reshape(-1)])
+
     def observation(self) -> np.ndarray:
         """The observation vector (see :mod:`growenv.env.features` for the table)."""
         cfg, m = self.config, self.measurement
         n = len(m.ranks)
-        site = features.site_features(
-            widths=np.array(self.widths, dtype=float),
-            update_gain=m.update_gain,
-            eigenvalues=m.eigenvalues,
-            num_significant=m.num_significant,
-            bottleneck=m.bottleneck,
-            candidate_gain=self.gains,
-            added_params=self.added_params,
-            added_flops=self.added_flops,
-            loss=m.stats_loss,
-            params=self.params,
-            flops=self.flops,
-            neurons=int(np.max(self.neurons)) if n else 1,
-            max_sites=self.num_slots,
-        )
+        if m.graph is not None:
+            rows = self._graph_rows()
+        else:
+            rows = self._site_rows(n)
         compute_used = (
             self.compute / cfg.max_compute
             if cfg.max_compute
@@ -468,8 +564,28 @@ class Episode:
             self.step_count / cfg.max_steps,
             self.last_improvement,
         )
-        obs = np.concatenate([site.reshape(-1), glob]).astype(np.float32)
+        obs = np.concatenate([rows, glob]).astype(np.float32)
         return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_BOUND, OBS_BOUND)
+
+    def _site_rows(self, n: int) -> np.ndarray:
+        """The site rows, flattened."""
+        m = self.measurement
+        site = features.site_features(
+            widths=np.array(self.widths, dtype=float),
+            update_gain=m.update_gain,
+            eigenvalues=m.eigenvalues,
+            num_significant=m.num_significant,
+            bottleneck=m.bottleneck,
+            candidate_gain=self.gains,
+            added_params=self.added_params,
+            added_flops=self.added_flops,
+            loss=m.stats_loss,
+            params=self.params,
+            flops=self.flops,
+            neurons=int(np.max(self.neurons)) if n else 1,
+            max_sites=self.num_slots,
+        )
+        return site.reshape(-1)
 
     def info(self, episode_end: bool = False) -> dict[str, Any]:
         """The info dict of the current state (see the env's docstring)."""
@@ -497,6 +613,12 @@ class Episode:
             "step": self.step_count,
             "action_mask": mask,
         }
+        graph = m.graph
+        if graph is not None:
+            info["node_names"] = list(graph.node_names)
+            # -inf for `in` and absent indices (not NaN: info must compare equal to itself)
+            info["node_bottlenecks"] = np.nan_to_num(graph.node_bottleneck, nan=-np.inf)
+            info["graph_edges"] = list(graph.edges)
         if episode_end:
             # wall-clock time is not reproducible, so it is reported once, at the end of the
             # episode (and always in ``seconds``); per-step info stays deterministic

@@ -1,7 +1,8 @@
 """Scale-free observation features of a growth state (pure functions of arrays).
 
-:data:`SITE_TABLE` and :data:`GLOBAL_TABLE` are the single source of the features: name,
-formula and range of every entry of the observation. The Observation Space tables of
+:data:`SITE_TABLE` and :data:`GLOBAL_TABLE` (nets grown by sites), :data:`EXPANSION_TABLE`
+and :data:`NODE_TABLE` (DAGs, then the same globals) are the single source of the features:
+name, formula and range of every entry of the observation. The Observation Space tables of
 :class:`~growenv.env.growth_env.GrowthEnv`'s docstring and of ``docs/environment.md`` are
 :func:`markdown_table` of them (a test checks both). Gains are divided by the current loss so
 that features mean the same thing on every task.
@@ -57,22 +58,73 @@ GLOBAL_TABLE = (
     Feature("generalisation_gap", "log(val loss / train loss)", "R"),
     Feature("last_val_improvement", "symlog of the last step's relative val-loss decrease", "R"),
 )
+#: Per-expansion features of a DAG env (one row per slot of
+#: :class:`~growenv.nets.dag.slots.SlotLayout`; zero rows for slots the graph does not offer).
+EXPANSION_TABLE = (
+    Feature("present", "the graph offers this expansion now", "{0, 1}"),
+    Feature("kind_edge", "kind is a new edge (one-hot)", "{0, 1}"),
+    Feature("kind_node", "kind is a new node (one-hot)", "{0, 1}"),
+    Feature("kind_widen", "kind is widening a node (one-hot)", "{0, 1}"),
+    Feature("log_source_width", "log(1 + width of the source; widen: of the node)", "[0, inf)"),
+    Feature(
+        "log_target_width",
+        "log(1 + width of the target; widen: of its targets, summed)",
+        "[0, inf)",
+    ),
+    Feature("update_gain", "symlog(d / L), gain of the best update that comes with it", "[0, inf)"),
+    Feature("lambda1_sq", "symlog(lambda_1^2 / L) (0 for edges)", "[0, inf)"),
+    Feature("lambda2_sq", "symlog(lambda_2^2 / L)", "[0, inf)"),
+    Feature("lambda3_sq", "symlog(lambda_3^2 / L)", "[0, inf)"),
+    Feature(
+        "target_bottleneck",
+        "symlog(Psi of the target / L) (widen: of its targets, summed)",
+        "[0, inf)",
+    ),
+    Feature("estimated_gain", "symlog(estimated gain of the expansion / L)", "[0, inf)"),
+    Feature("gain_per_relative_param", "symlog((gain / L) / (added params / params))", "[0, inf)"),
+    Feature("relative_param_cost", "symlog(added params / params)", "[0, inf)"),
+    Feature("relative_flop_cost", "symlog(added MACs / max(MACs, 1))", "[0, inf)"),
+    Feature(
+        "significant_fraction", "significant eigenvalues / neurons per growth (<= 4)", "[0, 4]"
+    ),
+)
+#: Per-node features of a DAG env (one row per node index: ``in``, hidden nodes in creation
+#: order, zero rows for absent ones, ``out`` last), after the expansion rows.
+NODE_TABLE = (
+    Feature("present", "node exists", "{0, 1}"),
+    Feature("log_width", "log(1 + width)", "[0, inf)"),
+    Feature(
+        "update_gain", "symlog(d / L), best-update gain of its in-edges (0 for in)", "[0, inf)"
+    ),
+    Feature("bottleneck", "symlog(Psi / L), bottleneck (0 for in)", "[0, inf)"),
+    Feature("in_degree", "in-edges / (max_nodes + 1)", "[0, 1]"),
+    Feature("out_degree", "out-edges / (max_nodes + 1)", "[0, 1]"),
+    Feature("depth", "longest path ending at the node / (max_nodes + 1)", "[0, 1]"),
+)
 SITE_FEATURES = tuple(f.name for f in SITE_TABLE)
 GLOBAL_FEATURES = tuple(f.name for f in GLOBAL_TABLE)
+EXPANSION_FEATURES = tuple(f.name for f in EXPANSION_TABLE)
+NODE_FEATURES = tuple(f.name for f in NODE_TABLE)
 TOP_K = 3
 
 
 def markdown_table(kind: str) -> str:
-    """The Markdown table of the ``"site"`` or ``"global"`` features (index, name, formula,
-    range), as the env docstring and ``docs/environment.md`` show it."""
+    """The Markdown table of the ``"site"``, ``"global"``, ``"expansion"`` or ``"node"``
+    features (index, name, formula, range), as the env docstring and ``docs/environment.md``
+    show it (a DAG env's globals follow its node rows: index ``16 S + 7 N + i`` with ``S``
+    slots and ``N = max_nodes + 2`` node rows)."""
+    n_site, n_exp, n_node = len(SITE_TABLE), len(EXPANSION_TABLE), len(NODE_TABLE)
     if kind == "site":
-        rows, head = SITE_TABLE, "| index (per site s: 13 s + i) | feature | formula | range |"
-        head = head.replace("13", str(len(SITE_TABLE)))
+        rows, head = SITE_TABLE, f"| index (per site s: {n_site} s + i) |"
     elif kind == "global":
-        rows, head = GLOBAL_TABLE, "| index (13 max_sites + i) | feature | formula | range |"
-        head = head.replace("13", str(len(SITE_TABLE)))
+        rows, head = GLOBAL_TABLE, f"| index ({n_site} max_sites + i) |"
+    elif kind == "expansion":
+        rows, head = EXPANSION_TABLE, f"| index (per slot s: {n_exp} s + i) |"
+    elif kind == "node":
+        rows, head = NODE_TABLE, f"| index (per node k: {n_exp} S + {n_node} k + i) |"
     else:
-        raise ValueError(f"kind: expected 'site' or 'global', got {kind!r}")
+        raise ValueError(f"kind: expected 'site', 'global', 'expansion' or 'node', got {kind!r}")
+    head += " feature | formula | range |"
     lines = [head, "|---|---|---|---|"]
     lines += [f"| {i} | {f.name} | {f.formula} | {f.range} |" for i, f in enumerate(rows)]
     return "\n".join(lines)
@@ -82,6 +134,16 @@ def observation_size(max_sites: int) -> int:
     """Length of the observation vector: ``max_sites`` rows of site features, then the
     global features."""
     return max_sites * len(SITE_FEATURES) + len(GLOBAL_FEATURES)
+
+
+def dag_observation_size(num_slots: int, max_nodes: int) -> int:
+    """Length of a DAG env's observation: ``num_slots`` expansion rows, ``max_nodes + 2``
+    node rows, then the global features."""
+    return (
+        num_slots * len(EXPANSION_FEATURES)
+        + (max_nodes + 2) * len(NODE_FEATURES)
+        + len(GLOBAL_FEATURES)
+    )
 
 
 def check_observation_shape(
@@ -197,3 +259,86 @@ def global_features(
         ],
         dtype=np.float64,
     )
+
+
+def expansion_features(
+    present: np.ndarray,
+    kind: np.ndarray,
+    source_width: np.ndarray,
+    target_width: np.ndarray,
+    update_gain: np.ndarray,
+    eigenvalues: np.ndarray,
+    target_bottleneck: np.ndarray,
+    estimated_gain: np.ndarray,
+    added_params: np.ndarray,
+    added_flops: np.ndarray,
+    num_significant: np.ndarray,
+    loss: float,
+    params: int,
+    flops: int,
+    neurons: int,
+) -> np.ndarray:
+    """Feature matrix ``(slots, len(EXPANSION_FEATURES))`` of a DAG env; rows of absent slots
+    are 0.
+
+    ``kind`` holds ``0, 1, 2`` (edge, node, widen); ``eigenvalues`` is ``(slots, >= TOP_K)``
+    (zero padded), the rest ``(slots,)``. Gains and bottlenecks below 0 (rounding of
+    ``E||v||^2 - d``) count as 0.
+    """
+    n = len(present)
+    out = np.zeros((n, len(EXPANSION_FEATURES)), dtype=np.float64)
+    rows = np.flatnonzero(present)
+    if rows.size == 0:
+        return out
+    scale = max(float(loss), 1e-12)
+
+    def pos(x: np.ndarray) -> np.ndarray:
+        return np.maximum(np.nan_to_num(np.asarray(x, dtype=np.float64)[rows]), 0.0)
+
+    gain = pos(estimated_gain) / scale
+    rel_params = pos(added_params) / max(params, 1)
+    out[rows, 0] = 1.0
+    out[rows, 1 + np.asarray(kind, dtype=int)[rows]] = 1.0
+    out[rows, 4] = np.log1p(pos(source_width))
+    out[rows, 5] = np.log1p(pos(target_width))
+    out[rows, 6] = symlog(pos(update_gain) / scale)
+    out[rows, 7 : 7 + TOP_K] = symlog(np.asarray(eigenvalues)[rows, :TOP_K] ** 2 / scale)
+    out[rows, 10] = symlog(pos(target_bottleneck) / scale)
+    out[rows, 11] = symlog(gain)
+    out[rows, 12] = symlog(gain / np.maximum(rel_params, 1e-12))
+    out[rows, 13] = symlog(rel_params)
+    out[rows, 14] = symlog(pos(added_flops) / max(flops, 1))
+    out[rows, 15] = np.minimum(pos(num_significant) / max(neurons, 1), 4.0)
+    return out
+
+
+def node_features(
+    present: np.ndarray,
+    width: np.ndarray,
+    update_gain: np.ndarray,
+    bottleneck: np.ndarray,
+    in_degree: np.ndarray,
+    out_degree: np.ndarray,
+    depth: np.ndarray,
+    loss: float,
+    max_nodes: int,
+) -> np.ndarray:
+    """Feature matrix ``(max_nodes + 2, len(NODE_FEATURES))`` of a DAG env (node indices);
+    rows of absent nodes are 0; NaN gains (``in``) count as 0."""
+    n = len(present)
+    out = np.zeros((n, len(NODE_FEATURES)), dtype=np.float64)
+    rows = np.flatnonzero(present)
+    scale = max(float(loss), 1e-12)
+    norm = float(max_nodes + 1)
+
+    def pos(x: np.ndarray) -> np.ndarray:
+        return np.maximum(np.nan_to_num(np.asarray(x, dtype=np.float64)[rows]), 0.0)
+
+    out[rows, 0] = 1.0
+    out[rows, 1] = np.log1p(pos(width))
+    out[rows, 2] = symlog(pos(update_gain) / scale)
+    out[rows, 3] = symlog(pos(bottleneck) / scale)
+    out[rows, 4] = np.minimum(pos(in_degree) / norm, 1.0)
+    out[rows, 5] = np.minimum(pos(out_degree) / norm, 1.0)
+    out[rows, 6] = np.minimum(pos(depth) / norm, 1.0)
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +13,7 @@ import torch
 from growenv.amplitude import AmplitudeResult, default_gammas
 from growenv.data.tasks import Task
 from growenv.env.config import EnvConfig
+from growenv.env.dag import DagSlots
 from growenv.env.episode import (
     GAIN_RESOLUTION,
     OBS_BOUND,
@@ -23,7 +24,7 @@ from growenv.env.episode import (
     resolve_task_source,
     slot_table,
 )
-from growenv.env.features import TOP_K, observation_size
+from growenv.env.features import TOP_K
 from growenv.nets.base import GrowingNet
 from growenv.nets.family import NEEDS_IMAGES
 from growenv.threads import using_threads
@@ -127,11 +128,22 @@ class GrowthEnv(gym.Env):
     option: "full" or "restricted" TINY channels), ``augment`` (random crop with padding 4
     and horizontal flip of the training minibatches of image tasks), ``threads`` (torch CPU
     threads of the env's work, default 1, the caller's count restored after each call; None
-    leaves torch's setting); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and
-    meanings:
+    leaves torch's setting); ``max_nodes``, ``neuron_fit`` and ``start_graph`` (the dag
+    family's); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and meanings:
     ``docs/environment.md`` (its table is generated from the config's fields).
 
+    ## DAG growth
+    ``net="dag"`` grows a :class:`~growenv.nets.dag.net.GrowingDAG` from the empty graph:
+    the actions are the fixed expansion slots of
+    :class:`~growenv.nets.dag.slots.SlotLayout` (edge, new node and widen over node indices
+    by creation order, up to ``max_nodes`` hidden nodes; ``max_sites`` is then the number of
+    slots), then skip, then stop; the observation has one row per slot and per node index
+    (:data:`~growenv.env.features.EXPANSION_TABLE`, :data:`~growenv.env.features.NODE_TABLE`)
+    before the global features. ``docs/environment.md`` has the details.
+
     ## Version History
+    * v0, issue #21: ``net="dag"`` (``max_nodes``, ``neuron_fit``, ``start_graph``); MLP and
+      conv episodes bitwise unchanged.
     * v0, growenv 0.1.0 (issue #20): ``invalid_action`` defaults to "skip" (was "raise"),
       ``step()`` after the end raises, ``threads`` (default 1). Valid-action episodes are
       unchanged, so the id stays v0.
@@ -182,10 +194,18 @@ class GrowthEnv(gym.Env):
                 config.task if config.task is not None else task, task_kwargs
             )
         self.episode = Episode(config, source, self.family.prepare_task)
+        # net="dag": the episode's slot bookkeeping (None for families grown by sites)
+        self.dag: DagSlots | None = DagSlots(config.max_nodes) if config.expansions else None
+        if self.dag is not None and not self.family.fit_available(config.neuron_fit):
+            raise ValueError(
+                f"neuron_fit: {config.neuron_fit!r} is not available in this version of "
+                "growenv.nets.dag.bottleneck; use 'tiny'"
+            )
 
-        self.max_sites = config.max_sites
+        # the growth actions: sites, or the DAG's expansion slots (config.num_slots)
+        self.max_sites = self.episode.num_slots
         self.observation_space = gym.spaces.Box(
-            -OBS_BOUND, OBS_BOUND, (observation_size(self.max_sites),), np.float32
+            -OBS_BOUND, OBS_BOUND, (self.episode.observation_size,), np.float32
         )
         self.action_space = gym.spaces.Discrete(self.episode.num_actions)
         self.skip_action = self.episode.skip_action
@@ -251,6 +271,12 @@ class GrowthEnv(gym.Env):
     def history(self) -> list[dict]:
         return self.episode.history
 
+    @property
+    def slot_layout(self):
+        """The DAG's :class:`~growenv.nets.dag.slots.SlotLayout` (slot <-> ``(kind, source
+        index, target index)``), or ``None`` for families grown by sites."""
+        return None if self.dag is None else self.dag.layout
+
     # ------------------------------------------------------------------ api
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         with using_threads(self.config.threads):
@@ -268,7 +294,12 @@ class GrowthEnv(gym.Env):
         self._input_factors = None
         cfg = self.config
         widths = [max(cfg.start_width, self.family.min_width)] * cfg.hidden_layers
-        return self.build_net(widths, self.episode.init_generator)
+        if self.dag is not None and cfg.start_graph == "empty":
+            widths = []  # the empty graph: in, out, no edge
+        net = self.build_net(widths, self.episode.init_generator)
+        if self.dag is not None:
+            self.dag.start(net)
+        return net
 
     def episode_task(self, seed: int) -> Task:
         """The task (on the env's device and dtype) that ``reset(seed=seed)`` gives, drawn
@@ -318,16 +349,35 @@ class GrowthEnv(gym.Env):
         """``"grow site i"``, ``"skip growth"`` or ``"stop"``."""
         return self.episode.describe_action(action)
 
-    def evaluate_candidates(self) -> dict[str, np.ndarray]:
-        """Real loss drop of every candidate after its gamma search (costly: one search each).
+    def evaluate_candidates(self, slots: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Real loss drop of every candidate after its gamma search (costly: one search each;
+        DAG: one batched search of all of them).
 
-        Returns ``{"loss_drop": (max_sites,), "gamma": (max_sites,)}``; invalid sites get
-        ``-inf`` drop. The search runs on the statistics split and is counted in compute.
+        Parameters
+        ----------
+        slots
+            Only these slots (sites) are searched (the valid ones among them); default all.
+
+        Returns ``{"loss_drop": (max_sites,), "gamma": (max_sites,)}``; invalid (or not
+        searched) slots get ``-inf`` drop. The search runs on the statistics split and is
+        counted in compute.
         """
+        if self.net is None:
+            raise RuntimeError("evaluate_candidates: call reset() first")
         drops = np.full(self.max_sites, -np.inf)
         gammas = np.zeros(self.max_sites)
         mask = self.action_masks()
+        if slots is not None:
+            chosen = np.zeros_like(mask)
+            for s in slots:
+                chosen[integer("slots", int(s), 0, self.max_sites - 1)] = True
+            mask = mask & chosen
         with using_threads(self.config.threads):
+            if self.dag is not None:
+                valid = [int(s) for s in np.flatnonzero(mask[: self.max_sites])]
+                for slot, result in zip(valid, self._search_slots(valid), strict=True):
+                    drops[slot], gammas[slot] = float(result.loss_drop), float(result.gamma)
+                return {"loss_drop": drops, "gamma": gammas}
             for site in range(self.net.num_sites):
                 if not mask[site]:
                     continue
@@ -344,16 +394,22 @@ class GrowthEnv(gym.Env):
         Parameters
         ----------
         site
-            A site of the current network (``0 <= site < net.num_sites``).
+            A site of the current network (``0 <= site < net.num_sites``); DAG: a slot the
+            current graph offers (``0 <= site < max_sites``).
 
         Returns
         -------
         AmplitudeResult
             The chosen ``gamma``, the real ``loss_drop`` at it, and ``candidate`` (the new
-            neurons that the family's ``apply_growth`` would add).
+            neurons, edge or widening that the family's ``apply_growth`` would add).
         """
         if self.net is None:
             raise RuntimeError("evaluate_candidate: call reset() first")
+        if self.dag is not None:
+            slot = integer("site", site, 0, self.max_sites - 1)
+            self.dag.expansion(slot)  # one line when the graph does not offer it
+            with using_threads(self.config.threads):
+                return self._search_slots([slot])[0]
         site = integer("site", site, 0, self.net.num_sites - 1)
         start = time.perf_counter()
         cfg = self.config
@@ -386,9 +442,32 @@ class GrowthEnv(gym.Env):
         return lambda xb, gen: augment(xb, gen, image_shape=shape)
 
     # ------------------------------------------------------------------ internals
+    def _search_slots(self, slots: list[int]) -> list[AmplitudeResult]:
+        """DAG: one batched amplitude search of the slots' candidates on the statistics split,
+        charged as ``"search"``; each result carries its ``candidate``."""
+        if not slots:
+            return []
+        start = time.perf_counter()
+        cfg = self.config
+        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        stats = self.task.stats
+        cands = [self.dag.expansion(s).candidate(k) for s in slots]
+        results = self.family.amplitude_search_many(
+            self.net, cands, stats.x, stats.y, loss=self.task.loss
+        )
+        macs = self.family.search_macs(self.net, cands, len(default_gammas()), len(stats))
+        self.episode.charge("search", macs, time.perf_counter() - start)
+        for result, cand in zip(results, cands, strict=True):
+            result.candidate = cand
+        return results
+
     def _grow(self, site: int) -> None:
         result = self.evaluate_candidate(site)
-        self.family.apply_growth(self.net, result.candidate, result.gamma, optimizer=self.optimizer)
+        grown = self.family.apply_growth(
+            self.net, result.candidate, result.gamma, optimizer=self.optimizer
+        )
+        if self.dag is not None:
+            self.dag.grown(grown)
         self.episode.record_growth(site, float(result.gamma), float(result.loss_drop))
 
     def _train_and_measure(self) -> None:
@@ -406,6 +485,9 @@ class GrowthEnv(gym.Env):
             transform=self.augmentation(),
         )
         t1 = time.perf_counter()
+        if self.dag is not None:
+            self._measure_dag(train_loss, t0, t1)
+            return
         self.report = family.bottleneck(
             self.net,
             task.stats.x,
@@ -440,6 +522,33 @@ class GrowthEnv(gym.Env):
         )
         episode.absorb(measurement, self.net)
 
+    def _measure_dag(self, train_loss: torch.Tensor, t0: float, t1: float) -> None:
+        """The DAG's statistics pass, solve of every expansion and validation."""
+        task, cfg, family, episode = self.task, self.config, self.family, self.episode
+        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        self.report = family.bottleneck(
+            self.net, task.stats.x, task.stats.y, loss=task.loss, neurons=k, **cfg.family_options
+        )
+        t2 = time.perf_counter()
+        val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
+        scalars = torch.stack([train_loss.to(val_loss), self.report.loss.to(val_loss), val_loss])
+        train_host, stats_host, val_host = scalars.double().cpu().numpy()
+        measurement, architecture = self.dag.measure(
+            self.net,
+            self.report,
+            train_loss=float(train_host),
+            stats_loss=float(stats_host),
+            val_loss=float(val_host),
+            val_accuracy=None if val_acc is None else float(val_acc),
+        )
+        t3 = time.perf_counter()
+        episode.charge_measurement(family, self.net)
+        episode.charge("statistics", family.solve_macs(self.net, self.report))
+        episode.charge("train", seconds=t1 - t0)
+        episode.charge("statistics", seconds=t2 - t1)
+        episode.charge("evaluate", seconds=t3 - t2)
+        episode.absorb(measurement, architecture)
+
     # ------------------------------------------------------------------ render
     def render(self):
         if self.render_mode is None or self.net is None:
@@ -450,6 +559,8 @@ class GrowthEnv(gym.Env):
 
     def _render_ansi(self) -> str:
         ep = self.episode
+        if self.dag is not None:
+            return self._render_dag()
         lambda1, psi = ep.measurement.eigenvalues[:, 0], ep.measurement.bottleneck
         lines = [
             f"step {self.step_count}/{self.max_steps}  params {self.net.num_parameters()}  "
@@ -459,6 +570,27 @@ class GrowthEnv(gym.Env):
         for j, width in enumerate(self.net.hidden_widths):
             lines.append(f"{j:>4} {width:>6} {lambda1[j]:10.3e} {ep.gains[j]:10.3e} {psi[j]:11.3e}")
         lines.append(f"architecture: {' -> '.join(str(s) for s in self.net.layer_sizes)}")
+        return "\n".join(lines) + "\n"
+
+    def _render_dag(self) -> str:
+        ep, m = self.episode, self.episode.measurement
+        g = m.graph
+        lines = [
+            f"step {self.step_count}/{self.max_steps}  params {self.net.num_parameters()}  "
+            f"val loss {m.val_loss:.4g}",
+            f"{'index':>5} {'node':>6} {'width':>6} {'bottleneck':>11}  in-edges",
+        ]
+        for i, name in enumerate(g.node_names):
+            if name is None:
+                continue
+            psi = "" if np.isnan(g.node_bottleneck[i]) else f"{g.node_bottleneck[i]:11.3e}"
+            srcs = ", ".join(self.net.in_edges(name))
+            lines.append(f"{i:>5} {name:>6} {int(g.node_width[i]):>6} {psi:>11}  {srcs}")
+        mask = self.action_masks()[: self.max_sites]
+        best = [int(s) for s in np.argsort(-np.where(mask, ep.gains, -np.inf))[:5] if mask[s]]
+        lines.append(f"{mask.sum()} valid expansions; best by estimated gain:")
+        for s in best:
+            lines.append(f"  slot {s:>4}  {self.dag.describe(s):<28} gain {ep.gains[s]:10.3e}")
         return "\n".join(lines) + "\n"
 
     def _render_rgb(self) -> np.ndarray:
@@ -474,7 +606,12 @@ class GrowthEnv(gym.Env):
         ax.set_xlabel("parameters")
         ax.set_ylabel("validation loss")
         ax.set_yscale("log")
-        ax.set_title(f"{self.task.name}: {'-'.join(str(s) for s in self.net.layer_sizes)}")
+        sizes = getattr(self.net, "layer_sizes", None) or [
+            self.net.in_features,
+            *self.net.hidden_widths,
+            self.net.out_features,
+        ]
+        ax.set_title(f"{self.task.name}: {'-'.join(str(s) for s in sizes)}")
         fig.tight_layout()
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

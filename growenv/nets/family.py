@@ -32,6 +32,10 @@ NEEDS_IMAGES = "needs_images"
 #: :meth:`NetFamily.build`, :meth:`NetFamily.search_macs`) assume. Only such families can be
 #: driven by the env.
 SITES = "sites"
+#: Capability: growth locations are expansions of a DAG (new edge, new node, wider node) in
+#: the fixed slots of ``growenv.nets.dag.slots``; the family gives ``num_slots(max_nodes)``.
+#: The env drives families with :data:`SITES` or this one.
+EXPANSIONS = "expansions"
 
 
 def format_choices(allowed: tuple) -> str:
@@ -83,8 +87,9 @@ class NetFamily(Protocol):
         The :class:`~growenv.nets.base.GrowingNet` subclass of this family.
     capabilities
         Flags such as :data:`STACKABLE` (the lockstep env can stack it),
-        :data:`NEEDS_IMAGES` (inputs are images) and :data:`SITES` (growth locations are
-        numbered sites of a chain: the env can drive it).
+        :data:`NEEDS_IMAGES` (inputs are images), :data:`SITES` (growth locations are
+        numbered sites of a chain) and :data:`EXPANSIONS` (growth locations are DAG
+        expansions in fixed slots); the env drives the families with one of the last two.
     options
         Family-specific options and their allowed values, the default first (conv:
         ``{"kernel": ("full", "restricted")}``; mlp: ``{}``).
@@ -118,7 +123,7 @@ class NetFamily(Protocol):
         dtype: torch.dtype = torch.float32,
     ) -> GrowingNet:
         """A fresh net for the (prepared) ``task`` with hidden ``widths``, as the env builds
-        its episodes' nets (a family without :data:`SITES` raises ``NotImplementedError``)."""
+        its episodes' nets (dag: the chain of ``widths``, ``[]`` the empty graph)."""
         ...
 
     # ----------------------------------------------------------------------- verbs
@@ -168,7 +173,7 @@ class NetFamily(Protocol):
 
     def search_macs(self, net: Any, site: int, num_gammas: int, samples: int) -> int:
         """Multiply-adds of the amplitude search at ``site`` over ``num_gammas`` amplitudes
-        (a family without :data:`SITES` raises ``NotImplementedError``)."""
+        (dag: ``site`` is the searched candidate or candidates)."""
         ...
 
     def evaluate_macs(self, net: Any, samples: int) -> int:
