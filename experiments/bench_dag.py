@@ -15,6 +15,9 @@ One decision, per library:
   solve), every expansion's candidate with 10 neurons (clipped to the rank), every
   candidate's gamma search on the val split (:func:`amplitude_search_many`, the default
   32-point grid), the best by the val loss at its gamma.
+* **growenv, fitted** (``fit="nonlinear"``): the same, with every new node's and widening's
+  10 neurons fitted to its residual with the activation (the paper's objective; Gauss-Newton
+  steps from the statistics pass's samples, :mod:`growenv.nets.dag.neuron_fit`).
 * **gromo**: its whole-space step with its defaults (``neurons=10`` as the paper;
   ``neuron_epochs=100``, ``neuron_lrate=1e-3``, ``neuron_batch_size=256``): every action of
   ``dag.define_next_actions()``, ``dag.calculate_bottleneck`` on the train split, each
@@ -86,11 +89,15 @@ def load_task(quick: bool):
 
 
 # --------------------------------------------------------------------------- growenv
-def growenv_decision(net: GrowingDAG, data: dict, neurons: int = NEURONS) -> dict:
-    """Statistics, every solve, every gamma search, the best by the held-out loss."""
+def growenv_decision(
+    net: GrowingDAG, data: dict, neurons: int = NEURONS, fit: str = "tiny"
+) -> dict:
+    """Statistics, every solve (``fit="nonlinear"``: and every neuron fit), every gamma
+    search, the best by the held-out loss."""
     x, y = data["train"]
     xv, yv = data["val"]
-    report = bottleneck(net, x, y)
+    kw = {"fit": "nonlinear", "neurons": neurons} if fit == "nonlinear" else {}
+    report = bottleneck(net, x, y, **kw)
     cands = [e.candidate(neurons) for e in report.expansions]
     results = amplitude_search_many(net, cands, xv, yv)
     losses = torch.stack([r.losses.min() for r in results])
@@ -260,18 +267,19 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     out: dict = {"machine": machine(), "quick": args.quick, "rounds": args.rounds, "graphs": {}}
     for gname, net in graphs.items():
-        times: dict[str, list[float]] = (
-            {"growenv": [], "gromo": []} if args.gromo else {"growenv": []}
-        )
+        times: dict[str, list[float]] = {"growenv": [], "growenv-fit": []}
+        if args.gromo:
+            times["gromo"] = []
         ratios: list[float] = []
         decisions: dict = {}
         x, y = data["train"]
         for r in range(args.rounds):
-            order = ["growenv", "gromo"] if r % 2 == 0 else ["gromo", "growenv"]
-            order = [lib for lib in order if lib in times]
+            order = ["growenv", "growenv-fit", "gromo"]
+            order = [lib for lib in (order if r % 2 == 0 else order[::-1]) if lib in times]
             for lib in order:
-                if lib == "growenv":
-                    sec, box = clock(growenv_decision, net, data)
+                if lib.startswith("growenv"):
+                    fit = "nonlinear" if lib == "growenv-fit" else "tiny"
+                    sec, box = clock(growenv_decision, net, data, NEURONS, fit)
                     times[lib].append(sec)
                     decisions[lib] = {k: box[k] for k in ("key", "gamma", "val_loss")}
                     decisions[lib]["num_candidates"] = box["num_candidates"]
@@ -295,19 +303,20 @@ def run(args: argparse.Namespace) -> dict:
             "seconds": times,
             "median_seconds": med,
             "gromo_over_growenv": med["gromo"] / med["growenv"] if args.gromo else None,
+            "gromo_over_growenv_fit": med["gromo"] / med["growenv-fit"] if args.gromo else None,
             "statistics_over_plain": statistics.median(ratios),
             "statistics_over_plain_per_round": ratios,
             "macs": macs(net, x.shape[0]),
         }
         print(f"--- {gname}\n{net.describe()}", flush=True)
         line = f"growenv {med['growenv'] * 1e3:.1f} ms ({decisions['growenv']['num_candidates']} "
+        line += f"candidates), fitted {med['growenv-fit'] * 1e3:.1f} ms"
         if args.gromo:
             line += (
-                f"candidates), gromo {med['gromo']:.2f} s ({decisions['gromo']['num_candidates']}"
-                f" candidates): {med['gromo'] / med['growenv']:.0f}x"
+                f", gromo {med['gromo']:.2f} s ({decisions['gromo']['num_candidates']}"
+                f" candidates): {med['gromo'] / med['growenv']:.0f}x, "
+                f"{med['gromo'] / med['growenv-fit']:.0f}x fitted"
             )
-        else:
-            line += "candidates)"
         print(f"{line}; statistics / plain {statistics.median(ratios):.2f}", flush=True)
     out["loadavg_before"], out["loadavg_after"] = load_before, os.getloadavg()
     return out

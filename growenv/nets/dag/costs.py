@@ -69,12 +69,13 @@ def node_solve_macs(net: GrowingDAG) -> int:
 
 def solve_macs(expansion: Expansion) -> int:
     """MACs of one expansion's solve: an edge's enlarged least squares, a new node's or a
-    widening's ``S^{-1/2}`` and SVD."""
+    widening's ``S^{-1/2}`` and SVD, plus its neuron fit if it has one
+    (:attr:`Expansion.fit_macs`, ``fit="nonlinear"``)."""
     d = sum(w for _, w in expansion.inputs) + 1
     o = sum(w for _, w in expansion.outputs)
     if expansion.kind == "edge":
         return _eigh(d) + d * d * o
-    return _eigh(d) + _svd(d, o) + d * d * o
+    return _eigh(d) + _svd(d, o) + d * d * o + expansion.fit_macs
 
 
 def preview_macs(net: GrowingDAG, candidate: DagCandidate) -> int:
