@@ -32,6 +32,13 @@ TINY = {
     "batch_size": 32,
 }
 NAMES = [name for name, entry in POLICIES.items() if not entry.learned]
+# (policy, net family) for every family the policy runs on (mlp and dag)
+RUNS = [
+    (name, net)
+    for name in NAMES
+    for net in ("mlp", "dag")
+    if POLICIES[name].nets is None or net in POLICIES[name].nets
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,6 +47,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def env() -> GrowthEnv:
     return GrowthEnv(**TINY)
+
+
+@pytest.fixture(scope="module")
+def dag_env() -> GrowthEnv:
+    return GrowthEnv(net="dag", max_nodes=4, **TINY)
+
+
+@pytest.fixture
+def env_of(env, dag_env):
+    return {"mlp": env, "dag": dag_env}
 
 
 # --------------------------------------------------------------------------- stubs
@@ -123,6 +140,9 @@ def test_policy_specs_come_from_the_registry_in_order():
         "bic",
         "annealing",
         "periodic",
+        "whole-space",
+        "restricted",
+        "bic-restricted",
         "ppo:PATH",
     )
     assert policy_entry("ppo:runs/a").learned and not policy_entry("greedy").learned
@@ -149,8 +169,9 @@ POLICY_ENV_MEMBERS = {n for n in dir(PolicyEnv) if not n.startswith("_")} | set(
 SEARCHES = {"evaluate_candidates", "evaluate_candidate"}
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_policies_use_only_the_policy_env_and_their_flags_say_which_part(env, name):
+@pytest.mark.parametrize(("name", "net"), RUNS)
+def test_policies_use_only_the_policy_env_and_their_flags_say_which_part(env_of, name, net):
+    env = env_of[net]
     entry = POLICIES[name]
     policy = make_policy(name)
     policy.reset(0)
@@ -429,8 +450,10 @@ def test_annealing_skips_without_valid_site():
 # --------------------------------------------------------------------------- real episodes
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_policy_is_deterministic_under_a_seed(env, name):
+@pytest.mark.parametrize(("name", "net"), RUNS)
+def test_policy_is_deterministic_under_a_seed(env_of, name, net):
+    env = env_of[net]
+
     def actions(seed):
         rows = run_episode(TINY, make_policy(name), seed=seed, env=env)
         return [(r["action"], r["params"]) for r in rows]

@@ -250,6 +250,9 @@ def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--poli
     another ``max_sites`` than ``settings``' is reported before any work."""
     with user_input(argument):
         entry = policy_entry(spec)
+    obstacle = entry.net_obstacle(settings.get("net", EnvConfig.net))
+    if obstacle is not None:
+        raise UserError(f"{argument}: {obstacle}")
     if not entry.learned:
         with user_input(argument):
             return make_policy(spec)

@@ -169,7 +169,7 @@ def plan_jobs(
     ------
     ValueError
         For empty lists, an unknown ``vec``, a policy that cannot run in lockstep with
-        ``vec="lockstep"``, or ``max_lockstep < 1``.
+        ``vec="lockstep"`` or not on the env's net family, or ``max_lockstep < 1``.
     """
     env_kwargs = dict(env_kwargs or {})
     if not tasks or not policies or not seeds:
@@ -179,6 +179,9 @@ def plan_jobs(
     if isinstance(max_lockstep, bool) or not isinstance(max_lockstep, int) or max_lockstep < 1:
         raise ValueError(f"max_lockstep: expected an int >= 1, got {max_lockstep!r}")
     specs = list(policies)
+    net = EnvConfig.from_kwargs(**env_kwargs).net
+    for p in specs:
+        policy_entry(p).check_net(net)  # "policy: 'restricted' runs on envs with net='dag'"
     lockstep = {p: policy_entry(p).lockstep for p in specs}
     if vec == "lockstep":
         bad = [p for p in specs if not lockstep[p]]

@@ -65,7 +65,8 @@ class PolicyEnv(Protocol):
     Attributes
     ----------
     max_sites
-        Number of site actions; actions ``0 .. max_sites - 1`` grow a site.
+        Number of site actions; actions ``0 .. max_sites - 1`` grow a site (DAG: an
+        expansion slot).
     skip_action, stop_action
         The actions that skip growth this step and that end the episode.
     net
@@ -74,6 +75,10 @@ class PolicyEnv(Protocol):
         The episode's task; policies read ``task.loss`` and ``task.out_features`` only.
     report
         The last statistics pass; policies read ``report.num_samples`` only.
+    slot_layout
+        DAG envs: the :class:`~growenv.nets.dag.slots.SlotLayout` of the growth actions
+        (slot <-> ``(kind, source index, target index)``), read with the per-node facts of
+        ``info`` (``node_bottlenecks``, ``graph_edges``); ``None`` for envs grown by sites.
 
     Notes
     -----
@@ -96,12 +101,16 @@ class PolicyEnv(Protocol):
     @property
     def report(self) -> _MeasurementFacts: ...
 
+    @property
+    def slot_layout(self) -> Any: ...
+
     def action_masks(self) -> np.ndarray:
         """Boolean mask over all actions (sites, skip, stop)."""
         ...
 
-    def evaluate_candidates(self) -> dict[str, np.ndarray]:
-        """``{"loss_drop", "gamma"}`` of every valid site after its amplitude search."""
+    def evaluate_candidates(self, slots: Any = None) -> dict[str, np.ndarray]:
+        """``{"loss_drop", "gamma"}`` of every valid site (or of the valid ones of
+        ``slots``) after its amplitude search."""
         ...
 
     def evaluate_candidate(self, site: int) -> CandidateResult:

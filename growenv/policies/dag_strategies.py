@@ -3,8 +3,10 @@
 Each strategy reads a :class:`~growenv.nets.dag.DagReport` of the net (one statistics pass:
 every node's bottleneck ``Psi`` and every expansion) and returns a :class:`Decision`: the
 chosen expansion, its candidate and amplitude (or no growth), and the compute it spent,
-counted in multiply-adds (MACs) by phase with the cost model below. They become registered
-policies once the DAG environment exists (issue #21, item 4).
+counted in multiply-adds (MACs) by phase with the cost model below. The same strategies
+on the DAG env are the registered policies of :mod:`growenv.policies.dag` (``whole-space``,
+``restricted``, ``bic-restricted``) and the heuristics (``greedy``, ``random``,
+``round-robin``, ``annealing``).
 
 Strategies
 ----------

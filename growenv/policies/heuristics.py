@@ -23,6 +23,7 @@ __all__ = [
     "RandomPolicy",
     "RoundRobinPolicy",
     "bic",
+    "bic_after_growth",
 ]
 
 
@@ -118,6 +119,10 @@ class RoundRobinPolicy:
 
     A masked site is passed over (the next valid one in the cycle grows); growth is skipped
     when no site is valid.
+
+    On a DAG env (``info`` has ``"graph_edges"``; slots of ``env.slot_layout``) the expansion
+    *kinds* take turns, edge -> node -> widen -> edge ...: each step grows the valid slot of
+    largest estimated gain (``info["candidate_gains"]``) of the next kind that has one.
     """
 
     name = "round-robin"
@@ -126,11 +131,25 @@ class RoundRobinPolicy:
         self._next = 0
 
     def reset(self, seed: int | None = None) -> None:
-        """Restart the cycle at site 0."""
+        """Restart the cycle at site 0 (DAG: at kind "edge")."""
         self._next = 0
 
+    def _act_kinds(self, info: dict[str, Any], env: PolicyEnv) -> int:
+        kinds = np.asarray(env.slot_layout.kinds)
+        order = ("edge", "node", "widen")
+        mask = np.asarray(info["action_mask"], dtype=bool)[: env.max_sites]
+        for offset in range(len(order)):
+            k = (self._next + offset) % len(order)
+            slots = np.flatnonzero(mask & (kinds == order[k]))
+            if slots.size:
+                self._next = (k + 1) % len(order)
+                return _best(info["candidate_gains"], slots)
+        return env.skip_action
+
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
-        """The next valid site of the cycle."""
+        """The next valid site of the cycle (DAG: the best slot of the next kind)."""
+        if "graph_edges" in info:
+            return self._act_kinds(info, env)
         mask = np.asarray(info["action_mask"], dtype=bool)
         n = env.net.num_sites
         for offset in range(n):
@@ -222,16 +241,26 @@ class BICPolicy:
         if sites.size == 0:
             return env.skip_action
         drops = np.asarray(env.evaluate_candidates()["loss_drop"], dtype=float)
-        loss, params = float(info["stats_loss"]), int(info["params"])
-        n, kind, out = env.report.num_samples, env.task.loss, env.task.out_features
-        added = np.asarray(info["candidate_params"], dtype=float)
-        current = bic(params, loss, n, kind, out)
-        after = np.full(env.max_sites, np.inf)
-        for site in sites:
-            after[site] = bic(params + added[site], loss - drops[site], n, kind, out)
+        current, after = bic_after_growth(info, env, sites, drops)
         self.last_bic = (current, after)
         best = int(sites[int(np.argmin(after[sites]))])
         return best if after[best] < current else env.skip_action
+
+
+def bic_after_growth(
+    info: dict[str, Any], env: PolicyEnv, sites: np.ndarray, drops: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The current BIC and, per slot of ``sites``, the BIC after its growth (``inf``
+    elsewhere): ``k = params + candidate_params``, loss ``stats_loss - loss_drop`` (real
+    drops on the statistics split), ``n = env.report.num_samples`` (:func:`bic`)."""
+    loss, params = float(info["stats_loss"]), int(info["params"])
+    n, kind, out = env.report.num_samples, env.task.loss, env.task.out_features
+    added = np.asarray(info["candidate_params"], dtype=float)
+    current = bic(params, loss, n, kind, out)
+    after = np.full(env.max_sites, np.inf)
+    for site in sites:
+        after[site] = bic(params + added[site], loss - drops[site], n, kind, out)
+    return current, after
 
 
 class PeriodicPolicy:

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from growenv.nets.family import format_choices
 from growenv.policies.annealing import AnnealingPolicy
 from growenv.policies.base import Policy
+from growenv.policies.dag import BICRestrictedPolicy, RestrictedPolicy, WholeSpacePolicy
 from growenv.policies.heuristics import (
     BICPolicy,
     GreedyLossPolicy,
@@ -46,6 +48,10 @@ class PolicyEntry:
         Can run its seeds together in a :class:`~growenv.env.lockstep.LockstepVecEnv`.
     learned
         Loads a trained model: its spec is ``"name:PATH"``.
+    nets
+        The net families (``EnvConfig.net``) whose envs it runs on, or ``None`` for all
+        (the DAG strategies need the expansion slots; a round over numbered sites needs
+        sites).
     """
 
     name: str
@@ -54,11 +60,26 @@ class PolicyEntry:
     reads_env: bool = False
     lockstep: bool = False
     learned: bool = False
+    nets: tuple[str, ...] | None = None
 
     @property
     def spec(self) -> str:
         """How the policy is named on the command line (``"ppo:PATH"`` when learned)."""
         return f"{self.name}:PATH" if self.learned else self.name
+
+    def net_obstacle(self, net: str) -> str | None:
+        """Why the policy cannot run on envs of net family ``net`` (one line without the
+        argument's name), or ``None`` when it can."""
+        if self.nets is not None and net not in self.nets:
+            return f"{self.spec!r} runs on envs with net={format_choices(self.nets)}, got {net!r}"
+        return None
+
+    def check_net(self, net: str) -> None:
+        """Raise a one-line ``ValueError`` (``"policy: 'restricted' runs on envs with
+        net='dag', got 'mlp'"``) when the policy does not run on envs of ``net``."""
+        obstacle = self.net_obstacle(net)
+        if obstacle is not None:
+            raise ValueError(f"policy: {obstacle}")
 
 
 def _load_ppo(path: str, **kwargs: Any) -> Policy:
@@ -78,7 +99,12 @@ POLICIES: dict[str, PolicyEntry] = {
             GreedyLossPolicy,
             reads_env=True,
         ),
-        PolicyEntry("round-robin", "every site in turn (Naive)", RoundRobinPolicy, lockstep=True),
+        PolicyEntry(
+            "round-robin",
+            "every site in turn (Naive); DAG: expansion kinds in turn, best gain within",
+            RoundRobinPolicy,
+            lockstep=True,
+        ),
         PolicyEntry("random", "uniform over the valid actions", RandomPolicy, lockstep=True),
         PolicyEntry(
             "bic", "lowest Bayesian information criterion after growth", BICPolicy, reads_env=True
@@ -90,7 +116,32 @@ POLICIES: dict[str, PolicyEntry] = {
             reads_env=True,
         ),
         PolicyEntry(
-            "periodic", "a round over all sites every few steps", PeriodicPolicy, lockstep=True
+            "periodic",
+            "a round over all sites every few steps",
+            PeriodicPolicy,
+            lockstep=True,
+            nets=("mlp", "conv"),
+        ),
+        PolicyEntry(
+            "whole-space",
+            "DAG: every expansion's gamma search, the largest real loss drop (Douka et al.)",
+            WholeSpacePolicy,
+            reads_env=True,
+            nets=("dag",),
+        ),
+        PolicyEntry(
+            "restricted",
+            "DAG: the expansions into the node of largest bottleneck, searched (Douka et al.)",
+            RestrictedPolicy,
+            reads_env=True,
+            nets=("dag",),
+        ),
+        PolicyEntry(
+            "bic-restricted",
+            "DAG: the restricted expansion of lowest BIC, if it lowers the BIC (Douka et al.)",
+            BICRestrictedPolicy,
+            reads_env=True,
+            nets=("dag",),
         ),
         PolicyEntry("ppo", "a trained MaskablePPO agent", _load_ppo, lockstep=True, learned=True),
     )
@@ -132,7 +183,8 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
     ----------
     spec
         A name of :data:`POLICIES` (``"greedy"``, ``"greedy-loss"``, ``"round-robin"``,
-        ``"random"``, ``"bic"``, ``"annealing"``, ``"periodic"``), or ``"ppo:PATH"`` for a
+        ``"random"``, ``"bic"``, ``"annealing"``, ``"periodic"``; for DAG envs also
+        ``"whole-space"``, ``"restricted"``, ``"bic-restricted"``), or ``"ppo:PATH"`` for a
         learned policy (a trained agent loaded with ``growenv.policies.ppo.load(PATH)``).
     **kwargs
         Passed to the policy's constructor (or to the learned policy's loader).
