@@ -110,14 +110,14 @@ def test_whole_space_picks_the_largest_drop_over_every_valid_slot():
     assert env.searched == [list(range(LAYOUT.num_slots))]
 
 
-def test_bic_restricted_grows_the_lowest_bic_only_if_it_beats_the_current():
+def test_bic_restricted_grows_the_lowest_bic_gated_only_if_it_beats_the_current():
     a, b = LAYOUT.slot("edge", IN_, H2), LAYOUT.slot("node", IN_, H2)
     outside = LAYOUT.slot("edge", IN_, H1)
     n, loss = 100, 1.0
     env = StubDagEnv({a: 0.5, b: 0.55, outside: 0.9})
     info = dag_info(H2, stats_loss=loss)
     info["candidate_params"][b] = 40.0  # b drops more but costs more parameters
-    policy = make_policy("bic-restricted")
+    policy = make_policy("bic-restricted", gate=True)
     assert policy.act(None, info, env) == a
     current, after = policy.last_bic
     assert current == pytest.approx(bic(100, loss, n, "mse"))
@@ -126,6 +126,8 @@ def test_bic_restricted_grows_the_lowest_bic_only_if_it_beats_the_current():
     assert np.isinf(after[outside])  # not in the restricted space: not scored
     env = StubDagEnv({a: 1e-6})  # a drop that does not pay for 10 parameters
     assert policy.act(None, dag_info(H2), env) == env.skip_action
+    # the paper's rule (default): the BIC chooses, growth happens
+    assert make_policy("bic-restricted").act(None, dag_info(H2), env) == a
 
 
 def test_round_robin_cycles_expansion_kinds_with_the_best_gain_within():

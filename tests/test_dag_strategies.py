@@ -120,7 +120,7 @@ def test_bic_formula_and_sign_by_hand():
 def test_bic_restricted_picks_the_lowest_bic_and_grows_only_if_it_improves():
     net, stats, search, select = net_and_data(2)
     report = bottleneck(net, *stats)
-    d = ds.bic_restricted(net, report, search, select, neurons=3)
+    d = ds.bic_restricted(net, report, search, select, neurons=3, gate=True)
     a = ds.max_bottleneck_node(report)
     rows = one_by_one(net, ds.restricted_expansions(net, report, a), search, select)
     k = sum(p.numel() for p in net.parameters())
@@ -150,10 +150,14 @@ def test_bic_restricted_refuses_growth_that_does_not_pay():
         net.bias("out").copy_(sol[4])
     y = y + 1e-3 * torch.randn(y.shape, generator=g, dtype=F64)
     report = bottleneck(net, x[:200], y[:200])
-    d = ds.bic_restricted(net, report, (x[200:300], y[200:300]), (x[300:], y[300:]))
+    search, select = (x[200:300], y[200:300]), (x[300:], y[300:])
+    d = ds.bic_restricted(net, report, search, select, gate=True)
     assert not d.grows and d.candidate is None and math.isnan(d.gamma)
     assert d.info["bic_after"] >= d.info["bic_now"]
     assert d.considered > 0 and d.compute.total > 0
+    # the paper's rule (default): the candidate of lowest BIC is grown all the same
+    paper = ds.bic_restricted(net, report, search, select)
+    assert paper.grows and paper.info["bic_after"] == pytest.approx(d.info["bic_after"])
 
 
 def test_cheap_strategies():

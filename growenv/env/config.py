@@ -63,8 +63,8 @@ HELP = {
     "kernel": "conv family: `full` or `restricted` TINY channels",
     "max_nodes": "dag family: most hidden nodes (sets the expansion slots of the action and "
     "observation spaces)",
-    "neuron_fit": "dag family: new neurons by TINY's closed form (`tiny`) or fitted with the "
-    "activation (`nonlinear`, needs an int `neurons_per_growth`)",
+    "neuron_fit": "dag family: new neurons fitted with the activation (`nonlinear`, needs an "
+    "int `neurons_per_growth`) or by TINY's closed form (`tiny`, blind once `in` feeds `out`)",
     "start_graph": "dag family: episodes start from the `empty` graph (in, out, no edge) or a "
     "`chain` of `hidden_layers` nodes of `start_width`",
     "augment": "random crop and flip of training minibatches (image tasks)",
@@ -164,7 +164,7 @@ class EnvConfig:
     augment: bool = False
     threads: int | None = 1
     max_nodes: int = 8
-    neuron_fit: str = "tiny"
+    neuron_fit: str = "nonlinear"
     start_graph: str = "empty"
 
     def __post_init__(self) -> None:

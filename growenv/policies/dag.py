@@ -119,8 +119,14 @@ class BICRestrictedPolicy(BICPolicy):
     """Douka et al.'s *BIC + restricted*: the restricted candidate (:func:`restricted_slots`)
     of lowest BIC after growth (``k = params + candidate_params``, loss ``stats_loss -
     loss_drop``, ``n`` the statistics samples; :func:`~growenv.policies.heuristics.bic`),
-    grown only if it is below the current BIC, else skip: :class:`BICPolicy` over the
-    restricted space.
+    grown (the paper's rule: the BIC chooses among the restricted expansions); with
+    ``gate=True`` only if it is below the current BIC, else skip (:class:`BICPolicy`'s rule
+    over the restricted space).
+
+    Parameters
+    ----------
+    gate
+        Grow only what lowers the current BIC (default False, as in the paper).
 
     Attributes
     ----------
@@ -130,8 +136,13 @@ class BICRestrictedPolicy(BICPolicy):
 
     name = "bic-restricted"
 
+    def __init__(self, gate: bool = False) -> None:
+        super().__init__()
+        self.gate = bool(gate)
+
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
-        """The restricted slot of lowest BIC if it beats the current BIC, else skip."""
+        """The restricted slot of lowest BIC (with ``gate``: if it beats the current BIC,
+        else skip)."""
         _, slots = restricted_slots(info, env, self.name)
         if slots.size == 0:
             return env.skip_action
@@ -139,4 +150,4 @@ class BICRestrictedPolicy(BICPolicy):
         current, after = bic_after_growth(info, env, slots, drops)
         self.last_bic = (current, after)
         best = int(slots[int(np.argmin(after[slots]))])
-        return best if after[best] < current else env.skip_action
+        return best if not self.gate or after[best] < current else env.skip_action

@@ -138,7 +138,8 @@ POLICIES: dict[str, PolicyEntry] = {
         ),
         PolicyEntry(
             "bic-restricted",
-            "DAG: the restricted expansion of lowest BIC, if it lowers the BIC (Douka et al.)",
+            "DAG: the restricted expansion of lowest BIC (Douka et al.; gate=True: only if it "
+            "lowers the BIC)",
             BICRestrictedPolicy,
             reads_env=True,
             nets=("dag",),
