@@ -1,8 +1,8 @@
-"""Rules of the house: no import cycles among the package's modules, the TINY maths imports
-nothing above it, a net family never imports another family, the library never imports the
-CLI or the experiments, loading policies, harness and CLI does not load stable-baselines3 (the
-CLI starts fast), the CLI help lists the policy registry, and the distribution installs one
-top-level package."""
+"""Rules of the house: no import cycles among the package's modules, the TINY maths imports nothing
+above it, a net family never imports another family, the library never imports the CLI or the
+experiments, loading policies, harness and CLI does not load stable-baselines3 (the CLI starts
+fast), nothing but running on Ray imports Ray (an optional extra), the CLI help lists the policy
+registry, and the distribution installs one top-level package."""
 
 from __future__ import annotations
 
@@ -174,6 +174,24 @@ def test_policies_harness_and_cli_load_without_stable_baselines3():
     loaded = _loaded_after([*modules, "growenv.cli"])
     assert "growenv.harness.bench" in loaded and "growenv.cli.train" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("stable_baselines3", "sb3_contrib")}
+
+
+def test_the_library_the_cli_and_a_local_bench_never_import_ray():
+    # Ray is an optional extra (".[ray]"): only --backend ray and sweep import it, when run
+    loaded = _loaded_after([*LIBRARY, "growenv.cli"])
+    assert "growenv.harness.ray_backend" in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "ray"}
+    code = (
+        "import sys\n"
+        "from growenv.harness.bench import run_bench\n"
+        "run_bench(['teacher_student'], ['greedy'], [0], {'max_steps': 1, 'train_steps': 1,"
+        " 'task_kwargs': {'n_train': 64, 'n_stats': 32, 'n_val': 32, 'n_test': 32}},"
+        " progress=False)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "growenv.harness.bench" in out.stdout.split()
+    assert not {m for m in out.stdout.split() if m.split(".")[0] == "ray"}
 
 
 def test_cli_help_lists_every_registered_policy():

@@ -22,8 +22,9 @@ from growenv.cli.options import (
 )
 from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
-from growenv.harness.bench import run_bench
+from growenv.harness.bench import BACKENDS, run_bench
 from growenv.harness.plots import plot_results
+from growenv.harness.ray_backend import INSTALL_HINT, require_ray
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
 from growenv.policies import POLICIES, policy_entry
 
@@ -69,7 +70,27 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument("--seeds", default=None, help=argparse.SUPPRESS)  # old: N means 0..N-1
     add_env_options(p, {})
-    p.add_argument("--workers", type=positive_int, metavar="N", default=1, help="worker processes")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        default=1,
+        help="worker processes (--backend ray: the CPUs of the local Ray it starts)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: this machine's worker processes; ray: Ray tasks on a local Ray or, with "
+        f"--address, a cluster (needs {INSTALL_HINT}; docs/distributed.md)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="with --backend ray: the running Ray cluster to join (HOST:PORT printed by "
+        "`ray start --head`, or auto); without it a local Ray is started",
+    )
     p.add_argument(
         "--vec",
         choices=("auto", "lockstep", "single"),
@@ -158,6 +179,10 @@ def bench_main(args: argparse.Namespace) -> int:
                 f"--vec: expected auto or single for {', '.join(bad)}: lockstep runs only "
                 f"policies that read nothing but observations ({', '.join(LOCKSTEP)})"
             )
+    if args.address is not None and args.backend != "ray":
+        raise UserError(f"--address: expected --backend ray with it, got --backend {args.backend}")
+    if args.backend == "ray":
+        require_ray()
     if args.out is not None:
         if args.resume and args.force:
             raise UserError("--resume: expected --resume (finish a bench) or --force, not both")
@@ -183,6 +208,8 @@ def bench_main(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         force=args.force,
+        backend=args.backend,
+        address=args.address,
     )
     summary = summarize(rows, reference=args.reference)
     print(format_table(summary, reference=args.reference))

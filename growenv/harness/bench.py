@@ -12,8 +12,9 @@ The work is a list of :class:`BenchJob` s (:func:`plan_jobs`: one episode, or a 
 of at most :data:`MAX_LOCKSTEP` seeds), each run by :func:`run_job`. With an output
 directory, every finished job's episodes go to its store
 (:class:`~growenv.harness.store.BenchStore`) at once, so an interrupted or killed bench
-keeps them and a re-run with ``resume=True`` runs only the missing episodes. Another
-backend (e.g. remote workers) runs the same jobs and appends to the same store.
+keeps them and a re-run with ``resume=True`` runs only the missing episodes. The backend
+``"ray"`` (:mod:`~growenv.harness.ray_backend`) runs the same jobs as Ray tasks, on this
+machine or a cluster, and the driver appends them to the same store as they complete.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from growenv.policies import make_policy, policy_entry
 from growenv.threads import using_threads
 
 __all__ = [
+    "BACKENDS",
     "MAX_LOCKSTEP",
     "BenchJob",
     "parse_list",
@@ -47,6 +49,9 @@ __all__ = [
 
 MAX_LOCKSTEP = 64
 """Default most seeds in one lockstep env (``run_bench(max_lockstep=...)``)."""
+
+BACKENDS = ("local", "ray")
+"""Where :func:`run_bench` runs its jobs: local worker processes, or Ray tasks."""
 
 _ENV_CACHE: dict[str, Any] = {}
 _POLICY_CACHE: dict[str, Any] = {}
@@ -262,6 +267,8 @@ def run_bench(
     resume: bool = False,
     force: bool = False,
     max_lockstep: int = MAX_LOCKSTEP,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (task, policy, seed) episode and return all rows.
 
@@ -280,7 +287,8 @@ def run_bench(
     workers
         Worker processes (started with "spawn", each with one torch thread; a script that
         calls this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard).
-        ``1`` runs in this process, with one torch thread for the duration.
+        ``1`` runs in this process, with one torch thread for the duration. With
+        ``backend="ray"`` and no ``address``: the CPUs of the local Ray started for the run.
     oracle
         Also train the teacher architecture from scratch (policy ``"oracle"``) for each
         teacher-student task and seed.
@@ -307,12 +315,23 @@ def run_bench(
     max_lockstep
         Most seeds in one lockstep env (memory grows with it; the results of a seed agree
         with those of any other grouping up to float rounding).
+    backend
+        ``"local"`` (default): this process or local worker processes. ``"ray"``: every job
+        is a Ray task of one CPU with one torch thread
+        (:func:`~growenv.harness.ray_backend.run_on_ray`), its rows appended by this process
+        as it completes; a task whose worker dies is re-run (its rows are stored once). The
+        rows equal the local backend's but for the ``seconds*`` columns. Needs
+        ``pip install -e ".[ray]"``.
+    address
+        With ``backend="ray"``: a running Ray cluster to join (``HOST:PORT``, ``"auto"``);
+        ``None`` starts a local Ray with ``workers`` CPUs (or uses the one this process is
+        connected to already).
 
     Returns
     -------
     list of dict
         Rows ordered by task, policy (oracle last), seed (in the order given) and step; the
-        same for any ``workers``.
+        same for any ``workers`` and backend.
 
     Raises
     ------
@@ -329,6 +348,10 @@ def run_bench(
         raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     if out is None and (resume or force):
         raise ValueError("out: resume and force need a results directory (out)")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address: a Ray cluster's address needs backend='ray', not {backend!r}")
     jobs = plan_jobs(tasks, policies, seeds, env_kwargs, oracle, vec, max_lockstep)
     keys = [key for job in jobs for key in job.keys]  # the order of the rows returned
     store = None if out is None else BenchStore.open(out, env_kwargs, resume=resume, force=force)
@@ -358,7 +381,15 @@ def run_bench(
     )
     try:
         with stop_signals():
-            if workers == 1:
+            if backend == "ray":
+                from growenv.harness.ray_backend import ray_session, run_on_ray
+
+                with ray_session(address, workers):
+                    calls = [(jobs[i], env_kwargs) for i in todo]
+                    run_on_ray(
+                        run_job, calls, lambda k, rows: finished(todo[k], rows), name="bench_job"
+                    )
+            elif workers == 1:
                 with using_threads(1):
                     for i in todo:
                         finished(i, run_job(jobs[i], env_kwargs))

