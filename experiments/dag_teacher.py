@@ -55,7 +55,7 @@ import torch
 
 from growenv.data.tasks import make_task
 from growenv.harness.stats import bootstrap_ci, iqm
-from growenv.nets.dag import IN, OUT, GrowingDAG, apply_growth, bottleneck
+from growenv.nets.dag import IN, OUT, GrowingDAG, apply_growth, bottleneck, fit_neurons
 from growenv.policies import dag_strategies as ds
 from growenv.training import evaluate, make_optimizer, train_steps
 
@@ -156,9 +156,17 @@ def run_one(strategy: str, seed: int, cfg: dict) -> dict:
         net = GrowingDAG(20, 1)
         opt = make_optimizer(net, OPTIMIZER["name"], **opt_kw)
         decide = ds.STRATEGIES[strategy]
-        for _ in range(cfg["growths"]):
+        for step in range(cfg["growths"]):
             t0 = time.perf_counter()
-            report = bottleneck(net, *opt_split)
+            nonlinear = cfg["fit"] == "nonlinear"
+            report = bottleneck(net, *opt_split, keep_samples=nonlinear)
+            if nonlinear:  # fit the neurons of the expansions the strategy looks at
+                looked = report.expansions
+                if strategy != "whole":
+                    node = ds.max_bottleneck_node(report)
+                    looked = ds.restricted_expansions(net, report, node)
+                fit_neurons(net, report, looked, NEURONS, seed=1000 * seed + step)
+            # the strategies' cost model counts each looked-at expansion's fit in its solve
             d = decide(net, report, ls_split, gr_split, neurons=NEURONS)
             grown = None
             if d.grows:
@@ -226,12 +234,27 @@ def summarise(results: dict, rate: float, watts: float) -> dict:
             "growths": _ci([sum(d["expansion"] is not None for d in r["decisions"]) for r in runs]),
             "diverged": sum(r["diverged"] for r in runs),
         }
-    ratios = {}
+    wall = {
+        name: {s: results[name][str(s)]["train_seconds"] + results[name][str(s)][
+            "decision_seconds"] for s in seeds}
+        for name in RUNS
+    }  # fmt: skip
+    ratios, wall_ratios, loss_diffs = {}, {}, {}
     for a, b in (("restricted", "whole"), ("bic_restricted", "whole"), ("whole", "oracle"),
                  ("restricted", "oracle"), ("bic_restricted", "oracle")):  # fmt: skip
-        ratio = [energy[a][s] / energy[b][s] for s in seeds]
-        ratios[f"{a}/{b}"] = _ci(ratio)
-    return {"seeds": seeds, "rows": rows, "energy_ratios": ratios}
+        ratios[f"{a}/{b}"] = _ci([energy[a][s] / energy[b][s] for s in seeds])
+        wall_ratios[f"{a}/{b}"] = _ci([wall[a][s] / wall[b][s] for s in seeds])
+    final = {n: {s: results[n][str(s)]["test_loss"][-1] for s in seeds} for n in RUNS}
+    for a, b in (("restricted", "whole"), ("bic_restricted", "whole"), ("oracle", "whole"),
+                 ("oracle", "restricted")):  # fmt: skip
+        loss_diffs[f"{a} - {b}"] = _ci([final[a][s] - final[b][s] for s in seeds])
+    return {
+        "seeds": seeds,
+        "rows": rows,
+        "energy_ratios": ratios,
+        "wall_clock_ratios": wall_ratios,
+        "test_loss_differences": loss_diffs,
+    }
 
 
 def _fmt(t: tuple[float, float, float], spec: str = ".3g") -> str:
@@ -256,6 +279,12 @@ def table(summary: dict) -> str:
     lines += ["", "| energy ratio (paired by seed) | IQM [95 % CI] |", "|---|---|"]
     for k, v in summary["energy_ratios"].items():
         lines.append(f"| {k} | {_fmt(v)} |")
+    lines += ["", "| wall-clock ratio (paired by seed) | IQM [95 % CI] |", "|---|---|"]
+    for k, v in summary["wall_clock_ratios"].items():
+        lines.append(f"| {k} | {_fmt(v)} |")
+    lines += ["", "| final test MSE difference (paired by seed) | IQM [95 % CI] |", "|---|---|"]
+    for k, v in summary["test_loss_differences"].items():
+        lines.append(f"| {k} | {_fmt(v, '.4f')} |")
     return "\n".join(lines)
 
 
@@ -303,6 +332,7 @@ def run(args: argparse.Namespace) -> dict:
         "epochs": args.epochs,
         "samples": args.samples,
         "test_samples": args.test_samples,
+        "fit": args.fit,
     }
     rate = dense_macs_per_second()
     results: dict[str, dict[str, Any]] = {name: {} for name in RUNS}
@@ -345,6 +375,23 @@ def run(args: argparse.Namespace) -> dict:
     return out
 
 
+def rebuild(path: Path, figure_path: Path | None) -> dict:
+    """Summary, ``table.md`` and figure again from a finished run's ``results.json``."""
+    if not path.is_file():
+        raise SystemExit(f"--from-results: expected a results.json file, got {str(path)!r}")
+    out = json.loads(path.read_text())
+    cfg = out["config"]
+    rate, watts = cfg["dense_macs_per_second"], cfg["watts_per_core"]
+    out["summary"] = summarise(out["results"], rate, watts)
+    path.write_text(json.dumps(out, indent=1))
+    (path.parent / "table.md").write_text(table(out["summary"]) + "\n")
+    figure(
+        out["results"], out["summary"], rate, watts, figure_path or path.parent / "dag_teacher.png"
+    )
+    print(table(out["summary"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -354,12 +401,27 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--samples", type=int, default=1000, help="samples per training split")
     p.add_argument("--test-samples", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--fit",
+        choices=("nonlinear", "tiny"),
+        default="nonlinear",
+        help="new neurons: fitted with the activation (the paper's objective) or TINY's "
+        "linearised closed form",
+    )
     p.add_argument("--watts-per-core", type=float, default=280.0 / 64)
     p.add_argument("--out", type=Path, default=Path("results/dag_teacher"))
     p.add_argument("--figure", type=Path, default=None, help="default: OUT/dag_teacher.png")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--quick", action="store_true", help="a smoke test in seconds")
+    p.add_argument(
+        "--from-results",
+        type=Path,
+        default=None,
+        help="rebuild the summary, table and figure of a finished run's results.json",
+    )
     args = p.parse_args(argv)
+    if args.from_results is not None:
+        return rebuild(args.from_results, args.figure)
     if args.quick:
         args.seeds, args.growths, args.epochs = 2, 2, 2
         args.samples, args.test_samples = 128, 128
