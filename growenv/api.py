@@ -22,6 +22,8 @@ from growenv.errors import UserError
 from growenv.losses import PerSampleLoss
 from growenv.nets.base import GrowingNet
 from growenv.nets.candidate import GrowthCandidate
+from growenv.nets.dag.expansions import DagReport
+from growenv.nets.family import EXPANSIONS
 from growenv.nets.registry import family_of
 from growenv.nets.report import BottleneckReport
 from growenv.validation import class_labels, finite_values, real
@@ -59,14 +61,21 @@ def bottleneck(
     input_factors: tiny.CovarianceFactors | None = None,
     kernel: str = "full",
     raw_correlation: bool = False,
-) -> BottleneckReport:
-    """Measure the expressivity bottleneck of every site of ``net``.
+    neuron_fit: str = "tiny",
+    neurons: int | None = None,
+) -> BottleneckReport | DagReport:
+    """Measure the expressivity bottleneck of every site (DAGs: every node and expansion)
+    of ``net``.
 
     One forward+backward pass over the data (streamed in ``batch_size`` chunks, or an
     iterable of ``(x, y)`` batches with ``y=None``) gives the statistics; one batched solve
     gives, per site, the eigenvalues, the best update of the next layer and its gain, the
     bottleneck and the first-order gain, and candidate neurons on request
-    (``report.sites[j].candidate(K)``).
+    (``report.sites[j].candidate(K)``). For a :class:`~growenv.nets.dag.net.GrowingDAG` the
+    report is a :class:`~growenv.nets.dag.expansions.DagReport`: per-node bottlenecks
+    (``report.nodes``) and every new edge, new node and widening (``report.expansions``,
+    each with ``.kind``, ``.source``, ``.target``, ``.eigenvalues``, ``.estimated_gain``
+    and ``.candidate(K)``).
 
     Parameters
     ----------
@@ -96,11 +105,15 @@ def bottleneck(
         Conv nets: ``"full"`` or ``"restricted"`` new channels. Ignored for MLPs.
     raw_correlation
         Conv nets: keep every site's raw correlation ``P``. MLP reports always keep it.
+    neuron_fit, neurons
+        DAGs: new neurons in TINY's closed form (``"tiny"``) or ``neurons`` of them fitted
+        with the activation (``"nonlinear"``, docs/math.md). Ignored for MLPs and conv nets.
 
     Returns
     -------
-    BottleneckReport
-        ``report.sites[j]`` for site ``j``.
+    BottleneckReport or DagReport
+        ``report.sites[j]`` for site ``j``; for DAGs ``report.nodes`` and
+        ``report.expansions``.
 
     Raises
     ------
@@ -112,6 +125,7 @@ def bottleneck(
     """
     family = family_of(net)
     _check_labels(net, loss, y)
+    dag = EXPANSIONS in family.capabilities
     try:
         return family.bottleneck(
             net,
@@ -126,6 +140,7 @@ def bottleneck(
             input_factors=input_factors,
             kernel=kernel,
             raw_correlation=raw_correlation,
+            **({"neuron_fit": neuron_fit, "neurons": neurons} if dag else {}),
         )
     except IndexError as err:  # streamed batches: labels are checked by torch's loss
         if loss != "cross_entropy" or "out of bounds" not in str(err):

@@ -200,3 +200,20 @@ def test_float32_fit_runs_in_float32_and_matches_its_float64_recomputation():
         h = torch.selu(b @ alpha.T)
         gain = (r.square().sum() - (r - h @ omega.T).square().sum()) / x.shape[0]
         torch.testing.assert_close(e.fitted.gain.double(), gain, rtol=1e-3, atol=1e-5)
+
+
+def test_public_verb_passes_the_fit_to_dags_and_mlps_ignore_it():
+    import growenv
+
+    net, (x, y) = skip_dag(0), data(seed=2)
+    public = growenv.bottleneck(net, x, y, neuron_fit="nonlinear", neurons=K)
+    direct = bottleneck(net, x, y, fit="nonlinear", neurons=K)
+    for a, b in zip(public.expansions, direct.expansions, strict=True):
+        assert a.key == b.key
+        if b.fitted is not None:
+            assert torch.equal(a.fitted.alpha, b.fitted.alpha)
+    assert all(e.fitted is None for e in growenv.bottleneck(net, x, y).expansions)
+    mlp = growenv.GrowingMLP(4, [2], 3)
+    plain = growenv.bottleneck(mlp, x.float(), y.float())
+    ignored = growenv.bottleneck(mlp, x.float(), y.float(), neuron_fit="nonlinear", neurons=2)
+    assert torch.equal(plain.sites[0].eigenvalues, ignored.sites[0].eigenvalues)

@@ -196,11 +196,6 @@ class GrowthEnv(gym.Env):
         self.episode = Episode(config, source, self.family.prepare_task)
         # net="dag": the episode's slot bookkeeping (None for families grown by sites)
         self.dag: DagSlots | None = DagSlots(config.max_nodes) if config.expansions else None
-        if self.dag is not None and not self.family.fit_available(config.neuron_fit):
-            raise ValueError(
-                f"neuron_fit: {config.neuron_fit!r} is not available in this version of "
-                "growenv.nets.dag.bottleneck; use 'tiny'"
-            )
 
         # the growth actions: sites, or the DAG's expansion slots (config.num_slots)
         self.max_sites = self.episode.num_slots

@@ -10,7 +10,6 @@ builds a chain of hidden ``widths`` (``[]``: the empty graph) and
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,10 +35,6 @@ from growenv.nets.family import EXPANSIONS, check_options
 NEURON_FITS = ("tiny", "nonlinear")
 #: Start graphs of the env: the empty graph (``in``, ``out``, no edge) or a chain.
 START_GRAPHS = ("empty", "chain")
-
-
-def _takes(function: Any, name: str) -> bool:
-    return name in inspect.signature(function).parameters
 
 
 class DagFamily:
@@ -70,12 +65,6 @@ class DagFamily:
         """Action slots of graphs of at most ``max_nodes`` hidden nodes
         (:func:`growenv.nets.dag.slots.num_slots`)."""
         return slots.num_slots(max_nodes)
-
-    @staticmethod
-    def fit_available(fit: str) -> bool:
-        """Whether :func:`~growenv.nets.dag.expansions.bottleneck` takes ``fit=fit``
-        (``"tiny"`` always)."""
-        return fit == "tiny" or _takes(bottleneck, "fit")
 
     def prepare_task(self, task: Task) -> Task:
         """The task with inputs flattened to ``(n, in_features)``."""
@@ -130,18 +119,10 @@ class DagFamily:
         **ignored: Any,
     ) -> DagReport:
         """:func:`~growenv.nets.dag.expansions.bottleneck` (every expansion's statistics and
-        solve). ``neuron_fit`` is its ``fit`` (with ``neurons`` per growth; passed only where
-        the function takes them). The MLP- and conv-only arguments of
+        solve). ``neuron_fit`` is its ``fit`` (with ``neurons`` per growth). The MLP- and
+        conv-only arguments of
         :func:`growenv.bottleneck` (``input_factors``, ``kernel``, ``raw_correlation``) and
         the env option ``start_graph`` are ignored, as each family ignores the other's."""
-        extra: dict[str, Any] = {}
-        if _takes(bottleneck, "fit"):
-            extra = {"fit": neuron_fit, "neurons": neurons}
-        elif neuron_fit != "tiny":
-            raise ValueError(
-                f"neuron_fit: {neuron_fit!r} is not available in this version of "
-                "growenv.nets.dag.bottleneck (it takes no fit=); use 'tiny'"
-            )
         return bottleneck(
             net,
             x,
@@ -152,7 +133,8 @@ class DagFamily:
             atol=atol,
             statistical_threshold=statistical_threshold,
             solve_dtype=solve_dtype,
-            **extra,
+            fit=neuron_fit,
+            neurons=neurons,
         )
 
     def extended_forward(
