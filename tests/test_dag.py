@@ -455,3 +455,20 @@ def test_bench_decision_is_the_best_of_an_exhaustive_loop():
         grown = copy.deepcopy(net)
         apply_growth(grown, d["candidates"][d["best"]], d["gamma"])
         assert float(mean_loss(grown(xv).detach(), yv)) == pytest.approx(d["val_loss"], rel=1e-4)
+
+
+def test_depth_dot_and_drawing():
+    net = skip_dag(0)  # in -> a -> b -> out, in -> b, a -> out, in -> c
+    assert net.depth() == {"in": 0, "a": 1, "c": 1, "b": 2, "out": 3}
+    dot = net.to_dot()
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    for u, v in net.edges:
+        assert f'"{u}" -> "{v}" [label="{net.nodes[v]}x{net.nodes[u]}"];' in dot
+    assert dot.count(" -> ") == len(net.edges)
+    ax = net.draw()
+    labels = sorted(t.get_text() for t in ax.texts if t.get_text())
+    assert labels == sorted(f"{v} [{w}]" for v, w in net.nodes.items())
+    assert sum(1 for t in ax.texts if not t.get_text()) == len(net.edges)  # one arrow each
+    empty = GrowingDAG(3, 2).draw()  # in and out only: out one column right of in
+    pos = {t.get_text(): t.get_position() for t in empty.texts if t.get_text()}
+    assert pos["out [2]"][0] > pos["in [3]"][0]

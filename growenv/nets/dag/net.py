@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -306,6 +307,62 @@ class GrowingDAG(GrowingNet):
             arrow = f" <- {', '.join(srcs)}" if srcs else ""
             lines.append(f"  {v} [{self._widths[v]}]{arrow}")
         return "\n".join(lines)
+
+    def depth(self) -> dict[str, int]:
+        """Each node's depth: the length of the longest path from ``in`` or from a node
+        without in-edges (0 for those), in topological order."""
+        depth: dict[str, int] = {}
+        for v in self._order:
+            depth[v] = max((depth[u] + 1 for u in self.in_edges(v)), default=0)
+        return depth
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT (``dot -Tpng``): one box per node with its width, one
+        arrow per edge labelled with its weight's shape."""
+        lines = ["digraph GrowingDAG {", "  rankdir=LR;", "  node [shape=box];"]
+        for v, w in self._widths.items():
+            lines.append(f'  "{v}" [label="{v} [{w}]"];')
+        for u, v in self.edges:
+            lines.append(f'  "{u}" -> "{v}" [label="{self._widths[v]}x{self._widths[u]}"];')
+        lines.append("}")
+        return "\n".join(lines)
+
+    def draw(self, ax: Any = None) -> Any:
+        """Draw the graph with matplotlib: nodes in columns by :meth:`depth` (``in`` left,
+        ``out`` right), box labels ``name [width]``, one arrow per edge. Returns the axes
+        (a new figure's if ``ax`` is None)."""
+        depth = self.depth()
+        depth[OUT] = max(depth.values()) + (0 if self.in_edges(OUT) else 1)
+        columns: dict[int, list[str]] = {}
+        for v in self._order:
+            columns.setdefault(depth[v], []).append(v)
+        if ax is None:
+            from matplotlib.figure import Figure
+
+            rows = max(len(c) for c in columns.values())
+            size = (1.8 * len(columns) + 1, 0.8 * rows + 1.5)
+            ax = Figure(figsize=size).add_subplot(1, 1, 1)
+        pos = {}
+        for d, names in columns.items():
+            for i, v in enumerate(names):
+                pos[v] = (2.0 * d, (len(names) - 1) / 2 - i)
+        boxes = {
+            v: ax.text(x, y, f"{v} [{self._widths[v]}]", ha="center", va="center",
+                       bbox={"boxstyle": "round", "fc": "white", "lw": 0.8})
+            for v, (x, y) in pos.items()
+        }  # fmt: skip
+        for u, v in self.edges:  # arrows clipped at the boxes
+            a, b = boxes[u], boxes[v]
+            arrow = {"arrowstyle": "-|>", "lw": 0.8, "color": "0.3",
+                     "patchA": a.get_bbox_patch(), "patchB": b.get_bbox_patch()}  # fmt: skip
+            ax.annotate("", xy=pos[v], xytext=pos[u], arrowprops=arrow)
+        xs = [p[0] for p in pos.values()]
+        ys = [p[1] for p in pos.values()]
+        ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
+        ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+        ax.set_axis_off()
+        ax.set_title(f"GrowingDAG, {self.num_parameters()} parameters")
+        return ax
 
     def extra_repr(self) -> str:
         nodes = ", ".join(f"{v}:{w}" for v, w in self.nodes.items())
