@@ -97,6 +97,14 @@ def test_grow_env_kwargs_alone_set_the_settings(capsys):
     assert "final:" in out and "\n   2  " in out  # two decisions: max_steps from the JSON
 
 
+def test_grow_a_dag_from_the_empty_graph(capsys):
+    # used to fail: 'GrowingDAG' object has no attribute 'layer_sizes'
+    argv = ["grow", "--env-kwargs", json.dumps({**TINY, "net": "dag"})]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no hidden node, 0 edges" in out and "final:" in out and "GrowingDAG" in out
+
+
 def test_flag_and_env_kwargs_contradicting_is_one_line(capsys):
     argv = ["grow", "--train-steps", "5", "--env-kwargs", json.dumps(TINY)]
     assert main(argv) == 2

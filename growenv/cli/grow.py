@@ -50,6 +50,16 @@ def add_grow_parser(sub: argparse._SubParsersAction) -> None:
     grow.set_defaults(func=grow_main)
 
 
+def architecture(net: object) -> str:
+    """One-line architecture: layer sizes of a chain (``20-4-4-1``), or a DAG's hidden nodes
+    with their widths and its edge count (``h1:10 h2:4, 5 edges``)."""
+    sizes = getattr(net, "layer_sizes", None)
+    if sizes is not None:
+        return "-".join(str(s) for s in sizes)
+    hidden = " ".join(f"{v}:{net.nodes[v]}" for v in net.hidden_nodes) or "no hidden node"
+    return f"{hidden}, {len(net.edges)} edges"
+
+
 def grow_main(args: argparse.Namespace) -> int:
     """Grow one network with a policy (greedy by default) and print every step.
 
@@ -71,17 +81,19 @@ def grow_main(args: argparse.Namespace) -> int:
         f"task {task.name}: {task.in_features} inputs, {task.out_features} outputs, "
         f"loss {task.loss}; policy {args.policy}; seed {args.seed}"
     )
+    dag = not hasattr(env.net, "layer_sizes")
+    aw, rw = (26, 30) if dag else (12, 24)  # DAG actions and architectures are longer
     print(
-        f"{'step':>4}  {'action':<12} {'architecture':<24} {'params':>7}  {'train':>9}  "
+        f"{'step':>4}  {'action':<{aw}} {'architecture':<{rw}} {'params':>7}  {'train':>9}  "
         f"{'val':>9}  {'gamma':>8}  {'sec':>6}"
     )
     start = time.perf_counter()
 
     def line(step: int, action: str, info: dict) -> None:
-        arch = "-".join(str(s) for s in env.net.layer_sizes)
+        arch = architecture(env.net)
         acc = f"  acc {info['val_accuracy']:.3f}" if info["val_accuracy"] is not None else ""
         print(
-            f"{step:>4}  {action:<12} {arch:<24} {info['params']:>7}  {info['train_loss']:9.4f}"
+            f"{step:>4}  {action:<{aw}} {arch:<{rw}} {info['params']:>7}  {info['train_loss']:9.4f}"
             f"  {info['val_loss']:9.4f}  {info['gamma']:8.2e}  "
             f"{time.perf_counter() - start:6.1f}{acc}"
         )
@@ -95,8 +107,10 @@ def grow_main(args: argparse.Namespace) -> int:
         done = terminated or truncated
     test_loss, test_acc = evaluate(env.net, task.test.x, task.test.y, task.loss)
     acc = f", test accuracy {float(test_acc):.3f}" if test_acc is not None else ""
+    if dag:  # the graph, one line per node
+        print(env.net.describe())
     print(
-        f"final: {env.net.layer_sizes}, {env.net.num_parameters()} parameters, "
+        f"final: {architecture(env.net)}, {env.net.num_parameters()} parameters, "
         f"test loss {float(test_loss):.4f}{acc}, compute {info['compute']:.3g} MACs"
     )
     return 0
