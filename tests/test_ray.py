@@ -140,7 +140,7 @@ def test_backend_ray_without_ray_is_one_line_saying_how_to_install(tmp_path):
         "from growenv.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    for args in (["bench", "--backend", "ray", "--seed", "0"],):
+    for args in (["bench", "--backend", "ray", "--seed", "0"], ["sweep", "x.json", "--out", "o"]):
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
         )
@@ -164,3 +164,109 @@ def test_an_unreachable_address_is_one_line_at_once(tmp_path):
     assert proc.returncode == 2 and time.monotonic() - start < 60, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "--address: cannot reach a Ray cluster at '127.0.0.1:1'" in last
+
+
+# --------------------------------------------------------------------------- sweep
+
+SWEEP = {
+    "base": {
+        "total_timesteps": 128,
+        "n_envs": 2,
+        "n_steps": 32,
+        "batch_size": 32,
+        "n_epochs": 1,
+        "eval_every": 64,
+        "eval_tasks": 1,
+        "checkpoint_every": 64,
+        "env_kwargs": {**ENV, "max_params": 400},
+    },
+    "grid": {"learning_rate": [1e-4, 1e-3]},
+    "seeds": 2,
+    "asha": {"grace_period": 64, "reduction_factor": 2},
+}
+
+
+def _trial_lines(out: Path) -> list[dict]:
+    path = out / "trials.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_a_sweep_runs_resumes_after_an_interruption_and_writes_its_summary(
+    tmp_path, ray_cluster, capsys
+):
+    spec, out, log = tmp_path / "sweep.json", tmp_path / "sweep", tmp_path / "log.txt"
+    spec.write_text(json.dumps(SWEEP))
+    args = ["sweep", str(spec), "--out", str(out), "--no-progress"]
+    code = "import sys; from growenv.cli import main; sys.exit(main(sys.argv[1:]))"
+    with log.open("w") as f:  # a driver joining the session's Ray, stopped by Ctrl-C
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args, "--address", ray_cluster], stdout=f, stderr=f
+        )
+    end = time.monotonic() + 240
+    while not _trial_lines(out):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < end, "no trial finished"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    assert "sweep interrupted" in log.read_text().strip().splitlines()[-1]
+    finished = len(_trial_lines(out))
+    assert 1 <= finished < 4
+
+    assert main([*args, "--resume"]) == 0
+    names = [t["trial"] for t in _trial_lines(out)]
+    assert sorted(names) == ["c0_s0", "c0_s1", "c1_s0", "c1_s1"]  # each trial once
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["params"] for c in summary["configs"]] == [
+        {"learning_rate": lr} for lr in (1e-4, 1e-3)
+    ]
+    for config in summary["configs"]:
+        assert [s["seed"] for s in config["seeds"]] == [0, 1]
+        scores = [s["score"] for s in config["seeds"]]
+        assert all(s is not None for s in scores) and config["ci"][0] <= config["iqm"]
+    selected = summary["selected"]
+    assert selected is not None and selected["models"]
+    for model in selected["models"]:
+        assert (
+            Path(model).is_file()
+            and json.loads((Path(model).parent / "config.json").read_text())["learning_rate"]
+            == selected["params"]["learning_rate"]
+        )
+    assert "| c0 |" in (out / "summary.md").read_text()
+    assert "selected: c" in capsys.readouterr().out
+
+
+def test_sweep_file_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    cases = {
+        "missing.json": "expected a sweep file",
+        "bad.json": "expected a JSON object",
+    }
+    bad.write_text("{not json")
+    for name, message in cases.items():
+        assert main(["sweep", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
+    for spec, message in [
+        ({"grid": {"lr": [1]}}, "unknown key 'lr'"),
+        ({"grid": {"learning_rate": [1e-3]}, "random": {}}, "expected one of 'grid'"),
+        ({"grid": {"n_steps": [0]}}, "n_steps: expected an int >= 1"),
+        ({"grid": {"learning_rate": [1e-3]}, "seeds": [1, 1]}, "seeds: expected"),
+    ]:
+        bad.write_text(json.dumps(spec))
+        assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_a_random_search_draws_its_configurations_once_from_its_seed():
+    from growenv.harness.sweep import load_sweep
+
+    space = {"learning_rate": {"loguniform": [1e-5, 1e-3]}, "n_steps": {"choice": [16, 32]}}
+    data = {"base": SWEEP["base"], "random": {"samples": 3, "seed": 7, "space": space}}
+    spec = load_sweep(data)
+    assert len(spec.configs) == 3 and spec.seeds == (0, 1, 2) and spec.asha == {}
+    assert spec == load_sweep(data)  # the same draws every time: a resume finds them again
+    for params, config in zip(spec.params, spec.configs):
+        assert 1e-5 <= params["learning_rate"] <= 1e-3 and params["n_steps"] in (16, 32)
+        assert config["learning_rate"] == params["learning_rate"]
+        assert config["env_kwargs"]["max_params"] == 400

@@ -1,7 +1,7 @@
-"""The ``growenv`` command line: ``grow`` (the main job), ``bench``, ``train``.
+"""The ``growenv`` command line: ``grow`` (the main job), ``bench``, ``train``, ``sweep``.
 
 Parsing and printing only: the work is done by :mod:`growenv.env`, :mod:`growenv.policies` and
-:mod:`growenv.harness`; no library module imports this package. The three commands share one
+:mod:`growenv.harness`; no library module imports this package. The commands share one
 vocabulary (:mod:`growenv.cli.options`). Errors:
 
 * bad input is one line, ``growenv CMD: error: --option: expected ..., got ...``, exit
@@ -22,6 +22,7 @@ import traceback
 from growenv.cli.bench import add_bench_parser
 from growenv.cli.grow import add_grow_parser
 from growenv.cli.options import Parser
+from growenv.cli.sweep import add_sweep_parser
 from growenv.cli.train import add_train_parser
 from growenv.errors import UserError
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_grow_parser(sub)
     add_bench_parser(sub)
     add_train_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,7 @@ def _keep_logs_until(out: Path, timesteps: int) -> None:
         atomic_write_text(evals, "".join(kept_lines))
 
 
-def _callbacks(config: PPOConfig, out: Path, venv, run: _Run):
+def _callbacks(config: PPOConfig, out: Path, venv, run: _Run, on_eval=None):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Lifecycle(BaseCallback):
@@ -350,6 +351,8 @@ def _callbacks(config: PPOConfig, out: Path, venv, run: _Run):
                     self.logger.record(f"eval/{key}", value)
                 with open(out / EVAL_FILE, "a") as f:
                     f.write(json.dumps({"timesteps": self.num_timesteps, **res}) + "\n")
+                if on_eval is not None:
+                    on_eval(self.num_timesteps, res)
             return True
 
     cbs = [Lifecycle()]
@@ -524,6 +527,7 @@ def train(
     force: bool = False,
     progress_bar: bool = True,
     init_from: str | Path | None = None,
+    on_eval: Callable[[int, dict[str, float]], Any] | None = None,
 ) -> Path:
     """Train a MaskablePPO agent; write ``model.zip``, ``obs_norm.npz``, ``config.json``.
 
@@ -558,6 +562,10 @@ def train(
         statistics are loaded, this ``config``'s PPO settings and seed apply, and the
         timesteps count from 0. The observation and action spaces must match (same
         ``max_sites``).
+    on_eval
+        Called as ``on_eval(timesteps, result)`` after each held-out evaluation (every
+        ``config.eval_every`` steps; ``result`` as :func:`evaluate_against_greedy`'s), e.g.
+        to report it to a tuner (:mod:`~growenv.harness.sweep`).
 
     Returns
     -------
@@ -645,7 +653,7 @@ def train(
     try:
         if remaining > 0:
             with stop_signals(request_stop):
-                callbacks = _callbacks(config, out, venv, run)
+                callbacks = _callbacks(config, out, venv, run, on_eval)
                 if progress_bar:
                     callbacks.append(_progress_bar(begin, config.total_timesteps))
                 model.learn(
