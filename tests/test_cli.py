@@ -51,6 +51,8 @@ def _error_line(capsys) -> str:
 
 
 def test_every_command_shares_the_vocabulary():
+    # sweep takes its env and PPO settings and its seeds from its CONFIG file: it shares the
+    # run options (--threads, --debug, --no-progress) and bench's --address
     shared = {
         "--task",
         "--seed",
@@ -64,6 +66,9 @@ def test_every_command_shares_the_vocabulary():
     }
     for name, sub in _subparsers().items():
         options = {s for a in sub._actions for s in a.option_strings}
+        if name == "sweep":
+            assert {"--threads", "--debug", "--no-progress", "--address", "--out"} <= options
+            continue
         assert shared <= options, (name, shared - options)
         for action in sub._actions:  # every visible option says what it is
             assert action.help, (name, action.option_strings)
@@ -391,7 +396,7 @@ def test_bench_resume_finishes_a_bench(tmp_path, capsys):
 
 
 def _documented_commands() -> list[list[str]]:
-    """Every ``growenv grow|bench|train ...`` command of the README's and docs' bash blocks
+    """Every ``growenv grow|bench|train|sweep ...`` command of the README's and docs' bash blocks
     (continuations joined, comments dropped)."""
     root = Path(__file__).resolve().parents[1]
     commands = []
@@ -400,7 +405,12 @@ def _documented_commands() -> list[list[str]]:
         for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, flags=re.S):
             for line in block.replace("\\\n", " ").splitlines():
                 words = shlex.split(line, comments=True)
-                if words[:2] in (["growenv", "grow"], ["growenv", "bench"], ["growenv", "train"]):
+                if words[:1] == ["growenv"] and words[1:2] in (
+                    ["grow"],
+                    ["bench"],
+                    ["train"],
+                    ["sweep"],
+                ):
                     commands.append(words[1:])
     return commands
 

@@ -24,7 +24,7 @@ from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
 from growenv.harness.bench import BACKENDS, run_bench
 from growenv.harness.plots import plot_results
-from growenv.harness.ray_backend import INSTALL_HINT, require_ray
+from growenv.harness.ray_backend import INSTALL_HINT, require_ray, usable_cpus
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
 from growenv.policies import POLICIES, policy_entry
 
@@ -74,8 +74,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--workers",
         type=positive_int,
         metavar="N",
-        default=1,
-        help="worker processes (--backend ray: the CPUs of the local Ray it starts)",
+        default=None,
+        help="worker processes (default: 1); --backend ray: the CPUs of the local Ray it "
+        "starts (default: all of this machine's)",
     )
     p.add_argument(
         "--backend",
@@ -183,6 +184,8 @@ def bench_main(args: argparse.Namespace) -> int:
         raise UserError(f"--address: expected --backend ray with it, got --backend {args.backend}")
     if args.backend == "ray":
         require_ray()
+        if args.address is not None and args.workers is not None:
+            raise UserError("--workers: expected --workers (a local Ray) or --address, not both")
     if args.out is not None:
         if args.resume and args.force:
             raise UserError("--resume: expected --resume (finish a bench) or --force, not both")
@@ -201,7 +204,7 @@ def bench_main(args: argparse.Namespace) -> int:
         policies,
         seeds,
         env_kwargs,
-        args.workers,
+        args.workers or (usable_cpus() if args.backend == "ray" else 1),
         args.oracle,
         not args.no_progress,
         vec=args.vec,

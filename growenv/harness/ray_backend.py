@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from growenv.errors import UserError
 
-__all__ = ["INSTALL_HINT", "MAX_RETRIES", "ray_session", "require_ray", "run_on_ray"]
+__all__ = [
+    "INSTALL_HINT",
+    "MAX_RETRIES",
+    "ray_session",
+    "require_ray",
+    "run_on_ray",
+    "usable_cpus",
+]
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 """How to install the optional Ray dependency (the pinned ``ray[tune]``)."""
@@ -166,3 +174,10 @@ def run_on_ray(
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         raise
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use (its affinity where the OS tells it): a local Ray's default."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
