@@ -34,8 +34,11 @@ def ray_cluster():
     """One local Ray of 2 CPUs for the session (its start-up, ~10 s, paid once); yields the
     address other processes join it by."""
     started = not ray.is_initialized()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for signum, handler in handlers.items():  # ray.init's SIGTERM handler: not for the suite
+        signal.signal(signum, handler)
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()

@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -81,7 +83,8 @@ def ray_session(
     UserError
         Ray is not installed, or no cluster answers at ``address``.
 
-    Only a Ray started or joined here is shut down at the end.
+    Only a Ray started or joined here is shut down at the end (and the SIGINT and SIGTERM
+    handlers that ``ray.init`` replaced are restored).
     """
     ray = require_ray("--backend ray" if what == "--address" else what)
     if ray.is_initialized():
@@ -98,6 +101,7 @@ def ray_session(
         options["address"] = address
     if address is not None:
         _check_reachable(address, what)
+    handlers = _signal_handlers()  # ray.init installs its own SIGTERM handler: undone after
     try:
         ray.init(**options)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
@@ -110,6 +114,20 @@ def ray_session(
         yield ray
     finally:
         ray.shutdown()
+        _restore(handlers)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """This thread's SIGINT and SIGTERM handlers (empty off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def _check_reachable(address: str, what: str, timeout: float = 5.0) -> None:

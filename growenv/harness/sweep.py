@@ -159,7 +159,7 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> SweepSpec:
         where = str(path)
         if not path.is_file():
             raise UserError(
-                f"CONFIG: expected a sweep file (JSON), got {str(path)!r}: no such file"
+                f"CONFIG: expected a sweep file (JSON), got {str(path)!r}: not an existing file"
             )
         try:
             data = json.loads(path.read_text())
