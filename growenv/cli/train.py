@@ -71,6 +71,21 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         f"SIGTERM save first; default: {PPOConfig.checkpoint_every})",
     )
     p.add_argument(
+        "--eval-every",
+        type=nonnegative_int,
+        default=None,
+        metavar="N",
+        help="env steps between held-out evaluations against greedy (0: none; default: "
+        f"{PPOConfig.eval_every})",
+    )
+    p.add_argument(
+        "--eval-tasks",
+        type=nonnegative_int,
+        default=None,
+        metavar="N",
+        help=f"held-out selection teachers per evaluation (default: {PPOConfig.eval_tasks})",
+    )
+    p.add_argument(
         "--n-envs",
         type=positive_int,
         default=None,
@@ -204,6 +219,8 @@ def train_main(args: argparse.Namespace) -> int:
         seed=_given(args.seed, base.seed),
         device=policy_device,
         checkpoint_every=_given(args.checkpoint_every, base.checkpoint_every),
+        eval_every=_given(args.eval_every, base.eval_every),
+        eval_tasks=_given(args.eval_tasks, base.eval_tasks),
     )
     with user_input("--env-kwargs"):
         config.validate()

@@ -29,6 +29,7 @@ from growenv.policies.ppo import (
     NORM_FILE,
     PPOPolicy,
     check_model_file,
+    keep_global_rngs,
     norm_path_for,
     read_norm,
 )
@@ -123,6 +124,10 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        for name in ("eval_every", "eval_tasks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
         if self.vec not in VEC_KINDS:
             raise ValueError(f"vec: expected one of {VEC_KINDS}, got {self.vec!r}")
         if not 0 < self.gamma <= 1:
@@ -222,17 +227,24 @@ def _save_model(model, path: Path) -> None:
 def evaluate_against_greedy(
     policy: PPOPolicy, env_kwargs: dict[str, Any], n_tasks: int, seed: int = 10**6
 ) -> dict[str, float]:
-    """Final validation loss of the agent and of greedy on ``n_tasks`` held-out teachers."""
+    """Final validation loss of the agent and of greedy on ``n_tasks`` held-out teachers
+    (teacher seeds ``seed .. seed + n_tasks - 1``).
+
+    The global random states (python, numpy, torch) are the same after the call as before
+    (:func:`~growenv.policies.ppo.keep_global_rngs`): inside training, the evaluation does
+    not change the training's streams.
+    """
     from growenv.data.tasks import held_out_teachers
     from growenv.harness.episodes import run_episode
     from growenv.policies.heuristics import GreedyPolicy
 
     kwargs = {k: v for k, v in env_kwargs.items() if k not in ("task", "task_kwargs")}
     agent, greedy = [], []
-    for i, task in enumerate(held_out_teachers(n_tasks, seed_offset=seed)):
-        for pol, out in ((policy, agent), (GreedyPolicy(), greedy)):
-            rows = run_episode({**kwargs, "task": task}, pol, i)
-            out.append(rows[-1]["val_loss"])
+    with keep_global_rngs():
+        for i, task in enumerate(held_out_teachers(n_tasks, seed_offset=seed)):
+            for pol, out in ((policy, agent), (GreedyPolicy(), greedy)):
+                rows = run_episode({**kwargs, "task": task}, pol, i)
+                out.append(rows[-1]["val_loss"])
     return {
         "agent_val_loss": float(np.mean(agent)),
         "greedy_val_loss": float(np.mean(greedy)),

@@ -7,8 +7,11 @@ stable-baselines3; :func:`load` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ __all__ = [
     "NORM_FILE",
     "PPOPolicy",
     "check_model_file",
+    "keep_global_rngs",
     "load",
     "norm_path_for",
     "read_norm",
@@ -38,11 +42,35 @@ MODEL_MEMBERS = ("data", "policy.pth")
 """Members every stable-baselines3 model zip holds."""
 
 
+@contextlib.contextmanager
+def keep_global_rngs() -> Iterator[None]:
+    """Restore the global random states (python ``random``, numpy's legacy ``np.random``,
+    torch's CPU and initialised CUDA generators) when the block ends.
+
+    What runs inside may draw from or reseed them; the code around it continues the same
+    streams as if the block had not run (e.g. a held-out evaluation inside training).
+    """
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002 (the legacy global state)
+
+
 class PPOPolicy:
     """A trained agent behind the :class:`~growenv.policies.base.Policy` interface.
 
     Observations are normalised with the statistics saved at training time; actions are
-    the deterministic (argmax) choice among the valid ones (``env.action_masks()``).
+    the deterministic (argmax) choice among the valid ones (``env.action_masks()``), or
+    sampled (``deterministic = False``) from the agent's own torch generator state, seeded
+    by :meth:`reset`. Acting never changes the global random states (python, numpy,
+    torch): an evaluation inside training leaves the training's streams as they were.
 
     Parameters
     ----------
@@ -70,11 +98,18 @@ class PPOPolicy:
         self.clip = clip
         self.name = name
         self.deterministic = True
+        self._seed: int | None = None
+        self._rng_state: Any = None  # torch's state of this policy's sampling stream
 
     def reset(self, seed: int | None = None) -> None:
-        """Seed the model's sampling (``seed=None``: leave it)."""
+        """Seed the agent's own sampling stream (``seed=None``: leave it).
+
+        Only stochastic actions (``deterministic = False``) draw from it; the global random
+        states, the model and its training envs are untouched (SB3's ``set_random_seed``
+        reseeds all of them, and the training envs too).
+        """
         if seed is not None:
-            self.model.set_random_seed(seed)
+            self._seed, self._rng_state = int(seed), None
 
     def normalize(self, observation: np.ndarray) -> np.ndarray:
         """``observation`` normalised and clipped as during training."""
@@ -91,12 +126,47 @@ class PPOPolicy:
                 f"observation: expected shape {expected} (the agent's training envs: max_sites "
                 f"must match the training env's), got {observation.shape}"
             )
-        action, _ = self.model.predict(
-            self.normalize(observation),
-            action_masks=env.action_masks(),
-            deterministic=self.deterministic,
-        )
+        with keep_global_rngs():
+            if not self.deterministic:
+                self._enter_stream()
+            action, _ = self.model.predict(
+                self.normalize(observation),
+                action_masks=env.action_masks(),
+                deterministic=self.deterministic,
+            )
+            if not self.deterministic:
+                self._rng_state = self._stream_state()
         return int(action)
+
+    def _device(self) -> Any:
+        import torch
+
+        return torch.device(getattr(self.model, "device", "cpu"))
+
+    def _stream_state(self) -> Any:
+        import torch
+
+        device = self._device()
+        if device.type == "cuda":
+            return torch.cuda.get_rng_state(device)
+        return torch.get_rng_state()
+
+    def _enter_stream(self) -> None:
+        """Inside :func:`keep_global_rngs`: make the global torch generator of the model's
+        device this policy's stream (seeded by :meth:`reset`; unseeded: seed 0)."""
+        import torch
+
+        device = self._device()
+        if self._rng_state is None:
+            seed = 0 if self._seed is None else self._seed
+            if device.type == "cuda":
+                torch.cuda.manual_seed(seed)
+            else:
+                torch.manual_seed(seed)
+        elif device.type == "cuda":
+            torch.cuda.set_rng_state(self._rng_state, device)
+        else:
+            torch.set_rng_state(self._rng_state)
 
 
 def norm_path_for(model_path: Path) -> Path:
@@ -224,6 +294,7 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
         raise FileNotFoundError(f"path: no trained agent at {model_path}")
     check_model_file(model_path)
     norm = read_norm(model_path)
-    model = MaskablePPO.load(model_path, device=device)
+    with keep_global_rngs():  # SB3's load reseeds python, numpy and torch with the run's seed
+        model = MaskablePPO.load(model_path, device=device)
     mean, var, clip = (None, None, 10.0) if norm is None else norm
     return PPOPolicy(model, mean, var, clip, name=f"ppo:{path}")
