@@ -89,7 +89,7 @@ class LockstepVecEnv(VecEnv):
     config
         The envs' :class:`~growenv.env.config.EnvConfig` (or give its fields as keywords);
         ``device`` is where the stacked networks and the data live. ``optimizer`` must be
-        ``"adam"``, ``method`` ``"tiny"``, ``net`` a stackable family (``"mlp"``).
+        ``"adam"``, ``method`` ``"tiny"``, ``net`` a stackable family (``"mlp"``) or ``"dag"``.
     task
         A task object (``Task``, distribution or callable), as for GrowthEnv.
     **env_kwargs
@@ -98,7 +98,25 @@ class LockstepVecEnv(VecEnv):
 
     Auto-reset follows SB3: a finished env is reset at once, its last observation is in
     ``info["terminal_observation"]``. ``action_masks()`` returns ``(num_envs, n_actions)``.
+
+    ``net="dag"`` gives a :class:`~growenv.env.lockstep_dag.LockstepDagVecEnv` (DAGs of
+    different shapes trained as one padded model).
     """
+
+    def __new__(
+        cls,
+        num_envs: int = 1,
+        seed: int | None = None,
+        config: EnvConfig | None = None,
+        task: TaskSource | None = None,
+        **env_kwargs: Any,
+    ) -> LockstepVecEnv:
+        net = config.net if config is not None else env_kwargs.get("net", "mlp")
+        if cls is LockstepVecEnv and net == "dag":
+            from growenv.env.lockstep_dag import LockstepDagVecEnv
+
+            return super().__new__(LockstepDagVecEnv)
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -1,0 +1,244 @@
+"""LockstepDagVecEnv: many DAG growth envs whose training phases run as one batched model.
+
+``LockstepVecEnv(num_envs, seed, config)`` with ``config.net == "dag"`` builds this class.
+Every env is a :class:`~growenv.env.growth_env.GrowthEnv` with its own
+:class:`~growenv.nets.dag.net.GrowingDAG`, Adam optimizer, slots and
+:class:`~growenv.env.episode.Episode`, so growth, the statistics pass, the solve of every
+expansion, the neuron fits, the amplitude search and all bookkeeping are the single env's own
+code; the training phase (``train_steps`` Adam steps of every env, the bulk of a step) runs
+as one :class:`~growenv.nets.dag.stacked.StackedDAG` over graphs of different shapes, with
+each env's minibatches drawn from its own generator as ``GrowthEnv`` draws them. The result
+equals separate envs up to the order of floating-point sums in the batched products.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+
+from growenv.env.config import EnvConfig
+from growenv.env.dag import DagSlots
+from growenv.env.episode import TaskSource
+from growenv.env.growth_env import GrowthEnv
+from growenv.env.lockstep import LockstepVecEnv
+from growenv.losses import resolve_loss
+from growenv.nets.dag.stacked import StackedDAG
+from growenv.threads import using_threads
+from growenv.training import divergence_error, evaluate, make_optimizer
+
+__all__ = ["LockstepDagVecEnv"]
+
+
+class LockstepDagVecEnv(LockstepVecEnv):
+    """``num_envs`` DAG growth environments (``net="dag"``) trained as one batched model.
+
+    Parameters
+    ----------
+    num_envs
+        Number of environments (>= 1).
+    seed
+        Env ``i`` is seeded with ``seed + i`` at the first reset (SB3's convention).
+    config
+        The envs' :class:`~growenv.env.config.EnvConfig` (``net="dag"``, ``optimizer``
+        ``"adam"``), or give its fields as keywords.
+    task
+        A task object (``Task``, distribution or callable), as for GrowthEnv. All envs'
+        tasks must have training splits of the same size and shapes.
+    **env_kwargs
+        Any :class:`~growenv.env.growth_env.GrowthEnv` keyword, when no ``config`` is given.
+
+    Auto-reset follows SB3 (``info["terminal_observation"]``); ``action_masks()`` returns
+    ``(num_envs, n_actions)``; ``env_method("evaluate_candidates")`` works (each env is a
+    real ``GrowthEnv``).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        seed: int | None = None,
+        config: EnvConfig | None = None,
+        task: TaskSource | None = None,
+        **env_kwargs: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
+        first = GrowthEnv(task, config, **env_kwargs)
+        cfg = first.config
+        # EnvConfig.lockstep_obstacle() still names net='dag' (so bench and train keep
+        # running DAG episodes one env each until their lockstep paths are checked on DAGs)
+        if cfg.optimizer != "adam":
+            raise ValueError(
+                f"optimizer: the lockstep env implements 'adam' only, got {cfg.optimizer!r} "
+                "(run one GrowthEnv per episode instead)"
+            )
+        if first.dag is None:
+            raise ValueError(f"net: LockstepDagVecEnv runs DAG envs (net='dag'), got {cfg.net!r}")
+        self.config = cfg
+        self.envs = [first]
+        for _ in range(num_envs - 1):
+            env = copy.copy(first)  # shares the task source (a fixed task is built once)
+            env.episode = copy.copy(first.episode)
+            env.dag = DagSlots(cfg.max_nodes)
+            self.envs.append(env)
+        VecEnv.__init__(self, num_envs, first.observation_space, first.action_space)
+        self.device = cfg.torch_device
+        self.loss_fn = None
+        self.started = False
+        self._actions: np.ndarray | None = None
+        self.seconds = {"train": 0.0, "statistics": 0.0, "search": 0.0, "evaluate": 0.0}
+        self.last_test: dict[int, tuple[float, float | None]] = {}
+        if seed is not None:
+            self.seed(seed)
+
+    # ------------------------------------------------------------------ resets
+    def _start(self, e: int, seed: int | None) -> None:
+        env = self.envs[e]
+        env.net = env.new_episode(seed)
+        env.optimizer = make_optimizer(env.net, self.config.optimizer, lr=self.config.lr)
+        if self.loss_fn is None:
+            self.loss_fn = resolve_loss(env.task.loss)
+
+    def reset(self) -> np.ndarray:
+        with using_threads(self.config.threads):
+            for e in range(self.num_envs):
+                self._start(e, self._seeds[e])
+            self._measure(list(range(self.num_envs)))
+        self.started = True
+        self._reset_seeds()
+        self._reset_options()
+        self.reset_infos = [env.episode.info() for env in self.envs]
+        return np.stack([env.episode.observation() for env in self.envs])
+
+    # ------------------------------------------------------------------ stepping
+    def step_wait(self):
+        if not self.started:
+            raise RuntimeError("step: call reset() before step()")
+        with using_threads(self.config.threads):
+            return self._step_wait()
+
+    def _step_wait(self):
+        actions, self._actions = self._actions, None
+        results: list[Any] = [None] * self.num_envs
+        before: dict[int, tuple] = {}
+        invalid: dict[int, bool] = {}
+        t0 = time.perf_counter()
+        for e, env in enumerate(self.envs):
+            try:
+                action, invalid[e] = env.episode.validate_action(actions[e])
+            except ValueError as err:
+                raise ValueError(f"actions[{e}]: {err}") from None
+            if action == env.stop_action:
+                results[e] = env.episode.stop()
+                continue
+            before[e] = env.episode.begin_step()
+            if action < env.max_sites:
+                env._grow(action)  # the env's own search and growth (charged to its episode)
+        self.seconds["search"] += time.perf_counter() - t0
+        active = sorted(before)
+        if active:
+            self._measure(active)
+        for e in active:
+            results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
+        obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        dones = np.zeros(self.num_envs, dtype=bool)
+        infos: list[dict] = []
+        finished = []
+        for e, (o, r, term, trunc, info) in enumerate(results):
+            obs[e], rewards[e], dones[e] = o, r, term or trunc
+            info["TimeLimit.truncated"] = trunc and not term
+            if dones[e]:
+                info["terminal_observation"] = o
+                finished.append(e)
+            infos.append(info)
+        if finished:
+            loss, acc = self.evaluate_split("test", finished)  # before the nets are replaced
+            self.last_test = {e: (loss[i], acc[i]) for i, e in enumerate(finished)}
+            for e in finished:
+                self._start(e, None)
+            self._measure(finished)
+            for e in finished:
+                obs[e] = self.envs[e].episode.observation()
+                self.reset_infos[e] = self.envs[e].episode.info()
+        return obs, rewards, dones, infos
+
+    def evaluate_split(
+        self, split: str = "test", envs: list[int] | None = None
+    ) -> tuple[np.ndarray, list[float | None]]:
+        """Mean loss and accuracy (None for regression) of the envs' nets on a split."""
+        envs = list(range(self.num_envs)) if envs is None else envs
+        t0 = time.perf_counter()
+        losses, accs = [], []
+        with torch.no_grad(), using_threads(self.config.threads):
+            for e in envs:
+                data = getattr(self.envs[e].task, split)
+                loss, acc = evaluate(self.envs[e].net, data.x, data.y, self.envs[e].task.loss)
+                losses.append(float(loss))
+                accs.append(None if acc is None else float(acc))
+        self.seconds["evaluate"] += time.perf_counter() - t0
+        return np.array(losses, dtype=np.float64), accs
+
+    # ------------------------------------------------------------------ batched work
+    def _measure(self, envs: list[int]) -> None:
+        """Train the envs ``envs`` as one stack, then each env's statistics, solve, fits
+        and validation (``GrowthEnv``'s own)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        steps = cfg.train_steps
+        chosen = [self.envs[e] for e in envs]
+        n = chosen[0].task.train.x.shape[0]
+        for e, env in zip(envs, chosen, strict=True):
+            train = env.task.train
+            ref = chosen[0].task.train
+            if train.x.shape != ref.x.shape or train.y.shape != ref.y.shape:
+                raise ValueError(
+                    f"task: the lockstep env needs every env's training split to have the same "
+                    f"size and shapes; env {e}'s is x{tuple(train.x.shape)}, "
+                    f"y{tuple(train.y.shape)}, env {envs[0]}'s x{tuple(ref.x.shape)}, "
+                    f"y{tuple(ref.y.shape)}"
+                )
+        if steps > 0:
+            xs, ys = [], []
+            for env in chosen:  # each env's minibatches from its own generator, as train_steps
+                idx = torch.randint(
+                    0, n, (steps, min(cfg.batch_size, n)), generator=env.episode.generator
+                ).to(self.device)
+                xs.append(env.task.train.x[idx])
+                ys.append(env.task.train.y[idx])
+            stack = StackedDAG([env.net for env in chosen], [env.optimizer for env in chosen])
+            train_loss, per_step = stack.train(torch.stack(xs), torch.stack(ys), self.loss_fn)
+            stack.write_back()
+            finite = torch.isfinite(train_loss).cpu().numpy()
+            if not finite.all():
+                k = int(np.flatnonzero(~finite)[0])
+                train = chosen[k].task.train
+                raise divergence_error(chosen[k].optimizer, train.x, train.y, per_step[:, k])
+        else:
+            train_loss = torch.zeros(len(envs), device=self.device)
+        t1 = time.perf_counter()
+        share = (t1 - t0) / len(envs)
+        self.seconds["train"] += t1 - t0
+        for k, env in enumerate(chosen):
+            now = time.perf_counter()
+            # charges `share` seconds of training and times its own statistics and validation
+            env._measure_dag(train_loss[k], now - share, now)
+        self.seconds["statistics"] += time.perf_counter() - t1
+
+    # ------------------------------------------------------------------ VecEnv plumbing
+    def close(self) -> None:
+        self.started = False
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+        return [
+            getattr(self.envs[i], method_name)(*method_args, **method_kwargs)
+            for i in self._get_indices(indices)
+        ]
+
+    def net(self, env: int):
+        """Env ``env``'s current network (a copy)."""
+        return copy.deepcopy(self.envs[env].net)
