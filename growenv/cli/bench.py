@@ -9,6 +9,7 @@ import sys
 from growenv.cli.options import (
     add_env_options,
     add_run_options,
+    agent_settings,
     check_lockstep,
     check_policy,
     check_task,
@@ -24,9 +25,11 @@ from growenv.env.config import TASK_CHOICES
 from growenv.errors import UserError
 from growenv.harness.bench import BACKENDS, run_bench
 from growenv.harness.plots import plot_results
+from growenv.harness.ppo_training import PPOConfig, check_test_tasks
 from growenv.harness.ray_backend import INSTALL_HINT, require_ray, usable_cpus
 from growenv.harness.summary import check_out_dir, format_table, summarize, write_results
 from growenv.policies import POLICIES, policy_entry
+from growenv.policies.ppo import BEST_MODEL_FILE, run_settings
 
 __all__ = ["add_bench_parser", "bench_main"]
 
@@ -151,6 +154,27 @@ def _check_oracle(tasks: list[str]) -> None:
         )
 
 
+def _check_agent(spec: str, policy, tasks: list[str], env_kwargs: dict) -> None:
+    """Say which model ``ppo:RUN`` loads; refuse test tasks that share a teacher with the
+    run's training or selection tasks (one line)."""
+    path = getattr(policy, "path", None)
+    saved = run_settings(path) if path is not None else None
+    if path is not None and path.name == BEST_MODEL_FILE:
+        best = (saved or {}).get("best", {})
+        print(
+            f"growenv bench: {spec} loads {path} (best held-out selection score "
+            f"{best.get('agent_over_greedy', float('nan')):.4f} at {best.get('timesteps', '?')} "
+            f"steps); ppo:{path.with_name('model.zip')} for the last model",
+            file=sys.stderr,
+        )
+    if saved is None:
+        return
+    with user_input(f"--policy {spec}"):
+        config = PPOConfig.from_json(saved)
+        for task in tasks:
+            check_test_tasks(config, task, env_kwargs.get("task_kwargs"))
+
+
 def bench_main(args: argparse.Namespace) -> int:
     """Run ``growenv bench`` with parsed ``args``; returns the exit status.
 
@@ -170,8 +194,18 @@ def bench_main(args: argparse.Namespace) -> int:
     env_kwargs = env_settings(args, task=False)
     if args.oracle:
         _check_oracle(tasks)
+    env_kwargs, taken = agent_settings(policies, env_kwargs)
+    if taken:
+        shown = ", ".join(f"{k}={v!r}" for k, v in taken.items())
+        print(
+            f"growenv bench: env settings of the agents' runs (config.json): {shown} "
+            "(a flag or --env-kwargs overrides them)",
+            file=sys.stderr,
+        )
     for spec in policies:  # fail before running anything (a PPO file is loaded once here)
-        check_policy(spec, env_kwargs)
+        policy = check_policy(spec, env_kwargs)
+        if policy_entry(spec).learned:
+            _check_agent(spec, policy, tasks, env_kwargs)
     if args.vec == "lockstep":
         check_lockstep(env_kwargs)
         bad = [spec for spec in policies if not policy_entry(spec).lockstep]

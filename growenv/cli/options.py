@@ -29,7 +29,7 @@ from growenv.env.config import TASK_CHOICES, EnvConfig
 from growenv.errors import UserError
 from growenv.harness.episodes import check_policy_fits
 from growenv.policies import Policy, make_policy, policy_entry, policy_specs
-from growenv.policies.ppo import check_model_file
+from growenv.policies.ppo import agent_file, check_model_file, run_settings
 from growenv.threads import DEFAULT_THREADS, set_threads
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Parser",
     "add_env_options",
     "add_run_options",
+    "agent_settings",
     "check_device",
     "check_lockstep",
     "check_policy",
@@ -262,7 +263,7 @@ def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--poli
             f"{argument}: {spec!r}: expected a trained agent (run directory or model.zip), "
             f"but {str(path)!r} does not exist"
         )
-    zip_path = path / "model.zip" if path.is_dir() else path
+    zip_path = agent_file(path)
     if zip_path.is_file():
         check_model_file(zip_path, f"{argument}: {spec!r}")
     try:
@@ -270,8 +271,58 @@ def check_policy(spec: str, settings: Mapping[str, Any], argument: str = "--poli
     except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise UserError(f"{argument}: {spec!r}: cannot load the agent: {err}") from err
     with user_input(f"{argument} {spec}"):
-        check_policy_fits(policy, settings.get("max_sites", EnvConfig.max_sites))
+        check_policy_fits(
+            policy, {k: v for k, v in settings.items() if k not in AGENT_ENV_EXCLUDED}
+        )
     return policy
+
+
+AGENT_ENV_EXCLUDED = ("task", "task_kwargs", "device", "threads")
+"""Env settings of a run's ``config.json`` that an evaluation does not take from it: the
+tasks are the evaluation's (test tasks), the device and threads this machine's."""
+
+
+def agent_settings(
+    specs: Sequence[str], given: Mapping[str, Any], argument: str = "--policy"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The env settings of an evaluation of learned policies with their runs' own settings.
+
+    Every ``ppo:RUN`` whose run has a ``config.json`` contributes its saved ``env_kwargs``
+    (observation layout, ``max_sites``, ``net``, neuron settings, budgets, ...; not
+    :data:`AGENT_ENV_EXCLUDED`); the settings ``given`` (flags, ``--env-kwargs``) override
+    them on purpose.
+
+    Returns
+    -------
+    settings, taken
+        All settings, and those taken from the runs (to say so).
+
+    Raises
+    ------
+    UserError
+        One line, when two agents were trained with different values of a setting that is
+        not given (the bench runs every policy on the same envs).
+    """
+    taken: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for spec in specs:
+        with user_input(argument):
+            learned = policy_entry(spec).learned
+        if not learned:
+            continue
+        with user_input(f"{argument} {spec}"):
+            saved = run_settings(spec.partition(":")[2]) or {}
+        for key, value in (saved.get("env_kwargs") or {}).items():
+            if key in AGENT_ENV_EXCLUDED or key in given:
+                continue
+            if key in taken and taken[key] != value:
+                raise UserError(
+                    f"{argument}: {source[key]} and {spec} were trained with {key}="
+                    f"{taken[key]!r} and {value!r}; give {key} (a flag or --env-kwargs) to "
+                    "evaluate both on the same envs"
+                )
+            taken[key], source[key] = value, spec
+    return {**taken, **given}, taken
 
 
 def parse_json_object(text: str | None, argument: str = "--env-kwargs") -> dict[str, Any]:

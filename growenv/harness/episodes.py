@@ -6,18 +6,27 @@ widths, a small CNN) are :mod:`growenv.harness.baselines`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from growenv.env.features import check_observation_shape
+from growenv.env import features
+from growenv.env.config import EnvConfig
 from growenv.env.growth_env import GrowthEnv
 from growenv.policies import Policy, make_policy, policy_entry
+from growenv.policies.ppo import run_settings
 from growenv.training import evaluate
 
-__all__ = ["ROW_FIELDS", "run_episode", "run_lockstep_episodes"]
+__all__ = [
+    "ROW_FIELDS",
+    "check_policy_fits",
+    "observation_shape",
+    "run_episode",
+    "run_lockstep_episodes",
+]
 
 ROW_FIELDS = (
     "task",
@@ -96,14 +105,65 @@ def _row(
     }
 
 
-def check_policy_fits(policy: Policy, max_sites: int) -> None:
+def observation_shape(config: EnvConfig) -> tuple[int, ...]:
+    """The observation shape of envs of ``config``, without building one (the env's
+    ``observation_space.shape``): site rows of an MLP/conv chain, or a DAG's expansion and
+    node rows, then the global features."""
+    if config.expansions:
+        return (features.dag_observation_size(config.num_slots, config.max_nodes),)
+    return (features.observation_size(config.num_slots),)
+
+
+def _slots(settings: Mapping[str, Any]) -> str:
+    net = settings.get("net", EnvConfig.net)
+    if net == "dag":
+        return f"net='dag', max_nodes={settings.get('max_nodes', EnvConfig.max_nodes)}"
+    return f"net={net!r}, max_sites={settings.get('max_sites', EnvConfig.max_sites)}"
+
+
+def check_policy_fits(policy: Policy, env: GrowthEnv | EnvConfig | Mapping[str, Any]) -> None:
     """Before an episode: a learned policy (one with ``policy.model.observation_space``, as
-    a trained MaskablePPO agent) must expect the env's observations; one-line ``ValueError``
-    naming ``max_sites`` otherwise (it used to surface only at the first step)."""
+    a trained MaskablePPO agent) must expect the observations of ``env``.
+
+    Parameters
+    ----------
+    policy
+        The policy; others than learned ones always fit.
+    env
+        The env, its config, or its settings (GrowthEnv keywords): compared by their
+        actual observation shape (:func:`observation_shape`), for any net family.
+
+    Raises
+    ------
+    ValueError
+        One line. Both chains of sites: naming ``max_sites`` (``"max_sites: expected 6
+        (policy 'ppo:run' was trained on observations of shape (88,), from envs with
+        max_sites=6), got 4"``); otherwise naming both shapes and the settings they come
+        from (the agent's from its run's ``config.json`` when it has one).
+    """
     space = getattr(getattr(policy, "model", None), "observation_space", None)
-    if space is not None:
-        name = getattr(policy, "name", type(policy).__name__)
-        check_observation_shape(space.shape, max_sites, f"policy {name!r}")
+    if space is None:
+        return
+    if isinstance(env, GrowthEnv):
+        config, shape = env.config, tuple(env.observation_space.shape)
+    else:
+        config = env if isinstance(env, EnvConfig) else EnvConfig.from_kwargs(**env)
+        shape = observation_shape(config)
+    expected = tuple(int(n) for n in space.shape)
+    if expected == shape:
+        return
+    name = f"policy {getattr(policy, 'name', type(policy).__name__)!r}"
+    path = getattr(policy, "path", None)
+    saved = run_settings(path) if path is not None else None
+    trained = (saved or {}).get("env_kwargs")
+    if not config.expansions and (trained or {}).get("net", "mlp") != "dag":
+        features.check_observation_shape(expected, config.max_sites, name)  # names max_sites
+    origin = f", trained on envs with {_slots(trained)}" if trained is not None else ""
+    here = _slots(dataclasses.asdict(config))
+    raise ValueError(
+        f"observation: {name} expects shape {expected}{origin}; these envs ({here}) give "
+        f"{shape}: evaluate it with its run's env settings"
+    )
 
 
 def run_episode(
@@ -137,7 +197,7 @@ def run_episode(
         cumulative wall time of ``policy.act`` minus the env time it caused.
     """
     env = (GrowthEnv(**env_kwargs) if env is None else env).unwrapped
-    check_policy_fits(policy, env.max_sites)
+    check_policy_fits(policy, env)
     obs, info = env.reset(seed=int(seed))
     policy.reset(int(seed))
     name = getattr(policy, "name", type(policy).__name__)
@@ -188,7 +248,7 @@ def run_lockstep_episodes(
     vec = LockstepVecEnv(len(seeds), **env_kwargs)
     vec.seed_each([int(s) for s in seeds])
     policies = [make_policy(spec) for _ in seeds]
-    check_policy_fits(policies[0], vec.envs[0].max_sites)
+    check_policy_fits(policies[0], vec.envs[0])
     obs = vec.reset()
     infos = list(vec.reset_infos)
     rows: list[list[dict[str, Any]]] = [[] for _ in seeds]

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.policies.ppo import (
+    BEST_MODEL_FILE,
     CONFIG_FILE,
     MODEL_FILE,
     NORM_FILE,
@@ -35,13 +36,18 @@ from growenv.policies.ppo import (
 )
 
 __all__ = [
+    "BEST_MODEL_FILE",
     "CONFIG_FILE",
     "DEFAULT_ENV_KWARGS",
+    "SELECTION_METRIC",
     "VEC_KINDS",
     "PPOConfig",
+    "check_task_roles",
+    "check_test_tasks",
     "evaluate_against_greedy",
     "latest_checkpoint",
     "make_vec_env",
+    "teacher_seeds",
     "train",
 ]
 
@@ -54,6 +60,11 @@ PROGRESS_FILE = "progress.csv"
 STEP_COLUMN = "time/total_timesteps"
 """The column of ``progress.csv`` that counts env steps."""
 CHECKPOINT_DIR = "checkpoints"
+SELECTION_METRIC = "agent_over_greedy"
+"""The held-out score that selects ``best_model.zip`` (lower is better): the agent's final
+validation loss over greedy's, averaged over the selection teachers."""
+NOT_SETTINGS = ("sessions", "best", "task_roles")
+"""Keys of ``config.json`` that record the run rather than set it."""
 VEC_KINDS = ("lockstep", "subproc", "dummy")
 
 # Environment settings of the learned-growth experiments: cheap steps (25 optimizer steps
@@ -103,6 +114,17 @@ class PPOConfig:
     checkpoint_every: int = 5_000
     eval_every: int = 5_000
     eval_tasks: int = 4
+    selection_seed_offset: int = 10**6
+
+    def train_task_seeds(self) -> Sequence[int] | None:
+        """The teacher seeds training draws from (:func:`teacher_seeds` of ``env_kwargs``)."""
+        kwargs = self.env_kwargs
+        return teacher_seeds(kwargs.get("task", "teacher_student"), kwargs.get("task_kwargs"))
+
+    def selection_task_seeds(self) -> range:
+        """The held-out teachers of the in-training evaluation that selects
+        ``best_model.zip``: seeds ``selection_seed_offset .. + eval_tasks - 1``."""
+        return range(self.selection_seed_offset, self.selection_seed_offset + self.eval_tasks)
 
     def validate(self) -> PPOConfig:
         """Check the settings (and build one env from ``env_kwargs``); return ``self``.
@@ -124,7 +146,7 @@ class PPOConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        for name in ("eval_every", "eval_tasks"):
+        for name in ("eval_every", "eval_tasks", "selection_seed_offset"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
@@ -135,6 +157,12 @@ class PPOConfig:
         from growenv.env.growth_env import GrowthEnv
 
         GrowthEnv(**self.env_kwargs)  # unknown or bad env kwargs fail here, clearly
+        check_task_roles(
+            {
+                "train": (self.train_task_seeds(), "env_kwargs task_kwargs"),
+                "selection": (self.selection_task_seeds(), "selection_seed_offset, eval_tasks"),
+            }
+        )
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -145,10 +173,10 @@ class PPOConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PPOConfig:
-        """The config of a ``config.json`` dict (its ``sessions`` record is not a setting);
-        unknown keys are refused."""
+        """The config of a ``config.json`` dict (its records :data:`NOT_SETTINGS` are not
+        settings); unknown keys are refused."""
         known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k != "sessions"}
+        data = {k: v for k, v in data.items() if k not in NOT_SETTINGS}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"config: unknown keys {sorted(unknown)}")
@@ -156,6 +184,86 @@ class PPOConfig:
         if "net_arch" in data:
             data["net_arch"] = tuple(data["net_arch"])
         return cls(**data)
+
+
+# --------------------------------------------------------------------------- task roles
+
+
+def teacher_seeds(task: Any, task_kwargs: Mapping[str, Any] | None = None) -> Sequence[int] | None:
+    """The teacher seeds of an env's tasks: a ``teacher_student_distribution``'s ``seeds``
+    (default ``0 .. 10^6 - 1``), a ``teacher_student`` task's one ``seed`` (default 0);
+    ``None`` for tasks without a teacher."""
+    from growenv.data.tasks import TeacherStudentDistribution
+    from growenv.env.config import DISTRIBUTION_NAME
+
+    task_kwargs = task_kwargs or {}
+    if task == DISTRIBUTION_NAME:
+        seeds = task_kwargs.get("seeds", TeacherStudentDistribution.seeds)
+        return seeds if isinstance(seeds, range) else [int(s) for s in seeds]
+    if task == "teacher_student":
+        return [int(task_kwargs.get("seed", 0))]
+    return None
+
+
+def _describe_seeds(seeds: Sequence[int]) -> str:
+    if isinstance(seeds, range) and seeds.step == 1:
+        return f"{seeds.start}-{seeds.stop - 1}" if len(seeds) > 1 else str(seeds.start)
+    if len(seeds) <= 4:
+        return ", ".join(map(str, seeds))
+    return f"{len(seeds)} seeds in {min(seeds)}-{max(seeds)}"
+
+
+def _first_common(a: Sequence[int], b: Sequence[int]) -> int | None:
+    if isinstance(a, range) and isinstance(b, range) and a.step == b.step == 1:
+        lo = max(a.start, b.start)
+        return lo if lo < min(a.stop, b.stop) else None
+    small, large = sorted((a, b), key=len)
+    members = large if isinstance(large, range) else set(large)
+    return next((int(s) for s in small if s in members), None)
+
+
+def check_task_roles(roles: Mapping[str, tuple[Sequence[int] | None, str]]) -> None:
+    """The one check that the tasks of different roles share no teacher.
+
+    The three roles: **train** (the teachers training draws from), **selection** (the
+    held-out teachers of the in-training evaluation, which picks ``best_model.zip``; a
+    sweep selects configurations on them) and **test** (the teachers a bench reports on).
+
+    Parameters
+    ----------
+    roles
+        Role name -> (its teacher seeds, or ``None`` for tasks without teachers; the
+        setting that chose them, for the message).
+
+    Raises
+    ------
+    ValueError
+        One line: ``"task roles: expected disjoint teacher seeds, but train (0-999999, from
+        env_kwargs task_kwargs) and selection (1000000-1000003, from selection_seed_offset,
+        eval_tasks) share teacher 1000000"``.
+    """
+    named = [(name, seeds, where) for name, (seeds, where) in roles.items() if seeds]
+    for i, (a, seeds_a, where_a) in enumerate(named):
+        for b, seeds_b, where_b in named[i + 1 :]:
+            common = _first_common(seeds_a, seeds_b)
+            if common is not None:
+                raise ValueError(
+                    f"task roles: expected disjoint teacher seeds, but {a} "
+                    f"({_describe_seeds(seeds_a)}, from {where_a}) and {b} "
+                    f"({_describe_seeds(seeds_b)}, from {where_b}) share teacher {common}"
+                )
+
+
+def check_test_tasks(config: PPOConfig, task: str, task_kwargs: Mapping[str, Any] | None) -> None:
+    """Refuse test tasks (a bench's ``task`` and ``task_kwargs``) that share a teacher with
+    the training or selection tasks of the run of ``config`` (:func:`check_task_roles`)."""
+    check_task_roles(
+        {
+            "train": (config.train_task_seeds(), "the run's env_kwargs task_kwargs"),
+            "selection": (config.selection_task_seeds(), "the run's selection_seed_offset"),
+            "test": (teacher_seeds(task, task_kwargs), "the bench's task and task_kwargs"),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- environments
@@ -343,7 +451,8 @@ def _callbacks(config: PPOConfig, out: Path, venv, run: _Run, on_eval=None):
             return not run.stop
 
     class EvalVsGreedy(BaseCallback):
-        """Run the agent and greedy on fixed held-out teachers; log both."""
+        """Run the agent and greedy on the selection teachers; log both; keep the best
+        model (lowest :data:`SELECTION_METRIC`) as ``best_model.zip``."""
 
         def __init__(self, every: int):
             super().__init__()
@@ -358,9 +467,13 @@ def _callbacks(config: PPOConfig, out: Path, venv, run: _Run, on_eval=None):
                     None if rms is None else rms.var,
                     getattr(venv, "clip_obs", 10.0),
                 )
-                res = evaluate_against_greedy(pol, config.env_kwargs, config.eval_tasks)
+                res = evaluate_against_greedy(
+                    pol, config.env_kwargs, config.eval_tasks, config.selection_seed_offset
+                )
+                run.offer_best(self.model, venv, self.num_timesteps, res)
                 for key, value in res.items():
                     self.logger.record(f"eval/{key}", value)
+                self.logger.record(f"eval/best_{SELECTION_METRIC}", run.best[SELECTION_METRIC])
                 with open(out / EVAL_FILE, "a") as f:
                     f.write(json.dumps({"timesteps": self.num_timesteps, **res}) + "\n")
                 if on_eval is not None:
@@ -467,6 +580,13 @@ def _clear_run(out: Path) -> None:
     for name in (MODEL_FILE, NORM_FILE, CONFIG_FILE, TRAINING_FILE, EVAL_FILE):
         if (out / name).is_file():
             (out / name).unlink()
+    _drop_best(out)
+
+
+def _drop_best(out: Path) -> None:
+    for path in (out / BEST_MODEL_FILE, norm_path_for(out / BEST_MODEL_FILE)):
+        if path.is_file():
+            path.unlink()
     for name in (CHECKPOINT_DIR, "logs"):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
@@ -484,8 +604,15 @@ class _Run:
         self.resumed = bool(origin.get("resumed_from"))
         self.at, self.norm = start, None
         self.sessions: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
         if origin.get("resumed_from") and (out / CONFIG_FILE).is_file():
-            self.sessions = json.loads((out / CONFIG_FILE).read_text()).get("sessions", [])
+            saved = json.loads((out / CONFIG_FILE).read_text())
+            self.sessions = saved.get("sessions", [])
+            self.best = saved.get("best")
+            if self.best is not None and self.best.get("timesteps", start + 1) > start:
+                # chosen by an evaluation after the checkpoint: that work is redone
+                self.best = None
+                _drop_best(out)
             for session in self.sessions:
                 if session.get("status") == "running":
                     session["status"] = "killed"  # ended without a word: SIGKILL, a crash
@@ -504,8 +631,32 @@ class _Run:
 
     def write(self) -> None:
         self.session["seconds"] = time.perf_counter() - self.clock
-        data = {**self.config.to_json(), "sessions": self.sessions}
+        data = {**self.config.to_json(), "task_roles": self.task_roles(), "sessions": self.sessions}
+        if self.best is not None:
+            data["best"] = self.best
         atomic_write_text(self.out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+
+    def task_roles(self) -> dict[str, str]:
+        """The teacher seeds of each role, for ``config.json``."""
+        train = self.config.train_task_seeds()
+        selection = self.config.selection_task_seeds()
+        return {
+            "train": "no teachers" if train is None else _describe_seeds(train),
+            "selection": _describe_seeds(selection) if selection else "none (no evaluation)",
+            "test": "chosen by the bench; checked disjoint from train and selection",
+        }
+
+    def offer_best(self, model, venv, timesteps: int, result: dict[str, float]) -> None:
+        """After an evaluation: save ``model`` as ``best_model.zip`` (with its statistics)
+        when its :data:`SELECTION_METRIC` is the lowest so far; record it in config.json."""
+        score = result[SELECTION_METRIC]
+        if self.best is not None and not score < self.best[SELECTION_METRIC]:
+            return
+        path = self.out / BEST_MODEL_FILE
+        _write_norm(_norm_state(venv), norm_path_for(path))  # first: the model marks it done
+        _save_model(model, path)
+        self.best = {"timesteps": int(timesteps), **result, "model": BEST_MODEL_FILE}
+        self.write()
 
     def mark(self, timesteps: int, venv) -> None:
         """A rollout starts: every step so far is trained on; remember this point."""
@@ -542,6 +693,15 @@ def train(
     on_eval: Callable[[int, dict[str, float]], Any] | None = None,
 ) -> Path:
     """Train a MaskablePPO agent; write ``model.zip``, ``obs_norm.npz``, ``config.json``.
+
+    Besides the last model, the run keeps the model of the best in-training held-out
+    evaluation (lowest :data:`SELECTION_METRIC` on the selection teachers, seeds
+    ``config.selection_task_seeds()``) as ``best_model.zip`` with ``best_obs_norm.npz``; its
+    step and scores are ``best`` in ``config.json`` and ``training.json``. ``config.json``'s
+    ``task_roles`` records the teacher seeds of training and selection, checked disjoint
+    (:func:`check_task_roles`). The same config (seed included) gives the same agent bit
+    for bit on the same machine, torch version and thread count: the evaluations do not
+    touch the global random states.
 
     Parameters
     ----------
@@ -692,6 +852,8 @@ def train(
         "timesteps": int(model.num_timesteps),
         "sessions": len(run.sessions),
     }
+    if run.best is not None:
+        cost["best"] = run.best
     if init_from is not None:
         cost["init_from"] = str(start_from)
     atomic_write_text(out / TRAINING_FILE, json.dumps(cost, indent=2))

@@ -21,19 +21,26 @@ from growenv.errors import UserError
 from growenv.policies.base import PolicyEnv
 
 __all__ = [
+    "BEST_MODEL_FILE",
     "CONFIG_FILE",
     "MODEL_FILE",
     "NORM_FILE",
     "PPOPolicy",
+    "agent_file",
     "check_model_file",
     "keep_global_rngs",
     "load",
     "norm_path_for",
     "read_norm",
+    "run_settings",
 ]
 
 MODEL_FILE = "model.zip"
-"""The trained agent in a run directory (SB3's zip)."""
+"""The trained agent in a run directory (SB3's zip): the last model of the run."""
+BEST_MODEL_FILE = "best_model.zip"
+"""The model with the best in-training held-out (selection) evaluation, beside
+:data:`MODEL_FILE` (its statistics: ``best_obs_norm.npz``; its step and score: ``best`` in
+:data:`CONFIG_FILE`)."""
 NORM_FILE = "obs_norm.npz"
 """The observation statistics (``mean``, ``var``, ``clip``) saved beside the model."""
 CONFIG_FILE = "config.json"
@@ -98,6 +105,7 @@ class PPOPolicy:
         self.clip = clip
         self.name = name
         self.deterministic = True
+        self.path: Path | None = None  # the model file, when loaded by load()
         self._seed: int | None = None
         self._rng_state: Any = None  # torch's state of this policy's sampling stream
 
@@ -167,6 +175,31 @@ class PPOPolicy:
             torch.cuda.set_rng_state(self._rng_state, device)
         else:
             torch.set_rng_state(self._rng_state)
+
+
+def agent_file(path: str | Path) -> Path:
+    """The model file a run directory's agent is (``ppo:RUN``): its
+    :data:`BEST_MODEL_FILE` when training saved one (the best held-out evaluation), else its
+    :data:`MODEL_FILE` (the last model); a file path is itself."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = path / BEST_MODEL_FILE
+    return best if best.is_file() else path / MODEL_FILE
+
+
+def run_settings(path: str | Path) -> dict[str, Any] | None:
+    """The saved ``config.json`` of the run an agent comes from (a run directory, its
+    ``model.zip`` / ``best_model.zip`` or a checkpoint); ``None`` without one."""
+    path = Path(path)
+    config = path / CONFIG_FILE if path.is_dir() else _run_config(path)
+    if config is None or not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"path: expected a JSON run config, got {config} ({err})") from None
+    return data if isinstance(data, dict) else None
 
 
 def norm_path_for(model_path: Path) -> Path:
@@ -274,7 +307,9 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     Parameters
     ----------
     path
-        A run directory (its ``model.zip``) or a model file (e.g. a checkpoint).
+        A run directory or a model file (e.g. ``RUN/model.zip``, the last model, or a
+        checkpoint). A run directory loads :func:`agent_file`: ``best_model.zip`` (the best
+        in-training held-out evaluation) when it exists, else ``model.zip``.
     device
         Torch device of the policy network.
 
@@ -289,7 +324,7 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     from sb3_contrib import MaskablePPO
 
     path = Path(path)
-    model_path = path / MODEL_FILE if path.is_dir() else path
+    model_path = agent_file(path)
     if not model_path.exists():
         raise FileNotFoundError(f"path: no trained agent at {model_path}")
     check_model_file(model_path)
@@ -297,4 +332,6 @@ def load(path: str | Path, device: str = "cpu") -> PPOPolicy:
     with keep_global_rngs():  # SB3's load reseeds python, numpy and torch with the run's seed
         model = MaskablePPO.load(model_path, device=device)
     mean, var, clip = (None, None, 10.0) if norm is None else norm
-    return PPOPolicy(model, mean, var, clip, name=f"ppo:{path}")
+    policy = PPOPolicy(model, mean, var, clip, name=f"ppo:{path}")
+    policy.path = model_path
+    return policy
