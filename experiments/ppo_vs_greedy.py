@@ -32,6 +32,7 @@ from growenv.harness.bench import run_bench
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, train
 from growenv.harness.stats import bootstrap_ci, iqm
 from growenv.harness.summary import check_out_dir, check_out_file, format_paired, write_results
+from growenv.policies.ppo import MODEL_FILE, run_settings
 
 HELD_OUT = list(range(10**6, 10**6 + 10_000))
 TABLE_FILE, PLOT_FILE = "table.md", "test_loss_vs_params.png"  # under --out, beside eval/
@@ -50,12 +51,18 @@ SETTINGS = {
 
 
 def evaluate(model: Path, seeds: list[int], policies: list[str]) -> list[dict]:
+    """Every policy on the agent's own env settings (its run's config.json), with the
+    last model of the run (``model.zip``; ``ppo:RUN`` would load the best checkpoint, chosen
+    on teachers 10^6.., which overlap HELD_OUT)."""
     rows = []
-    base = {k: v for k, v in DEFAULT_ENV_KWARGS.items() if k != "task"}
+    saved = (run_settings(model) or {}).get("env_kwargs", DEFAULT_ENV_KWARGS)
+    skip = ("task", "task_kwargs", "device", "threads")
+    base = {k: v for k, v in saved.items() if k not in skip}
+    agent = model / MODEL_FILE if model.is_dir() else model
     for name, setting in SETTINGS.items():
         kwargs = {**base, **setting}
         task = kwargs.pop("task")
-        specs = [f"ppo:{model}" if p == "ppo" else p for p in policies]
+        specs = [f"ppo:{agent}" if p == "ppo" else p for p in policies]
         for row in run_bench([task], specs, seeds, kwargs, progress=False, vec="lockstep"):
             row["task"] = name
             row["policy"] = "ppo" if row["policy"].startswith("ppo:") else row["policy"]
