@@ -4,11 +4,14 @@
 Every env is a :class:`~growenv.env.growth_env.GrowthEnv` with its own
 :class:`~growenv.nets.dag.net.GrowingDAG`, Adam optimizer, slots and
 :class:`~growenv.env.episode.Episode`, so growth, the statistics pass, the solve of every
-expansion, the neuron fits, the amplitude search and all bookkeeping are the single env's own
-code; the training phase (``train_steps`` Adam steps of every env, the bulk of a step) runs
-as one :class:`~growenv.nets.dag.stacked.StackedDAG` over graphs of different shapes, with
-each env's minibatches drawn from its own generator as ``GrowthEnv`` draws them. The result
-equals separate envs up to the order of floating-point sums in the batched products.
+expansion, the amplitude search and all bookkeeping are the single env's own code; the
+training phase (``train_steps`` Adam steps of every env) runs as one
+:class:`~growenv.nets.dag.stacked.StackedDAG` over graphs of different shapes, with each
+env's minibatches drawn from its own generator as ``GrowthEnv`` draws them, and the
+nonlinear neuron fits of every env's expansions run as one batched
+:func:`~growenv.nets.dag.neuron_fit.fit_many` (most of a DAG step's time). The statistics
+pass and the TINY solve stay per env. The result equals separate envs up to the order of
+floating-point sums in the batched products.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from growenv.env.episode import TaskSource
 from growenv.env.growth_env import GrowthEnv
 from growenv.env.lockstep import LockstepVecEnv
 from growenv.losses import resolve_loss
+from growenv.nets.dag.expansions import DagReport, bottleneck, fit_problem, store_fits
+from growenv.nets.dag.neuron_fit import fit_many
 from growenv.nets.dag.stacked import StackedDAG
-from growenv.threads import using_threads
+from growenv.threads import single_threaded, using_threads
 from growenv.training import divergence_error, evaluate, make_optimizer
 
 __all__ = ["LockstepDagVecEnv"]
@@ -48,7 +53,8 @@ class LockstepDagVecEnv(LockstepVecEnv):
         ``"adam"``), or give its fields as keywords.
     task
         A task object (``Task``, distribution or callable), as for GrowthEnv. All envs'
-        tasks must have training splits of the same size and shapes.
+        tasks must have training splits of the same size and shapes (and, for the batched
+        neuron fits, statistics splits of the same size).
     **env_kwargs
         Any :class:`~growenv.env.growth_env.GrowthEnv` keyword, when no ``config`` is given.
 
@@ -193,15 +199,15 @@ class LockstepDagVecEnv(LockstepVecEnv):
         chosen = [self.envs[e] for e in envs]
         n = chosen[0].task.train.x.shape[0]
         for e, env in zip(envs, chosen, strict=True):
-            train = env.task.train
-            ref = chosen[0].task.train
-            if train.x.shape != ref.x.shape or train.y.shape != ref.y.shape:
-                raise ValueError(
-                    f"task: the lockstep env needs every env's training split to have the same "
-                    f"size and shapes; env {e}'s is x{tuple(train.x.shape)}, "
-                    f"y{tuple(train.y.shape)}, env {envs[0]}'s x{tuple(ref.x.shape)}, "
-                    f"y{tuple(ref.y.shape)}"
-                )
+            for name in ("train", "stats"):
+                split, ref = getattr(env.task, name), getattr(chosen[0].task, name)
+                if split.x.shape != ref.x.shape or split.y.shape != ref.y.shape:
+                    raise ValueError(
+                        f"task: the lockstep env needs every env's {name} split to have the "
+                        f"same size and shapes; env {e}'s is x{tuple(split.x.shape)}, "
+                        f"y{tuple(split.y.shape)}, env {envs[0]}'s x{tuple(ref.x.shape)}, "
+                        f"y{tuple(ref.y.shape)}"
+                    )
         if steps > 0:
             xs, ys = [], []
             for env in chosen:  # each env's minibatches from its own generator, as train_steps
@@ -221,13 +227,79 @@ class LockstepDagVecEnv(LockstepVecEnv):
         else:
             train_loss = torch.zeros(len(envs), device=self.device)
         t1 = time.perf_counter()
-        share = (t1 - t0) / len(envs)
         self.seconds["train"] += t1 - t0
+        train_share = (t1 - t0) / len(envs)
+        reports = self._bottlenecks(chosen)
+        t2 = time.perf_counter()
+        self.seconds["statistics"] += t2 - t1
+        stats_share = (t2 - t1) / len(envs)
         for k, env in enumerate(chosen):
-            now = time.perf_counter()
-            # charges `share` seconds of training and times its own statistics and validation
-            env._measure_dag(train_loss[k], now - share, now)
-        self.seconds["statistics"] += time.perf_counter() - t1
+            self._absorb(env, reports[k], train_loss[k], train_share, stats_share)
+        self.seconds["evaluate"] += time.perf_counter() - t2
+
+    def _bottlenecks(self, chosen: list[GrowthEnv]) -> list[DagReport]:
+        """Each env's statistics pass and solve (``GrowthEnv``'s ``family.bottleneck``); with
+        ``neuron_fit="nonlinear"`` the neuron fits of every env's new nodes and widenings run
+        as one :func:`~growenv.nets.dag.neuron_fit.fit_many` (batched over envs too)."""
+        cfg = self.config
+        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        nonlinear = cfg.neuron_fit == "nonlinear"
+        reports, problems = [], []
+        for env in chosen:
+            stats = env.task.stats
+            report = bottleneck(
+                env.net, stats.x, stats.y, env.task.loss, fit="tiny", neurons=k,
+                keep_samples=nonlinear,
+            )  # fmt: skip
+            reports.append(report)
+            if nonlinear:
+                problems.append(fit_problem(env.net, report, report.expansions, k))
+        todo = [p for p in problems if p.expansions]
+        if todo:
+            first = chosen[0].net
+            inputs = [b for p in todo for b in p.inputs]
+            residuals = [r for p in todo for r in p.residuals]
+            starts = [a for p in todo for a in p.starts]
+            with single_threaded(first.device):
+                fits = fit_many(inputs, residuals, starts, first.activation, first.sigma0)
+                start = 0
+                for p in todo:
+                    count = len(p.expansions)
+                    store_fits(p, fits[start : start + count], first.activation, first.sigma0)
+                    start += count
+        return reports
+
+    def _absorb(
+        self,
+        env: GrowthEnv,
+        report: DagReport,
+        train_loss: torch.Tensor,
+        train_seconds: float,
+        stats_seconds: float,
+    ) -> None:
+        """``GrowthEnv._measure_dag`` after its bottleneck: validation, the measurement and
+        the episode's accounting."""
+        env.report = report
+        task, family, episode = env.task, env.family, env.episode
+        t2 = time.perf_counter()
+        val_loss, val_acc = evaluate(env.net, task.val.x, task.val.y, task.loss)
+        scalars = torch.stack([train_loss.to(val_loss), report.loss.to(val_loss), val_loss])
+        train_host, stats_host, val_host = scalars.double().cpu().numpy()
+        measurement, architecture = env.dag.measure(
+            env.net,
+            report,
+            train_loss=float(train_host),
+            stats_loss=float(stats_host),
+            val_loss=float(val_host),
+            val_accuracy=None if val_acc is None else float(val_acc),
+        )
+        t3 = time.perf_counter()
+        episode.charge_measurement(family, env.net)
+        episode.charge("statistics", family.solve_macs(env.net, report))
+        episode.charge("train", seconds=train_seconds)
+        episode.charge("statistics", seconds=stats_seconds)
+        episode.charge("evaluate", seconds=t3 - t2)
+        episode.absorb(measurement, architecture)
 
     # ------------------------------------------------------------------ VecEnv plumbing
     def close(self) -> None:

@@ -53,7 +53,7 @@ from growenv.threads import single_threaded
 
 KINDS = ("edge", "node", "widen")
 FITS = ("tiny", "nonlinear")
-START_SIGNAL = 1e-6  # see fit_expansions
+START_SIGNAL = 1e-6  # see fit_inputs
 SCALINGS = ("sqrt", "output")
 
 
@@ -505,11 +505,17 @@ def solve(
     if fit == "nonlinear":
         x_all, v_all = stats.samples  # the fit runs in the statistics' dtype
         resid = v_all - x_all @ full.to(x_all).transpose(-1, -2)  # every node's v_perp
-        fit_expansions(
-            [e for e in expansions if e.kind != "edge"],
-            layout, srcs, tgts, x_all, v_all, resid, neurons, activation, sigma0, fit_seed,
-            fit_iterations, cast,
-        )  # fmt: skip
+        todo = [e for e in expansions if e.kind != "edge"]
+        if todo:
+            problem = fit_inputs(
+                todo, layout, srcs, tgts, x_all, v_all, resid, neurons, fit_seed,
+                fit_iterations, cast,
+            )  # fmt: skip
+            fits = neuron_fit.fit_many(
+                problem.inputs, problem.residuals, problem.starts, activation, sigma0,
+                fit_iterations,
+            )  # fmt: skip
+            store_fits(problem, fits, activation, sigma0)
     return nodes, expansions
 
 
@@ -530,7 +536,24 @@ def _expansion_seed(seed: int, key: tuple[str, str, str | None]) -> int:
     return zlib.crc32(repr((int(seed), *key)).encode()) & 0x7FFFFFFF
 
 
-def fit_expansions(
+@dataclass
+class FitProblem:
+    """The neuron fits of some expansions, prepared for :func:`~.neuron_fit.fit_many`: each
+    expansion's inputs ``b``, residual, raw moves ``v`` and start directions. Problems of
+    several nets (same number of samples) can be fitted in one ``fit_many`` call (the lockstep
+    DAG env does) and stored back with :func:`store_fits`."""
+
+    expansions: list[Expansion]
+    inputs: list[torch.Tensor]
+    residuals: list[torch.Tensor]
+    raws: list[torch.Tensor]
+    starts: list[torch.Tensor]
+    neurons: int
+    iterations: int
+    cast: object = field(repr=False)
+
+
+def fit_inputs(
     expansions: Sequence[Expansion],
     layout: DagLayout,
     srcs: dict[str, list[str]],
@@ -539,24 +562,19 @@ def fit_expansions(
     v_all: torch.Tensor,
     resid: torch.Tensor,
     neurons: int,
-    activation: nn.Module,
-    sigma0: float,
     seed: int,
     iterations: int,
     cast,
-) -> None:
-    """Fit ``neurons`` neurons of every new-node / widening expansion to its residual, in
-    place (:attr:`Expansion.fitted`, :attr:`Expansion.fitted_slopes`); batched per size."""
-    if not expansions:
-        return
-    inputs, residuals, raws, starts = [], [], [], []
+) -> FitProblem:
+    """The :class:`FitProblem` of ``expansions`` (new nodes and widenings)."""
+    problem = FitProblem(list(expansions), [], [], [], [], neurons, iterations, cast)
     for e in expansions:
         rows = layout.rows([e.source]) if e.kind == "node" else layout.rows(srcs[e.source])
         cols = layout.cols([e.target] if e.kind == "node" else tgts[e.source])
         b = block_cols(x_all, rows)
-        inputs.append(b)
-        residuals.append(block_cols(resid, cols))
-        raws.append(block_cols(v_all, cols))
+        problem.inputs.append(b)
+        problem.residuals.append(block_cols(resid, cols))
+        problem.raws.append(block_cols(v_all, cols))
         gen = torch.Generator().manual_seed(_expansion_seed(seed, e.key))
         # TINY's directions start the fit where they carry a signal: lambda^2 above a
         # millionth of the residual they could take up (else they are rounding noise)
@@ -564,9 +582,17 @@ def fit_expansions(
         signal = e.eigenvalues.square() > START_SIGNAL * psi.unsqueeze(-1)
         sig = int(signal.sum(-1).min()) if e.eigenvalues.numel() else 0
         tiny_alpha = None if e.neurons is None else e.neurons.alpha.to(b)
-        starts.append(neuron_fit.start_directions(b, tiny_alpha, sig, neurons, gen))
-    fits = neuron_fit.fit_many(inputs, residuals, starts, activation, sigma0, iterations)
-    for e, f, b, v in zip(expansions, fits, inputs, raws, strict=True):
+        problem.starts.append(neuron_fit.start_directions(b, tiny_alpha, sig, neurons, gen))
+    return problem
+
+
+def store_fits(
+    problem: FitProblem, fits: Sequence[FittedNeurons], activation: nn.Module, sigma0: float
+) -> None:
+    """Put ``fits`` (of :func:`~.neuron_fit.fit_many` on ``problem``) into its expansions
+    (:attr:`Expansion.fitted`, :attr:`Expansion.fitted_slopes`, :attr:`Expansion.fit_macs`)."""
+    cast, neurons, iterations = problem.cast, problem.neurons, problem.iterations
+    for e, f, b, v in zip(problem.expansions, fits, problem.inputs, problem.raws, strict=True):
         h, _ = neuron_fit.features(activation, sigma0, b, f.alpha)
         # E[v . omega_k h_k] per neuron: -dL/dgamma at 0 of each fitted neuron
         slopes = ((v @ f.omega) * h).mean(-2)
@@ -575,19 +601,15 @@ def fit_expansions(
         e.fit_macs = neuron_fit.fit_macs(b.shape[-2], b.shape[-1], v.shape[-1], neurons, iterations)
 
 
-def fit_neurons(
+def fit_problem(
     net: GrowingDAG,
     report: DagReport,
     expansions: Sequence[Expansion],
     neurons: int,
     seed: int = 0,
     iterations: int = neuron_fit.DEFAULT_ITERATIONS,
-) -> None:
-    """Fit ``neurons`` neurons to the residual of each of ``expansions`` (new nodes and
-    widenings of ``report``; edges are skipped), in place, as ``bottleneck(...,
-    fit="nonlinear")`` does for all of them: for strategies that look at a part of the
-    space. ``report`` must come from ``bottleneck(..., keep_samples=True)`` (or
-    ``fit="nonlinear"``) on ``net`` as it is now."""
+) -> FitProblem:
+    """The :class:`FitProblem` that :func:`fit_neurons` solves (without solving it)."""
     check_fit("nonlinear", neurons)
     stats = report.statistics
     if stats.samples is None:
@@ -606,11 +628,34 @@ def fit_neurons(
         full[..., c[:, None], r[None, :]] = dw.to(x_all)
     resid = v_all - x_all @ full.transpose(-1, -2)
     todo = [e for e in expansions if e.kind != "edge"]
+    return fit_inputs(
+        todo, layout, srcs, tgts, x_all, v_all, resid, neurons, seed, iterations,
+        lambda t: t.to(x_all.dtype),
+    )  # fmt: skip
+
+
+def fit_neurons(
+    net: GrowingDAG,
+    report: DagReport,
+    expansions: Sequence[Expansion],
+    neurons: int,
+    seed: int = 0,
+    iterations: int = neuron_fit.DEFAULT_ITERATIONS,
+) -> None:
+    """Fit ``neurons`` neurons to the residual of each of ``expansions`` (new nodes and
+    widenings of ``report``; edges are skipped), in place, as ``bottleneck(...,
+    fit="nonlinear")`` does for all of them: for strategies that look at a part of the
+    space. ``report`` must come from ``bottleneck(..., keep_samples=True)`` (or
+    ``fit="nonlinear"``) on ``net`` as it is now."""
+    problem = fit_problem(net, report, expansions, neurons, seed, iterations)
+    if not problem.expansions:
+        return
     with single_threaded(net.device):
-        fit_expansions(
-            todo, layout, srcs, tgts, x_all, v_all, resid, neurons, net.activation, net.sigma0,
-            seed, iterations, lambda t: t.to(x_all.dtype),
+        fits = neuron_fit.fit_many(
+            problem.inputs, problem.residuals, problem.starts, net.activation, net.sigma0,
+            iterations,
         )  # fmt: skip
+        store_fits(problem, fits, net.activation, net.sigma0)
 
 
 def block_cols(t: torch.Tensor, cols: list[int]) -> torch.Tensor:
