@@ -1,9 +1,11 @@
 """Env steps per second: LockstepVecEnv vs SB3 DummyVecEnv / SubprocVecEnv over GrowthEnv.
 
 Usage: python experiments/bench_vec.py [--envs 1,8,32,128] [--steps 4] [--device cpu]
+       python experiments/bench_vec.py --envs 8,32 --env-kwargs '{"net": "dag"}' --actions best
 
 Same GrowthEnv config for every backend (the default task unless --env-kwargs), the same
-action rule (grow site 0, grow site 1, skip, in turn, where valid). Prints a markdown table
+action rule (``fixed``: grow site 0, grow site 1, skip, in turn, where valid; ``best``: the
+valid slot of the largest estimated gain twice, then skip, so DAGs grow). Prints a markdown table
 and a breakdown of one lockstep step by phase. SubprocVecEnv runs one process per env, so it
 is skipped above --max-subproc envs (memory: one torch import per process).
 """
@@ -26,19 +28,38 @@ def _actions(masks: np.ndarray, t: int) -> np.ndarray:
     return np.where(masks[:, wanted], wanted, masks.shape[1] - 2)
 
 
+def _best_actions(masks: np.ndarray, gains: list[np.ndarray], t: int) -> np.ndarray:
+    skip = masks.shape[1] - 2
+    acts = np.full(len(masks), skip)
+    if t % 3 == 2:
+        return acts
+    for e, (m, g) in enumerate(zip(masks, gains, strict=True)):
+        valid = np.flatnonzero(m[:skip])
+        if len(valid):
+            acts[e] = valid[np.argmax(g[valid])]
+    return acts
+
+
 def _masks(venv) -> np.ndarray:
     return np.stack(venv.env_method("action_masks"))
 
 
-def _time(venv, steps: int, warmup: int, device: torch.device) -> float:
+def _choose(venv, t: int, rule: str) -> np.ndarray:
+    masks = _masks(venv)
+    if rule == "fixed":
+        return _actions(masks, t)
+    return _best_actions(masks, [ep.gains for ep in venv.get_attr("episode")], t)
+
+
+def _time(venv, steps: int, warmup: int, device: torch.device, rule: str = "fixed") -> float:
     venv.reset()
     for t in range(warmup):
-        venv.step(_actions(_masks(venv), t))
+        venv.step(_choose(venv, t, rule))
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for t in range(steps):
-        venv.step(_actions(_masks(venv), warmup + t))
+        venv.step(_choose(venv, warmup + t, rule))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return venv.num_envs * steps / (time.perf_counter() - start)
@@ -73,6 +94,9 @@ def main() -> None:
     parser.add_argument("--max-subproc", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--env-kwargs", default="{}")
+    parser.add_argument(
+        "--actions", default="fixed", choices=("fixed", "best"), help="the action rule"
+    )
     parser.add_argument("--out", default=None, help="write the table as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args()
@@ -99,7 +123,7 @@ def main() -> None:
                 continue
             venv = _make(kind, n, env_kwargs, args.device)
             steps = args.steps if kind == "lockstep" else max(1, min(args.steps, 512 // n))
-            rates[kind] = _time(venv, steps, args.warmup, device)
+            rates[kind] = _time(venv, steps, args.warmup, device, args.actions)
             venv.close()
         d, s = rates.get("dummy"), rates.get("subproc")
         lock = rates["lockstep"]
@@ -119,7 +143,7 @@ def main() -> None:
         vec.seconds[key] = 0.0
     start = time.perf_counter()
     for t in range(args.steps):
-        vec.step(_actions(vec.action_masks(), t))
+        vec.step(_choose(vec, t, args.actions))
     total = time.perf_counter() - start
     phases = {k: v / args.steps * 1e3 for k, v in vec.seconds.items()}
     phases["bookkeeping"] = total / args.steps * 1e3 - sum(phases.values())

@@ -96,7 +96,12 @@ class LockstepDagVecEnv(LockstepVecEnv):
         self.loss_fn = None
         self.started = False
         self._actions: np.ndarray | None = None
-        self.seconds = {"train": 0.0, "statistics": 0.0, "search": 0.0, "evaluate": 0.0}
+        # wall seconds of the vector steps by phase ("statistics": the per-env statistics
+        # passes and solves, "fit": the batched neuron fits, "evaluate": validation, the
+        # measurement and the test splits of finished episodes)
+        self.seconds = {
+            "train": 0.0, "statistics": 0.0, "fit": 0.0, "search": 0.0, "evaluate": 0.0
+        }  # fmt: skip
         self.last_test: dict[int, tuple[float, float | None]] = {}
         if seed is not None:
             self.seed(seed)
@@ -231,7 +236,6 @@ class LockstepDagVecEnv(LockstepVecEnv):
         train_share = (t1 - t0) / len(envs)
         reports = self._bottlenecks(chosen)
         t2 = time.perf_counter()
-        self.seconds["statistics"] += t2 - t1
         stats_share = (t2 - t1) / len(envs)
         for k, env in enumerate(chosen):
             self._absorb(env, reports[k], train_loss[k], train_share, stats_share)
@@ -245,6 +249,7 @@ class LockstepDagVecEnv(LockstepVecEnv):
         k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
         nonlinear = cfg.neuron_fit == "nonlinear"
         reports, problems = [], []
+        began = time.perf_counter()
         for env in chosen:
             stats = env.task.stats
             report = bottleneck(
@@ -254,6 +259,8 @@ class LockstepDagVecEnv(LockstepVecEnv):
             reports.append(report)
             if nonlinear:
                 problems.append(fit_problem(env.net, report, report.expansions, k))
+        t0 = time.perf_counter()
+        self.seconds["statistics"] += t0 - began
         todo = [p for p in problems if p.expansions]
         if todo:
             first = chosen[0].net
@@ -267,6 +274,7 @@ class LockstepDagVecEnv(LockstepVecEnv):
                     count = len(p.expansions)
                     store_fits(p, fits[start : start + count], first.activation, first.sigma0)
                     start += count
+        self.seconds["fit"] += time.perf_counter() - t0
         return reports
 
     def _absorb(
