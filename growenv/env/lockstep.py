@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from stable_baselines3.common.vec_env import VecEnv
 
 from growenv.amplitude import default_gammas
 from growenv.env.config import EnvConfig
 from growenv.env.episode import Measurement, TaskSource, slot_table
 from growenv.env.growth_env import GrowthEnv
+from growenv.env.lockstep_base import LockstepBase
 from growenv.losses import resolve_loss
 from growenv.nets.mlp import costs
 from growenv.nets.mlp.report import solve
@@ -77,7 +77,7 @@ def _weights_and_bias(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return torch.cat([w, b], 1)
 
 
-class LockstepVecEnv(VecEnv):
+class LockstepVecEnv(LockstepBase):
     """``num_envs`` growth environments whose networks are stacked into one batched model.
 
     Parameters
@@ -110,12 +110,13 @@ class LockstepVecEnv(VecEnv):
         config: EnvConfig | None = None,
         task: TaskSource | None = None,
         **env_kwargs: Any,
-    ) -> LockstepVecEnv:
+    ) -> LockstepBase:
         net = config.net if config is not None else env_kwargs.get("net", "mlp")
         if cls is LockstepVecEnv and net == "dag":
             from growenv.env.lockstep_dag import LockstepDagVecEnv
 
-            return super().__new__(LockstepDagVecEnv)
+            # not a LockstepVecEnv subclass (no import cycle), so built here
+            return LockstepDagVecEnv(num_envs, seed, config, task, **env_kwargs)
         return super().__new__(cls)
 
     def __init__(
@@ -205,15 +206,6 @@ class LockstepVecEnv(VecEnv):
         return np.stack([env.episode.observation() for env in self.envs])
 
     # ------------------------------------------------------------------ stepping
-    def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(
-                f"actions: expected shape ({self.num_envs},) (one action per env), "
-                f"got {actions.shape}"
-            )
-        self._actions = actions
-
     def step_wait(self):
         if self.stack is None:
             raise RuntimeError("step: call reset() before step()")
@@ -244,35 +236,7 @@ class LockstepVecEnv(VecEnv):
             self._measure(active)
         for e in active:
             results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
-        obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
-        rewards = np.zeros(self.num_envs, dtype=np.float32)
-        dones = np.zeros(self.num_envs, dtype=bool)
-        infos: list[dict] = []
-        finished = []
-        for e, (o, r, term, trunc, info) in enumerate(results):
-            obs[e], rewards[e], dones[e] = o, r, term or trunc
-            info["TimeLimit.truncated"] = trunc and not term
-            if dones[e]:
-                info["terminal_observation"] = o
-                finished.append(e)
-            infos.append(info)
-        if finished:
-            # test metrics of the finished networks, before their slots are reused
-            loss, acc = self.evaluate_split("test", finished)
-            self.last_test = {e: (loss[i], acc[i]) for i, e in enumerate(finished)}
-            for e in finished:
-                self._start(e, None)
-            self._measure(finished)
-            for e in finished:
-                obs[e] = self.envs[e].episode.observation()
-                self.reset_infos[e] = self.envs[e].episode.info()
-        return obs, rewards, dones, infos
-
-    def seed_each(self, seeds: list[int]) -> None:
-        """Seeds of the next reset, one per env (instead of ``seed + i``)."""
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seeds: expected {self.num_envs} seeds, got {len(seeds)}")
-        self._seeds = [int(s) for s in seeds]
+        return self._finish(results)
 
     def evaluate_split(
         self, split: str = "test", envs: list[int] | None = None
@@ -289,10 +253,6 @@ class LockstepVecEnv(VecEnv):
             acc = (out.argmax(-1) == y).double().mean(-1)
             host = torch.stack([loss.double(), acc], 1).cpu().numpy()
         return host[:, 0], [float(a) for a in host[:, 1]]
-
-    def action_masks(self) -> np.ndarray:
-        """``(num_envs, n_actions)`` boolean array of the valid actions of every env."""
-        return np.stack([env.action_masks() for env in self.envs])
 
     # ------------------------------------------------------------------ batched work
     def _idx(self, envs: list[int]) -> torch.Tensor:
@@ -412,13 +372,6 @@ class LockstepVecEnv(VecEnv):
     def close(self) -> None:
         self.stack = None
 
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self.envs[i], attr_name) for i in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        for i in self._get_indices(indices):
-            setattr(self.envs[i], attr_name, value)
-
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
         if method_name == "evaluate_candidates":
             raise NotImplementedError(
@@ -429,12 +382,6 @@ class LockstepVecEnv(VecEnv):
             getattr(self.envs[i], method_name)(*method_args, **method_kwargs)
             for i in self._get_indices(indices)
         ]
-
-    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
-
-    def get_images(self):
-        return [None for _ in range(self.num_envs)]
 
     def net(self, env: int):
         """Env ``env``'s current network as a stand-alone GrowingMLP (a copy)."""

@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import VecEnv
 
 from growenv.env.config import EnvConfig
 from growenv.env.dag import DagSlots
 from growenv.env.episode import TaskSource
 from growenv.env.growth_env import GrowthEnv
-from growenv.env.lockstep import LockstepVecEnv
+from growenv.env.lockstep_base import LockstepBase
 from growenv.losses import resolve_loss
 from growenv.nets.dag.expansions import DagReport, bottleneck, fit_problem, store_fits
 from growenv.nets.dag.neuron_fit import fit_many
@@ -39,7 +38,7 @@ from growenv.training import divergence_error, evaluate, make_optimizer
 __all__ = ["LockstepDagVecEnv"]
 
 
-class LockstepDagVecEnv(LockstepVecEnv):
+class LockstepDagVecEnv(LockstepBase):
     """``num_envs`` DAG growth environments (``net="dag"``) trained as one batched model.
 
     Parameters
@@ -91,7 +90,7 @@ class LockstepDagVecEnv(LockstepVecEnv):
             env.episode = copy.copy(first.episode)
             env.dag = DagSlots(cfg.max_nodes)
             self.envs.append(env)
-        VecEnv.__init__(self, num_envs, first.observation_space, first.action_space)
+        super().__init__(num_envs, first.observation_space, first.action_space)
         self.device = cfg.torch_device
         self.loss_fn = None
         self.started = False
@@ -155,28 +154,7 @@ class LockstepDagVecEnv(LockstepVecEnv):
             self._measure(active)
         for e in active:
             results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
-        obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
-        rewards = np.zeros(self.num_envs, dtype=np.float32)
-        dones = np.zeros(self.num_envs, dtype=bool)
-        infos: list[dict] = []
-        finished = []
-        for e, (o, r, term, trunc, info) in enumerate(results):
-            obs[e], rewards[e], dones[e] = o, r, term or trunc
-            info["TimeLimit.truncated"] = trunc and not term
-            if dones[e]:
-                info["terminal_observation"] = o
-                finished.append(e)
-            infos.append(info)
-        if finished:
-            loss, acc = self.evaluate_split("test", finished)  # before the nets are replaced
-            self.last_test = {e: (loss[i], acc[i]) for i, e in enumerate(finished)}
-            for e in finished:
-                self._start(e, None)
-            self._measure(finished)
-            for e in finished:
-                obs[e] = self.envs[e].episode.observation()
-                self.reset_infos[e] = self.envs[e].episode.info()
-        return obs, rewards, dones, infos
+        return self._finish(results)
 
     def evaluate_split(
         self, split: str = "test", envs: list[int] | None = None
