@@ -248,7 +248,7 @@ def test_a_step_grows_exactly_the_chosen_expansion():
         result = env.evaluate_candidate(slot)
         kind = env.slot_layout.key(slot)[0]
         new = env.family.apply_growth(expected, result.candidate, result.gamma)
-        env._grow(slot)
+        env.grow(slot)
         assert env.net.nodes == expected.nodes and env.net.edges == expected.edges
         for a, b in zip(env.net.parameters(), expected.parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -384,7 +384,7 @@ def test_optimizer_state_kept_across_env_growth():
     env.reset(seed=0)
     w = env.net.weights[1]
     before = env.optimizer.state[w]["exp_avg"].clone()
-    env._grow(0)
+    env.grow(0)
     assert env.net.weights[1] is w
     torch.testing.assert_close(env.optimizer.state[w]["exp_avg"][:, : before.shape[1]], before)
 

@@ -143,12 +143,13 @@ def test_lockstep_reads_envs_through_public_members_only():
     import inspect
     import re
 
-    from growenv.env import lockstep
+    from growenv.env import lockstep, lockstep_base, lockstep_dag
 
     # a private member of another object (``env._x``; ``self._x`` and dunders are fine)
     private = re.compile(r"(?<!\bself)\._[a-z]")
-    lines = inspect.getsource(lockstep).splitlines()
-    assert [line.strip() for line in lines if private.search(line)] == []
+    for module in (lockstep, lockstep_base, lockstep_dag):
+        lines = inspect.getsource(module).splitlines()
+        assert [line.strip() for line in lines if private.search(line)] == [], module.__name__
 
 
 def test_maskable_ppo_learns_on_lockstep():

@@ -331,7 +331,7 @@ class GrowthEnv(gym.Env):
         with using_threads(self.config.threads):
             before = episode.begin_step()
             if action < self.max_sites:
-                self._grow(action)
+                self.grow(action)
             self._train_and_measure()
             return episode.end_step(before, invalid)
 
@@ -456,7 +456,10 @@ class GrowthEnv(gym.Env):
             result.candidate = cand
         return results
 
-    def _grow(self, site: int) -> None:
+    def grow(self, site: int) -> None:
+        """Grow slot ``site`` at its best amplitude (one search, charged as ``"search"``),
+        keeping the optimizer state, and record it in the episode; no training or
+        measurement (a step does those after). The lockstep DAG env grows its envs with it."""
         result = self.evaluate_candidate(site)
         grown = self.family.apply_growth(
             self.net, result.candidate, result.gamma, optimizer=self.optimizer

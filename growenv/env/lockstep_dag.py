@@ -147,7 +147,7 @@ class LockstepDagVecEnv(LockstepBase):
                 continue
             before[e] = env.episode.begin_step()
             if action < env.max_sites:
-                env._grow(action)  # the env's own search and growth (charged to its episode)
+                env.grow(action)  # the env's own search and growth (charged to its episode)
         self.seconds["search"] += time.perf_counter() - t0
         active = sorted(before)
         if active:
@@ -263,8 +263,8 @@ class LockstepDagVecEnv(LockstepBase):
         train_seconds: float,
         stats_seconds: float,
     ) -> None:
-        """``GrowthEnv._measure_dag`` after its bottleneck: validation, the measurement and
-        the episode's accounting."""
+        """What GrowthEnv does with a DAG report after its bottleneck: validation, the
+        measurement and the episode's accounting."""
         env.report = report
         task, family, episode = env.task, env.family, env.episode
         t2 = time.perf_counter()
