@@ -230,6 +230,8 @@ def test_a_sweep_runs_resumes_after_an_interruption_and_writes_its_summary(
     selected = summary["selected"]
     assert selected is not None and selected["models"]
     for model in selected["models"]:
+        best = Path(model).parent / "best_model.zip"  # what ppo:RUN loads, where kept
+        assert Path(model).name == ("best_model.zip" if best.is_file() else "model.zip")
         assert (
             Path(model).is_file()
             and json.loads((Path(model).parent / "config.json").read_text())["learning_rate"]

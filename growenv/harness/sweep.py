@@ -467,8 +467,9 @@ def summarize_sweep(out: str | Path) -> dict[str, Any]:
     evaluation in its run directory), the IQM over seeds with a 95 % bootstrap CI, and the
     mean. ``selected`` is the configuration with the lowest IQM among those whose every seed
     completed (if none did, because ASHA stopped some seeds: among those with a completed
-    seed, ``all_seeds`` false), with its completed seeds' ``model.zip`` paths (``None`` when
-    no trial completed).
+    seed, ``all_seeds`` false), with its completed seeds' model paths (``best_model.zip``,
+    the best in-training checkpoint, where training kept one, else ``model.zip``; ``None``
+    when no trial completed).
     """
     out = Path(out)
     spec = json.loads((out / SPEC_FILE).read_text())
@@ -482,7 +483,10 @@ def summarize_sweep(out: str | Path) -> dict[str, Any]:
             run = out / RUNS_DIR / name
             last = _last_eval(run) or {}
             status = trials.get(name, {}).get("status", "unfinished")
-            model = run / "model.zip"
+            # what ``ppo:RUN`` loads: the best checkpoint on the selection teachers if any
+            model = run / "best_model.zip"
+            if not model.is_file():
+                model = run / "model.zip"
             seeds.append(
                 {
                     "seed": s,
