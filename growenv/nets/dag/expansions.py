@@ -410,11 +410,7 @@ def solve(
     dw = dict(zip(targets, dws, strict=True))
     gain = dict(zip(targets, gains, strict=True))
     inv_sqrt_in = dict(zip(targets, isq, strict=True))
-    full = cov.new_zeros((*cov.shape[:-2], cross.shape[-1], cov.shape[-1]))
-    for v in targets:
-        c = torch.as_tensor(layout.cols([v]), device=cov.device)
-        r = torch.as_tensor(rows[v], device=cov.device)
-        full[..., c[:, None], r[None, :]] = dw[v]
+    full = full_update(layout, rows, dw, cov, cross.shape[-1])
     q = residual_correlation(cov, cross, full)  # E[X v_perp^T], every node at once
 
     nodes: dict[str, NodeReport] = {}
@@ -519,6 +515,24 @@ def solve(
     return nodes, expansions
 
 
+def full_update(
+    layout: DagLayout,
+    rows: dict[str, list[int]],
+    updates: dict[str, torch.Tensor],
+    like: torch.Tensor,
+    num_cols: int,
+) -> torch.Tensor:
+    """Every node's best update written over the full activation vector: ``(..., O, D + 1)``
+    with ``updates[v]`` (over ``v``'s input rows ``rows[v]``) in ``v``'s columns, zero
+    elsewhere (leading dimensions and dtype of ``like``)."""
+    full = like.new_zeros((*like.shape[:-2], num_cols, like.shape[-1]))
+    for v, dw in updates.items():
+        c = torch.as_tensor(layout.cols([v]), device=like.device)
+        r = torch.as_tensor(rows[v], device=like.device)
+        full[..., c[:, None], r[None, :]] = dw.to(full)
+    return full
+
+
 def check_fit(fit: str, neurons: int | None) -> None:
     """One-line errors for the ``fit`` and ``neurons`` arguments."""
     if fit not in FITS:
@@ -620,12 +634,12 @@ def fit_problem(
     srcs = {v: [u for u in layout.order if (u, v) in edges] for v in layout.grad}
     tgts = {u: [v for v in layout.order if (u, v) in edges] for u in layout.act}
     x_all, v_all = stats.samples
-    full = x_all.new_zeros((*x_all.shape[:-2], v_all.shape[-1], x_all.shape[-1]))
-    for v, rep in report.nodes.items():
-        c = torch.as_tensor(layout.cols([v]), device=x_all.device)
-        r = torch.as_tensor(layout.rows(srcs[v]), device=x_all.device)
-        dw = torch.cat([*(rep.update_weights[s] for s in srcs[v]), rep.update_bias[..., None]], -1)
-        full[..., c[:, None], r[None, :]] = dw.to(x_all)
+    dw = {
+        v: torch.cat([*(r.update_weights[s] for s in srcs[v]), r.update_bias[..., None]], -1)
+        for v, r in report.nodes.items()
+    }
+    rows = {v: layout.rows(srcs[v]) for v in dw}
+    full = full_update(layout, rows, dw, x_all, v_all.shape[-1])
     resid = v_all - x_all @ full.transpose(-1, -2)
     todo = [e for e in expansions if e.kind != "edge"]
     return fit_inputs(
