@@ -26,6 +26,7 @@ from growenv.env.episode import (
 )
 from growenv.env.features import TOP_K
 from growenv.nets.base import GrowingNet
+from growenv.nets.dag import DagReport
 from growenv.nets.family import NEEDS_IMAGES
 from growenv.threads import using_threads
 from growenv.training import evaluate, make_optimizer, train_steps
@@ -522,18 +523,33 @@ class GrowthEnv(gym.Env):
 
     def _measure_dag(self, train_loss: torch.Tensor, t0: float, t1: float) -> None:
         """The DAG's statistics pass, solve of every expansion and validation."""
-        task, cfg, family, episode = self.task, self.config, self.family, self.episode
+        task, cfg = self.task, self.config
         k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
-        self.report = family.bottleneck(
+        report = self.family.bottleneck(
             self.net, task.stats.x, task.stats.y, loss=task.loss, neurons=k, **cfg.family_options
         )
+        self.absorb_dag_report(report, train_loss, t1 - t0, time.perf_counter() - t1)
+
+    def absorb_dag_report(
+        self,
+        report: DagReport,
+        train_loss: torch.Tensor,
+        train_seconds: float,
+        stats_seconds: float,
+    ) -> None:
+        """After a DAG's statistics pass: keep ``report``, validate, and give the episode the
+        measurement and the phase's accounting (training, statistics and solves, validation).
+        The lockstep DAG env, which computes the reports of all its envs together, calls it
+        for each env."""
+        task, family, episode = self.task, self.family, self.episode
+        self.report = report
         t2 = time.perf_counter()
         val_loss, val_acc = evaluate(self.net, task.val.x, task.val.y, task.loss)
-        scalars = torch.stack([train_loss.to(val_loss), self.report.loss.to(val_loss), val_loss])
+        scalars = torch.stack([train_loss.to(val_loss), report.loss.to(val_loss), val_loss])
         train_host, stats_host, val_host = scalars.double().cpu().numpy()
         measurement, architecture = self.dag.measure(
             self.net,
-            self.report,
+            report,
             train_loss=float(train_host),
             stats_loss=float(stats_host),
             val_loss=float(val_host),
@@ -541,9 +557,9 @@ class GrowthEnv(gym.Env):
         )
         t3 = time.perf_counter()
         episode.charge_measurement(family, self.net)
-        episode.charge("statistics", family.solve_macs(self.net, self.report))
-        episode.charge("train", seconds=t1 - t0)
-        episode.charge("statistics", seconds=t2 - t1)
+        episode.charge("statistics", family.solve_macs(self.net, report))
+        episode.charge("train", seconds=train_seconds)
+        episode.charge("statistics", seconds=stats_seconds)
         episode.charge("evaluate", seconds=t3 - t2)
         episode.absorb(measurement, architecture)
 

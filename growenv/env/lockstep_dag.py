@@ -216,7 +216,7 @@ class LockstepDagVecEnv(LockstepBase):
         t2 = time.perf_counter()
         stats_share = (t2 - t1) / len(envs)
         for k, env in enumerate(chosen):
-            self._absorb(env, reports[k], train_loss[k], train_share, stats_share)
+            env.absorb_dag_report(reports[k], train_loss[k], train_share, stats_share)
         self.seconds["evaluate"] += time.perf_counter() - t2
 
     def _bottlenecks(self, chosen: list[GrowthEnv]) -> list[DagReport]:
@@ -254,38 +254,6 @@ class LockstepDagVecEnv(LockstepBase):
                     start += count
         self.seconds["fit"] += time.perf_counter() - t0
         return reports
-
-    def _absorb(
-        self,
-        env: GrowthEnv,
-        report: DagReport,
-        train_loss: torch.Tensor,
-        train_seconds: float,
-        stats_seconds: float,
-    ) -> None:
-        """What GrowthEnv does with a DAG report after its bottleneck: validation, the
-        measurement and the episode's accounting."""
-        env.report = report
-        task, family, episode = env.task, env.family, env.episode
-        t2 = time.perf_counter()
-        val_loss, val_acc = evaluate(env.net, task.val.x, task.val.y, task.loss)
-        scalars = torch.stack([train_loss.to(val_loss), report.loss.to(val_loss), val_loss])
-        train_host, stats_host, val_host = scalars.double().cpu().numpy()
-        measurement, architecture = env.dag.measure(
-            env.net,
-            report,
-            train_loss=float(train_host),
-            stats_loss=float(stats_host),
-            val_loss=float(val_host),
-            val_accuracy=None if val_acc is None else float(val_acc),
-        )
-        t3 = time.perf_counter()
-        episode.charge_measurement(family, env.net)
-        episode.charge("statistics", family.solve_macs(env.net, report))
-        episode.charge("train", seconds=train_seconds)
-        episode.charge("statistics", seconds=stats_seconds)
-        episode.charge("evaluate", seconds=t3 - t2)
-        episode.absorb(measurement, architecture)
 
     # ------------------------------------------------------------------ VecEnv plumbing
     def close(self) -> None:
