@@ -212,31 +212,10 @@ class LockstepVecEnv(LockstepBase):
         with using_threads(self.config.threads):
             return self._step_wait()
 
-    def _step_wait(self):
-        actions, self._actions = self._actions, None
-        results: list[Any] = [None] * self.num_envs
-        before: dict[int, tuple] = {}
-        invalid: dict[int, bool] = {}
-        growing: dict[int, list[int]] = {}
-        for e, env in enumerate(self.envs):
-            try:
-                action, invalid[e] = env.episode.validate_action(actions[e])
-            except ValueError as err:
-                raise ValueError(f"actions[{e}]: {err}") from None
-            if action == env.stop_action:
-                results[e] = env.episode.stop()
-                continue
-            before[e] = env.episode.begin_step()
-            if action < env.max_sites:
-                growing.setdefault(action, []).append(e)
+    def _grow_all(self, growing: dict[int, list[int]]) -> None:
+        """One batched search and growth per site, over the envs growing it."""
         for site, envs in sorted(growing.items()):
             self._grow(site, envs)
-        active = sorted(before)
-        if active:
-            self._measure(active)
-        for e in active:
-            results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
-        return self._finish(results)
 
     def evaluate_split(
         self, split: str = "test", envs: list[int] | None = None

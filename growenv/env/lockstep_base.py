@@ -4,7 +4,8 @@ a vector step (results to arrays, SB3 auto-reset of finished envs).
 
 :class:`~growenv.env.lockstep.LockstepVecEnv` (stacked MLPs) and
 :class:`~growenv.env.lockstep_dag.LockstepDagVecEnv` (DAGs) subclass it; they provide
-``_start(e, seed)``, ``_measure(envs)`` and ``evaluate_split(split, envs)``.
+``_start(e, seed)``, ``_grow_all(growing)``, ``_measure(envs)`` and
+``evaluate_split(split, envs)``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,39 @@ class LockstepBase(VecEnv):
                 f"got {actions.shape}"
             )
         self._actions = actions
+
+    def _step_wait(self):
+        """One vector step: each env's episode validates its action (stop ends it), the
+        growths are done (:meth:`_grow_all`, the subclass's batching), the stepped envs are
+        trained and measured together (``_measure``), their episodes end the step, and
+        :meth:`_finish` makes SB3's arrays."""
+        actions, self._actions = self._actions, None
+        results: list[Any] = [None] * self.num_envs
+        before: dict[int, tuple] = {}
+        invalid: dict[int, bool] = {}
+        growing: dict[int, list[int]] = {}
+        for e, env in enumerate(self.envs):
+            try:
+                action, invalid[e] = env.episode.validate_action(actions[e])
+            except ValueError as err:
+                raise ValueError(f"actions[{e}]: {err}") from None
+            if action == env.stop_action:
+                results[e] = env.episode.stop()
+                continue
+            before[e] = env.episode.begin_step()
+            if action < env.max_sites:
+                growing.setdefault(action, []).append(e)
+        self._grow_all(growing)
+        active = sorted(before)
+        if active:
+            self._measure(active)
+        for e in active:
+            results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
+        return self._finish(results)
+
+    def _grow_all(self, growing: dict[int, list[int]]) -> None:
+        """Grow slot ``s`` of every env in ``growing[s]``."""
+        raise NotImplementedError
 
     def _finish(self, results: list[Any]):
         """``(obs, rewards, dones, infos)`` of the envs' step ``results``; finished envs get

@@ -131,30 +131,12 @@ class LockstepDagVecEnv(LockstepBase):
         with using_threads(self.config.threads):
             return self._step_wait()
 
-    def _step_wait(self):
-        actions, self._actions = self._actions, None
-        results: list[Any] = [None] * self.num_envs
-        before: dict[int, tuple] = {}
-        invalid: dict[int, bool] = {}
+    def _grow_all(self, growing: dict[int, list[int]]) -> None:
+        """Each growing env's own search and growth (charged to its episode), in env order."""
         t0 = time.perf_counter()
-        for e, env in enumerate(self.envs):
-            try:
-                action, invalid[e] = env.episode.validate_action(actions[e])
-            except ValueError as err:
-                raise ValueError(f"actions[{e}]: {err}") from None
-            if action == env.stop_action:
-                results[e] = env.episode.stop()
-                continue
-            before[e] = env.episode.begin_step()
-            if action < env.max_sites:
-                env.grow(action)  # the env's own search and growth (charged to its episode)
+        for e, slot in sorted((e, s) for s, envs in growing.items() for e in envs):
+            self.envs[e].grow(slot)
         self.seconds["search"] += time.perf_counter() - t0
-        active = sorted(before)
-        if active:
-            self._measure(active)
-        for e in active:
-            results[e] = self.envs[e].episode.end_step(before[e], invalid[e])
-        return self._finish(results)
 
     def evaluate_split(
         self, split: str = "test", envs: list[int] | None = None
