@@ -127,9 +127,12 @@ def test_config_fields_validate_and_round_trip():
     assert EnvConfig(net="dag", hidden_layers=5, max_sites=1).num_slots == num_slots(8)
 
 
-def test_lockstep_refuses_dag_in_one_line():
-    obstacle = EnvConfig(net="dag").lockstep_obstacle()
-    assert obstacle.startswith("net: the lockstep env stacks families with the 'stackable'")
+def test_lockstep_batches_dag_but_not_its_other_obstacles():
+    """The lockstep DAG env (LockstepDagVecEnv) batches net='dag'; Adam only, one line."""
+    assert EnvConfig(net="dag").lockstep_obstacle() is None
+    assert EnvConfig(net="dag", fit_scope="chosen").lockstep_obstacle() is None
+    obstacle = EnvConfig(net="dag", optimizer="sgd").lockstep_obstacle()
+    assert obstacle.startswith("optimizer: the lockstep env implements 'adam'")
     assert "\n" not in obstacle
 
 

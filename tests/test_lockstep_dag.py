@@ -51,8 +51,11 @@ def _close(a, b, key: str, rtol: float) -> None:
         assert a == b, key
 
 
-@pytest.mark.parametrize(("fit", "steps"), [("tiny", 2), ("nonlinear", 6)])
-def test_lockstep_dag_equals_separate_envs(fit, steps):
+@pytest.mark.parametrize(
+    ("fit", "scope", "steps"),
+    [("tiny", "all", 2), ("nonlinear", "all", 6), ("nonlinear", "chosen", 6)],
+)
+def test_lockstep_dag_equals_separate_envs(fit, scope, steps):
     """float64, equal to 1e-9. Not bitwise: the batched training sums a node's in-edges in
     one padded product, GrowthEnv one product per edge, so float sums differ in order (1e-17).
     That is not bounded in general: TINY's closed form can offer a new node of
@@ -60,9 +63,11 @@ def test_lockstep_dag_equals_separate_envs(fit, steps):
     their gradients are noise and Adam's first steps (``lr * sign(g)``) turn 1e-17 into 1e-3,
     as any change of summation order (threads, BLAS) would for one GrowthEnv. So "tiny" is
     checked for 2 steps (its third step here differs by 4e-4 in reward), "nonlinear" for 6
-    (two episodes each, a stop and auto-resets).
+    (two episodes each, a stop and auto-resets). ``fit_scope="chosen"``: the lockstep env
+    fits the growing envs' chosen expansions in one batch, each GrowthEnv its own; the "fit"
+    phase's MACs in the infos must agree too.
     """
-    config = EnvConfig.from_kwargs(**SMALL, neuron_fit=fit, dtype="float64")
+    config = EnvConfig.from_kwargs(**SMALL, neuron_fit=fit, dtype="float64", fit_scope=scope)
     vec = LockstepVecEnv(NUM, seed=5, config=config)
     assert isinstance(vec, LockstepDagVecEnv)
     envs = [growenv.GrowthEnv(config=config) for _ in range(NUM)]
@@ -72,6 +77,7 @@ def test_lockstep_dag_equals_separate_envs(fit, steps):
     for e in range(NUM):
         _close(vec.reset_infos[e], ref[e][1], "reset_info", 1e-9)
     shapes = set()
+    fitted = False
     for t in range(steps):  # nonlinear: the episodes end (max_steps 3, a stop), auto-reset
         masks = vec.action_masks()
         np.testing.assert_array_equal(masks, np.stack([env.action_masks() for env in envs]))
@@ -91,7 +97,10 @@ def test_lockstep_dag_equals_separate_envs(fit, steps):
             infos[e].pop("seconds", None)
             info.pop("seconds", None)
             _close(infos[e], info, f"step {t} env {e}", 1e-9)
+            fitted = fitted or info["compute_by_phase"].get("fit", 0.0) > 0
     assert any(len(set(graphs)) > 1 for graphs in shapes)  # graphs of different shapes
+    if scope == "chosen":  # fits were charged apart (the infos above agreed on them)
+        assert fitted
 
 
 def test_lockstep_dag_accepts_dag_and_keeps_bookkeeping():
@@ -104,3 +113,52 @@ def test_lockstep_dag_accepts_dag_and_keeps_bookkeeping():
     drops = vec.env_method("evaluate_candidates", indices=[0])[0]["loss_drop"]
     assert np.isfinite(drops).any()
     assert vec.net(1).nodes == vec.envs[1].net.nodes
+
+
+@pytest.mark.parametrize("scope", ["all", "chosen"])
+def test_bench_runs_dag_in_lockstep_with_the_single_env_results(tmp_path, scope):
+    """``growenv bench`` on net='dag' plans lockstep jobs (the obstacle is gone) and its
+    results.csv has the numbers of the single-env path (float64; timings aside)."""
+    import csv
+    import json
+
+    from growenv.cli import main
+    from growenv.harness.bench import plan_jobs
+
+    kw = {**SMALL, "dtype": "float64", "fit_scope": scope, "max_steps": 3}
+    jobs = plan_jobs(["teacher_student"], ["greedy"], [0, 1], kw)
+    assert [len(j.seeds) for j in jobs] == [2] and jobs[0].lockstep
+    tables = {}
+    for vec in ("lockstep", "single"):
+        out = tmp_path / vec
+        argv = ["bench", "--policies", "greedy", "--seeds", "2", "--env-kwargs", json.dumps(kw)]
+        assert main([*argv, "--no-progress", "--vec", vec, "--out", str(out)]) == 0
+        with (out / "results.csv").open() as f:
+            tables[vec] = list(csv.DictReader(f))
+    lock, single = tables["lockstep"], tables["single"]
+    assert len(lock) == len(single) == 2 * 4
+    assert any(int(r["action"]) < growenv.GrowthEnv(**kw).max_sites for r in lock)
+    for a, b in zip(lock, single, strict=True):
+        for key in ("seed", "step", "action", "action_name", "widths", "params", "flops"):
+            assert a[key] == b[key], key
+        for key in ("train_loss", "val_loss", "test_loss", "gamma", "loss_drop"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-9, abs=1e-12), key
+        # SB3's vector envs return float32 rewards
+        assert float(a["reward"]) == pytest.approx(float(b["reward"]), rel=1e-6), "reward"
+        assert float(a["compute"]) == float(b["compute"])
+
+
+def test_maskable_ppo_trains_on_lockstep_dag_envs():
+    """MaskablePPO on ``make_vec_env`` with vec='lockstep' and net='dag' (fit_scope='chosen')
+    runs a few hundred steps; the vec env is the lockstep DAG env."""
+    from sb3_contrib import MaskablePPO
+
+    from growenv.harness.ppo_training import PPOConfig, make_vec_env
+
+    env_kwargs = {**SMALL, "max_nodes": 3, "fit_scope": "chosen", "neurons_per_growth": 2}
+    config = PPOConfig(n_envs=4, vec="lockstep", seed=0, env_kwargs=env_kwargs)
+    venv = make_vec_env(config)
+    assert isinstance(venv.venv, LockstepDagVecEnv)
+    model = MaskablePPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0)
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256

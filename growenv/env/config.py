@@ -27,6 +27,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 REWARDS = ("log_ratio", "relative")
 METHODS = ("tiny", "gradmax", "random")
 INVALID_ACTIONS = ("raise", "skip")
+FIT_SCOPES = ("all", "chosen")
 # family options that are EnvConfig fields (each validated by the families that take it)
 FAMILY_OPTIONS = ("kernel", "neuron_fit", "start_graph")
 # capabilities of the families the env can drive (numbered sites, or DAG expansion slots)
@@ -67,6 +68,9 @@ HELP = {
     "int `neurons_per_growth`) or by TINY's closed form (`tiny`, blind once `in` feeds `out`)",
     "start_graph": "dag family: episodes start from the `empty` graph (in, out, no edge) or a "
     "`chain` of `hidden_layers` nodes of `start_width`",
+    "fit_scope": "dag family with `neuron_fit='nonlinear'`: fit the new neurons of `all` "
+    "expansions in every statistics phase (charged to `statistics`), or only of the `chosen` "
+    "ones, when searched or grown (TINY's closed form for the features; charged to `fit`)",
     "augment": "random crop and flip of training minibatches (image tasks)",
     "threads": "torch CPU threads of the env's own work (the caller's count is restored "
     "after each call), or none to leave torch's setting alone",
@@ -166,6 +170,7 @@ class EnvConfig:
     max_nodes: int = 8
     neuron_fit: str = "nonlinear"
     start_graph: str = "empty"
+    fit_scope: str = "all"
 
     def __post_init__(self) -> None:
         canonical = {
@@ -186,6 +191,7 @@ class EnvConfig:
             "augment": boolean("augment", self.augment),
             "threads": integer("threads", self.threads, 1, allow_none=True),
             "max_nodes": integer("max_nodes", self.max_nodes, 1),
+            "fit_scope": choice("fit_scope", self.fit_scope, FIT_SCOPES),
             "dtype": _dtype(self.dtype),
             "device": _device(self.device),
         }
@@ -221,6 +227,14 @@ class EnvConfig:
             raise ValueError(
                 f"method: expected 'tiny' with net={self.net!r} (its new neurons are set by "
                 f"neuron_fit), got {self.method!r}"
+            )
+        if canonical["fit_scope"] != "all" and not (
+            EXPANSIONS in drive.capabilities and self.neuron_fit == "nonlinear"
+        ):
+            raise ValueError(
+                f"fit_scope: expected 'all' unless net='dag' with neuron_fit='nonlinear' (only "
+                f"those fits can be deferred), got {self.fit_scope!r} with net={self.net!r}, "
+                f"neuron_fit={self.neuron_fit!r}"
             )
         if self.task is not None:
             choice("task", self.task, TASK_CHOICES)
@@ -273,9 +287,10 @@ class EnvConfig:
 
     def lockstep_obstacle(self) -> str | None:
         """Why the lockstep env cannot batch envs of this config (one line naming the
-        setting), or ``None`` when it can: a family with the ``"stackable"`` capability,
+        setting), or ``None`` when it can: a family with the ``"stackable"`` capability (or
+        the DAG family, batched by :class:`~growenv.env.lockstep_dag.LockstepDagVecEnv`),
         Adam, TINY neurons and no augmentation."""
-        if STACKABLE not in self.family.capabilities:
+        if STACKABLE not in self.family.capabilities and not self.expansions:
             return (
                 f"net: the lockstep env stacks families with the {STACKABLE!r} capability; "
                 f"{self.net!r} has not"

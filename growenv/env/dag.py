@@ -118,9 +118,15 @@ class DagSlots:
         stats_loss: float,
         val_loss: float,
         val_accuracy: float | None,
+        fits_pending: bool = False,
     ) -> tuple[Measurement, DagArchitecture]:
         """The measurement of ``report`` in slot order (one host transfer of the
-        expansions' numbers) and the architecture view."""
+        expansions' numbers) and the architecture view.
+
+        ``fits_pending``: the report's neurons are TINY's and the nonlinear fits come later
+        (``fit_scope="chosen"``); the mask then reads :attr:`Measurement.gain_bound`, the
+        update's gain plus the targets' ``Psi`` for new nodes and widenings (what a fit can at
+        most take up), so that it offers every slot the fitted report would offer."""
         layout, names = self.layout, self.names
         slots = layout.slots_of(report.expansions, names)
         if len(self.hidden) >= layout.max_nodes:  # a new node would not get an index
@@ -184,6 +190,9 @@ class DagSlots:
             tgt_w[s] = sum(widths[t] for t in targets)
             tgt_psi[s] = sum(psi_of[t] for t in targets)
         table[:, 1] = tgt_psi
+        gain_bound = None
+        if fits_pending:
+            gain_bound = np.where(kind == KINDS.index("edge"), table[:, 3], table[:, 0] + tgt_psi)
         present = np.zeros(n, dtype=bool)
         present[order] = True
         graph = GraphFacts(
@@ -213,6 +222,7 @@ class DagSlots:
             estimated_gain=table[:, 3].copy(),
             present=present,
             graph=graph,
+            gain_bound=gain_bound,
         )
         return measurement, DagArchitecture(net, self.hidden, slots)
 

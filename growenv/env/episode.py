@@ -41,6 +41,14 @@ TaskSource = str | Task | TeacherStudentDistribution | Callable[[np.random.Gener
 GAIN_RESOLUTION = 1e-7
 OBS_BOUND = 1e6  # features are logs and symlogs; this bound is never reached in practice
 PHASES = ("train", "statistics", "search", "evaluate")  # statistics includes the solve
+# fit_scope="chosen" (DAG): the neuron fits of the searched and grown expansions, apart
+FIT_PHASE = "fit"
+
+
+def phases(config: EnvConfig) -> tuple[str, ...]:
+    """The compute phases of an env of ``config``: :data:`PHASES`, plus :data:`FIT_PHASE`
+    with ``fit_scope="chosen"`` (whose fits are done on demand, not in the statistics)."""
+    return (*PHASES, FIT_PHASE) if config.fit_scope == "chosen" else PHASES
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,10 @@ class Measurement:
     estimated_gain
         Per slot, the gain the family estimates for the slot's candidate (DAG expansions:
         ``Expansion.estimated_gain``), used instead of the formula above; ``None`` for sites.
+    gain_bound
+        Per slot, an upper bound of the gain that decides the action mask instead of the
+        estimate (DAG with ``fit_scope="chosen"``: the neurons are not fitted yet, and a fit
+        takes up at most its targets' ``Psi``); ``None``: the mask reads the estimate.
     present
         Per slot, whether the net offers it now (DAG); ``None`` for sites (every row is a
         site of the net).
@@ -126,6 +138,7 @@ class Measurement:
     estimated_gain: np.ndarray | None = None
     present: np.ndarray | None = None
     graph: GraphFacts | None = None
+    gain_bound: np.ndarray | None = None
 
     @classmethod
     def from_table(
@@ -321,8 +334,8 @@ class Episode:
         self.init_generator = torch.Generator().manual_seed(torch_seed + 1)
         self.step_count = 0
         self.compute = 0.0
-        self.seconds = dict.fromkeys(PHASES, 0.0)
-        self.compute_by_phase = dict.fromkeys(PHASES, 0.0)
+        self.seconds = dict.fromkeys(phases(self.config), 0.0)
+        self.compute_by_phase = dict.fromkeys(phases(self.config), 0.0)
         self.history: list[dict] = []
         self.last_improvement = 0.0
         self.measurement = None
@@ -407,9 +420,10 @@ class Episode:
         budget = None if max_params is None else max_params - self.params
         floor = GAIN_RESOLUTION * abs(m.stats_loss)
         lambda1 = m.eigenvalues[:, 0] if len(m.ranks) else np.zeros(0)
+        gains = self.gains if m.gain_bound is None else m.gain_bound
         for slot in range(len(m.ranks)):
             if m.present is not None:
-                ok = bool(m.present[slot]) and self.gains[slot] > floor
+                ok = bool(m.present[slot]) and gains[slot] > floor
             else:
                 ok = lambda1[slot] ** 2 > floor
             if budget is not None:

@@ -26,7 +26,9 @@ from growenv.env.episode import (
 )
 from growenv.env.features import TOP_K
 from growenv.nets.base import GrowingNet
-from growenv.nets.dag import DagReport
+from growenv.nets.dag import DagReport, Expansion
+from growenv.nets.dag.expansions import bottleneck as dag_bottleneck
+from growenv.nets.dag.expansions import fit_neurons
 from growenv.nets.family import NEEDS_IMAGES
 from growenv.threads import using_threads
 from growenv.training import evaluate, make_optimizer, train_steps
@@ -129,8 +131,8 @@ class GrowthEnv(gym.Env):
     option: "full" or "restricted" TINY channels), ``augment`` (random crop with padding 4
     and horizontal flip of the training minibatches of image tasks), ``threads`` (torch CPU
     threads of the env's work, default 1, the caller's count restored after each call; None
-    leaves torch's setting); ``max_nodes``, ``neuron_fit`` and ``start_graph`` (the dag
-    family's); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and meanings:
+    leaves torch's setting); ``max_nodes``, ``neuron_fit``, ``start_graph`` and ``fit_scope``
+    (the dag family's); and ``render_mode`` ("ansi" or "rgb_array"). Defaults and meanings:
     ``docs/environment.md`` (its table is generated from the config's fields).
 
     ## DAG growth
@@ -356,7 +358,8 @@ class GrowthEnv(gym.Env):
 
         Returns ``{"loss_drop": (max_sites,), "gamma": (max_sites,)}``; invalid (or not
         searched) slots get ``-inf`` drop. The search runs on the statistics split and is
-        counted in compute.
+        counted in compute. With ``fit_scope="chosen"`` the searched slots' neurons are
+        fitted first (:meth:`fit_expansions`, phase ``"fit"``).
         """
         if self.net is None:
             raise RuntimeError("evaluate_candidates: call reset() first")
@@ -371,6 +374,7 @@ class GrowthEnv(gym.Env):
         with using_threads(self.config.threads):
             if self.dag is not None:
                 valid = [int(s) for s in np.flatnonzero(mask[: self.max_sites])]
+                self.fit_expansions(valid)
                 for slot, result in zip(valid, self._search_slots(valid), strict=True):
                     drops[slot], gammas[slot] = float(result.loss_drop), float(result.gamma)
                 return {"loss_drop": drops, "gamma": gammas}
@@ -385,7 +389,9 @@ class GrowthEnv(gym.Env):
         """One amplitude (gamma) search for site ``site``'s candidate, without growing.
 
         The search runs on the task's statistics split and is counted in the episode's
-        compute (phase ``"search"``) and wall time, as a growth step's search is.
+        compute (phase ``"search"``) and wall time, as a growth step's search is. With
+        ``fit_scope="chosen"`` the slot's neurons are fitted first if they are not yet
+        (:meth:`fit_expansions`, phase ``"fit"``).
 
         Parameters
         ----------
@@ -405,6 +411,7 @@ class GrowthEnv(gym.Env):
             slot = integer("site", site, 0, self.max_sites - 1)
             self.dag.expansion(slot)  # one line when the graph does not offer it
             with using_threads(self.config.threads):
+                self.fit_expansions([slot])
                 return self._search_slots([slot])[0]
         site = integer("site", site, 0, self.net.num_sites - 1)
         start = time.perf_counter()
@@ -422,6 +429,50 @@ class GrowthEnv(gym.Env):
         self.episode.charge("search", macs, time.perf_counter() - start)
         result.candidate = cand
         return result
+
+    @property
+    def fits_pending(self) -> bool:
+        """Whether the DAG's neuron fits are done on demand (``fit_scope="chosen"``): the
+        statistics phase solves TINY's closed form only, and :meth:`fit_expansions` fits the
+        expansions a search or a growth needs."""
+        return self.config.fit_scope == "chosen"
+
+    def unfitted(self, slots: Sequence[int]) -> list[Expansion]:
+        """The expansions of ``slots`` (offered by the current graph) whose neurons still
+        need their fit: new nodes and widenings not fitted for the current report, each once
+        (empty unless :attr:`fits_pending`)."""
+        if not self.fits_pending:
+            return []
+        todo: list[Expansion] = []
+        for s in slots:
+            e = self.dag.expansion(int(s))
+            if e.kind != "edge" and e.fitted is None and all(e is not t for t in todo):
+                todo.append(e)
+        return todo
+
+    def charge_fits(self, expansions: Sequence[Expansion], seconds: float = 0.0) -> None:
+        """Charge fitted ``expansions`` to the episode's ``"fit"`` phase: their cost model
+        (:attr:`Expansion.fit_macs`) and ``seconds`` of wall time."""
+        self.episode.charge("fit", float(sum(e.fit_macs for e in expansions)), seconds)
+
+    def fit_expansions(self, slots: Sequence[int]) -> None:
+        """``fit_scope="chosen"``: fit the neurons of ``slots``' new-node and widening
+        expansions that are not fitted yet (:func:`~growenv.nets.dag.expansions.fit_neurons`,
+        the same seeds as the statistics phase's fit of every expansion with
+        ``fit_scope="all"``, so the same neurons), charged as ``"fit"``; nothing otherwise.
+
+        Parameters
+        ----------
+        slots
+            Slots the current graph offers.
+        """
+        todo = self.unfitted(slots)
+        if not todo:
+            return
+        start = time.perf_counter()
+        with using_threads(self.config.threads):
+            fit_neurons(self.net, self.report, todo, int(self.config.neurons_per_growth))
+        self.charge_fits(todo, time.perf_counter() - start)
 
     def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
         """The transform of training minibatches, ``(x, generator) -> x``: random crop
@@ -522,12 +573,21 @@ class GrowthEnv(gym.Env):
         episode.absorb(measurement, self.net)
 
     def _measure_dag(self, train_loss: torch.Tensor, t0: float, t1: float) -> None:
-        """The DAG's statistics pass, solve of every expansion and validation."""
+        """The DAG's statistics pass, solve of every expansion (with ``fit_scope="all"``
+        and ``neuron_fit="nonlinear"`` also every neuron fit, charged as ``"statistics"``)
+        and validation."""
         task, cfg = self.task, self.config
         k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
-        report = self.family.bottleneck(
-            self.net, task.stats.x, task.stats.y, loss=task.loss, neurons=k, **cfg.family_options
-        )
+        if self.fits_pending:  # TINY's closed form now, the fits of chosen expansions later
+            report = dag_bottleneck(
+                self.net, task.stats.x, task.stats.y, task.loss, fit="tiny", neurons=k,
+                keep_samples=True,
+            )  # fmt: skip
+        else:
+            report = self.family.bottleneck(
+                self.net, task.stats.x, task.stats.y, loss=task.loss, neurons=k,
+                **cfg.family_options,
+            )  # fmt: skip
         self.absorb_dag_report(report, train_loss, t1 - t0, time.perf_counter() - t1)
 
     def absorb_dag_report(
@@ -554,6 +614,7 @@ class GrowthEnv(gym.Env):
             stats_loss=float(stats_host),
             val_loss=float(val_host),
             val_accuracy=None if val_acc is None else float(val_acc),
+            fits_pending=self.fits_pending,
         )
         t3 = time.perf_counter()
         episode.charge_measurement(family, self.net)

@@ -9,9 +9,10 @@ training phase (``train_steps`` Adam steps of every env) runs as one
 :class:`~growenv.nets.dag.stacked.StackedDAG` over graphs of different shapes, with each
 env's minibatches drawn from its own generator as ``GrowthEnv`` draws them, and the
 nonlinear neuron fits of every env's expansions run as one batched
-:func:`~growenv.nets.dag.neuron_fit.fit_many` (most of a DAG step's time). The statistics
-pass and the TINY solve stay per env. The result equals separate envs up to the order of
-floating-point sums in the batched products.
+:func:`~growenv.nets.dag.neuron_fit.fit_many` (most of a DAG step's time; with
+``fit_scope="chosen"`` only the grown expansion of each growing env is fitted, batched
+likewise). The statistics pass and the TINY solve stay per env. The result equals separate
+envs up to the order of floating-point sums in the batched products.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from growenv.env.episode import TaskSource
 from growenv.env.growth_env import GrowthEnv
 from growenv.env.lockstep_base import LockstepBase
 from growenv.losses import resolve_loss
-from growenv.nets.dag.expansions import DagReport, bottleneck, fit_problem, store_fits
+from growenv.nets.dag.expansions import (
+    DagReport,
+    FitProblem,
+    bottleneck,
+    fit_problem,
+    store_fits,
+)
 from growenv.nets.dag.neuron_fit import fit_many
 from growenv.nets.dag.stacked import StackedDAG
 from growenv.threads import single_threaded, using_threads
@@ -74,8 +81,6 @@ class LockstepDagVecEnv(LockstepBase):
             raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
         first = GrowthEnv(task, config, **env_kwargs)
         cfg = first.config
-        # EnvConfig.lockstep_obstacle() still names net='dag' (so bench and train keep
-        # running DAG episodes one env each until their lockstep paths are checked on DAGs)
         if cfg.optimizer != "adam":
             raise ValueError(
                 f"optimizer: the lockstep env implements 'adam' only, got {cfg.optimizer!r} "
@@ -132,11 +137,50 @@ class LockstepDagVecEnv(LockstepBase):
             return self._step_wait()
 
     def _grow_all(self, growing: dict[int, list[int]]) -> None:
-        """Each growing env's own search and growth (charged to its episode), in env order."""
+        """Each growing env's own search and growth (charged to its episode), in env order;
+        with ``fit_scope="chosen"`` the neuron fits of the chosen expansions run first, as
+        one :func:`~growenv.nets.dag.neuron_fit.fit_many` over the envs."""
+        order = sorted((e, s) for s, envs in growing.items() for e in envs)
+        self._fit_chosen(order)
         t0 = time.perf_counter()
-        for e, slot in sorted((e, s) for s, envs in growing.items() for e in envs):
+        for e, slot in order:
             self.envs[e].grow(slot)
         self.seconds["search"] += time.perf_counter() - t0
+
+    def _fit_chosen(self, order: list[tuple[int, int]]) -> None:
+        """``fit_scope="chosen"``: fit the expansion each env of ``order`` (``(env,
+        slot)``) grows, batched over the envs, each env charged its own fit's MACs
+        (``"fit"``) and an equal share of the wall time. The fits are the ones
+        ``GrowthEnv.fit_expansions`` would make (same seeds), up to the batch's padding."""
+        t0 = time.perf_counter()
+        k = self.config.neurons_per_growth
+        todo = []
+        for e, slot in order:
+            env = self.envs[e]
+            exps = env.unfitted([slot])
+            if exps:
+                todo.append((env, exps, fit_problem(env.net, env.report, exps, k)))
+        if not todo:
+            return
+        self._fit_many([p for _, _, p in todo])
+        share = (time.perf_counter() - t0) / len(todo)
+        for env, exps, _ in todo:
+            env.charge_fits(exps, share)
+        self.seconds["fit"] += time.perf_counter() - t0
+
+    def _fit_many(self, problems: list[FitProblem]) -> None:
+        """Solve ``problems`` (of several envs' nets) as one ``fit_many`` and store them."""
+        first = self.envs[0].net
+        inputs = [b for p in problems for b in p.inputs]
+        residuals = [r for p in problems for r in p.residuals]
+        starts = [a for p in problems for a in p.starts]
+        with single_threaded(first.device):
+            fits = fit_many(inputs, residuals, starts, first.activation, first.sigma0)
+            start = 0
+            for p in problems:
+                count = len(p.expansions)
+                store_fits(p, fits[start : start + count], first.activation, first.sigma0)
+                start += count
 
     def evaluate_split(
         self, split: str = "test", envs: list[int] | None = None
@@ -203,11 +247,14 @@ class LockstepDagVecEnv(LockstepBase):
 
     def _bottlenecks(self, chosen: list[GrowthEnv]) -> list[DagReport]:
         """Each env's statistics pass and solve (``GrowthEnv``'s ``family.bottleneck``); with
-        ``neuron_fit="nonlinear"`` the neuron fits of every env's new nodes and widenings run
-        as one :func:`~growenv.nets.dag.neuron_fit.fit_many` (batched over envs too)."""
+        ``neuron_fit="nonlinear"`` and ``fit_scope="all"`` the neuron fits of every env's new
+        nodes and widenings run as one :func:`~growenv.nets.dag.neuron_fit.fit_many`
+        (batched over envs too); ``fit_scope="chosen"`` keeps the samples for the fits of the
+        grown expansions (:meth:`_grow_all`)."""
         cfg = self.config
         k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
         nonlinear = cfg.neuron_fit == "nonlinear"
+        fit_all = nonlinear and cfg.fit_scope == "all"
         reports, problems = [], []
         began = time.perf_counter()
         for env in chosen:
@@ -217,23 +264,13 @@ class LockstepDagVecEnv(LockstepBase):
                 keep_samples=nonlinear,
             )  # fmt: skip
             reports.append(report)
-            if nonlinear:
+            if fit_all:
                 problems.append(fit_problem(env.net, report, report.expansions, k))
         t0 = time.perf_counter()
         self.seconds["statistics"] += t0 - began
         todo = [p for p in problems if p.expansions]
         if todo:
-            first = chosen[0].net
-            inputs = [b for p in todo for b in p.inputs]
-            residuals = [r for p in todo for r in p.residuals]
-            starts = [a for p in todo for a in p.starts]
-            with single_threaded(first.device):
-                fits = fit_many(inputs, residuals, starts, first.activation, first.sigma0)
-                start = 0
-                for p in todo:
-                    count = len(p.expansions)
-                    store_fits(p, fits[start : start + count], first.activation, first.sigma0)
-                    start += count
+            self._fit_many(todo)
         self.seconds["fit"] += time.perf_counter() - t0
         return reports
 

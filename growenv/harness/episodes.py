@@ -269,24 +269,26 @@ def run_lockstep_episodes(
                 start = time.perf_counter()
                 actions[e] = int(policies[e].act(obs[e], infos[e], env))
                 policy_seconds[e] += time.perf_counter() - start
+        # named before the step: a finished DAG env is auto-reset, its node names gone
+        names = [env.describe_action(int(a)) for env, a in zip(vec.envs, actions, strict=True)]
         obs, rewards, dones, step_infos = vec.step(actions)
         test = vec.evaluate_split("test")
         for e, seed in enumerate(seeds):
             if not active[e]:
                 continue
             info = step_infos[e]
-            rows[e].append(
-                _row(
-                    vec.envs[e],
-                    info,
-                    name[e],
-                    seed,
-                    int(actions[e]),
-                    float(rewards[e]),
-                    policy_seconds[e],
-                    (test[0][e], test[1][e]) if not dones[e] else vec.last_test[e],
-                )
+            row = _row(
+                vec.envs[e],
+                info,
+                name[e],
+                seed,
+                int(actions[e]),
+                float(rewards[e]),
+                policy_seconds[e],
+                (test[0][e], test[1][e]) if not dones[e] else vec.last_test[e],
             )
+            row["action_name"] = names[e]
+            rows[e].append(row)
             if dones[e]:
                 active[e] = False
         infos = step_infos
