@@ -232,6 +232,40 @@ def test_held_out_teachers_disjoint_from_training_seeds():
     assert [t.info["seed"] for t in ok] == [6, 7]
 
 
+def test_classification_teacher_labels_are_argmax_of_the_teacher():
+    task = teacher_student(seed=3, classes=4, **SMALL)
+    assert task.loss == "cross_entropy" and task.out_features == 4 and task.is_classification
+    for split in task.splits().values():  # noise-free: labels are the teacher's argmax
+        assert split.y.dtype == torch.int64
+        logits = task.teacher(split.x).double()
+        expected = [max(range(4), key=lambda k, row=row: row[k]) for row in logits.tolist()]
+        assert split.y.tolist() == expected
+    assert len(set(task.train.y.tolist())) == 4  # every class occurs
+    regression = teacher_student(seed=3, out_features=4, **SMALL)  # same teacher, raw outputs
+    assert torch.equal(regression.train.y.argmax(1), task.train.y)
+    with pytest.raises(ValueError, match="classes: expected 0"):
+        teacher_student(classes=1)
+    with pytest.raises(ValueError, match="out_features: expected 1 or classes"):
+        teacher_student(classes=3, out_features=2)
+
+
+def test_distribution_classes_mixture_and_unchanged_regression_draws():
+    plain, single = TeacherStudentDistribution(), TeacherStudentDistribution(classes=(0,))
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):  # a single value draws nothing: the same tasks as before the option
+        assert_tasks_equal(plain.sample(a, **SMALL), single.sample(b, **SMALL))
+    mixed = TeacherStudentDistribution(classes=(0, 3), seeds=range(50))
+    draws = [mixed.sample(np.random.default_rng(i), **SMALL) for i in range(12)]
+    assert {t.loss for t in draws} == {"mse", "cross_entropy"}
+    assert {t.out_features for t in draws if t.is_classification} == {3}
+    held = TeacherStudentDistribution(classes=(5,)).held_out_teachers(2, **SMALL)
+    assert all(t.out_features == 5 and t.is_classification for t in held)
+    with pytest.raises(ValueError, match=r"classes\[1\]: expected 0 or an int >= 2"):
+        TeacherStudentDistribution(classes=(0, 1))
+    with pytest.raises(ValueError, match="classes: expected a non-empty sequence"):
+        TeacherStudentDistribution(classes=())
+
+
 # --------------------------------------------------------------------------- multi-sin
 
 
@@ -485,6 +519,21 @@ def test_cifar10_task_on_tiny_archive(tmp_path, batches):
         cifar10(archive, n_train=20, n_val=3, n_stats=2)
     with pytest.raises(ValueError, match="n_stats"):
         cifar10(archive, n_stats=0)
+
+
+def test_cifar10_pool_averages_normalised_blocks(tmp_path, batches):
+    archive = write_archive(tmp_path, batches)
+    full = cifar10(archive, seed=1, n_val=3, n_stats=2, flatten=False)
+    pooled = cifar10(archive, seed=1, n_val=3, n_stats=2, flatten=False, pool=4)
+    flat = cifar10(archive, seed=1, n_val=3, n_stats=2, pool=4)
+    assert pooled.input_shape == (3, 8, 8) and flat.input_shape == (192,)
+    x = full.val.x.double().numpy()  # explicit block means of the normalised images
+    expected = x.reshape(3, 3, 8, 4, 8, 4).mean(axis=(3, 5))
+    np.testing.assert_allclose(pooled.val.x.numpy(), expected, atol=1e-5)
+    assert torch.equal(flat.val.x, pooled.val.x.reshape(3, -1))
+    assert torch.equal(flat.val.y, full.val.y) and flat.info["pool"] == 4
+    with pytest.raises(ValueError, match="pool: expected a divisor of 32"):
+        cifar10(archive, pool=5)
 
 
 @needs_subset

@@ -263,9 +263,11 @@ def teacher_student(
     n_val: int = 1024,
     n_test: int = 2048,
     noise_std: float = 0.0,
+    classes: int = 0,
     device: Device = "cpu",
 ) -> Task:
-    """Regression on the outputs of a random teacher network (Douka et al., 2025).
+    """Regression on the outputs of a random teacher network (Douka et al., 2025), or
+    classification by its largest output (``classes >= 2``).
 
     The default teacher is 20 -> 50 -> 50 -> 1 with SELU and a skip from the input to the second
     hidden state: 4,701 parameters. Inputs are uniform on ``[-1, 1]^in_features``. The teacher's
@@ -274,10 +276,16 @@ def teacher_student(
     (noise-free) target. ``noise_std`` adds Gaussian noise to the train, stats and val targets;
     test targets stay noise-free, so test loss measures the distance to the teacher.
 
+    With ``classes = k >= 2`` the teacher has ``k`` (normalised) outputs and the label of
+    ``x`` is the index of the largest, ``argmax teacher(x)`` (``noise_std`` is then added to
+    the outputs before the argmax: label noise near the class boundaries); ``out_features``
+    must be left at 1 or equal ``k``. ``classes=0`` is regression.
+
     Returns
     -------
     Task
-        ``loss="mse"``, ``input_shape=(in_features,)``, with the teacher (eval mode, no grad).
+        ``loss="mse"`` (``"cross_entropy"`` with int64 labels for ``classes >= 2``),
+        ``input_shape=(in_features,)``, with the teacher (eval mode, no grad).
     """
     seed = integer("seed", seed, 0)
     in_features = integer("in_features", in_features, 1)
@@ -288,6 +296,16 @@ def teacher_student(
     sizes = dict(zip(SPLIT_NAMES, (n_train, n_stats, n_val, n_test), strict=True))
     sizes = {name: integer(f"n_{name}", n, 1) for name, n in sizes.items()}
     real("noise_std", noise_std, 0.0)
+    classes = integer("classes", classes, 0)
+    if classes == 1:
+        raise ValueError(f"classes: expected 0 (regression) or an int >= 2, got {classes!r}")
+    if classes and out_features not in (1, classes):
+        raise ValueError(
+            f"out_features: expected 1 or classes ({classes}) for a classification teacher, "
+            f"got {out_features!r}"
+        )
+    if classes:
+        out_features = classes
 
     teacher = TeacherNet(
         in_features, hidden, out_features, skip, activation, _generator(seed, _STREAM_WEIGHTS)
@@ -312,6 +330,8 @@ def teacher_student(
             y = y + noise_std * torch.randn(
                 y.shape, generator=_generator(seed, _STREAM_NOISE[name])
             )
+        if classes:
+            y = y.argmax(dim=1)
         splits[name] = (x.to(device), y.to(device))
     info = {
         "seed": seed,
@@ -322,13 +342,14 @@ def teacher_student(
         "activation": activation,
         "n_params": sum(p.numel() for p in teacher.parameters()),
         "noise_std": float(noise_std),
+        "classes": classes,
         "input_distribution": "uniform[-1, 1]",
         "raw_output_mean": mean.tolist(),
         "raw_output_std": std.tolist(),
     }
     return _make(
         "teacher_student",
-        "mse",
+        "cross_entropy" if classes else "mse",
         (in_features,),
         out_features,
         splits,
@@ -342,7 +363,10 @@ class TeacherStudentDistribution:
     """Distribution over random teacher-student tasks, for training an agent on many teachers.
 
     A draw picks a teacher seed uniformly from ``seeds``, a number of hidden states uniformly in
-    ``depth = (min, max)`` and each hidden width uniformly in ``width = (min, max)`` (inclusive).
+    ``depth = (min, max)`` and each hidden width uniformly in ``width = (min, max)`` (inclusive),
+    then, when ``classes`` lists more than one value, one of them uniformly (0: regression,
+    ``k >= 2``: classification into ``k`` classes, see :func:`teacher_student`); with a single
+    value nothing more is drawn, so the draws of regression-only distributions are unchanged.
     """
 
     in_features: int = 20
@@ -350,6 +374,7 @@ class TeacherStudentDistribution:
     depth: tuple[int, int] = (2, 2)
     width: tuple[int, int] = (10, 80)
     seeds: Sequence[int] = range(0, 10**6)
+    classes: Sequence[int] = (0,)
 
     def __post_init__(self) -> None:
         integer("in_features", self.in_features, 1)
@@ -361,17 +386,31 @@ class TeacherStudentDistribution:
                 raise ValueError(f"{name}: expected (min, max) with min <= max, got {(lo, hi)}")
         if len(self.seeds) == 0:
             raise ValueError(f"seeds: expected a non-empty sequence of seeds, got {self.seeds!r}")
+        if isinstance(self.classes, (str, numbers.Integral)) or len(self.classes) == 0:
+            raise ValueError(
+                f"classes: expected a non-empty sequence of class counts (0: regression), "
+                f"got {self.classes!r}"
+            )
+        for i, k in enumerate(self.classes):
+            if integer(f"classes[{i}]", k, 0) == 1:
+                raise ValueError(f"classes[{i}]: expected 0 or an int >= 2, got 1")
 
     def _hidden(self, rng: np.random.Generator) -> tuple[int, ...]:
         depth = int(rng.integers(self.depth[0], self.depth[1] + 1))
         return tuple(int(w) for w in rng.integers(self.width[0], self.width[1] + 1, size=depth))
 
-    def _build(self, seed: int, hidden: tuple[int, ...], overrides: dict) -> Task:
+    def _classes(self, rng: np.random.Generator) -> int:
+        if len(self.classes) == 1:
+            return int(self.classes[0])
+        return int(self.classes[int(rng.integers(len(self.classes)))])
+
+    def _build(self, seed: int, hidden: tuple[int, ...], overrides: dict, classes: int = 0) -> Task:
         kwargs = {
             "seed": seed,
             "in_features": self.in_features,
             "hidden": hidden,
             "out_features": self.out_features,
+            **({"classes": classes} if classes else {}),
             **overrides,
         }
         _check_kwargs(teacher_student, "teacher_student", kwargs)
@@ -383,7 +422,8 @@ class TeacherStudentDistribution:
         ``overrides`` are passed to :func:`teacher_student` (e.g. ``n_train``, ``device``).
         """
         seed = int(self.seeds[int(rng.integers(len(self.seeds)))])
-        return self._build(seed, self._hidden(rng), overrides)
+        hidden = self._hidden(rng)
+        return self._build(seed, hidden, overrides, self._classes(rng))
 
     def held_out_teachers(
         self, n: int, seed_offset: int = 10**6, **overrides: object
@@ -403,7 +443,11 @@ class TeacherStudentDistribution:
                 "choose a seed_offset outside the distribution's seeds"
             )
         rng = np.random.default_rng(seed_offset)
-        return [self._build(s, self._hidden(rng), overrides) for s in held]
+        tasks = []
+        for s in held:
+            hidden = self._hidden(rng)
+            tasks.append(self._build(s, hidden, overrides, self._classes(rng)))
+        return tasks
 
 
 def held_out_teachers(
@@ -538,6 +582,7 @@ def cifar10(
     n_val: int | None = None,
     n_stats: int | None = None,
     n_test: int | None = None,
+    pool: int = 1,
     device: Device = "cpu",
 ) -> Task:
     """CIFAR-10 from local files (see :func:`~growenv.data.cifar.load_cifar10`; never downloads).
@@ -548,8 +593,16 @@ def cifar10(
     ``n_test`` images of ``test_batch`` (default all). Pixels are scaled to ``[0, 1]`` and
     normalised per channel with the train split's mean and std. ``flatten=True`` gives
     ``input_shape (3072,)``, else ``(3, 32, 32)``; ``info["image_shape"]`` is ``(3, 32, 32)``.
+
+    ``pool = p > 1`` averages the normalised images over ``p x p`` blocks first (``p`` divides
+    32): ``pool=4`` gives 8 x 8 images, 192 features flattened. A flattened DAG student's
+    input expansions cost O(d^3) in the input size d (a 3,072-square covariance to factor
+    per statistics pass), so the growth experiments use ``pool=4``.
     """
     seed = integer("seed", seed, 0)
+    pool = integer("pool", pool, 1)
+    if CIFAR_IMAGE_SHAPE[1] % pool:
+        raise ValueError(f"pool: expected a divisor of {CIFAR_IMAGE_SHAPE[1]}, got {pool!r}")
     data = load_cifar10(data_dir)
     n_all = len(data.y_train)
     n_val = round(0.1 * n_all) if n_val is None else integer("n_val", n_val, 1)
@@ -575,11 +628,14 @@ def cifar10(
     mean, std = _channel_moments(data.x_train[indices["train"]])
     shift = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     scale = torch.tensor(255.0 * std, dtype=torch.float32)[:, None, None]
-    shape = (CIFAR_IMAGE_SHAPE[0] * CIFAR_IMAGE_SHAPE[1] * CIFAR_IMAGE_SHAPE[2],)
-    input_shape = shape if flatten else CIFAR_IMAGE_SHAPE
+    side = CIFAR_IMAGE_SHAPE[1] // pool
+    image_shape = (CIFAR_IMAGE_SHAPE[0], side, side)
+    input_shape = (image_shape[0] * side * side,) if flatten else image_shape
 
     def convert(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(images).float().sub_(255.0 * shift).div_(scale)
+        if pool > 1:
+            x = torch.nn.functional.avg_pool2d(x, pool)
         x = x.reshape(len(x), *input_shape)
         return x.to(device), torch.from_numpy(labels).to(device)
 
@@ -590,6 +646,7 @@ def cifar10(
         "source": str(data_dir if data_dir is not None else os.environ.get("GROWENV_DATA")),
         "label_names": data.label_names,
         "image_shape": CIFAR_IMAGE_SHAPE,
+        "pool": pool,
         "mean": tuple(mean.tolist()),
         "std": tuple(std.tolist()),
         "split_indices": {**indices, "test": np.arange(n_test)},
