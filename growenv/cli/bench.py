@@ -170,7 +170,12 @@ def _check_agent(spec: str, policy, tasks: list[str], env_kwargs: dict) -> None:
     if saved is None:
         return
     with user_input(f"--policy {spec}"):
-        config = PPOConfig.from_json(saved)
+        if policy_entry(spec).name == "dqn":  # a value-based run (growenv.learners.value)
+            from growenv.learners.value import ValueConfig
+
+            config = ValueConfig.from_json(saved)
+        else:
+            config = PPOConfig.from_json(saved)
         for task in tasks:
             check_test_tasks(config, task, env_kwargs.get("task_kwargs"))
 

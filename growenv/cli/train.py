@@ -1,5 +1,6 @@
 """``growenv train``: its options and the call of :func:`growenv.harness.ppo_training.train`
-(parsing only)."""
+(``--algo ppo``) or :func:`growenv.learners.value.train_value_agent` (``--algo dqn`` /
+``bandit``) (parsing only)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,22 @@ from growenv.harness.ppo_training import (
 )
 from growenv.policies.ppo import MODEL_FILE
 
-__all__ = ["add_train_parser", "train_main", "vec_kind"]
+__all__ = ["ALGOS", "add_train_parser", "train_main", "vec_kind"]
+
+ALGOS = ("ppo", "dqn", "bandit")
+# --algo dqn / bandit options: (flag, ValueConfig field, type, help)
+VALUE_OPTIONS = (
+    ("--gamma", "gamma", float, "discount of the bootstrapped return (default: 1, undiscounted)"),
+    ("--n-step", "n_step", positive_int, "steps of the bootstrapped return (default: 3)"),
+    ("--reward-shift", "reward_shift", float, "constant added to every reward (default: 0)"),
+    ("--reward-mode", "reward_mode", str, "step or terminal (0 until the end, then the sum)"),
+    ("--learning-rate", "lr", float, "Adam's learning rate (default: 1e-3)"),
+    ("--buffer-size", "buffer_size", positive_int, "replay capacity in transitions"),
+    ("--learning-starts", "learning_starts", nonnegative_int, "env steps before updates"),
+    ("--train-freq", "train_freq", positive_int, "env steps per gradient update (default: 2)"),
+    ("--target-update", "target_update", positive_int, "updates between target-net copies"),
+    ("--hidden", "hidden", str, "hidden sizes of the shared slot scorer, e.g. 64,64"),
+)
 
 VEC_CHOICES = ("auto", "lockstep", "single")
 LEGACY_VEC = ("subproc", "dummy")  # train's old --vec values: SB3's vector envs
@@ -43,10 +59,23 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``growenv train``."""
     p = subparsers.add_parser(
         "train",
-        help="train a MaskablePPO growth agent",
-        description="Train sb3-contrib's MaskablePPO on GrowthEnv over a task distribution "
-        "(a new teacher every episode), with checkpoints, TensorBoard/CSV logs and an "
+        help="train a growth agent (MaskablePPO, double DQN or a contextual bandit)",
+        description="Train sb3-contrib's MaskablePPO (--algo ppo), a double DQN or a "
+        "contextual bandit over per-expansion features (--algo dqn / bandit) on GrowthEnv over "
+        "a task distribution (a new teacher every episode), with checkpoints, CSV logs and an "
         "evaluation against greedy on held-out teachers.",
+    )
+    p.add_argument(
+        "--algo",
+        choices=ALGOS,
+        default="ppo",
+        help="ppo: MaskablePPO; dqn: n-step double DQN with reward shifting; bandit: the "
+        "same shared slot scorer regressed on one-step rewards (default: ppo)",
+    )
+    for flag, field, kind, text in VALUE_OPTIONS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=f"--algo dqn/bandit: {text}")
+    p.add_argument(
+        "--no-double", action="store_true", help="--algo dqn: the target net's max (no double DQN)"
     )
     p.add_argument("--out", required=True, help="run directory (model.zip, config.json, logs)")
     p.add_argument(
@@ -185,6 +214,12 @@ def train_main(args: argparse.Namespace) -> int:
     UserError
         For bad input, before any training starts.
     """
+    if getattr(args, "algo", "ppo") != "ppo":
+        return _value_main(args)
+    given = [flag for flag, field, _, _ in VALUE_OPTIONS if getattr(args, field) is not None]
+    if given or getattr(args, "no_double", False):
+        flag = given[0] if given else "--no-double"
+        raise UserError(f"{flag}: expected --algo dqn or bandit, got --algo ppo")
     if args.resume is not None and args.init_from is not None:
         raise UserError("--resume: expected --resume (continue a run) or --init-from, not both")
     if args.resume is not None and args.force:
@@ -233,5 +268,87 @@ def train_main(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
         init_from=args.init_from,
     )
+    print(f"saved {path}")
+    return 0
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--hidden: expected sizes >= 1 separated by commas, got {text!r}")
+    return sizes
+
+
+def _value_main(args: argparse.Namespace) -> int:
+    """``growenv train --algo dqn|bandit``: the value learner
+    (:func:`~growenv.learners.value.train_value_agent`); a resumed run keeps its saved
+    settings except those given."""
+    from growenv.learners.value import (
+        CHECKPOINT_FILE,
+        ValueConfig,
+        train_value_agent,
+    )
+    from growenv.learners.value import CONFIG_FILE as VALUE_CONFIG
+    from growenv.learners.value import MODEL_FILE as VALUE_MODEL
+
+    for flag, value in (
+        ("--init-from", args.init_from),
+        ("--checkpoint-every", args.checkpoint_every),
+    ):
+        if value is not None:
+            raise UserError(f"{flag}: expected --algo ppo, got --algo {args.algo}")
+    if args.subproc or args.vec in LEGACY_VEC:
+        raise UserError(f"--vec: expected auto, single or lockstep with --algo {args.algo}")
+    if args.resume is not None and args.force:
+        raise UserError("--resume: expected --resume (continue a run) or --force, not both")
+    out = Path(args.resume or args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: expected a run directory, but {out} is a file")
+    base = ValueConfig(algo=args.algo)
+    if args.resume is not None:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise UserError(f"--resume: expected a run directory with {CHECKPOINT_FILE}, got {out}")
+        with user_input(f"--resume: {out / VALUE_CONFIG}"):
+            base = ValueConfig.from_json(json.loads((out / VALUE_CONFIG).read_text()))
+    env_kwargs = env_settings(args, base.env_kwargs)
+    changes = {
+        field: getattr(args, field)
+        for _, field, _, _ in VALUE_OPTIONS
+        if getattr(args, field) is not None
+    }
+    if "hidden" in changes:
+        changes["hidden"] = _hidden(changes["hidden"])
+    if args.no_double:
+        changes["double"] = False
+    vec = base.vec if args.vec in (None, "auto") else {"single": "dummy"}.get(args.vec, args.vec)
+    device = env_kwargs.get("device", "cpu") if args.policy_device is None else args.policy_device
+    config = dataclasses.replace(
+        base,
+        env_kwargs=env_kwargs,
+        algo=args.algo,
+        total_timesteps=_given(args.timesteps, base.total_timesteps),
+        n_envs=_given(args.n_envs, base.n_envs),
+        vec=vec,
+        seed=_given(args.seed, base.seed),
+        device=device,
+        eval_every=_given(args.eval_every, base.eval_every),
+        eval_tasks=_given(args.eval_tasks, base.eval_tasks),
+        **changes,
+    )
+    with user_input("--env-kwargs"):
+        config.validate()
+    if args.resume is None and any((out / f).exists() for f in (VALUE_MODEL, VALUE_CONFIG)):
+        if not args.force:
+            raise UserError(
+                f"--out: expected a new run directory, but {out} holds a run; pass --resume to "
+                "continue it, --force to replace it, or choose another directory"
+            )
+        for name in (VALUE_MODEL, VALUE_CONFIG, CHECKPOINT_FILE, "best_model.pt", "progress.csv"):
+            (out / name).unlink(missing_ok=True)
+    use_threads(env_kwargs)
+    path = train_value_agent(config, out, resume=args.resume is not None)
     print(f"saved {path}")
     return 0

@@ -87,6 +87,10 @@ def _load_ppo(path: str, **kwargs: Any) -> Policy:
     return importlib.import_module("growenv.policies.ppo").load(path, **kwargs)
 
 
+def _load_value(path: str, **kwargs: Any) -> Policy:
+    return importlib.import_module("growenv.policies.value").load(path, **kwargs)
+
+
 POLICIES: dict[str, PolicyEntry] = {
     entry.name: entry
     for entry in (
@@ -145,6 +149,13 @@ POLICIES: dict[str, PolicyEntry] = {
             nets=("dag",),
         ),
         PolicyEntry("ppo", "a trained MaskablePPO agent", _load_ppo, lockstep=True, learned=True),
+        PolicyEntry(
+            "dqn",
+            "a trained value-based agent (double DQN or contextual bandit over expansion features)",
+            _load_value,
+            lockstep=True,
+            learned=True,
+        ),
     )
 }
 """The registered policies by name, in the order help texts list them."""
@@ -185,8 +196,9 @@ def make_policy(spec: str, **kwargs: Any) -> Policy:
     spec
         A name of :data:`POLICIES` (``"greedy"``, ``"greedy-loss"``, ``"round-robin"``,
         ``"random"``, ``"bic"``, ``"annealing"``, ``"periodic"``; for DAG envs also
-        ``"whole-space"``, ``"restricted"``, ``"bic-restricted"``), or ``"ppo:PATH"`` for a
-        learned policy (a trained agent loaded with ``growenv.policies.ppo.load(PATH)``).
+        ``"whole-space"``, ``"restricted"``, ``"bic-restricted"``), or ``"ppo:PATH"`` /
+        ``"dqn:PATH"`` for a learned policy (a trained agent loaded with
+        ``growenv.policies.ppo.load(PATH)`` / ``growenv.policies.value.load(PATH)``).
     **kwargs
         Passed to the policy's constructor (or to the learned policy's loader).
 

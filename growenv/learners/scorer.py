@@ -1,0 +1,271 @@
+"""SlotScorer: Q-values of every growth action from one network shared by all slots.
+
+A growth env's observation is a table: one row per slot (DAG: an expansion slot, rows of
+:data:`~growenv.env.features.EXPANSION_TABLE`; MLP/conv: a site, rows of
+:data:`~growenv.env.features.SITE_TABLE`), for DAGs one row per node index
+(:data:`~growenv.env.features.NODE_TABLE`), then the globals
+(:data:`~growenv.env.features.GLOBAL_TABLE`). The scorer applies the **same** MLP to every
+slot's row (with the globals and, for DAGs, the rows of the slot's source and target nodes),
+so the same weights score any number of slots: a scorer trained with ``max_nodes=8`` runs on
+``max_nodes=12``. The two actions after the slots (skip, stop) are scored by a head on the
+globals and on the masked mean of the slot embeddings. One scorer serves one observation
+*kind* (``"dag"`` or ``"sites"``): the row sizes differ.
+
+:func:`parse_observation` (pure) splits flat observations by an :class:`ObsLayout`, which
+:func:`layout_of` derives from an :class:`~growenv.env.config.EnvConfig` and
+:func:`infer_layout` from an observation's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from growenv.env.features import EXPANSION_TABLE, GLOBAL_TABLE, NODE_TABLE, SITE_TABLE
+
+__all__ = [
+    "KINDS",
+    "NUM_EXTRA",
+    "ObsLayout",
+    "SlotScorer",
+    "infer_layout",
+    "layout_of",
+    "parse_observation",
+    "slot_nodes",
+]
+
+KINDS = ("dag", "sites")
+"""Observation kinds: DAG expansion slots with node rows, or numbered sites."""
+NUM_EXTRA = 2
+"""Actions after the slots: skip, then stop."""
+MAX_INFERRED_NODES = 256
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Where the parts of a flat observation lie.
+
+    Attributes
+    ----------
+    kind
+        ``"dag"`` or ``"sites"``.
+    num_slots
+        Slot rows (DAG: ``2 (M + 1)^2 - M``; sites: ``max_sites``).
+    max_nodes
+        DAG: most hidden nodes ``M`` (node rows ``M + 2``); sites: 0 (no node rows).
+    """
+
+    kind: str
+    num_slots: int
+    max_nodes: int = 0
+
+    @property
+    def row_size(self) -> int:
+        """Features per slot row."""
+        return len(EXPANSION_TABLE) if self.kind == "dag" else len(SITE_TABLE)
+
+    @property
+    def num_nodes(self) -> int:
+        """Node rows (DAG: ``max_nodes + 2``; sites: 0)."""
+        return self.max_nodes + 2 if self.kind == "dag" else 0
+
+    @property
+    def node_size(self) -> int:
+        """Features per node row (0 for sites)."""
+        return len(NODE_TABLE) if self.kind == "dag" else 0
+
+    @property
+    def global_size(self) -> int:
+        """Global features."""
+        return len(GLOBAL_TABLE)
+
+    @property
+    def size(self) -> int:
+        """Length of the flat observation."""
+        return self.num_slots * self.row_size + self.num_nodes * self.node_size + self.global_size
+
+
+def layout_of(config: Any) -> ObsLayout:
+    """The layout of the observations of an env with ``config`` (an
+    :class:`~growenv.env.config.EnvConfig`, or a dict of its fields)."""
+    from growenv.env.config import EnvConfig
+
+    if not isinstance(config, EnvConfig):
+        config = EnvConfig.from_kwargs(**dict(config))
+    if config.expansions:
+        return ObsLayout("dag", config.num_slots, config.max_nodes)
+    return ObsLayout("sites", config.max_sites)
+
+
+def infer_layout(size: int, kind: str) -> ObsLayout:
+    """The layout of a flat observation of length ``size`` and ``kind``.
+
+    Raises
+    ------
+    ValueError
+        One line, when no env of ``kind`` gives observations of that length.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    if kind == "sites":
+        sites, rest = divmod(size - len(GLOBAL_TABLE), len(SITE_TABLE))
+        if rest == 0 and sites >= 1:
+            return ObsLayout("sites", sites)
+    else:
+        for m in range(1, MAX_INFERRED_NODES + 1):
+            layout = ObsLayout("dag", 2 * (m + 1) ** 2 - m, m)
+            if layout.size == size:
+                return layout
+            if layout.size > size:
+                break
+    raise ValueError(f"observation: expected the length of a {kind} env's observation, got {size}")
+
+
+@lru_cache(maxsize=32)
+def slot_nodes(max_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Node index of every slot's source and target (widen: target ``-1``), from
+    :class:`~growenv.nets.dag.slots.SlotLayout`."""
+    from growenv.nets.dag.slots import SlotLayout
+
+    layout = SlotLayout(int(max_nodes))
+    return np.asarray(layout.sources, dtype=np.int64), np.asarray(layout.targets, dtype=np.int64)
+
+
+def parse_observation(
+    obs: torch.Tensor, layout: ObsLayout
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Split flat observations ``(B, layout.size)`` into slot rows ``(B, S, row_size)``,
+    node rows ``(B, N, node_size)`` (``None`` for sites) and globals ``(B, G)``.
+
+    Raises
+    ------
+    ValueError
+        One line, when the observations do not have ``layout.size`` entries.
+    """
+    if obs.ndim != 2 or obs.shape[1] != layout.size:
+        raise ValueError(
+            f"observation: expected shape (batch, {layout.size}) for {layout}, "
+            f"got {tuple(obs.shape)}"
+        )
+    b, s, r = obs.shape[0], layout.num_slots, layout.row_size
+    rows = obs[:, : s * r].reshape(b, s, r)
+    end = s * r + layout.num_nodes * layout.node_size
+    nodes = None
+    if layout.kind == "dag":
+        nodes = obs[:, s * r : end].reshape(b, layout.num_nodes, layout.node_size)
+    return rows, nodes, obs[:, end:]
+
+
+def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class SlotScorer(nn.Module):
+    """Q-values ``(B, S + 2)`` of every slot, skip and stop, from a network shared by slots.
+
+    Slot ``i``'s input is its row, the globals and (DAG, ``node_inputs=True``) the rows of
+    its source and target nodes (zero for a widen's target); an MLP embeds it, and
+    ``Q_i = w . [h_i, mean_j h_j]`` (mean over the present slots). Skip and stop are scored
+    by an MLP of ``[globals, mean_j h_j]``. Inputs are standardised by per-feature
+    statistics kept as buffers (saved with the weights; identity until
+    :meth:`set_normalisation`). Permuting slot inputs permutes the slot Q-values.
+
+    Parameters
+    ----------
+    kind
+        ``"dag"`` or ``"sites"`` (which row tables the observations hold).
+    hidden
+        Hidden sizes of the slot MLP (the extra head uses the same).
+    node_inputs
+        DAG: add the source and target node rows to each slot's input.
+    """
+
+    def __init__(
+        self, kind: str = "dag", hidden: tuple[int, ...] = (64, 64), node_inputs: bool = True
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden: expected one or more sizes >= 1, got {hidden!r}")
+        self.kind, self.hidden = kind, hidden
+        self.node_inputs = bool(node_inputs) and kind == "dag"
+        probe = ObsLayout(kind, 1, 1 if kind == "dag" else 0)
+        self.row_size, self.node_size = probe.row_size, probe.node_size
+        self.global_size = probe.global_size
+        n_in = self.row_size + self.global_size + (2 * self.node_size if self.node_inputs else 0)
+        self.input_size = n_in
+        self.encoder = _mlp((n_in, *hidden))
+        self.slot_head = nn.Linear(2 * hidden[-1], 1)
+        self.extra = nn.Sequential(
+            _mlp((self.global_size + hidden[-1], *hidden)), nn.Linear(hidden[-1], NUM_EXTRA)
+        )
+        self.register_buffer("in_mean", torch.zeros(n_in))
+        self.register_buffer("in_std", torch.ones(n_in))
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments (saved with the weights)."""
+        return {"kind": self.kind, "hidden": list(self.hidden), "node_inputs": self.node_inputs}
+
+    def slot_inputs(self, obs: torch.Tensor, layout: ObsLayout) -> tuple[torch.Tensor, ...]:
+        """``(inputs (B, S, input_size) unnormalised, present (B, S), globals (B, G))`` of
+        flat observations."""
+        if layout.kind != self.kind:
+            raise ValueError(
+                f"observation: expected a {self.kind} env's (the scorer was trained there), "
+                f"got a {layout.kind} env's"
+            )
+        rows, nodes, glob = parse_observation(obs, layout)
+        b, s = rows.shape[:2]
+        parts = [rows, glob[:, None, :].expand(b, s, glob.shape[1])]
+        if self.node_inputs:
+            assert nodes is not None
+            src, tgt = (torch.as_tensor(a, device=obs.device) for a in slot_nodes(layout.max_nodes))
+            padded = torch.cat([nodes, torch.zeros_like(nodes[:, :1])], dim=1)  # -1: zeros
+            parts += [padded[:, src], padded[:, tgt]]
+        return torch.cat(parts, dim=-1), rows[..., 0] > 0.5, glob
+
+    def score(
+        self, inputs: torch.Tensor, present: torch.Tensor, globals_: torch.Tensor
+    ) -> torch.Tensor:
+        """Q ``(B, S + 2)`` of unnormalised slot inputs, their presence and the globals."""
+        x = (inputs - self.in_mean) / self.in_std
+        h = self.encoder(x)
+        weight = present.to(h.dtype)[..., None]
+        pooled = (h * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+        q_slots = self.slot_head(torch.cat([h, pooled[:, None].expand_as(h)], -1))[..., 0]
+        g = (globals_ - self.in_mean[self.row_size : self.row_size + self.global_size]) / (
+            self.in_std[self.row_size : self.row_size + self.global_size]
+        )
+        q_extra = self.extra(torch.cat([g, pooled], -1))
+        return torch.cat([q_slots, q_extra], -1)
+
+    def forward(
+        self, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Q ``(B, S + 2)`` of flat observations ``(B, layout.size)``; actions where ``mask``
+        (``(B, S + 2)`` bool) is false get ``-inf``."""
+        q = self.score(*self.slot_inputs(obs, layout))
+        if mask is not None:
+            q = q.masked_fill(~mask, float("-inf"))
+        return q
+
+    @torch.no_grad()
+    def set_normalisation(self, obs: torch.Tensor, layout: ObsLayout) -> None:
+        """Freeze the input statistics to the mean and std of the present slots' inputs of
+        ``obs`` (a warm-up's observations); std floors at 1e-3 (constant features)."""
+        inputs, present, _ = self.slot_inputs(obs, layout)
+        x = inputs[present]
+        if x.shape[0] == 0:
+            return
+        self.in_mean.copy_(x.mean(0))
+        self.in_std.copy_(x.std(0, unbiased=False).clamp(min=1e-3))

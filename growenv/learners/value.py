@@ -1,0 +1,785 @@
+"""Value-based growth learners: double DQN with reward shifting, and a contextual bandit.
+
+Both learn a :class:`~growenv.learners.scorer.SlotScorer` (one network shared by every
+expansion slot or site, so the agent works for any number of candidates) from a replay
+buffer, acting masked epsilon-greedy on ``env.action_masks()``:
+
+* ``algo="dqn"``: n-step double DQN (the online net picks the next action, the target net
+  values it), undiscounted by default (``gamma=1``; a growth episode is short and its summed
+  log-ratio reward is the objective), every reward shifted by ``reward_shift`` (the reward
+  shifting of arXiv 2512.03805, which makes DQN work at dynamic algorithm configuration);
+* ``algo="bandit"``: the same scorer regressed on the one-step reward (``gamma = 0``,
+  ``n_step = 1``, no target net): a contextual bandit over expansion features.
+
+Episodes end at termination or truncation alike (``max_steps`` is part of the task and the
+observation holds ``step_fraction``), so no return is bootstrapped past the end.
+:func:`train_value_agent` writes a run directory that ``make_policy("dqn:RUN")`` loads
+(:mod:`growenv.policies.value`). No global random state is changed: weights are initialised
+and minibatches drawn inside :func:`~growenv.policies.ppo.keep_global_rngs` from the run's
+seed, so the same config gives the same weights bit for bit (same machine, torch version
+and thread count).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from growenv.errors import UserError
+from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
+from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
+from growenv.learners.scorer import ObsLayout, SlotScorer, infer_layout, layout_of
+from growenv.learners.wrappers import REWARD_MODES, TerminalReward
+from growenv.policies.ppo import keep_global_rngs
+from growenv.threads import using_threads
+from growenv.validation import boolean, choice, integer, real
+
+__all__ = [
+    "ALGOS",
+    "BEST_MODEL_FILE",
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "PROGRESS_FILE",
+    "NStepAccumulator",
+    "ReplayBuffer",
+    "ValueConfig",
+    "ValueLearner",
+    "double_dqn_target",
+    "load_scorer",
+    "n_step_return",
+    "save_scorer",
+    "train_value_agent",
+]
+
+ALGOS = ("dqn", "bandit")
+VEC_KINDS = ("dummy", "lockstep")
+MODEL_FILE = "model.pt"
+"""The last model of a run (scorer settings and weights, see :func:`save_scorer`)."""
+BEST_MODEL_FILE = "best_model.pt"
+"""The model of the best in-training evaluation on the selection teachers."""
+CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+"""Everything a resumed run continues from but the replay buffer (see
+:func:`train_value_agent`)."""
+NOT_SETTINGS = ("sessions", "best", "task_roles")
+SELECTION_METRIC = "agent_over_greedy"
+PROGRESS_COLUMNS = (
+    "timesteps",
+    "episodes",
+    "updates",
+    "epsilon",
+    "loss",
+    "mean_return",
+    "seconds",
+    "agent_val_loss",
+    "greedy_val_loss",
+    "agent_over_greedy",
+)
+_STREAM = 0x5EED_DA7A
+
+
+@dataclass
+class ValueConfig:
+    """Everything a value-based training run depends on; saved as ``config.json``.
+
+    Attributes
+    ----------
+    env_kwargs
+        GrowthEnv keywords of the training envs (as ``PPOConfig.env_kwargs``).
+    algo
+        ``"dqn"`` (n-step double DQN) or ``"bandit"`` (one-step reward regression; ``gamma``,
+        ``n_step``, ``double`` and ``target_update`` are then unused).
+    gamma, n_step
+        Discount (1: undiscounted) and steps of the bootstrapped return.
+    reward_shift
+        Constant added to every reward the learner stores (not to reported returns).
+    reward_mode
+        ``"step"`` (the env's rewards) or ``"terminal"`` (0 until the episode ends, then its
+        sum: :class:`~growenv.learners.wrappers.TerminalReward`).
+    double
+        Double DQN target (else the target net's max).
+    target_update
+        Gradient updates between copies of the online net into the target net.
+    lr, batch_size, buffer_size
+        Adam's learning rate; minibatch size; replay capacity (transitions).
+    learning_starts
+        Env steps before the first update; the input statistics of the scorer are frozen
+        from the buffer then (``normalize_obs``).
+    train_freq
+        Env steps (summed over envs) per gradient update.
+    eps_start, eps_end, eps_fraction
+        Epsilon falls linearly from ``eps_start`` to ``eps_end`` over the first
+        ``eps_fraction`` of ``total_timesteps``.
+    hidden, node_inputs
+        The scorer's hidden sizes; DAG: feed each slot its source and target node rows.
+    total_timesteps, n_envs, vec, seed, device
+        Env steps of the run; envs stepped together (``"dummy"``: SB3's DummyVecEnv of
+        GrowthEnvs; ``"lockstep"``: :class:`~growenv.env.lockstep.LockstepVecEnv`, step
+        rewards only); seed of envs (``seed + i``), weights and sampling; the scorer's torch
+        device.
+    eval_every, eval_tasks, selection_seed_offset
+        Env steps between greedy (epsilon 0) evaluations on the selection teachers (seeds
+        ``selection_seed_offset ..``, disjoint from training's; 0: none), which keep
+        ``best_model.pt``.
+    log_every
+        Env steps between rows of ``progress.csv`` (evaluations add rows too).
+    """
+
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
+    algo: str = "dqn"
+    gamma: float = 1.0
+    n_step: int = 3
+    reward_shift: float = 0.0
+    reward_mode: str = "step"
+    double: bool = True
+    target_update: int = 100
+    lr: float = 1e-3
+    batch_size: int = 64
+    buffer_size: int = 20_000
+    learning_starts: int = 200
+    train_freq: int = 2
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    eps_fraction: float = 0.3
+    hidden: tuple[int, ...] = (64, 64)
+    node_inputs: bool = True
+    normalize_obs: bool = True
+    total_timesteps: int = 2_000
+    n_envs: int = 4
+    vec: str = "dummy"
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 500
+    eval_tasks: int = 4
+    selection_seed_offset: int = 10**6
+    log_every: int = 100
+
+    # the task roles read env_kwargs, selection_seed_offset and eval_tasks, as PPO's do
+    train_task_seeds = PPOConfig.train_task_seeds
+    selection_task_seeds = PPOConfig.selection_task_seeds
+
+    def validate(self, build_env: bool = True) -> ValueConfig:
+        """Check every setting (one-line ``ValueError`` naming the first bad one) and, with
+        ``build_env``, the env settings (one env is built); return ``self``."""
+        choice("algo", self.algo, ALGOS)
+        choice("reward_mode", self.reward_mode, REWARD_MODES)
+        choice("vec", self.vec, VEC_KINDS)
+        real("gamma", self.gamma, 0.0, 1.0)
+        real("reward_shift", self.reward_shift, finite=True)
+        real("lr", self.lr, 0.0, exclusive=True, finite=True)
+        for name in ("eps_start", "eps_end"):
+            real(name, getattr(self, name), 0.0, 1.0)
+        real("eps_fraction", self.eps_fraction, 0.0, 1.0)
+        boolean("double", self.double)
+        boolean("node_inputs", self.node_inputs)
+        boolean("normalize_obs", self.normalize_obs)
+        for name in (
+            "n_step",
+            "target_update",
+            "batch_size",
+            "buffer_size",
+            "train_freq",
+            "total_timesteps",
+            "n_envs",
+            "log_every",
+        ):
+            integer(name, getattr(self, name), 1)
+        for name in (
+            "learning_starts",
+            "seed",
+            "eval_every",
+            "eval_tasks",
+            "selection_seed_offset",
+        ):
+            integer(name, getattr(self, name), 0)
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
+            raise UserError(f"hidden: expected one or more layer sizes, got {self.hidden!r}")
+        for h in self.hidden:
+            integer("hidden", h, 1)
+        if not isinstance(self.env_kwargs, dict):
+            raise UserError(f"env_kwargs: expected a dict, got {self.env_kwargs!r}")
+        if self.vec == "lockstep" and self.reward_mode != "step":
+            raise UserError(
+                f"reward_mode: expected 'step' with vec='lockstep', got {self.reward_mode!r}"
+            )
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise UserError(f"device: expected a torch device, got {self.device!r}") from None
+        if build_env:
+            from growenv.env.config import EnvConfig
+
+            EnvConfig.from_kwargs(**self.env_kwargs)
+            check_task_roles(
+                {
+                    "train": (self.train_task_seeds(), "env_kwargs task_kwargs"),
+                    "selection": (
+                        self.selection_task_seeds(),
+                        "selection_seed_offset, eval_tasks",
+                    ),
+                }
+            )
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        data = dataclasses.asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ValueConfig:
+        """The config of a ``config.json`` dict (run records are skipped; unknown keys are
+        refused with one line)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in NOT_SETTINGS}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"config: unknown keys {sorted(unknown)}")
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+    @property
+    def effective_gamma(self) -> float:
+        """``gamma`` (0 for the bandit)."""
+        return 0.0 if self.algo == "bandit" else float(self.gamma)
+
+    @property
+    def effective_n_step(self) -> int:
+        """``n_step`` (1 for the bandit)."""
+        return 1 if self.algo == "bandit" else int(self.n_step)
+
+    def epsilon(self, timesteps: int) -> float:
+        """Exploration rate after ``timesteps`` env steps (linear schedule)."""
+        span = self.eps_fraction * self.total_timesteps
+        frac = 1.0 if span <= 0 else min(timesteps / span, 1.0)
+        return float(self.eps_start + frac * (self.eps_end - self.eps_start))
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def n_step_return(rewards: Sequence[float], gamma: float) -> float:
+    """``sum_k gamma^k r_k`` of a sequence of rewards."""
+    total = 0.0
+    for r in reversed(list(rewards)):
+        total = float(r) + gamma * total
+    return total
+
+
+def double_dqn_target(
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    q_online_next: torch.Tensor,
+    q_target_next: torch.Tensor,
+    double: bool = True,
+) -> torch.Tensor:
+    """Bootstrapped targets ``R + d Q_target(s', a*)`` of a batch.
+
+    Parameters
+    ----------
+    returns
+        ``(B,)`` n-step returns ``sum_k gamma^k r_k``.
+    discounts
+        ``(B,)`` ``gamma^n`` of the bootstrap, 0 where the episode ended.
+    q_online_next, q_target_next
+        ``(B, A)`` Q-values of the next states by the online and the target net, ``-inf``
+        on masked actions.
+    double
+        ``a* = argmax q_online_next`` (double DQN), else the target's own max.
+    """
+    if double:
+        best = q_online_next.argmax(1, keepdim=True)
+        value = q_target_next.gather(1, best)[:, 0]
+    else:
+        value = q_target_next.max(1).values
+    value = torch.where(discounts > 0, value, torch.zeros_like(value))
+    return returns + discounts * value
+
+
+class NStepAccumulator:
+    """Turns each env's transitions into n-step ones: ``(obs_t, a_t, sum_{k<m} gamma^k
+    r_{t+k}, obs_{t+m}, mask_{t+m}, gamma^m or 0 at the end)`` with ``m = n`` or fewer at
+    the episode's end."""
+
+    def __init__(self, n_envs: int, n: int, gamma: float) -> None:
+        self.n, self.gamma = int(n), float(gamma)
+        self.queues: list[collections.deque] = [collections.deque() for _ in range(n_envs)]
+
+    def push(
+        self,
+        env: int,
+        obs: np.ndarray,
+        action: int,
+        reward: float,
+        next_obs: np.ndarray,
+        next_mask: np.ndarray,
+        done: bool,
+    ) -> list[tuple[np.ndarray, int, float, np.ndarray, np.ndarray, float]]:
+        """Add one step of env ``env``; return the n-step transitions it completes."""
+        queue = self.queues[env]
+        queue.append((obs, int(action), float(reward)))
+        out = []
+        if done:
+            while queue:
+                rewards = [r for _, _, r in queue]
+                o, a, _ = queue.popleft()
+                out.append((o, a, n_step_return(rewards, self.gamma), next_obs, next_mask, 0.0))
+        elif len(queue) == self.n:
+            rewards = [r for _, _, r in queue]
+            o, a, _ = queue.popleft()
+            disc = self.gamma**self.n
+            out.append((o, a, n_step_return(rewards, self.gamma), next_obs, next_mask, disc))
+        return out
+
+
+class ReplayBuffer:
+    """A ring buffer of n-step transitions (numpy arrays); sampling uses the caller's
+    :class:`numpy.random.Generator`."""
+
+    def __init__(self, capacity: int, obs_size: int, n_actions: int) -> None:
+        self.capacity, self.size, self.pos = int(capacity), 0, 0
+        self.obs = np.zeros((capacity, obs_size), np.float32)
+        self.next_obs = np.zeros((capacity, obs_size), np.float32)
+        self.action = np.zeros(capacity, np.int64)
+        self.ret = np.zeros(capacity, np.float32)
+        self.disc = np.zeros(capacity, np.float32)
+        self.next_mask = np.zeros((capacity, n_actions), bool)
+
+    def add(self, obs, action, ret, next_obs, next_mask, disc) -> None:
+        """Store one transition (overwriting the oldest when full)."""
+        i = self.pos
+        self.obs[i], self.action[i], self.ret[i] = obs, action, ret
+        self.next_obs[i], self.next_mask[i], self.disc[i] = next_obs, next_mask, disc
+        self.pos, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+        """``batch`` transitions drawn uniformly with replacement."""
+        idx = rng.integers(0, self.size, batch)
+        return {
+            "obs": self.obs[idx],
+            "action": self.action[idx],
+            "ret": self.ret[idx],
+            "next_obs": self.next_obs[idx],
+            "next_mask": self.next_mask[idx],
+            "disc": self.disc[idx],
+        }
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def save_scorer(scorer: SlotScorer, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``{"scorer": settings, "state_dict": weights and input statistics, ...extra}``
+    atomically to ``path``."""
+    data = {
+        "scorer": scorer.settings(),
+        "state_dict": {k: v.detach().cpu() for k, v in scorer.state_dict().items()},
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+
+
+def load_scorer(path: str | Path, device: str = "cpu") -> SlotScorer:
+    """The :class:`SlotScorer` saved in ``path`` by :func:`save_scorer`.
+
+    Raises
+    ------
+    UserError
+        One line, when ``path`` is missing or not a saved scorer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"path: expected a saved value model (.pt), got {path}, which is missing")
+    try:
+        data = torch.load(path, map_location=device, weights_only=True)
+        settings = data["scorer"]
+        scorer = SlotScorer(settings["kind"], tuple(settings["hidden"]), settings["node_inputs"])
+        scorer.load_state_dict(data["state_dict"])
+    except Exception as err:  # noqa: BLE001 (any failure means: not a saved scorer)
+        raise UserError(
+            f"path: expected a value model saved by growenv, got {path} ({type(err).__name__})"
+        ) from None
+    return scorer.to(device).eval()
+
+
+# --------------------------------------------------------------------------- learner
+
+
+class ValueLearner:
+    """Masked epsilon-greedy collection, replay and DQN/bandit updates on any vector env.
+
+    ``venv`` follows SB3's VecEnv conventions (``reset() -> obs``, ``step(actions) -> obs,
+    rewards, dones, infos`` with auto-reset and ``info["terminal_observation"]``);
+    ``masks()`` returns the ``(n_envs, S + 2)`` valid actions. Build it inside
+    :func:`~growenv.policies.ppo.keep_global_rngs` (weights are initialised from
+    ``torch.manual_seed(config.seed)``).
+    """
+
+    def __init__(
+        self, config: ValueConfig, layout: ObsLayout, venv: Any, masks: Callable[[], np.ndarray]
+    ) -> None:
+        self.config, self.layout, self.venv, self.masks = config, layout, venv, masks
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.online = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
+        self.online.to(self.device)
+        self.target = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
+        self.target.to(self.device).load_state_dict(self.online.state_dict())
+        self.optim = torch.optim.Adam(self.online.parameters(), lr=config.lr)
+        self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM]))
+        n_actions = layout.num_slots + 2
+        self.buffer = ReplayBuffer(config.buffer_size, layout.size, n_actions)
+        self.acc = NStepAccumulator(venv.num_envs, config.effective_n_step, config.effective_gamma)
+        self.timesteps = self.updates = self.episodes = 0
+        self.start_timesteps = 0  # where this session began (a resumed run: its checkpoint)
+        self.normalised = not config.normalize_obs
+        self.returns: collections.deque = collections.deque(maxlen=20)
+        self.losses: collections.deque = collections.deque(maxlen=50)
+        self._ep_return = np.zeros(venv.num_envs)
+        self.obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- acting
+    def q_values(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Masked Q ``(B, A)`` of the online net (``-inf`` on invalid actions)."""
+        with torch.no_grad(), using_threads(1):
+            o = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            m = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
+            return self.online(o, self.layout, m).cpu().numpy()
+
+    def select(self, obs: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
+        """Masked epsilon-greedy actions: a uniform valid action with probability
+        ``epsilon``, else the valid action of largest Q."""
+        greedy = self.q_values(obs, mask).argmax(1)
+        actions = greedy.copy()
+        for i in range(len(obs)):
+            if self.rng.random() < epsilon:
+                actions[i] = self.rng.choice(np.flatnonzero(mask[i]))
+        return actions
+
+    # ---------------------------------------------------------------- learning
+    def update(self) -> float:
+        """One gradient step on a replay minibatch; returns the Huber loss."""
+        cfg = self.config
+        batch = self.buffer.sample(self.rng, cfg.batch_size)
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+        q = self.online(t["obs"], self.layout).gather(1, t["action"][:, None])[:, 0]
+        with torch.no_grad():
+            if cfg.algo == "bandit":
+                y = t["ret"]
+            else:
+                mask = t["next_mask"]
+                y = double_dqn_target(
+                    t["ret"],
+                    t["disc"],
+                    self.online(t["next_obs"], self.layout, mask),
+                    self.target(t["next_obs"], self.layout, mask),
+                    cfg.double,
+                )
+        loss = torch.nn.functional.smooth_l1_loss(q, y)
+        self.optim.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.online.parameters(), 10.0)
+        self.optim.step()
+        self.updates += 1
+        if cfg.algo == "dqn" and self.updates % cfg.target_update == 0:
+            self.target.load_state_dict(self.online.state_dict())
+        return float(loss.detach())
+
+    def _freeze_normalisation(self) -> None:
+        obs = torch.as_tensor(self.buffer.obs[: self.buffer.size], device=self.device)
+        for net in (self.online, self.target):
+            net.set_normalisation(obs, self.layout)
+        self.normalised = True
+
+    def step(self) -> None:
+        """One vector step of every env, its transitions stored, and the updates due (the
+        scorer's work on one torch thread: its matrices are small)."""
+        with using_threads(1):
+            self._step()
+
+    def _step(self) -> None:
+        cfg = self.config
+        if self.obs is None:
+            self.obs = self.venv.reset()
+        mask = self.masks()
+        actions = self.select(self.obs, mask, cfg.epsilon(self.timesteps))
+        new_obs, rewards, dones, infos = self.venv.step(actions)
+        new_mask = self.masks()
+        for i in range(len(actions)):
+            done = bool(dones[i])
+            next_obs = infos[i]["terminal_observation"] if done else new_obs[i]
+            next_mask = np.ones_like(new_mask[i]) if done else new_mask[i]
+            self._ep_return[i] += float(rewards[i])
+            for tr in self.acc.push(
+                i, self.obs[i], actions[i], float(rewards[i]) + cfg.reward_shift,
+                next_obs, next_mask, done,
+            ):  # fmt: skip
+                self.buffer.add(*tr)
+            if done:
+                self.episodes += 1
+                self.returns.append(self._ep_return[i])
+                self._ep_return[i] = 0.0
+        self.obs = new_obs
+        before, self.timesteps = self.timesteps, self.timesteps + len(actions)
+        warm = self.start_timesteps + cfg.learning_starts
+        if self.timesteps < warm or self.buffer.size < 1:
+            return
+        if not self.normalised:
+            self._freeze_normalisation()
+        due = (self.timesteps - warm) // cfg.train_freq - (
+            max(before, warm) - warm
+        ) // cfg.train_freq
+        if before < warm <= self.timesteps:
+            due += 1
+        for _ in range(due):
+            self.losses.append(self.update())
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        """What a resumed run continues from (no replay buffer)."""
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optim": self.optim.state_dict(),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "timesteps": self.timesteps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "normalised": self.normalised,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s dict."""
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optim.load_state_dict(state["optim"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.timesteps = self.start_timesteps = int(state["timesteps"])
+        self.updates, self.episodes = int(state["updates"]), int(state["episodes"])
+        self.normalised = bool(state["normalised"])
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _make_venv(config: ValueConfig, task: Any, seed: int):
+    """The training envs and their masks function."""
+    if config.vec == "lockstep":
+        from stable_baselines3.common.vec_env import VecMonitor
+
+        from growenv.env.lockstep import LockstepVecEnv
+
+        extra = {} if task is None else {"task": task}
+        venv = LockstepVecEnv(config.n_envs, seed=seed, **config.env_kwargs, **extra)
+        return VecMonitor(venv), venv.action_masks
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from growenv.env.growth_env import GrowthEnv
+
+    def make():
+        env = GrowthEnv(**config.env_kwargs, **({} if task is None else {"task": task}))
+        return TerminalReward(env) if config.reward_mode == "terminal" else env
+
+    venv = DummyVecEnv([make for _ in range(config.n_envs)])
+    venv.seed(seed)
+    return venv, lambda: np.stack(venv.env_method("action_masks"))
+
+
+def _write_progress(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PROGRESS_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
+
+
+def _evaluate(learner: ValueLearner, config: ValueConfig) -> dict[str, float]:
+    from growenv.harness.ppo_training import evaluate_against_greedy
+    from growenv.policies.value import ValuePolicy
+
+    policy = ValuePolicy(learner.online, name="dqn:training", device=config.device)
+    env_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "device"}
+    return evaluate_against_greedy(
+        policy, env_kwargs, config.eval_tasks, seed=config.selection_seed_offset
+    )
+
+
+def train_value_agent(
+    config: ValueConfig,
+    out_dir: str | Path,
+    task: Any = None,
+    resume: bool = False,
+    on_eval: Callable[[int, dict[str, float]], Any] | None = None,
+) -> Path:
+    """Train a value-based growth agent (double DQN or contextual bandit); write a run.
+
+    Files in ``out_dir``: ``config.json`` (the settings, ``task_roles``, ``best``,
+    ``sessions``), ``model.pt`` (last scorer), ``best_model.pt`` (the scorer of the best
+    greedy evaluation on the selection teachers, lowest mean final validation loss over
+    greedy's; only with ``eval_every > 0``), ``progress.csv`` (timesteps, episodes,
+    updates, epsilon, mean loss, mean episode return, seconds, evaluations) and
+    ``checkpoint.pt`` (resume state).
+
+    Parameters
+    ----------
+    config
+        The settings (validated here).
+    out_dir
+        Run directory; an existing run there (``config.json`` or ``model.pt``) is refused
+        unless ``resume``.
+    task
+        A task object (``Task``, distribution, callable) for the training envs instead of
+        ``env_kwargs["task"]``.
+    resume
+        Continue the run in ``out_dir`` from its ``checkpoint.pt`` (weights, target net,
+        optimiser, input statistics, counters and sampling state). The replay buffer is not
+        kept: it refills, and updates wait ``learning_starts`` env steps again; envs restart
+        with seeds ``seed + timesteps + i``. A resumed run is therefore not bitwise equal to
+        an uninterrupted one.
+    on_eval
+        Called as ``on_eval(timesteps, result)`` after each evaluation.
+
+    Returns
+    -------
+    Path
+        ``out_dir/model.pt``.
+
+    Raises
+    ------
+    FileExistsError
+        An existing run without ``resume``.
+    FileNotFoundError
+        ``resume`` without a checkpoint.
+    RunInterrupted
+        On SIGINT/SIGTERM, after saving ``checkpoint.pt`` and ``model.pt``.
+    """
+    config.validate()
+    out = Path(out_dir)
+    ckpt = out / CHECKPOINT_FILE
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"resume: expected {ckpt}, a run's checkpoint; it is missing")
+    elif (out / CONFIG_FILE).exists() or (out / MODEL_FILE).exists():
+        raise FileExistsError(
+            f"out_dir: {out} already holds a run; resume it (resume=True) or choose another "
+            "directory"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    saved = json.loads((out / CONFIG_FILE).read_text()) if resume else {}
+    sessions = saved.get("sessions", [])
+    best = saved.get("best")
+    layout = layout_of(config.env_kwargs)
+    stop = {"flag": False}
+    with keep_global_rngs():
+        state = torch.load(ckpt, weights_only=True) if resume else None
+        start = 0 if state is None else int(state["timesteps"])
+        venv, masks = _make_venv(config, task, config.seed + start)
+        learner = ValueLearner(config, layout, venv, masks)
+        if state is not None:
+            learner.load_state(state)
+        session = {"start_timesteps": start, "status": "running", "started": time.ctime()}
+        sessions.append(session)
+        clock = time.perf_counter()
+
+        def write_config() -> None:
+            data = {**config.to_json(), "task_roles": _roles(config), "sessions": sessions}
+            if best is not None:
+                data["best"] = best
+            atomic_write_text(out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+
+        def save(status: str) -> None:
+            session.update(
+                status=status,
+                end_timesteps=learner.timesteps,
+                seconds=time.perf_counter() - clock,
+            )
+            save_scorer(learner.online, out / MODEL_FILE, {"timesteps": learner.timesteps})
+            with atomic_path(ckpt) as tmp:
+                torch.save(learner.state(), tmp)
+            write_config()
+
+        write_config()
+        next_log = (start // config.log_every + 1) * config.log_every
+        every = config.eval_every
+        next_eval = (start // every + 1) * every if every else None
+        try:
+            with stop_signals(lambda signum: stop.update(flag=True)):
+                while learner.timesteps < config.total_timesteps and not stop["flag"]:
+                    learner.step()
+                    t = learner.timesteps
+                    row: dict[str, Any] | None = None
+                    if next_eval is not None and t >= next_eval and learner.normalised:
+                        next_eval = (t // every + 1) * every
+                        result = _evaluate(learner, config)
+                        row = dict(result)
+                        if best is None or result[SELECTION_METRIC] < best[SELECTION_METRIC]:
+                            best = {"timesteps": t, **result, "model": BEST_MODEL_FILE}
+                            save_scorer(learner.online, out / BEST_MODEL_FILE, {"timesteps": t})
+                            write_config()
+                        if on_eval is not None:
+                            on_eval(t, result)
+                    if row is not None or t >= next_log or t >= config.total_timesteps:
+                        next_log = (t // config.log_every + 1) * config.log_every
+                        row = row or {}
+                        row.update(
+                            timesteps=t,
+                            episodes=learner.episodes,
+                            updates=learner.updates,
+                            epsilon=config.epsilon(t),
+                            loss=float(np.mean(learner.losses)) if learner.losses else "",
+                            mean_return=float(np.mean(learner.returns)) if learner.returns else "",
+                            seconds=round(time.perf_counter() - clock, 3),
+                        )
+                        _write_progress(out / PROGRESS_FILE, row)
+        finally:
+            venv.close()
+        if stop["flag"] and learner.timesteps < config.total_timesteps:
+            save("interrupted")
+            raise RunInterrupted(
+                f"train interrupted at {learner.timesteps} of {config.total_timesteps} steps: "
+                f"saved {ckpt}; resume with resume=True (--resume)",
+                ckpt,
+            )
+        save("completed")
+    return out / MODEL_FILE
+
+
+def _roles(config: ValueConfig) -> dict[str, str]:
+    train = config.train_task_seeds()
+    sel = config.selection_task_seeds()
+
+    def describe(seeds: Sequence[int]) -> str:
+        return f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0])
+
+    return {
+        "train": "no teachers" if not train else describe(train),
+        "selection": describe(sel) if sel and config.eval_every else "none (no evaluation)",
+        "test": "chosen by the bench; checked disjoint from train and selection",
+    }
+
+
+def infer_kind(env: Any) -> str:
+    """``"dag"`` for an env with expansion slots (``env.slot_layout`` set), else
+    ``"sites"``."""
+    return "dag" if getattr(env, "slot_layout", None) is not None else "sites"
+
+
+def layout_of_env(obs_size: int, env: Any) -> ObsLayout:
+    """The layout of an env's observations of length ``obs_size``."""
+    return infer_layout(obs_size, infer_kind(env))

@@ -1,0 +1,371 @@
+"""Value-based learners (issue 23): shared slot scorer, n-step double DQN, contextual bandit,
+``dqn:RUN`` policies. Numbers are checked against explicit loops and closed forms."""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from growenv.env.config import EnvConfig
+from growenv.env.features import GLOBAL_TABLE, NODE_TABLE, SITE_TABLE
+from growenv.errors import UserError
+from growenv.harness.episodes import run_episode
+from growenv.learners.scorer import (
+    ObsLayout,
+    SlotScorer,
+    infer_layout,
+    layout_of,
+    parse_observation,
+    slot_nodes,
+)
+from growenv.learners.value import (
+    NStepAccumulator,
+    ValueConfig,
+    ValueLearner,
+    double_dqn_target,
+    n_step_return,
+    train_value_agent,
+)
+from growenv.learners.wrappers import TerminalReward
+from growenv.policies import make_policy
+from growenv.policies.registry import policy_entry
+
+TASK_KWARGS = {"n_train": 128, "n_stats": 64, "n_val": 64, "n_test": 64}
+DAG = dict(
+    net="dag",
+    task="teacher_student_distribution",
+    train_steps=2,
+    batch_size=32,
+    max_steps=3,
+    max_nodes=2,
+    task_kwargs=TASK_KWARGS,
+)
+MLP = dict(
+    task="teacher_student_distribution",
+    train_steps=2,
+    batch_size=32,
+    max_steps=3,
+    max_params=400,
+    task_kwargs=TASK_KWARGS,
+)
+
+
+def tiny(env_kwargs, **kw) -> ValueConfig:
+    base = dict(
+        env_kwargs=env_kwargs,
+        total_timesteps=10,
+        n_envs=2,
+        learning_starts=4,
+        batch_size=8,
+        train_freq=1,
+        target_update=3,
+        eval_every=0,
+        log_every=4,
+        hidden=(16,),
+    )
+    return ValueConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dqn_dag")
+    train_value_agent(tiny(DAG), out)
+    return out
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def test_double_dqn_target_matches_explicit_loop():
+    rng = np.random.default_rng(0)
+    b, a = 7, 5
+    mask = rng.random((b, a)) < 0.6
+    mask[np.arange(b), rng.integers(0, a, b)] = True
+    q_on = np.where(mask, rng.normal(size=(b, a)), -np.inf)
+    q_tg = np.where(mask, rng.normal(size=(b, a)), -np.inf)
+    ret, disc = rng.normal(size=b), np.array([0.9, 0.0, 1.0, 0.81, 0.0, 0.5, 1.0])
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in dict(ret=ret, disc=disc).items()}
+    for double in (True, False):
+        got = double_dqn_target(
+            t["ret"], t["disc"], torch.tensor(q_on), torch.tensor(q_tg), double
+        ).numpy()
+        for i in range(b):
+            valid = [j for j in range(a) if mask[i, j]]
+            if double:
+                best = max(valid, key=lambda j: q_on[i, j])
+                boot = q_tg[i, best]
+            else:
+                boot = max(q_tg[i, j] for j in valid)
+            want = ret[i] + (disc[i] * boot if disc[i] > 0 else 0.0)
+            assert got[i] == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_n_step_transitions_match_explicit_sums(n):
+    gamma, rewards = 0.9, [0.5, -1.0, 2.0, 0.25, 3.0, -0.5, 1.5]
+    steps = len(rewards)
+    acc = NStepAccumulator(1, n, gamma)
+    got = []
+    for t, r in enumerate(rewards):
+        nxt = np.array([t + 1.0])
+        got += acc.push(0, np.array([float(t)]), t, r, nxt, np.ones(3, bool), t == steps - 1)
+    assert [int(o[0]) for o, *_ in got] == list(range(steps))
+    for t, (_, action, ret, next_obs, _, disc) in enumerate(got):
+        m = min(n, steps - t)
+        want = sum(gamma**k * rewards[t + k] for k in range(m))
+        assert ret == pytest.approx(want, abs=1e-12)
+        assert action == t and next_obs[0] == t + m
+        assert disc == (gamma**n if t + n < steps else 0.0)
+    assert n_step_return([1.0, 2.0, 4.0], 0.5) == 1.0 + 1.0 + 1.0
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+def test_parse_and_layouts_agree_with_the_env_tables():
+    for m in (1, 2, 8, 12):
+        layout = layout_of(EnvConfig(net="dag", max_nodes=m))
+        assert layout == infer_layout(layout.size, "dag")
+        assert layout.size == 16 * layout.num_slots + 7 * (m + 2) + len(GLOBAL_TABLE)
+    layout = layout_of({"max_sites": 5})
+    assert layout == ObsLayout("sites", 5) == infer_layout(5 * len(SITE_TABLE) + 10, "sites")
+    obs = torch.arange(2 * layout.size, dtype=torch.float64).reshape(2, -1)
+    rows, nodes, glob = parse_observation(obs, layout)
+    assert nodes is None and rows[1, 2, 3] == obs[1, 2 * len(SITE_TABLE) + 3]
+    assert glob[0, 0] == obs[0, 5 * len(SITE_TABLE)]
+    with pytest.raises(ValueError, match="^observation: expected"):
+        infer_layout(layout.size + 1, "sites")
+
+
+def test_dag_slot_inputs_gather_source_and_target_node_rows():
+    layout = layout_of(EnvConfig(net="dag", max_nodes=2))
+    obs = torch.randn(3, layout.size, dtype=torch.float64)
+    scorer = SlotScorer("dag", (8,)).double()
+    inputs, _, glob = scorer.slot_inputs(obs, layout)
+    _, nodes, _ = parse_observation(obs, layout)
+    src, tgt = slot_nodes(2)
+    r, g, k = 16, len(GLOBAL_TABLE), len(NODE_TABLE)
+    for b in range(3):
+        for s in range(layout.num_slots):
+            assert torch.equal(inputs[b, s, r : r + g], glob[b])
+            assert torch.equal(inputs[b, s, r + g : r + g + k], nodes[b, src[s]])
+            want = torch.zeros(k, dtype=torch.float64) if tgt[s] < 0 else nodes[b, tgt[s]]
+            assert torch.equal(inputs[b, s, r + g + k :], want)
+
+
+def test_permuting_slots_permutes_q_and_keeps_skip_stop():
+    torch.manual_seed(0)
+    scorer = SlotScorer("dag", (16, 16)).double()
+    inputs = torch.randn(4, 9, scorer.input_size, dtype=torch.float64)
+    present = torch.rand(4, 9) < 0.7
+    glob = torch.randn(4, len(GLOBAL_TABLE), dtype=torch.float64)
+    perm = torch.randperm(9)
+    q = scorer.score(inputs, present, glob)
+    qp = scorer.score(inputs[:, perm], present[:, perm], glob)
+    assert torch.allclose(qp[:, :9], q[:, :9][:, perm], atol=1e-12)
+    assert torch.allclose(qp[:, 9:], q[:, 9:], atol=1e-12)
+    # the same weights score any number of slots
+    for m in (2, 4):
+        layout = layout_of(EnvConfig(net="dag", max_nodes=m))
+        out = scorer(torch.randn(2, layout.size, dtype=torch.float64), layout)
+        assert out.shape == (2, layout.num_slots + 2)
+
+
+class _FakeVec:
+    num_envs = 1
+
+
+def test_masked_actions_are_never_chosen():
+    layout = ObsLayout("sites", 6)
+    learner = ValueLearner(tiny(MLP), layout, _FakeVec(), lambda: None)
+    rng = np.random.default_rng(1)
+    for epsilon in (0.0, 0.5, 1.0):
+        for _ in range(50):
+            obs = rng.normal(size=(8, layout.size)).astype(np.float32)
+            mask = rng.random((8, 8)) < 0.3
+            mask[np.arange(8), rng.integers(0, 8, 8)] = True
+            actions = learner.select(obs, mask, epsilon)
+            assert mask[np.arange(8), actions].all()
+            q = learner.q_values(obs, mask)
+            assert np.isneginf(q[~mask]).all() and np.isfinite(q[mask]).all()
+
+
+# --------------------------------------------------------------------------- bandit
+
+
+class _ContextBandit(gym.Env):
+    """Four site rows with a random feature x in [0, 1]; choosing site a pays
+    ``-(x_a - 0.3)^2``: the best arm is the one closest to 0.3. One step per episode;
+    skip and stop are masked."""
+
+    def __init__(self, steps: int = 1) -> None:
+        self.layout = ObsLayout("sites", 4)
+        self.observation_space = gym.spaces.Box(-10, 10, (self.layout.size,), np.float32)
+        self.action_space = gym.spaces.Discrete(6)
+        self.steps, self.t = steps, 0
+
+    def _obs(self):
+        self.x = self.np_random.random(4)
+        obs = np.zeros(self.layout.size, np.float32)
+        rows = obs[: 4 * len(SITE_TABLE)].reshape(4, -1)
+        rows[:, 0], rows[:, 2] = 1.0, self.x
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = -((self.x[action] - 0.3) ** 2) if action < 4 else -1.0
+        self.t += 1
+        return self._obs(), float(reward), self.t >= self.steps, False, {}
+
+    def action_masks(self):
+        return np.array([True] * 4 + [False] * 2)
+
+
+def test_bandit_learns_a_contextual_bandit():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([_ContextBandit for _ in range(4)])
+    venv.seed(0)
+    config = tiny(
+        MLP, algo="bandit", total_timesteps=1600, learning_starts=100, batch_size=64, lr=3e-3
+    )
+    config = ValueConfig(**{**config.to_json(), "hidden": (32, 32), "eps_fraction": 0.2})
+    learner = ValueLearner(config, ObsLayout("sites", 4), venv, lambda: np.stack(
+        venv.env_method("action_masks")
+    ))  # fmt: skip
+    while learner.timesteps < config.total_timesteps:
+        learner.step()
+    env = _ContextBandit()
+    env.reset(seed=123)
+    hits = 0
+    for _ in range(300):
+        obs = env._obs()
+        action = learner.select(obs[None], env.action_masks()[None], 0.0)[0]
+        hits += action == np.argmin(np.abs(env.x - 0.3))
+    assert hits / 300 > 0.9
+
+
+def test_terminal_reward_pays_the_episode_sum_at_the_end():
+    env, ref = TerminalReward(_ContextBandit(steps=5)), _ContextBandit(steps=5)
+    env.reset(seed=3)
+    ref.reset(seed=3)
+    got, want = [], []
+    for a in (0, 1, 2, 3, 0):
+        got.append(env.step(a)[1])
+        want.append(ref.step(a)[1])
+    assert got[:4] == [0.0] * 4 and got[4] == pytest.approx(sum(want), abs=1e-12)
+    assert env.action_masks().tolist() == ref.action_masks().tolist()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_same_seed_same_weights_and_global_rngs_untouched(dag_run, tmp_path):
+    random.seed(5)
+    np.random.seed(5)  # noqa: NPY002 (checking the legacy global state is kept)
+    torch.manual_seed(5)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())  # noqa: NPY002
+    train_value_agent(tiny(DAG), tmp_path / "again")
+    assert random.getstate() == before[0]
+    assert np.array_equal(np.random.get_state()[1], before[1])  # noqa: NPY002
+    assert torch.equal(torch.get_rng_state(), before[2])
+    a = torch.load(dag_run / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "again" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "in_std" in k)
+    train_value_agent(tiny(DAG, seed=1), tmp_path / "other")
+    c = torch.load(tmp_path / "other" / "model.pt", weights_only=True)["state_dict"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_dqn_policy_runs_on_dag_of_other_sizes_and_on_mlp(dag_run, tmp_path):
+    policy = make_policy(f"dqn:{dag_run}")
+    assert policy_entry(f"dqn:{dag_run}").lockstep
+    for max_nodes in (2, 3):  # the shared scorer fits any number of slots
+        rows = run_episode({**DAG, "max_nodes": max_nodes}, policy, 0)
+        assert len(rows) >= 2 and all(r["action"] >= 0 for r in rows[1:])
+    with pytest.raises(UserError, match="^policy 'dqn:.*': expected a dag env"):
+        run_episode(MLP, policy, 0)
+    train_value_agent(tiny(MLP, total_timesteps=6), tmp_path / "mlp")
+    rows = run_episode(MLP, make_policy(f"dqn:{tmp_path / 'mlp'}"), 1)
+    assert len(rows) >= 2
+
+
+def test_resume_continues_and_existing_runs_are_refused(dag_run, tmp_path):
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_value_agent(tiny(DAG), dag_run)
+    with pytest.raises(FileNotFoundError, match="^resume: expected"):
+        train_value_agent(tiny(DAG), tmp_path / "none", resume=True)
+    out = tmp_path / "r"
+    train_value_agent(tiny(DAG, total_timesteps=4), out)
+    train_value_agent(tiny(DAG, total_timesteps=8), out, resume=True)
+    import json
+
+    sessions = json.loads((out / "config.json").read_text())["sessions"]
+    assert [(s["start_timesteps"], s["end_timesteps"]) for s in sessions] == [(0, 4), (4, 8)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"algo": "ppo"}, "^algo: expected one of"),
+        ({"gamma": 1.5}, "^gamma: expected"),
+        ({"n_step": 0}, "^n_step: expected an int >= 1"),
+        ({"reward_mode": "sparse"}, "^reward_mode: expected"),
+        ({"hidden": ()}, "^hidden: expected"),
+        ({"selection_seed_offset": 0, "eval_every": 5}, "^task roles: expected disjoint"),
+    ],
+)
+def test_bad_config_values_are_one_line_errors(change, message):
+    with pytest.raises(ValueError, match=message) as info:
+        ValueConfig(**{**tiny(DAG).to_json(), **change}).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_paths_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="^path: expected") as info:
+        make_policy(f"dqn:{tmp_path / 'missing'}")
+    assert "\n" not in str(info.value)
+    (tmp_path / "model.pt").write_text("not a model")
+    with pytest.raises(ValueError, match="^path: expected a value model"):
+        make_policy(f"dqn:{tmp_path}")
+    (tmp_path / "model.pt").unlink()
+    with pytest.raises(ValueError, match="^path: expected model.pt or best_model.pt"):
+        make_policy(f"dqn:{tmp_path}")
+    assert ValueConfig.from_json(tiny(DAG).to_json()) == tiny(DAG)
+
+
+def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
+    import json
+
+    from growenv.cli import main
+
+    env = json.dumps({**DAG, "task_kwargs": TASK_KWARGS})
+    out = str(tmp_path / "cli")
+    common = ["train", "--out", out, "--env-kwargs", env, "--no-progress", "--n-envs", "2"]
+    value = ["--eval-every", "0", "--learning-starts", "2", "--hidden", "8", "--n-step", "2"]
+    assert main([*common, "--algo", "bandit", "--timesteps", "4", *value]) == 0
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert (saved["algo"], saved["n_step"], saved["hidden"]) == ("bandit", 2, [8])
+    assert main([*common, "--algo", "bandit", "--timesteps", "6", "--resume"]) == 0
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert [s["end_timesteps"] for s in saved["sessions"]] == [4, 6]
+    capsys.readouterr()
+    bad = [
+        (["--algo", "ppo", "--n-step", "2"], "--n-step: expected --algo dqn or bandit"),
+        (["--algo", "dqn", "--hidden", "8,x"], "--hidden: expected sizes >= 1"),
+        (["--algo", "dqn", "--reward-mode", "sparse"], "reward_mode: expected one of"),
+        (["--algo", "dqn"], "--out: expected a new run directory"),
+    ]
+    for extra, message in bad:
+        assert main([*common, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
