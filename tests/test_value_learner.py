@@ -28,6 +28,7 @@ from growenv.learners.value import (
     ValueLearner,
     double_dqn_target,
     n_step_return,
+    selection_tasks,
     train_value_agent,
 )
 from growenv.learners.wrappers import TerminalReward
@@ -369,3 +370,19 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
         assert main([*common, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def test_evaluation_keeps_the_best_model_on_selection_teachers(tmp_path):
+    import csv
+    import json
+
+    config = tiny(DAG, total_timesteps=8, eval_every=4, eval_tasks=1)
+    tasks = selection_tasks(config)  # the training distribution's splits, held-out seed
+    assert len(tasks) == 1 and len(tasks[0].train.x) == TASK_KWARGS["n_train"]
+    train_value_agent(config, tmp_path / "run")
+    best = json.loads((tmp_path / "run" / "config.json").read_text())["best"]
+    rows = list(csv.DictReader((tmp_path / "run" / "progress.csv").open()))
+    scores = [float(r["agent_over_greedy"]) for r in rows if r["agent_over_greedy"]]
+    assert len(scores) == 2 and best["agent_over_greedy"] == min(scores)
+    assert (tmp_path / "run" / "best_model.pt").is_file()
+    assert make_policy(f"dqn:{tmp_path / 'run'}").path.name == "best_model.pt"

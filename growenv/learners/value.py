@@ -609,15 +609,42 @@ def _write_progress(path: Path, row: dict[str, Any]) -> None:
         writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
 
 
+def selection_tasks(config: ValueConfig) -> list[Any]:
+    """The selection teachers of ``config`` (seeds ``selection_task_seeds()``): drawn from
+    the training distribution (its ``task_kwargs``: classes, depths, widths, split sizes)
+    when the env's task is ``teacher_student_distribution``, else from the default one."""
+    from growenv.data.tasks import TeacherStudentDistribution, held_out_teachers
+    from growenv.env.config import DISTRIBUTION_NAME
+
+    n, offset = config.eval_tasks, config.selection_seed_offset
+    if config.env_kwargs.get("task") != DISTRIBUTION_NAME:
+        return held_out_teachers(n, seed_offset=offset)
+    fields = {f.name for f in dataclasses.fields(TeacherStudentDistribution)}
+    kwargs = config.env_kwargs.get("task_kwargs") or {}
+    dist = TeacherStudentDistribution(**{k: v for k, v in kwargs.items() if k in fields})
+    overrides = {k: v for k, v in kwargs.items() if k not in fields}
+    return dist.held_out_teachers(n, seed_offset=offset, **overrides)
+
+
 def _evaluate(learner: ValueLearner, config: ValueConfig) -> dict[str, float]:
-    from growenv.harness.ppo_training import evaluate_against_greedy
+    """Final validation loss of the greedy agent and of the greedy rule on the selection
+    teachers (global random states kept)."""
+    from growenv.harness.episodes import run_episode
+    from growenv.policies.heuristics import GreedyPolicy
     from growenv.policies.value import ValuePolicy
 
     policy = ValuePolicy(learner.online, name="dqn:training", device=config.device)
-    env_kwargs = {k: v for k, v in config.env_kwargs.items() if k != "device"}
-    return evaluate_against_greedy(
-        policy, env_kwargs, config.eval_tasks, seed=config.selection_seed_offset
-    )
+    kwargs = {k: v for k, v in config.env_kwargs.items() if k not in ("task", "task_kwargs")}
+    agent, greedy = [], []
+    with keep_global_rngs():
+        for i, task in enumerate(selection_tasks(config)):
+            for pol, losses in ((policy, agent), (GreedyPolicy(), greedy)):
+                losses.append(run_episode({**kwargs, "task": task}, pol, i)[-1]["val_loss"])
+    return {
+        "agent_val_loss": float(np.mean(agent)),
+        "greedy_val_loss": float(np.mean(greedy)),
+        SELECTION_METRIC: float(np.mean(np.array(agent) / np.array(greedy))),
+    }
 
 
 def train_value_agent(
