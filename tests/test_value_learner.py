@@ -386,3 +386,24 @@ def test_evaluation_keeps_the_best_model_on_selection_teachers(tmp_path):
     assert len(scores) == 2 and best["agent_over_greedy"] == min(scores)
     assert (tmp_path / "run" / "best_model.pt").is_file()
     assert make_policy(f"dqn:{tmp_path / 'run'}").path.name == "best_model.pt"
+
+
+def test_a_signal_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import json
+    import os
+    import signal
+
+    from growenv.harness.lifecycle import RunInterrupted
+
+    def interrupt(timesteps, result):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    config = tiny(DAG, total_timesteps=12, eval_every=4, eval_tasks=1, n_step=1)
+    with pytest.raises(RunInterrupted, match="interrupted at 4 of 12 steps"):
+        train_value_agent(config, out, on_eval=interrupt)
+    assert (out / "checkpoint.pt").is_file() and (out / "model.pt").is_file()
+    train_value_agent(config, out, resume=True)
+    sessions = json.loads((out / "config.json").read_text())["sessions"]
+    assert [s["status"] for s in sessions] == ["interrupted", "completed"]
+    assert [s["end_timesteps"] for s in sessions] == [4, 12]

@@ -425,9 +425,9 @@ class ValueLearner:
 
     ``venv`` follows SB3's VecEnv conventions (``reset() -> obs``, ``step(actions) -> obs,
     rewards, dones, infos`` with auto-reset and ``info["terminal_observation"]``);
-    ``masks()`` returns the ``(n_envs, S + 2)`` valid actions. Build it inside
-    :func:`~growenv.policies.ppo.keep_global_rngs` (weights are initialised from
-    ``torch.manual_seed(config.seed)``).
+    ``masks()`` returns the ``(n_envs, S + 2)`` valid actions. The weights are initialised
+    from ``config.seed`` and exploration and minibatches drawn from the learner's own numpy
+    generator; no global random state is read or changed.
     """
 
     def __init__(
@@ -435,8 +435,9 @@ class ValueLearner:
     ) -> None:
         self.config, self.layout, self.venv, self.masks = config, layout, venv, masks
         self.device = torch.device(config.device)
-        torch.manual_seed(config.seed)
-        self.online = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
+        with keep_global_rngs():  # the weights come from the seed; the caller's state stays
+            torch.manual_seed(config.seed)
+            self.online = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
         self.online.to(self.device)
         self.target = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
         self.target.to(self.device).load_state_dict(self.online.state_dict())
