@@ -2,11 +2,14 @@
 
 Usage: python experiments/bench_vec.py [--envs 1,8,32,128] [--steps 4] [--device cpu]
        python experiments/bench_vec.py --envs 8,32 --env-kwargs '{"net": "dag"}' --actions best
+       (DAG fits of the chosen expansions only: '{"net": "dag", "fit_scope": "chosen"}')
 
 Same GrowthEnv config for every backend (the default task unless --env-kwargs), the same
 action rule (``fixed``: grow site 0, grow site 1, skip, in turn, where valid; ``best``: the
 valid slot of the largest estimated gain twice, then skip, so DAGs grow). Prints a markdown table
-and a breakdown of one lockstep step by phase. SubprocVecEnv runs one process per env, so it
+and a breakdown of one lockstep step by phase (wall time, and the episodes' multiply-adds per
+decision by phase: with DAG ``fit_scope="chosen"`` the fits are a phase of their own, with
+``"all"`` they are inside ``statistics``). SubprocVecEnv runs one process per env, so it
 is skipped above --max-subproc envs (memory: one torch import per process).
 """
 
@@ -151,9 +154,20 @@ def main() -> None:
         f"lockstep step breakdown at {n} envs (ms per vector step, resets included): "
         + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
     )
+    decisions = sum(env.step_count for env in vec.envs)
+    macs: dict[str, float] = {}
+    for env in vec.envs:  # this episode's (an env that finished counts its new episode only)
+        for k, v in env.compute_by_phase.items():
+            macs[k] = macs.get(k, 0.0) + v / max(decisions, 1)
+    print(
+        "multiply-adds per decision by phase (the episodes' cost model, reset included): "
+        + ", ".join(f"{k} {v:.3g}" for k, v in macs.items())
+    )
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"rates": rows, "breakdown_ms": phases}, f, indent=1)
+            json.dump(
+                {"rates": rows, "breakdown_ms": phases, "macs_per_decision": macs}, f, indent=1
+            )
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ class GrowthEnv(gym.Env):
     before the global features. ``docs/environment.md`` has the details.
 
     ## Version History
+    * v0, issue #23: ``fit_scope`` (DAG: ``"chosen"`` fits only the searched and grown
+      expansions, charged as ``"fit"``); the default ``"all"`` is unchanged.
     * v0, issue #21: ``net="dag"`` (``max_nodes``, ``neuron_fit``, ``start_graph``); MLP and
       conv episodes bitwise unchanged.
     * v0, growenv 0.1.0 (issue #20): ``invalid_action`` defaults to "skip" (was "raise"),

@@ -1,4 +1,5 @@
-"""Plots of benchmark rows: test metrics along the growth trajectory (matplotlib, Agg)."""
+"""Plots of benchmark rows (test metrics along the growth trajectory) and of rliable-style
+reports (interval estimates, performance profiles); matplotlib, Agg."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from growenv.harness.rliable import Interval, Profile
 from growenv.harness.stats import bootstrap_ci
 from growenv.harness.summary import value
 
-__all__ = ["plot_results", "plot_task", "trajectory"]
+__all__ = [
+    "plot_interval_estimates",
+    "plot_performance_profiles",
+    "plot_results",
+    "plot_task",
+    "trajectory",
+]
 
 LABELS = {
     "params": "parameters",
@@ -20,6 +28,23 @@ LABELS = {
     "test_accuracy": "test accuracy",
     "val_loss": "validation loss",
 }
+
+
+def _figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on its own Agg canvas (no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
 
 
 def trajectory(
@@ -73,8 +98,6 @@ def plot_task(
     log scale for regression, the x axes a log scale. ``labels`` renames policies in the
     legend.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     classify = any(r.get("test_accuracy") not in (None, "") for r in rows)
@@ -82,8 +105,7 @@ def plot_task(
         ys = ["test_loss", "test_accuracy"] if classify else ["test_loss"]
     labels = dict(labels or {})
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    fig = Figure(figsize=(5 * len(xs), 3.8 * len(ys)), dpi=100)
-    FigureCanvasAgg(fig)  # no global backend switch
+    fig = _figure(5 * len(xs), 3.8 * len(ys))
     axes = fig.subplots(len(ys), len(xs), squeeze=False)
     if len(policies) > 10:  # the default cycle repeats after 10 colours
         from matplotlib import colormaps
@@ -118,10 +140,7 @@ def plot_task(
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_results(rows: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
@@ -134,3 +153,110 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out: str | Path) -> list[Pat
         title = f"{task}: mean over {n} seeds, 95% bootstrap band"
         paths.append(plot_task(sub, out / f"{task}.png", title=title))
     return paths
+
+
+def plot_interval_estimates(
+    estimates: Mapping[str, Mapping[str, Interval | tuple[float, float, float]]],
+    path: str | Path,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    references: Mapping[str, float] | None = None,
+) -> Path:
+    """Save horizontal CI bars per method, one panel per metric (rliable's interval plot).
+
+    Parameters
+    ----------
+    estimates
+        ``{metric: {method: (point, low, high)}}``, e.g.
+        ``{"IQM": interval_estimates(scores, "iqm"), "mean": interval_estimates(scores, "mean")}``
+        (:func:`growenv.harness.rliable.interval_estimates`); a method missing from a metric
+        leaves its row empty there.
+    path
+        PNG (or any matplotlib format) to write.
+    title
+        Figure title.
+    labels
+        Renames methods on the y axis.
+    references
+        ``{metric: x}``: a dashed vertical line on that metric's panel (0 for a difference,
+        0.5 for a probability of improvement, 1 for losses normalised by greedy).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not estimates:
+        raise ValueError("estimates: expected at least one metric, got none")
+    labels = dict(labels or {})
+    methods = list(dict.fromkeys(m for per in estimates.values() for m in per))
+    fig = _figure(3.6 * len(estimates), 0.9 + 0.45 * len(methods))
+    axes = fig.subplots(1, len(estimates), squeeze=False, sharey=True)[0]
+    colors = [f"C{i % 10}" for i in range(len(methods))]
+    ys = np.arange(len(methods))[::-1]  # the first method on top
+    for ax, (metric, per) in zip(axes, estimates.items(), strict=True):
+        for y, method, color in zip(ys, methods, colors, strict=True):
+            if method not in per:
+                continue
+            point, low, high = (float(v) for v in per[method])
+            ax.barh(y, high - low, left=low, height=0.6, color=color, alpha=0.75)
+            ax.vlines(point, y - 0.3, y + 0.3, color="k", linewidth=1.5)
+        if references and metric in references:
+            ax.axvline(references[metric], color="gray", linestyle="--", linewidth=1)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ys, [labels.get(m, m) for m in methods])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_performance_profiles(
+    profiles: Mapping[str, Profile],
+    path: str | Path,
+    xlabel: str = r"normalised loss $\tau$",
+    ylabel: str = r"fraction of runs with loss $\leq \tau$",
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    logx: bool = False,
+) -> Path:
+    """Save performance profiles as step curves with their bootstrap bands (rliable's plot).
+
+    Parameters
+    ----------
+    profiles
+        ``{method: Profile(taus, point, low, high)}`` from
+        :func:`growenv.harness.rliable.performance_profile`.
+    path
+        PNG (or any matplotlib format) to write.
+    xlabel, ylabel, title
+        Axis labels and figure title (the defaults suit losses normalised by a reference).
+    labels
+        Renames methods in the legend.
+    logx
+        Log scale for the thresholds.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not profiles:
+        raise ValueError("profiles: expected at least one method, got none")
+    labels = dict(labels or {})
+    fig = _figure(5.5, 4)
+    ax = fig.subplots()
+    for method, prof in profiles.items():
+        taus, point = np.asarray(prof.taus), np.asarray(prof.point)
+        (line,) = ax.step(taus, point, where="post", label=labels.get(method, method))
+        ax.fill_between(taus, prof.low, prof.high, step="post", color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
