@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,18 +28,28 @@ import torch
 from torch import nn
 
 from growenv.env.features import EXPANSION_TABLE, GLOBAL_TABLE, NODE_TABLE, SITE_TABLE
+from growenv.errors import UserError
+from growenv.harness.lifecycle import atomic_path
 
 __all__ = [
+    "BEST_MODEL_FILE",
     "KINDS",
+    "MODEL_FILE",
     "NUM_EXTRA",
     "ObsLayout",
     "SlotScorer",
     "infer_layout",
     "layout_of",
+    "load_scorer",
     "parse_observation",
+    "save_scorer",
     "slot_nodes",
 ]
 
+MODEL_FILE = "model.pt"
+"""The last model of a value run (scorer settings and weights, see :func:`save_scorer`)."""
+BEST_MODEL_FILE = "best_model.pt"
+"""The model of a value run's best in-training evaluation on the selection teachers."""
 KINDS = ("dag", "sites")
 """Observation kinds: DAG expansion slots with node rows, or numbered sites."""
 NUM_EXTRA = 2
@@ -269,3 +280,38 @@ class SlotScorer(nn.Module):
             return
         self.in_mean.copy_(x.mean(0))
         self.in_std.copy_(x.std(0, unbiased=False).clamp(min=1e-3))
+
+
+def save_scorer(scorer: SlotScorer, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``{"scorer": settings, "state_dict": weights and input statistics, ...extra}``
+    atomically to ``path``."""
+    data = {
+        "scorer": scorer.settings(),
+        "state_dict": {k: v.detach().cpu() for k, v in scorer.state_dict().items()},
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+
+
+def load_scorer(path: str | Path, device: str = "cpu") -> SlotScorer:
+    """The :class:`SlotScorer` saved in ``path`` by :func:`save_scorer`.
+
+    Raises
+    ------
+    UserError
+        One line, when ``path`` is missing or not a saved scorer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"path: expected a saved value model (.pt), got {path}, which is missing")
+    try:
+        data = torch.load(path, map_location=device, weights_only=True)
+        settings = data["scorer"]
+        scorer = SlotScorer(settings["kind"], tuple(settings["hidden"]), settings["node_inputs"])
+        scorer.load_state_dict(data["state_dict"])
+    except Exception as err:  # noqa: BLE001 (any failure means: not a saved scorer)
+        raise UserError(
+            f"path: expected a value model saved by growenv, got {path} ({type(err).__name__})"
+        ) from None
+    return scorer.to(device).eval()

@@ -38,7 +38,16 @@ import torch
 from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
-from growenv.learners.scorer import ObsLayout, SlotScorer, infer_layout, layout_of
+from growenv.learners.scorer import (
+    BEST_MODEL_FILE,
+    MODEL_FILE,
+    ObsLayout,
+    SlotScorer,
+    infer_layout,
+    layout_of,
+    load_scorer,
+    save_scorer,
+)
 from growenv.learners.wrappers import REWARD_MODES, TerminalReward
 from growenv.policies.ppo import keep_global_rngs
 from growenv.threads import using_threads
@@ -64,10 +73,6 @@ __all__ = [
 
 ALGOS = ("dqn", "bandit")
 VEC_KINDS = ("dummy", "lockstep")
-MODEL_FILE = "model.pt"
-"""The last model of a run (scorer settings and weights, see :func:`save_scorer`)."""
-BEST_MODEL_FILE = "best_model.pt"
-"""The model of the best in-training evaluation on the selection teachers."""
 CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -380,41 +385,6 @@ class ReplayBuffer:
 
 
 # --------------------------------------------------------------------------- model files
-
-
-def save_scorer(scorer: SlotScorer, path: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write ``{"scorer": settings, "state_dict": weights and input statistics, ...extra}``
-    atomically to ``path``."""
-    data = {
-        "scorer": scorer.settings(),
-        "state_dict": {k: v.detach().cpu() for k, v in scorer.state_dict().items()},
-        **(extra or {}),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-
-
-def load_scorer(path: str | Path, device: str = "cpu") -> SlotScorer:
-    """The :class:`SlotScorer` saved in ``path`` by :func:`save_scorer`.
-
-    Raises
-    ------
-    UserError
-        One line, when ``path`` is missing or not a saved scorer.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"path: expected a saved value model (.pt), got {path}, which is missing")
-    try:
-        data = torch.load(path, map_location=device, weights_only=True)
-        settings = data["scorer"]
-        scorer = SlotScorer(settings["kind"], tuple(settings["hidden"]), settings["node_inputs"])
-        scorer.load_state_dict(data["state_dict"])
-    except Exception as err:  # noqa: BLE001 (any failure means: not a saved scorer)
-        raise UserError(
-            f"path: expected a value model saved by growenv, got {path} ({type(err).__name__})"
-        ) from None
-    return scorer.to(device).eval()
 
 
 # --------------------------------------------------------------------------- learner

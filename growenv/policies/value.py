@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from growenv.errors import UserError
-from growenv.learners.scorer import SlotScorer, infer_layout
+from growenv.learners.scorer import (
+    BEST_MODEL_FILE,
+    MODEL_FILE,
+    SlotScorer,
+    infer_layout,
+    load_scorer,
+)
 from growenv.policies.base import PolicyEnv
 from growenv.threads import using_threads
 
@@ -74,8 +80,6 @@ class ValuePolicy:
 def agent_file(path: str | Path) -> Path:
     """The model a run directory's agent is: ``best_model.pt`` when training saved one,
     else ``model.pt``; a file path is itself."""
-    from growenv.learners.value import BEST_MODEL_FILE, MODEL_FILE
-
     path = Path(path)
     if not path.is_dir():
         return path
@@ -95,8 +99,6 @@ def load(path: str | Path, device: str = "cpu") -> ValuePolicy:
     UserError
         One line, when there is no model at ``path`` or it is not a saved value model.
     """
-    from growenv.learners.value import load_scorer
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"path: expected a value agent's run directory or .pt, got {path}")
