@@ -144,6 +144,7 @@ def test_policy_specs_come_from_the_registry_in_order():
         "restricted",
         "bic-restricted",
         "ppo:PATH",
+        "dqn:PATH",
     )
     assert policy_entry("ppo:runs/a").learned and not policy_entry("greedy").learned
     for spec in ("ppo", "greedy:x", "oracle"):  # a learned policy needs its path, others none
