@@ -171,7 +171,12 @@ def test_dag_policies_refuse_site_envs_in_one_line():
         with pytest.raises(ValueError, match=rf"^policy: '{name}' needs an env with DAG"):
             make_policy(name).act(None, dag_info(OUT_), stub)
     jobs = plan_jobs(["teacher_student"], ["greedy", "restricted"], [0, 1], {"net": "dag"})
-    assert [j.lockstep for j in jobs] == [False] * 4  # DAG envs run one env per episode
+    # greedy runs its seeds in one lockstep DAG env; restricted queries the env: one per seed
+    assert [(j.policy, j.lockstep) for j in jobs] == [
+        ("greedy", True),
+        ("restricted", False),
+        ("restricted", False),
+    ]
 
 
 # ------------------------------------------------------------------------------ real env
