@@ -1,0 +1,694 @@
+"""Learned growth policies against every heuristic on held-out tasks (issue #23).
+
+The protocol is ``docs/protocol.md``; the results page is ``docs/experiments/learned_growth.md``.
+DAG students grow from the empty graph (``net="dag"``, fitted neurons, 4 per growth, 10
+decisions of 50 Adam steps each, a parameter budget of ``40 (inputs + outputs)``).
+
+Task sets (disjoint by construction, checked at start):
+
+- **train**: teachers of :class:`~growenv.data.tasks.TeacherStudentDistribution` seeds
+  ``0 .. 10^6 - 1``, depth 2, widths 10-80, with a skip, half regression, half 3-class
+  classification (``classes=(0, 3)``);
+- **selection** (checkpoints inside training, and the choice of configuration): the same
+  distribution's teachers of seeds ``10^6 ..``;
+- **test**, never seen before the end: teachers of seeds ``2 * 10^6 ..`` of an unseen shape
+  (depth 3, with the skip), 5-class teachers (an unseen class count, seeds
+  ``2 * 10^6 + 1000 ..``), scikit-learn's digits and the CIFAR-10 subset (flattened after
+  4 x 4 average pooling, 192 inputs; skipped when ``--cifar-dir`` has no data).
+
+Methods: every learned configuration of :data:`CONFIGS` trained ``--agents`` times (seeds
+0 ..), each agent's best selection checkpoint; the heuristics of :data:`HEURISTICS`. Run
+``r`` of a method on a test task is the episode of seed ``r`` (student init and minibatches):
+agent ``r`` for learned methods, the same seeds for heuristics, so every method sees the same
+``agents x tasks`` episodes. Scores are final test losses; across tasks of different scales
+they are divided by the task's mean heuristic loss (``normalised``). Statistics as in rliable
+(:mod:`growenv.harness.rliable`): IQM with stratified-bootstrap 95 % CIs over runs and
+tasks, CIs of IQM differences, probability of improvement, performance profiles.
+
+Learned agents decide from TINY's closed form and the per-node bottlenecks and fit only the
+expansion they pick (``fit_scope="chosen"``); greedy and round-robin read fitted gains of
+every expansion (``fit_scope="all"``); the strategies that line-search candidates
+(whole-space, restricted, BIC, annealing) fit what they search (``"chosen"``, same decisions
+as ``"all"``). Compute is the env's multiply-add count by phase.
+
+Usage::
+
+    python experiments/learned_growth.py [--agents 5] [--steps 1000] [--workers 2]
+        [--configs dqn,bandit] [--out results/learned_growth] [--quick]
+        [--phases train,select,test,report]
+
+Every phase appends to ``OUT/episodes.jsonl`` / ``OUT/agents/`` and skips what is done, so
+an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from growenv.data.tasks import Task, TeacherStudentDistribution, make_task
+from growenv.env.growth_env import GrowthEnv
+from growenv.harness import rliable as rl
+from growenv.harness.episodes import run_episode
+from growenv.policies import make_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_DIR = ROOT.parent / "shared" / "data" / "cifar-10-subset"
+SELECTION_OFFSET = 10**6
+TEST_OFFSET = 2 * 10**6
+SPLITS = {"n_train": 1024, "n_stats": 512, "n_val": 512, "n_test": 1024}
+TRAIN_CLASSES = (0, 3)
+
+#: Env settings every method shares (the task, budget and fit scope are set per run).
+BASE_ENV: dict[str, Any] = {
+    "net": "dag",
+    "max_nodes": 8,
+    "neurons_per_growth": 4,
+    "neuron_fit": "nonlinear",
+    "start_graph": "empty",
+    "max_steps": 10,
+    "train_steps": 50,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "threads": 1,
+}
+#: Heuristics and the fit scope each runs with (see the module docstring).
+HEURISTICS: dict[str, str] = {
+    "greedy": "all",
+    "round-robin": "all",
+    "random": "all",
+    "whole-space": "chosen",
+    "restricted": "chosen",
+    "bic-restricted": "chosen",
+    "annealing": "chosen",
+}
+#: Learned configurations: ValueConfig fields beyond the shared ones.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "dqn": {"algo": "dqn", "gamma": 1.0, "n_step": 3},
+    "bandit": {"algo": "bandit"},
+    "dqn-terminal": {"algo": "dqn", "gamma": 1.0, "n_step": 10, "reward_mode": "terminal"},
+    "ppo": {"algo": "ppo"},
+}
+
+
+def budget(task: Task) -> int:
+    """The parameter budget of a task: 40 (inputs + outputs)."""
+    return 40 * (task.in_features + task.out_features)
+
+
+def train_distribution() -> dict[str, Any]:
+    """The training distribution's ``task_kwargs`` (JSON: saved in each agent's config)."""
+    return {"classes": list(TRAIN_CLASSES), "depth": [2, 2], "width": [10, 80], **SPLITS}
+
+
+def selection_tasks(n: int) -> list[Task]:
+    """The selection teachers: the training distribution's seeds ``10^6 ..``."""
+    dist = TeacherStudentDistribution(classes=TRAIN_CLASSES)
+    return dist.held_out_teachers(n, seed_offset=SELECTION_OFFSET, **SPLITS)
+
+
+def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]:
+    """The test families: unseen-shape teachers, 5-class teachers, digits, CIFAR-10."""
+    deep = TeacherStudentDistribution(depth=(3, 3))
+    five = TeacherStudentDistribution(depth=(2, 3), classes=(5,))
+    families = {
+        "teacher-depth3": deep.held_out_teachers(n_teachers, seed_offset=TEST_OFFSET, **SPLITS),
+        "teacher-5class": five.held_out_teachers(
+            max(1, n_teachers // 2), seed_offset=TEST_OFFSET + 1000, **SPLITS
+        ),
+        "digits": [make_task("digits", seed=0)],
+    }
+    if cifar_dir is not None and (Path(cifar_dir) / "cifar-10-batches-py").is_dir():
+        families["cifar10"] = [
+            make_task(
+                "cifar10",
+                data_dir=str(cifar_dir),
+                pool=4,
+                n_train=3000,
+                n_val=500,
+                n_stats=500,
+                n_test=1017,
+            )
+        ]
+    return families
+
+
+def check_disjoint(n_selection: int, n_test: int) -> None:
+    """Training, selection and test teacher seeds never meet (one line if they do)."""
+    train = range(0, SELECTION_OFFSET)
+    selection = range(SELECTION_OFFSET, SELECTION_OFFSET + n_selection)
+    test = [
+        *range(TEST_OFFSET, TEST_OFFSET + n_test),
+        *range(TEST_OFFSET + 1000, TEST_OFFSET + 1000 + n_test),
+    ]
+    for name, seeds in (("selection", selection), ("test", test)):
+        clash = [s for s in seeds if s in train]
+        if clash:
+            raise SystemExit(f"{name} teacher seed {clash[0]} is a training seed")
+    if set(selection) & set(test):
+        raise SystemExit("selection and test teacher seeds overlap")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
+    """The ValueConfig of agent ``seed`` of configuration ``name``."""
+    from growenv.learners.value import ValueConfig
+
+    env = {
+        **BASE_ENV,
+        "task": "teacher_student_distribution",
+        "task_kwargs": train_distribution(),
+        "max_params": 40 * (20 + 2),
+        "fit_scope": "chosen",
+    }
+    if quick:
+        env.update(max_steps=3, train_steps=5)
+    return ValueConfig(
+        env_kwargs=env,
+        total_timesteps=steps,
+        n_envs=4,
+        seed=seed,
+        eval_every=max(steps // 4, 1),
+        eval_tasks=2 if quick else 4,
+        selection_seed_offset=SELECTION_OFFSET,
+        learning_starts=min(200, steps // 4),
+        **CONFIGS[name],
+    )
+
+
+def ppo_config(seed: int, steps: int, quick: bool) -> Any:
+    """MaskablePPO at the same env-step budget (undiscounted)."""
+    from growenv.harness.ppo_training import PPOConfig
+
+    env = value_config("dqn", seed, steps, quick).env_kwargs
+    n_envs, n_steps = (2, 8) if quick else (8, 25)
+    return PPOConfig(
+        env_kwargs=env,
+        total_timesteps=steps,
+        n_envs=n_envs,
+        vec="dummy",  # the lockstep env needs one task shape; training mixes regression
+        n_steps=n_steps,
+        batch_size=n_envs * n_steps // 2,
+        learning_rate=3e-4,
+        seed=seed,
+        checkpoint_every=steps,
+        eval_every=max(steps // 4, n_envs * n_steps),
+        eval_tasks=2 if quick else 4,
+        selection_seed_offset=SELECTION_OFFSET,
+    )
+
+
+def train_job(name: str, seed: int, steps: int, out: Path, quick: bool) -> dict[str, Any]:
+    """Train (or resume, or skip) agent ``seed`` of configuration ``name``."""
+    torch.set_num_threads(1)
+    run = out / "agents" / name / f"seed_{seed}"
+    done = run / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    start, cpu = time.perf_counter(), time.process_time()
+    if CONFIGS[name]["algo"] == "ppo":
+        from growenv.harness.ppo_training import train
+
+        train(ppo_config(seed, steps, quick), run, force=True, progress_bar=False)
+    else:
+        from growenv.learners.value import train_value_agent
+
+        config = value_config(name, seed, steps, quick)
+        train_value_agent(config, run, resume=(run / "checkpoint.pt").exists())
+    record = {
+        "config": name,
+        "seed": seed,
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+        "train_macs": training_macs(run),
+    }
+    done.write_text(json.dumps(record))
+    return record
+
+
+def training_macs(run: Path) -> float | None:
+    """The env multiply-adds a training run spent, from its ``progress.csv`` when the learner
+    logs them (column ``env_macs``), else ``None``."""
+    path = run / "progress.csv"
+    if not path.exists():
+        return None
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    values = [float(r["env_macs"]) for r in rows if r.get("env_macs") not in (None, "")]
+    return max(values) if values else None
+
+
+# --------------------------------------------------------------------------- episodes
+
+_TASKS: dict[str, list[Task]] = {}
+
+
+def _tasks(family: str, args: dict[str, Any]) -> list[Task]:
+    """The tasks of ``family`` ("selection" or a test family), built once per process."""
+    if family not in _TASKS:
+        if family == "selection":
+            _TASKS[family] = selection_tasks(args["selection_tasks"])
+        else:
+            _TASKS.update(test_tasks(args["test_teachers"], args["cifar_dir"]))
+    return _TASKS[family]
+
+
+def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """One episode: ``key`` = role/family, task index, method, config, run (episode seed)."""
+    torch.set_num_threads(1)
+    task = _tasks(key["family"], args)[key["task"]]
+    if key["kind"] == "learned":
+        algo = "ppo" if CONFIGS[key["method"]]["algo"] == "ppo" else "dqn"
+        spec = f"{algo}:" + str(Path(args["out"]) / "agents" / key["method"] / f"seed_{key['run']}")
+        scope = "chosen"
+    else:
+        spec, scope = key["method"], HEURISTICS[key["method"]]
+    env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), "fit_scope": scope}
+    if args["quick"]:
+        env_kwargs.update(max_steps=3, train_steps=5)
+    env = GrowthEnv(**env_kwargs)
+    policy = make_policy(spec)
+    start = time.perf_counter()
+    rows = run_episode(env_kwargs, policy, seed=key["run"], env=env)
+    last = rows[-1]
+    phases = {k: float(v) for k, v in env.compute_by_phase.items()}
+    return {
+        **key,
+        "task_name": task.name,
+        "loss": task.loss,
+        "test_loss": last["test_loss"],
+        "test_accuracy": last["test_accuracy"],
+        "val_loss": last["val_loss"],
+        "params": last["params"],
+        "budget": budget(task),
+        "growths": sum(1 for r in rows[1:] if r["grown_site"] >= 0),
+        "compute": last["compute"],
+        "compute_by_phase": phases,
+        "decision_macs": sum(v for k, v in phases.items() if k in ("statistics", "fit", "search")),
+        "seconds": time.perf_counter() - start,
+        "actions": [r["action_name"] for r in rows[1:]],
+    }
+
+
+def _key_id(key: dict[str, Any]) -> str:
+    return "|".join(str(key[k]) for k in ("family", "task", "method", "run"))
+
+
+def run_jobs(
+    jobs: Sequence[tuple[Any, ...]], workers: int, store: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run ``(function, *args)`` jobs on ``workers`` processes; episode records are appended
+    to ``store`` as they finish (what is there is skipped by the caller)."""
+    results = []
+    if workers <= 1:
+        for fn, *a in jobs:
+            results.append(fn(*a))
+            _append(store, results[-1])
+        return results
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, *a) for fn, *a in jobs]
+        for fut in as_completed(futures):
+            results.append(fut.result())
+            _append(store, results[-1])
+    return results
+
+
+def _append(store: Path | None, record: dict[str, Any]) -> None:
+    if store is not None and "family" in record:
+        with store.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def load_store(path: Path) -> list[dict[str, Any]]:
+    """Episode records of ``path`` (a half-written last line of an interrupted run is
+    dropped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# --------------------------------------------------------------------------- report
+
+
+def matrix(
+    records: list[dict[str, Any]],
+    method: str,
+    families: Sequence[str],
+    runs: int,
+    value: str = "test_loss",
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """``(runs, tasks)`` scores of ``method`` over the tasks of ``families``."""
+    by = {(r["family"], r["task"], r["run"]): r[value] for r in records if r["method"] == method}
+    tasks = sorted({(f, t) for (f, t, _) in by if f in families})
+    m = np.full((runs, len(tasks)), np.nan)
+    for j, (f, t) in enumerate(tasks):
+        for r in range(runs):
+            m[r, j] = by.get((f, t, r), np.nan)
+    return m, tasks
+
+
+def normalised(records: list[dict[str, Any]], heuristics: Sequence[str]) -> None:
+    """Add ``normalised`` = test loss / the task's mean heuristic test loss to each record."""
+    ref: dict[tuple[str, int], list[float]] = {}
+    for r in records:
+        if r["method"] in heuristics:
+            ref.setdefault((r["family"], r["task"]), []).append(r["test_loss"])
+    for r in records:
+        values = ref.get((r["family"], r["task"]))
+        r["normalised"] = r["test_loss"] / float(np.mean(values)) if values else np.nan
+
+
+def summarise(
+    records: list[dict[str, Any]],
+    methods: Sequence[str],
+    families: Sequence[str],
+    runs: int,
+    heuristics: Sequence[str],
+    learned: str,
+) -> dict[str, Any]:
+    """IQMs with CIs per family and overall, differences and PoI against every heuristic."""
+    normalised(records, heuristics)
+    groups = {f: [f] for f in families}
+    groups["all (normalised)"] = list(families)
+    out: dict[str, Any] = {"groups": {}}
+    for group, fams in groups.items():
+        value = "normalised" if len(fams) > 1 else "test_loss"
+        scores = {m: matrix(records, m, fams, runs, value)[0] for m in methods}
+        scores = {m: s for m, s in scores.items() if s.size and not np.isnan(s).any()}
+        if not scores:
+            continue
+        boot = len(fams) > 1 or next(iter(scores.values())).shape[1] > 1
+        est = rl.interval_estimates(scores, "iqm", task_bootstrap=boot)
+        entry: dict[str, Any] = {"iqm": {m: list(map(float, v)) for m, v in est.items()}}
+        if learned in scores:
+            diffs, poi = {}, {}
+            for h in heuristics:
+                if h not in scores:
+                    continue
+                diffs[h] = list(map(float, rl.difference_ci(scores[learned], scores[h], "iqm")))
+                poi[h] = list(map(float, rl.probability_of_improvement(scores[learned], scores[h])))
+            entry["difference"] = diffs
+            entry["probability_of_improvement"] = poi
+        if len(fams) > 1:
+            entry["scores"] = {m: s.tolist() for m, s in scores.items()}
+        out["groups"][group] = entry
+    return out
+
+
+def compute_table(records: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    """Mean compute per episode (MACs) by phase, and per decision, for each method."""
+    table = {}
+    for m in methods:
+        rs = [r for r in records if r["method"] == m and r["family"] != "selection"]
+        if not rs:
+            continue
+        phases = sorted({k for r in rs for k in r["compute_by_phase"]})
+        table[m] = {
+            "episode_macs": float(np.mean([r["compute"] for r in rs])),
+            "decision_macs": float(
+                np.mean([r["decision_macs"] / max(r["growths"], 1) for r in rs])
+            ),
+            "by_phase": {
+                p: float(np.mean([r["compute_by_phase"].get(p, 0.0) for r in rs])) for p in phases
+            },
+            "seconds": float(np.mean([r["seconds"] for r in rs])),
+            "params": float(np.mean([r["params"] / r["budget"] for r in rs])),
+        }
+    return table
+
+
+def _fmt(v: Sequence[float], spec: str = ".4g") -> str:
+    return f"{v[0]:{spec}} [{v[1]:{spec}}, {v[2]:{spec}}]"
+
+
+def markdown(
+    summary: dict[str, Any],
+    compute: dict[str, Any],
+    training: list[dict[str, Any]],
+    selection: dict[str, Any],
+    learned: str,
+) -> str:
+    """The results tables of the docs page."""
+    lines = ["### Selection (IQM final test loss on the selection teachers, normalised)", ""]
+    lines += ["| configuration | IQM [95 % CI] |", "|---|---|"]
+    for name, v in selection["iqm"].items():
+        mark = " (selected)" if name == learned else ""
+        lines.append(f"| {name}{mark} | {_fmt(v)} |")
+    for group, entry in summary["groups"].items():
+        lines += ["", f"### Test: {group}", "", "| method | IQM final test loss [95 % CI] |"]
+        lines.append("|---|---|")
+        for m, v in sorted(entry["iqm"].items(), key=lambda kv: kv[1][0]):
+            lines.append(f"| {m} | {_fmt(v)} |")
+        if entry.get("difference"):
+            lines += [
+                "",
+                f"| {learned} against | IQM difference [95 % CI] | P(improvement) [95 % CI] |",
+            ]
+            lines.append("|---|---|---|")
+            for h, d in entry["difference"].items():
+                p = entry["probability_of_improvement"][h]
+                lines.append(f"| {h} | {_fmt(d, '+.4f')} | {_fmt(p, '.2f')} |")
+    lines += ["", "### Compute per episode (test tasks, mean)", ""]
+    lines += [
+        "| method | MACs / episode | decision MACs / growth | parameters / budget | s / episode |"
+    ]
+    lines.append("|---|---|---|---|---|")
+    for m, c in sorted(compute.items(), key=lambda kv: kv[1]["decision_macs"]):
+        lines.append(
+            f"| {m} | {c['episode_macs']:.3g} | {c['decision_macs']:.3g} | {c['params']:.2f} | "
+            f"{c['seconds']:.2f} |"
+        )
+    if training:
+        cpu = sum(t["cpu_seconds"] for t in training) / 3600
+        lines += ["", f"Training: {len(training)} agents, {cpu:.3f} CPU-hours in all."]
+    return "\n".join(lines)
+
+
+def figure(
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    methods: Sequence[str],
+    runs: int,
+    families: Sequence[str],
+    out: Path,
+) -> list[Path]:
+    """``learned_growth_iqm.png`` (IQM and CIs per test group) and
+    ``learned_growth_profiles.png`` (performance profiles of normalised losses)."""
+    from growenv.harness import plots
+
+    estimates = {
+        g: {m: tuple(v) for m, v in e["iqm"].items()} for g, e in summary["groups"].items()
+    }
+    scores = {m: matrix(records, m, families, runs, "normalised")[0] for m in methods}
+    scores = {m: s for m, s in scores.items() if s.size and not np.isnan(s).any()}
+    taus = np.linspace(0.5, 1.5, 101)
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        plots.plot_interval_estimates(
+            estimates, out / "learned_growth_iqm.png", title="IQM final test loss, 95 % CI"
+        ),
+        plots.plot_performance_profiles(
+            rl.performance_profile(scores, taus, task_bootstrap=True),
+            out / "learned_growth_profiles.png",
+            xlabel="final test loss / the task's mean heuristic loss",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> str:
+    cpu = f"{platform.machine()} {platform.processor() or ''}".strip()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--agents", type=int, default=5)
+    p.add_argument("--steps", type=int, default=1000, help="env steps per agent")
+    p.add_argument("--configs", default="dqn,bandit")
+    p.add_argument("--heuristics", default=",".join(HEURISTICS))
+    p.add_argument("--selection-tasks", type=int, default=4)
+    p.add_argument("--test-teachers", type=int, default=6)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
+    p.add_argument("--out", type=Path, default=Path("results/learned_growth"))
+    p.add_argument("--phases", default="train,select,test,report")
+    p.add_argument("--figures", type=Path, default=None, help="folder of the figures (default OUT)")
+    p.add_argument("--quick", action="store_true", help="tiny everything (a smoke test)")
+    args = p.parse_args(argv)
+    configs = [c for c in args.configs.split(",") if c]
+    heuristics = [h for h in args.heuristics.split(",") if h]
+    for c in configs:
+        if c not in CONFIGS:
+            p.error(f"--configs: expected names among {', '.join(CONFIGS)}, got {c!r}")
+    for h in heuristics:
+        if h not in HEURISTICS:
+            p.error(f"--heuristics: expected names among {', '.join(HEURISTICS)}, got {h!r}")
+    if args.agents < 1:
+        p.error(f"--agents: expected an int >= 1, got {args.agents}")
+    if args.quick:
+        args.steps, args.selection_tasks, args.test_teachers = min(args.steps, 40), 2, 2
+    check_disjoint(args.selection_tasks, args.test_teachers)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "episodes.jsonl"
+    phases = set(args.phases.split(","))
+    shared = {
+        "out": str(out),
+        "quick": args.quick,
+        "selection_tasks": args.selection_tasks,
+        "test_teachers": args.test_teachers,
+        "cifar_dir": args.cifar_dir,
+    }
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                **vars(args),
+                "machine": machine(),
+                "base_env": BASE_ENV,
+                "heuristics": HEURISTICS,
+                "configs": {c: CONFIGS[c] for c in configs},
+            },
+            default=str,
+            indent=1,
+        )
+    )
+
+    training: list[dict[str, Any]] = []
+    if "train" in phases:
+        jobs = [
+            (train_job, c, s, args.steps, out, args.quick)
+            for c in configs
+            for s in range(args.agents)
+        ]
+        training = run_jobs(jobs, args.workers)
+    else:
+        training = [
+            json.loads(f.read_text()) for f in sorted(out.glob("agents/*/seed_*/done.json"))
+        ]
+
+    done = {_key_id(r) for r in load_store(store)}
+
+    def pending(keys: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(episode_job, k, shared) for k in keys if _key_id(k) not in done]
+
+    if "select" in phases:
+        keys = [
+            {
+                "family": "selection",
+                "task": t,
+                "method": c,
+                "kind": "learned",
+                "run": s,
+                "config": c,
+            }
+            for c in configs
+            for s in range(args.agents)
+            for t in range(args.selection_tasks)
+        ]
+        run_jobs(pending(keys), args.workers, store)
+    records = load_store(store)
+    sel = [r for r in records if r["family"] == "selection"]
+    sel_scores = {}
+    for c in configs:
+        m, _ = matrix(sel, c, ["selection"], args.agents)
+        if m.size and not np.isnan(m).any():
+            sel_scores[c] = m
+    selection = {"iqm": {}}
+    if sel_scores:
+        # normalise each selection task by the configurations' mean (no heuristic runs there)
+        ref = np.mean([s.mean(0) for s in sel_scores.values()], axis=0)
+        est = rl.interval_estimates(
+            {c: s / ref for c, s in sel_scores.items()}, "iqm", task_bootstrap=True
+        )
+        selection["iqm"] = {c: list(map(float, v)) for c, v in est.items()}
+    learned = (
+        min(selection["iqm"], key=lambda c: selection["iqm"][c][0])
+        if selection["iqm"]
+        else configs[0]
+    )
+
+    families = list(test_tasks(args.test_teachers, args.cifar_dir if not args.quick else None))
+    if args.quick:
+        families = [f for f in families if f != "cifar10"]
+        shared["cifar_dir"] = None
+    if "test" in phases:
+        counts = {
+            f: len(ts) for f, ts in test_tasks(args.test_teachers, shared["cifar_dir"]).items()
+        }
+        keys = []
+        for f in families:
+            for t in range(counts[f]):
+                for r in range(args.agents):
+                    keys.append(
+                        {
+                            "family": f,
+                            "task": t,
+                            "method": learned,
+                            "kind": "learned",
+                            "run": r,
+                            "config": learned,
+                        }
+                    )
+                    keys += [
+                        {
+                            "family": f,
+                            "task": t,
+                            "method": h,
+                            "kind": "heuristic",
+                            "run": r,
+                            "config": "",
+                        }
+                        for h in heuristics
+                    ]
+        run_jobs(pending(keys), args.workers, store)
+    records = [r for r in load_store(store) if r["family"] != "selection"]
+    summary: dict[str, Any] = {}
+    if "report" in phases and records:
+        methods = [learned, *heuristics]
+        summary = summarise(records, methods, families, args.agents, heuristics, learned)
+        compute = compute_table(records, methods)
+        text = markdown(summary, compute, training, selection, learned)
+        (out / "summary.md").write_text(text + "\n")
+        (out / "summary.json").write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "compute": compute,
+                    "training": training,
+                    "selection": selection,
+                    "learned": learned,
+                },
+                indent=1,
+            )
+        )
+        figure(summary, records, methods, args.agents, families, args.figures or out)
+        print(text)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
