@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "selection_tasks": args.selection_tasks,
         "test_teachers": args.test_teachers,
-        "cifar_dir": args.cifar_dir,
+        "cifar_dir": None if args.quick else args.cifar_dir,
     }
     (out / "settings.json").write_text(
         json.dumps(
@@ -631,14 +631,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else configs[0]
     )
 
-    families = list(test_tasks(args.test_teachers, args.cifar_dir if not args.quick else None))
-    if args.quick:
-        families = [f for f in families if f != "cifar10"]
-        shared["cifar_dir"] = None
+    # the test tasks are built once here (workers build their own copies)
+    test_sets = test_tasks(args.test_teachers, shared["cifar_dir"])
+    counts = {f: len(ts) for f, ts in test_sets.items()}
+    families = list(counts)
     if "test" in phases:
-        counts = {
-            f: len(ts) for f, ts in test_tasks(args.test_teachers, shared["cifar_dir"]).items()
-        }
         keys = []
         for f in families:
             for t in range(counts[f]):
