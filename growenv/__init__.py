@@ -38,5 +38,13 @@ __version__ = "0.1.0"
 
 import gymnasium as _gym  # noqa: E402
 
+# v1: amplitude line searches on training samples (search_split="train"); v0 keeps the
+# search on the statistics split, for results measured before issue #23's fix
+if "growenv/Grow-v1" not in _gym.registry:
+    _gym.register(id="growenv/Grow-v1", entry_point="growenv.env.growth_env:GrowthEnv")
 if "growenv/Grow-v0" not in _gym.registry:
-    _gym.register(id="growenv/Grow-v0", entry_point="growenv.env.growth_env:GrowthEnv")
+    _gym.register(
+        id="growenv/Grow-v0",
+        entry_point="growenv.env.growth_env:GrowthEnv",
+        kwargs={"search_split": "stats"},
+    )

@@ -140,12 +140,12 @@ def test_lockstep_batches_dag_but_not_its_other_obstacles():
 def test_default_env_starts_from_the_empty_graph_and_passes_both_checkers():
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make("growenv/Grow-v0", net="dag")
+    env = gym.make("growenv/Grow-v1", net="dag")
     unwrapped = env.unwrapped
     assert unwrapped.config.max_nodes == 8 and unwrapped.config.start_graph == "empty"
     assert env.action_space.n == num_slots(8) + 2
     assert env.observation_space.shape == (features.dag_observation_size(num_slots(8), 8),)
-    small = gym.make("growenv/Grow-v0", **SMALL)  # the passive checker wraps gym.make
+    small = gym.make("growenv/Grow-v1", **SMALL)  # the passive checker wraps gym.make
     obs, info = small.reset(seed=0)
     net = small.unwrapped.net
     assert list(net.nodes) == [IN, OUT] and net.edges == []
@@ -158,11 +158,11 @@ def test_default_env_starts_from_the_empty_graph_and_passes_both_checkers():
 def test_sb3_env_checker_with_dag_defaults():
     from stable_baselines3.common.env_checker import check_env
 
-    check_env(gym.make("growenv/Grow-v0", net="dag").unwrapped, warn=True)
+    check_env(gym.make("growenv/Grow-v1", net="dag").unwrapped, warn=True)
 
 
 def test_random_episodes_stay_finite_and_in_the_spaces():
-    env = gym.make("growenv/Grow-v0", **SMALL)
+    env = gym.make("growenv/Grow-v1", **SMALL)
     env.action_space.seed(1)
     env.reset(seed=1)
     for _ in range(2):
@@ -275,7 +275,7 @@ def test_node_slots_close_at_max_nodes():
 
 def test_same_seed_same_trajectory():
     def trajectory(seed: int) -> list:
-        env = gym.make("growenv/Grow-v0", **SMALL)
+        env = gym.make("growenv/Grow-v1", **SMALL)
         env.action_space.seed(seed)
         obs, _ = env.reset(seed=seed)
         out = [obs.tolist()]

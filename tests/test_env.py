@@ -1,13 +1,14 @@
 """GrowthEnv: checkers, determinism, masks, actions, rewards, tasks, bad kwargs."""
 
 import pickle
+import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-import growenv  # noqa: F401  (registers growenv/Grow-v0)
+import growenv  # noqa: F401  (registers growenv/Grow-v1)
 from growenv.data.tasks import TeacherStudentDistribution
 from growenv.env.growth_env import GrowthEnv
 
@@ -22,7 +23,7 @@ def fast_env(**kw):
 
 
 def test_make_with_no_arguments_runs_an_episode():
-    env = gym.make("growenv/Grow-v0")
+    env = gym.make("growenv/Grow-v1")
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     assert info["widths"] == [1, 1]
@@ -223,13 +224,35 @@ def test_evaluate_candidate_is_one_counted_search_that_does_not_grow():
     result = env.evaluate_candidate(1)
     assert env.net.num_parameters() == params  # a preview: nothing applied
     assert env.compute > compute and env.compute_by_phase["search"] == env.compute - compute
-    stats = env.task.stats
-    again = amplitude_search(env.net, result.candidate, stats.x, stats.y, loss=env.task.loss)
+    # the search split is the first n_stats training samples (disjoint from the statistics)
+    n = len(env.task.stats)
+    x, y = env.task.train.x[:n], env.task.train.y[:n]
+    again = amplitude_search(env.net, result.candidate, x, y, loss=env.task.loss)
     assert float(again.gamma) == float(result.gamma)
     assert float(again.loss_drop) == float(result.loss_drop)
     assert float(result.loss_drop) == env.evaluate_candidates()["loss_drop"][1]
     with pytest.raises(ValueError, match="site: expected an int in \\[0, 1\\]"):
         env.evaluate_candidate(2)
+
+
+def test_search_split_stats_searches_on_the_statistics_split():
+    from growenv import amplitude_search
+
+    env = fast_env(search_split="stats")
+    env.reset(seed=0)
+    result = env.evaluate_candidate(1)
+    stats = env.task.stats
+    again = amplitude_search(env.net, result.candidate, stats.x, stats.y, loss=env.task.loss)
+    assert float(again.gamma) == float(result.gamma)
+    assert float(again.loss_drop) == float(result.loss_drop)
+
+
+def test_grow_v0_keeps_the_statistics_split_search_and_v1_searches_on_training_samples():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = gym.make("growenv/Grow-v0")
+    assert old.unwrapped.config.search_split == "stats"
+    assert gym.make("growenv/Grow-v1").unwrapped.config.search_split == "train"
 
 
 def test_augmentation_is_none_without_augment():

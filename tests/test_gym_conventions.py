@@ -39,7 +39,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 def test_defaults_accept_every_action():
     assert EnvConfig().invalid_action == "skip" and EnvConfig().threads == 1
-    env = gym.make("growenv/Grow-v0", **SMALL)
+    env = gym.make("growenv/Grow-v1", **SMALL)
     _, info = env.reset(seed=0)
     masked = np.flatnonzero(~info["action_mask"])
     assert len(masked)  # the start net has 2 of 4 sites
@@ -52,13 +52,13 @@ def test_sb3_env_checker_with_no_arguments():
     from stable_baselines3.common.env_checker import check_env
 
     # failed with "action: 3 (grow site 3) is masked in this state" (SB3 samples blindly)
-    check_env(gym.make("growenv/Grow-v0").unwrapped, warn=True)
+    check_env(gym.make("growenv/Grow-v1").unwrapped, warn=True)
 
 
 def test_gymnasium_env_checker_with_default_conventions():
     from gymnasium.utils.env_checker import check_env
 
-    check_env(gym.make("growenv/Grow-v0", **SMALL).unwrapped, skip_render_check=True)
+    check_env(gym.make("growenv/Grow-v1", **SMALL).unwrapped, skip_render_check=True)
 
 
 def random_rollout(env: gym.Env, episodes: int, seed: int) -> list[float]:
@@ -78,15 +78,15 @@ def random_rollout(env: gym.Env, episodes: int, seed: int) -> list[float]:
 
 
 def test_random_actions_plain_and_wrapped():
-    random_rollout(gym.make("growenv/Grow-v0", **SMALL), episodes=3, seed=1)
-    wrapped = gym.wrappers.RecordEpisodeStatistics(gym.make("growenv/Grow-v0", **SMALL))
+    random_rollout(gym.make("growenv/Grow-v1", **SMALL), episodes=3, seed=1)
+    wrapped = gym.wrappers.RecordEpisodeStatistics(gym.make("growenv/Grow-v1", **SMALL))
     returns = random_rollout(wrapped, episodes=2, seed=2)
     assert len(wrapped.return_queue) == 2
     assert np.allclose(list(wrapped.return_queue), returns, atol=1e-5)
 
 
 def test_random_actions_sync_vector_env():
-    envs = gym.make_vec("growenv/Grow-v0", num_envs=2, vectorization_mode="sync", **SMALL)
+    envs = gym.make_vec("growenv/Grow-v1", num_envs=2, vectorization_mode="sync", **SMALL)
     envs.reset(seed=0)
     envs.action_space.seed(0)
     ended = 0
@@ -108,7 +108,7 @@ def test_random_actions_async_vector_env_does_not_hang():
         a = torch.randn(300, 300)
         for _ in range(5):
             a @ a  # the parent's OpenMP pool exists
-        envs = gym.make_vec("growenv/Grow-v0", num_envs=2, vectorization_mode="async",
+        envs = gym.make_vec("growenv/Grow-v1", num_envs=2, vectorization_mode="async",
                             **{SMALL!r})
         envs.reset(seed=0)
         envs.action_space.seed(0)
@@ -124,7 +124,7 @@ def test_random_actions_async_vector_env_does_not_hang():
 
 
 def test_step_after_the_end_raises():
-    env = gym.make("growenv/Grow-v0", **SMALL)
+    env = gym.make("growenv/Grow-v1", **SMALL)
     env.reset(seed=0)
     _, reward, terminated, _, _ = env.step(env.unwrapped.stop_action)
     assert terminated and reward == 0.0
@@ -149,7 +149,7 @@ def test_id_without_importing_growenv():
         f"""
         import sys
         import gymnasium as gym
-        env = gym.make("growenv:growenv/Grow-v0", **{SMALL!r})
+        env = gym.make("growenv:growenv/Grow-v1", **{SMALL!r})
         env.reset(seed=0)
         print(type(env.unwrapped).__name__)
         assert "growenv" in sys.modules
@@ -162,16 +162,16 @@ def test_id_without_importing_growenv():
 def test_registration_is_idempotent_and_growthenv_exported():
     import importlib
 
-    spec = gym.spec("growenv/Grow-v0")
+    spec = gym.spec("growenv/Grow-v1")
     importlib.reload(growenv)
-    assert gym.spec("growenv/Grow-v0") == spec
-    assert growenv.GrowthEnv is gym.make("growenv/Grow-v0", **SMALL).unwrapped.__class__
+    assert gym.spec("growenv/Grow-v1") == spec
+    assert growenv.GrowthEnv is gym.make("growenv/Grow-v1", **SMALL).unwrapped.__class__
     assert "GrowthEnv" in growenv.__all__
 
 
 def test_same_seed_same_trajectory_with_defaults():
     def trajectory(seed: int) -> list:
-        env = gym.make("growenv/Grow-v0", **SMALL)
+        env = gym.make("growenv/Grow-v1", **SMALL)
         env.action_space.seed(seed)
         obs, _ = env.reset(seed=seed)
         out = [obs.tolist()]

@@ -28,6 +28,7 @@ REWARDS = ("log_ratio", "relative")
 METHODS = ("tiny", "gradmax", "random")
 INVALID_ACTIONS = ("raise", "skip")
 FIT_SCOPES = ("all", "chosen")
+SEARCH_SPLITS = ("train", "stats")
 # family options that are EnvConfig fields (each validated by the families that take it)
 FAMILY_OPTIONS = ("kernel", "neuron_fit", "start_graph")
 # capabilities of the families the env can drive (numbered sites, or DAG expansion slots)
@@ -71,6 +72,10 @@ HELP = {
     "fit_scope": "dag family with `neuron_fit='nonlinear'`: fit the new neurons of `all` "
     "expansions in every statistics phase (charged to `statistics`), or only of the `chosen` "
     "ones, when searched or grown (TINY's closed form for the features; charged to `fit`)",
+    "search_split": "data of the amplitude line search of a growth: the first `n_stats` "
+    "samples of the `train` split (disjoint from the statistics the new neurons are solved "
+    "on) or the `stats` split itself (growenv <= 0.1 behaviour: the closed form and its "
+    "amplitude then see the same samples, which overfits when inputs are many)",
     "augment": "random crop and flip of training minibatches (image tasks)",
     "threads": "torch CPU threads of the env's own work (the caller's count is restored "
     "after each call), or none to leave torch's setting alone",
@@ -171,6 +176,7 @@ class EnvConfig:
     neuron_fit: str = "nonlinear"
     start_graph: str = "empty"
     fit_scope: str = "all"
+    search_split: str = "train"
 
     def __post_init__(self) -> None:
         canonical = {
@@ -192,6 +198,7 @@ class EnvConfig:
             "threads": integer("threads", self.threads, 1, allow_none=True),
             "max_nodes": integer("max_nodes", self.max_nodes, 1),
             "fit_scope": choice("fit_scope", self.fit_scope, FIT_SCOPES),
+            "search_split": choice("search_split", self.search_split, SEARCH_SPLITS),
             "dtype": _dtype(self.dtype),
             "device": _device(self.device),
         }

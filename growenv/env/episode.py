@@ -253,6 +253,20 @@ def resolve_task_source(task: TaskSource, task_kwargs: dict) -> Callable:
     )
 
 
+def search_split(task: Task, where: str) -> Split:
+    """The samples a growth's amplitude line search runs on.
+
+    ``where="train"``: the first ``len(task.stats)`` samples of the training split (all of it
+    if smaller), disjoint from the statistics split the new neurons and the best update are
+    solved on, so that the search sees how the closed form generalises (as the DAG paper's
+    *train-gr* / *train-ls* split); ``"stats"``: the statistics split itself.
+    """
+    if where == "stats":
+        return task.stats
+    n = min(len(task.stats), len(task.train))
+    return Split(task.train.x[:n], task.train.y[:n])
+
+
 def cast_task(task: Task, dtype: torch.dtype) -> Task:
     """The task with floating-point inputs (and regression targets) in ``dtype``."""
     if dtype == torch.float32:
@@ -329,6 +343,7 @@ class Episode:
             raise TypeError(f"task: the task source returned {type(task).__name__}, not a Task")
         task = self._prepare_task(task)
         self.task = cast_task(task.to(self.config.torch_device), self.config.torch_dtype)
+        self.search = search_split(self.task, self.config.search_split)
         torch_seed = int(rng.integers(2**62))
         self.generator = torch.Generator().manual_seed(torch_seed)
         self.init_generator = torch.Generator().manual_seed(torch_seed + 1)

@@ -30,7 +30,7 @@ from growenv.nets.mlp.report import solve
 from growenv.nets.mlp.stacked import StackedMLP, gamma_losses
 from growenv.threads import using_threads
 
-SPLITS = ("train", "stats", "val", "test")
+SPLITS = ("train", "stats", "val", "test", "search")
 
 
 class _Architecture:
@@ -177,7 +177,7 @@ class LockstepVecEnv(LockstepBase):
 
     def _load_data(self, e: int, env: GrowthEnv) -> None:
         for name in SPLITS:
-            split = getattr(env.task, name)
+            split = env.episode.search if name == "search" else getattr(env.task, name)
             if name not in self.data:
                 shape_x = (self.num_envs, *split.x.shape)
                 shape_y = (self.num_envs, *split.y.shape)
@@ -328,7 +328,7 @@ class LockstepVecEnv(LockstepBase):
         alpha = torch.stack(alphas) * in_mask
         omega = torch.stack(omegas) * out_mask.unsqueeze(2)
         update = torch.stack(updates) * out_mask.unsqueeze(2) * stack.in_mask(nxt, idx).unsqueeze(1)
-        sx, sy = (t[idx] for t in self.data["stats"])
+        sx, sy = (t[idx] for t in self.data["search"])
         gammas = default_gammas(self.device, stack.dtype)
         losses = gamma_losses(stack, idx, site, sx, sy, self.loss_fn, alpha, omega, update, gammas)
         best = torch.argmin(losses, 1)
