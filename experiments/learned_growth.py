@@ -93,13 +93,31 @@ HEURISTICS: dict[str, str] = {
     "bic-restricted": "chosen",
     "annealing": "chosen",
 }
-#: Learned configurations: ValueConfig fields beyond the shared ones.
+#: Learned configurations: ValueConfig fields beyond the shared ones; ``steps`` (env steps
+#: per agent) overrides ``--steps`` for that configuration (``--quick`` still caps it).
 CONFIGS: dict[str, dict[str, Any]] = {
     "dqn": {"algo": "dqn", "gamma": 1.0, "n_step": 3},
     "bandit": {"algo": "bandit"},
     "dqn-terminal": {"algo": "dqn", "gamma": 1.0, "n_step": 10, "reward_mode": "terminal"},
     "ppo": {"algo": "ppo"},
+    # 3.3x the env steps, a slower learning rate and target copies, evaluations every 500
+    "dqn-long": {
+        "algo": "dqn",
+        "gamma": 1.0,
+        "n_step": 3,
+        "steps": 4000,
+        "lr": 5e-4,
+        "target_update": 250,
+        "eval_every": 500,
+    },
+    "bandit-long": {"algo": "bandit", "steps": 4000, "lr": 5e-4, "eval_every": 500},
 }
+
+
+def agent_steps(name: str, steps: int, quick: bool) -> int:
+    """Env steps per agent of configuration ``name``: its own ``steps`` or ``--steps``."""
+    own = int(CONFIGS[name].get("steps", steps))
+    return min(own, steps) if quick else own
 
 
 def budget(task: Task) -> int:
@@ -176,17 +194,20 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
     }
     if quick:
         env.update(max_steps=3, train_steps=5)
-    return ValueConfig(
-        env_kwargs=env,
-        total_timesteps=steps,
-        n_envs=4,
-        seed=seed,
-        eval_every=max(steps // 4, 1),
-        eval_tasks=2 if quick else 4,
-        selection_seed_offset=SELECTION_OFFSET,
-        learning_starts=min(200, steps // 4),
-        **CONFIGS[name],
-    )
+    settings = {
+        "env_kwargs": env,
+        "total_timesteps": steps,
+        "n_envs": 4,
+        "seed": seed,
+        "eval_every": max(steps // 4, 1),
+        "eval_tasks": 2 if quick else 4,
+        "selection_seed_offset": SELECTION_OFFSET,
+        "learning_starts": min(200, steps // 4),
+    }
+    settings.update({k: v for k, v in CONFIGS[name].items() if k != "steps"})
+    if quick:
+        settings["eval_every"] = min(settings["eval_every"], max(steps // 4, 1))
+    return ValueConfig(**settings)
 
 
 def ppo_config(seed: int, steps: int, quick: bool) -> Any:
@@ -218,6 +239,7 @@ def train_job(name: str, seed: int, steps: int, out: Path, quick: bool) -> dict[
     done = run / "done.json"
     if done.exists():
         return json.loads(done.read_text())
+    steps = agent_steps(name, steps, quick)
     start, cpu = time.perf_counter(), time.process_time()
     if CONFIGS[name]["algo"] == "ppo":
         from growenv.harness.ppo_training import train
@@ -482,6 +504,15 @@ def markdown(
     if training:
         cpu = sum(t["cpu_seconds"] for t in training) / 3600
         lines += ["", f"Training: {len(training)} agents, {cpu:.3f} CPU-hours in all."]
+        lines += [
+            "",
+            "| configuration | agents | env steps / agent | CPU-hours |",
+            "|---|---|---|---|",
+        ]
+        for c in sorted({t["config"] for t in training}):
+            ts = [t for t in training if t["config"] == c]
+            hours = sum(t["cpu_seconds"] for t in ts) / 3600
+            lines.append(f"| {c} | {len(ts)} | {ts[0]['steps']} | {hours:.3f} |")
     return "\n".join(lines)
 
 
