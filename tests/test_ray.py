@@ -1,7 +1,8 @@
 """growenv on Ray (issue 22): the bench's jobs as Ray tasks and training sweeps with Ray Tune,
 on a real local Ray of 2 CPUs (started once for the session; no mocks). The bench on Ray
 writes the local backend's rows, resumes, and survives a killed worker with every episode
-stored once; a sweep runs, resumes after an interruption and writes its summary."""
+stored once; a sweep runs, resumes after an interruption and writes its summary; a sweep of
+the value learners (DQN, bandit) runs and selects a run that ``dqn:RUN`` loads."""
 
 from __future__ import annotations
 
@@ -275,3 +276,129 @@ def test_a_random_search_draws_its_configurations_once_from_its_seed():
         assert 1e-5 <= params["learning_rate"] <= 1e-3 and params["n_steps"] in (16, 32)
         assert config["learning_rate"] == params["learning_rate"]
         assert config["env_kwargs"]["max_params"] == 400
+
+
+# --------------------------------------------------------------------------- value sweep
+
+ALGOS = ("dqn", "bandit")
+VALUE_SWEEP = {
+    "learner": "value",
+    "base": {
+        "total_timesteps": 16,
+        "n_envs": 2,
+        "learning_starts": 4,
+        "batch_size": 8,
+        "train_freq": 1,
+        "target_update": 3,
+        "hidden": [16],
+        "log_every": 4,
+        "eval_every": 8,
+        "eval_tasks": 1,
+        "env_kwargs": {**ENV, "max_params": 400},
+    },
+    "grid": {"algo": list(ALGOS)},
+    "seeds": 1,
+    "asha": False,
+}
+
+
+def _last_evaluation(run: Path) -> tuple[int, float]:
+    """``(timesteps, agent_over_greedy)`` of a value run's last evaluation row."""
+    with (run / "progress.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["agent_over_greedy"]]
+    return int(rows[-1]["timesteps"]), float(rows[-1]["agent_over_greedy"])
+
+
+def test_a_value_learner_sweep_runs_and_selects_a_loadable_run(tmp_path, ray_cluster, capsys):
+    from growenv.policies import make_policy
+
+    spec, out = tmp_path / "sweep.json", tmp_path / "sweep"
+    spec.write_text(json.dumps(VALUE_SWEEP))
+    assert main(["sweep", str(spec), "--out", str(out), "--no-progress"]) == 0
+    trials = {t["trial"]: t for t in _trial_lines(out)}
+    assert sorted(trials) == ["c0_s0", "c1_s0"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["params"] for c in summary["configs"]] == [{"algo": a} for a in ALGOS]
+    scores = []
+    for i, config in enumerate(summary["configs"]):
+        run = out / "runs" / f"c{i}_s0"
+        steps, score = _last_evaluation(run)
+        assert steps == 16
+        assert json.loads((run / "config.json").read_text())["algo"] == ALGOS[i]
+        (seed,) = config["seeds"]
+        # the summary and the score reported to Tune are the run's last evaluation
+        assert seed["score"] == score and seed["timesteps"] == steps
+        assert trials[f"c{i}_s0"]["status"] == "completed"
+        assert trials[f"c{i}_s0"]["timesteps"] == 16
+        assert trials[f"c{i}_s0"]["agent_over_greedy"] == score
+        assert seed["model"] == str(run) and config["iqm"] == score
+        scores.append(score)
+    selected = summary["selected"]
+    best = scores.index(min(scores))
+    assert selected["config"] == best and selected["all_seeds"]
+    assert selected["settings"]["algo"] == ALGOS[best]
+    assert selected["models"] == [str(out / "runs" / f"c{best}_s0")]
+    policy = make_policy(f"dqn:{selected['models'][0]}")
+    assert policy.path == Path(selected["models"][0]) / "best_model.pt"  # evaluations ran
+    assert f"selected: c{best}" in (out / "summary.md").read_text()
+    assert f"selected: c{best}" in capsys.readouterr().out
+
+
+def test_a_value_sweep_refuses_a_ppo_key_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    for where in ("base", "grid"):
+        data = {
+            **VALUE_SWEEP,
+            where: {**VALUE_SWEEP[where], "n_epochs": [1] if where == "grid" else 1},
+        }
+        bad.write_text(json.dumps(data))
+        assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert "unknown key 'n_epochs'" in err[0] and "expected a ValueConfig setting" in err[0]
+    assert not (tmp_path / "o").exists()  # refused before any training
+
+
+def test_an_unknown_learner_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**VALUE_SWEEP, "learner": "nope"}))
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learner: expected one of 'ppo', 'value', got 'nope'" in err[0], err
+
+
+def test_a_value_trial_resumes_its_checkpoint_restarts_without_one_and_skips_when_done(
+    tmp_path,
+):
+    from growenv.harness.lifecycle import RunInterrupted
+    from growenv.harness.sweep import _train_value, load_sweep
+    from growenv.learners.value import ValueConfig, train_value_agent
+
+    settings = {**load_sweep(VALUE_SWEEP).configs[0], "seed": 0}
+    reported: list[int] = []
+
+    def report(timesteps: int, result: dict[str, float]) -> None:
+        reported.append(timesteps)
+
+    def interrupt(timesteps: int, result: dict[str, float]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def sessions(run: Path) -> list[tuple[str, int, int]]:
+        data = json.loads((run / "config.json").read_text())["sessions"]
+        return [(s["status"], s["start_timesteps"], s.get("end_timesteps")) for s in data]
+
+    resumed = tmp_path / "resumed"  # stopped at its first evaluation, checkpoint.pt written
+    with pytest.raises(RunInterrupted):
+        train_value_agent(ValueConfig.from_json(settings), resumed, on_eval=interrupt)
+    assert _train_value(settings, resumed, report) == 16 and reported == [16]
+    assert sessions(resumed) == [("interrupted", 0, 8), ("completed", 8, 16)]
+    assert _train_value(settings, resumed, report) == 16 and reported == [16]  # done: no training
+    assert len(sessions(resumed)) == 2
+
+    killed = tmp_path / "killed"  # killed mid-run: a config.json, no checkpoint.pt
+    killed.mkdir()
+    (killed / "config.json").write_text(json.dumps({"sessions": [{"status": "running"}]}))
+    (killed / "progress.csv").write_text("stale\n")
+    assert _train_value(settings, killed, report) == 16 and reported == [16, 8, 16]
+    assert sessions(killed) == [("completed", 0, 16)]
+    assert _last_evaluation(killed)[0] == 16

@@ -17,9 +17,10 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``growenv sweep``."""
     p = subparsers.add_parser(
         "sweep",
-        help="train agents over PPO/env configurations x seeds with Ray Tune (ASHA, resume)",
-        description="Train a MaskablePPO agent for every configuration of CONFIG (a grid or "
-        "random search over PPO and env settings) and every training seed, as Ray Tune trials "
+        help="train agents over learner/env configurations x seeds with Ray Tune (ASHA, resume)",
+        description='Train an agent (MaskablePPO, or with "learner": "value" double DQN or '
+        "the contextual bandit) for every configuration of CONFIG (a grid or random search "
+        "over the learner's and the env's settings) and every training seed, as Ray Tune trials "
         "(each a normal run directory), stop weak trials early with ASHA on the held-out "
         "evaluation, and summarise each configuration's held-out score over its seeds (IQM, "
         f"95%% bootstrap CI). Needs {INSTALL_HINT}; see docs/distributed.md.",

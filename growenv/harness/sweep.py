@@ -9,42 +9,54 @@ A sweep file (JSON) names the configurations to try and the training seeds of ea
       "asha": {"grace_period": 10000, "reduction_factor": 2}
     }
 
-``base`` holds :class:`~growenv.harness.ppo_training.PPOConfig` settings (``env_kwargs`` are
-merged onto :data:`~growenv.harness.ppo_training.DEFAULT_ENV_KWARGS`); ``grid`` gives lists
-of values whose product are the configurations, or ``random`` draws ``samples``
-configurations (``{"samples": 8, "seed": 0, "space": {"learning_rate": {"loguniform": [1e-5,
-1e-3]}, "n_steps": {"choice": [16, 32]}}}``, also ``uniform``); a key ``env_kwargs.NAME`` sets
-an env setting. The configurations are drawn here, once, so the seeds of a configuration
-share its settings. ``seeds`` is a count (``0..N-1``) or a list; ``asha`` (``false`` to turn it
-off) stops trials early on the in-training held-out evaluation (``metric``, default
-``agent_over_greedy``: the agent's final validation loss over greedy's on held-out teachers,
-lower is better), reported to Tune by :func:`~growenv.harness.ppo_training.train`'s
+``learner`` (optional) says what is trained: ``"ppo"`` (default: MaskablePPO,
+:func:`~growenv.harness.ppo_training.train`) or ``"value"`` (double DQN or the contextual
+bandit, :func:`~growenv.learners.value.train_value_agent`). ``base`` holds the learner's
+settings, :class:`~growenv.harness.ppo_training.PPOConfig` or
+:class:`~growenv.learners.value.ValueConfig` (``algo``, ``lr``, ``n_step``, ...;
+``env_kwargs`` are merged onto :data:`~growenv.harness.ppo_training.DEFAULT_ENV_KWARGS`);
+``grid`` gives lists of values whose product are the configurations, or ``random`` draws
+``samples`` configurations (``{"samples": 8, "seed": 0, "space": {"learning_rate":
+{"loguniform": [1e-5, 1e-3]}, "n_steps": {"choice": [16, 32]}}}``, also ``uniform``); a key
+``env_kwargs.NAME`` sets an env setting. The configurations are drawn here, once, so the
+seeds of a configuration share its settings. ``seeds`` is a count (``0..N-1``) or a list;
+``asha`` (``false`` to turn it off) stops trials early on the in-training held-out
+evaluation (``metric``, default ``agent_over_greedy``: the agent's final validation loss over
+greedy's on held-out teachers, lower is better), reported to Tune by the training's
 ``on_eval`` at every evaluation.
 
 Every trial (configuration ``i``, seed ``s``) is a normal training run directory,
-``OUT/runs/c<i>_s<s>`` (checkpoints, logs, ``config.json``, ``eval.jsonl``, ``model.zip``),
-so ``growenv bench --policy ppo:OUT/runs/c<i>_s<s>`` evaluates it. Finished trials are
-recorded in ``OUT/trials.jsonl`` (``completed``, ``stopped`` by ASHA, ``error``); Ray Tune's
-experiment state is in ``OUT/tune``. A resumed sweep (:func:`run_sweep` with ``resume=True``)
+``OUT/runs/c<i>_s<s>``: a PPO run (checkpoints, logs, ``config.json``, ``eval.jsonl``,
+``model.zip``; ``growenv bench --policy ppo:OUT/runs/c<i>_s<s>``) or a value run
+(``config.json``, ``progress.csv`` with the evaluations, ``checkpoint.pt``, ``model.pt``,
+``best_model.pt``; ``dqn:OUT/runs/c<i>_s<s>``). Finished trials are recorded in
+``OUT/trials.jsonl`` (``completed``, ``stopped`` by ASHA, ``error``); Ray Tune's experiment
+state is in ``OUT/tune``. A resumed sweep (:func:`run_sweep` with ``resume=True``)
 restores it (``Tuner.restore``): finished trials stay finished, an interrupted trial continues
-from its run directory's newest checkpoint. ``OUT/summary.json`` and ``OUT/summary.md`` hold,
+from its run directory's newest checkpoint (a value run's ``checkpoint.pt``; as
+:func:`~growenv.learners.value.train_value_agent` writes one only when a run ends or on a
+signal, which a Tune trial's worker thread never gets, an interrupted value trial usually has
+none and starts again).
+``OUT/summary.json`` and ``OUT/summary.md`` hold,
 per configuration, the held-out score of each seed (its last evaluation), its IQM over seeds
 with a 95 % bootstrap CI (:mod:`~growenv.harness.stats`), and the selected configuration (the
 lowest IQM among those whose every seed completed; see :func:`summarize_sweep`) with its seeds'
-model paths.
+model paths (for a value sweep, the run directories).
 
 Ray is imported only inside the functions that run a sweep (``pip install -e ".[ray]"``).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +67,13 @@ from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, atomic_write_text
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, EVAL_FILE, PPOConfig
 from growenv.harness.stats import bootstrap_ci, iqm
+from growenv.learners.value import CHECKPOINT_FILE, ValueConfig
+from growenv.learners.value import CONFIG_FILE as VALUE_CONFIG_FILE
+from growenv.learners.value import MODEL_FILE as VALUE_MODEL_FILE
+from growenv.learners.value import PROGRESS_FILE as VALUE_PROGRESS_FILE
 
 __all__ = [
+    "LEARNERS",
     "METRICS",
     "SweepSpec",
     "format_sweep",
@@ -72,20 +89,26 @@ TRIALS_FILE = "trials.jsonl"
 RUNS_DIR = "runs"
 TUNE_DIR = "tune"
 SUMMARY_FILES = ("summary.json", "summary.md")
-_FIELDS = {f.name for f in dataclasses.fields(PPOConfig)}
-_KEYS = {"base", "grid", "random", "seeds", "asha", "metric"}
+LEARNERS: dict[str, type[PPOConfig] | type[ValueConfig]] = {"ppo": PPOConfig, "value": ValueConfig}
+"""What a sweep file's ``learner`` may name, and the settings class of its configurations."""
+_EXAMPLES = {"ppo": "learning_rate, n_steps, total_timesteps", "value": "algo, lr, n_step, gamma"}
+_EVAL_COLUMNS = ("agent_val_loss", "greedy_val_loss", "agent_over_greedy")
+_KEYS = {"learner", "base", "grid", "random", "seeds", "asha", "metric"}
+_Report = Callable[[int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A sweep: its configurations (``PPOConfig`` settings without the seed), the training
-    seeds of each, the selection metric and the ASHA settings (``None``: no early stop)."""
+    """A sweep: its configurations (settings of the ``learner``'s config class, see
+    :data:`LEARNERS`, without the seed), the training seeds of each, the selection metric,
+    the ASHA settings (``None``: no early stop) and the learner (``"ppo"`` or ``"value"``)."""
 
     configs: tuple[dict[str, Any], ...]
     params: tuple[dict[str, Any], ...]
     seeds: tuple[int, ...]
     metric: str = "agent_over_greedy"
     asha: dict[str, Any] | None = None
+    learner: str = "ppo"
 
     def trial_name(self, config: int, seed: int) -> str:
         """``c<config>_s<seed>``: the trial's name and run directory."""
@@ -99,20 +122,23 @@ class SweepSpec:
             "seeds": list(self.seeds),
             "metric": self.metric,
             "asha": self.asha,
+            "learner": self.learner,
         }
 
 
-def _set(settings: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """Set a PPOConfig field or an ``env_kwargs.NAME`` in ``settings``."""
+def _set(settings: dict[str, Any], key: str, value: Any, where: str, learner: str) -> None:
+    """Set a field of the ``learner``'s config class or an ``env_kwargs.NAME`` in
+    ``settings``."""
+    cls = LEARNERS[learner]
     head, dot, rest = key.partition(".")
     if dot and head == "env_kwargs" and rest:
         settings["env_kwargs"] = {**settings.get("env_kwargs", {}), rest: value}
-    elif not dot and key in _FIELDS - {"seed", "env_kwargs"}:
+    elif not dot and key in {f.name for f in dataclasses.fields(cls)} - {"seed", "env_kwargs"}:
         settings[key] = value
     else:
         raise UserError(
-            f"{where}: unknown key {key!r}; expected a PPOConfig setting (e.g. learning_rate, "
-            "n_steps, total_timesteps) or env_kwargs.NAME (seeds are given by 'seeds')"
+            f"{where}: unknown key {key!r}; expected a {cls.__name__} setting (e.g. "
+            f"{_EXAMPLES[learner]}) or env_kwargs.NAME (seeds are given by 'seeds')"
         )
 
 
@@ -149,7 +175,8 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     ------
     UserError
         One line naming the file and the first problem: a missing or unreadable file, bad
-        JSON, an unknown key, an empty search, or a configuration ``PPOConfig`` refuses.
+        JSON, an unknown learner or key, an empty search, or a configuration the learner's
+        config class (``PPOConfig``, ``ValueConfig``) refuses.
     """
     where = "sweep"
     if isinstance(source, Mapping):
@@ -170,15 +197,21 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; expected {', '.join(sorted(_KEYS))}")
+    learner = data.get("learner", "ppo")
+    if not isinstance(learner, str) or learner not in LEARNERS:
+        raise UserError(
+            f"{where}: learner: expected one of {', '.join(map(repr, LEARNERS))}, got {learner!r}"
+        )
+    cls = LEARNERS[learner]
     base: dict[str, Any] = {"env_kwargs": dict(DEFAULT_ENV_KWARGS)}
     given = data.get("base", {})
     if not isinstance(given, dict):
-        raise UserError(f"{where}: base: expected an object of PPOConfig settings")
+        raise UserError(f"{where}: base: expected an object of {cls.__name__} settings")
     for key, value in given.items():
         if key == "env_kwargs" and isinstance(value, dict):
             base["env_kwargs"] = {**base["env_kwargs"], **value}
         else:
-            _set(base, key, value, f"{where}: base")
+            _set(base, key, value, f"{where}: base", learner)
     if ("grid" in data) == ("random" in data):
         raise UserError(f"{where}: expected one of 'grid' (lists of values) or 'random'")
     if "grid" in data:
@@ -205,16 +238,13 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     for p in params:
         settings = json.loads(json.dumps(base))
         for key, value in p.items():
-            _set(settings, key, value, f"{where}: {'grid' if 'grid' in data else 'random'}")
+            search = "grid" if "grid" in data else "random"
+            _set(settings, key, value, f"{where}: {search}", learner)
         try:
-            config = PPOConfig.from_json(settings).validate()
+            config = cls.from_json(settings).validate()
         except (TypeError, ValueError) as err:
             raise UserError(f"{where}: configuration {p}: {err}") from None
-        if config.eval_every > config.total_timesteps or not config.eval_tasks:
-            raise UserError(
-                f"{where}: configuration {p}: expected eval_every <= total_timesteps and "
-                "eval_tasks >= 1 (the held-out evaluation is what a sweep selects on)"
-            )
+        _check_evaluated(config, f"{where}: configuration {p}")
         configs.append(config.to_json() | {"seed": 0})
     seeds = data.get("seeds", 3)
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
@@ -242,7 +272,22 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> SweepSpec:
         tuple(seeds),
         metric,
         None if asha is False else dict(asha),
+        learner,
     )
+
+
+def _check_evaluated(config: PPOConfig | ValueConfig, where: str) -> None:
+    """Refuse a configuration whose training would never evaluate on the held-out teachers
+    (what a sweep selects on): a value run evaluates only once its ``learning_starts`` steps
+    are done."""
+    value = isinstance(config, ValueConfig)
+    late = value and config.learning_starts > config.total_timesteps
+    if not 1 <= config.eval_every <= config.total_timesteps or not config.eval_tasks or late:
+        starts = ", learning_starts <= total_timesteps" if value else ""
+        raise UserError(
+            f"{where}: expected 1 <= eval_every <= total_timesteps{starts} and eval_tasks >= 1 "
+            "(the held-out evaluation is what a sweep selects on)"
+        )
 
 
 # --------------------------------------------------------------------------- running
@@ -253,43 +298,77 @@ def _trial(params: dict[str, Any], spec: dict[str, Any], out: str) -> None:
     in its run directory (continuing its newest checkpoint), reporting each evaluation."""
     from ray import tune
 
-    from growenv.harness.ppo_training import TRAINING_FILE, latest_checkpoint, train
     from growenv.threads import set_threads
 
     set_threads(1)
-    config = PPOConfig.from_json({**spec["configs"][params["config"]], "seed": params["seed"]})
+    settings = {**spec["configs"][params["config"]], "seed": params["seed"]}
     run = Path(out) / RUNS_DIR / f"c{params['config']}_s{params['seed']}"
-    done = run / TRAINING_FILE
-    if done.is_file() and json.loads(done.read_text())["timesteps"] >= config.total_timesteps:
-        last = _last_eval(run)  # finished before the sweep was interrupted
-        if last is not None:
-            tune.report(last)
-        return
-    resume = run if run.is_dir() and latest_checkpoint(run) is not None else None
 
     def report(timesteps: int, result: dict[str, float]) -> None:
-        if timesteps < config.total_timesteps:  # the last one after model.zip is saved
+        if timesteps < settings["total_timesteps"]:  # the last one after the model is saved
             tune.report({"timesteps": int(timesteps), **result})
 
-    train(config, run, resume=resume, force=resume is None, progress_bar=False, on_eval=report)
+    train = _train_value if spec.get("learner", "ppo") == "value" else _train_ppo
+    steps = train(settings, run, report)
     last = _last_eval(run)
     if last is not None:
-        steps = json.loads(done.read_text())["timesteps"]
-        tune.report({**last, "timesteps": max(int(steps), int(last["timesteps"]))})
+        tune.report({**last, "timesteps": max(steps, int(last["timesteps"]))})
+
+
+def _train_ppo(settings: dict[str, Any], run: Path, report: _Report) -> int:
+    """Train (or continue) the PPO run of ``settings`` in ``run`` unless it finished before
+    the sweep was interrupted; return its env steps."""
+    from growenv.harness.ppo_training import TRAINING_FILE, latest_checkpoint, train
+
+    config = PPOConfig.from_json(settings)
+    done = run / TRAINING_FILE
+    if not done.is_file() or json.loads(done.read_text())["timesteps"] < config.total_timesteps:
+        resume = run if run.is_dir() and latest_checkpoint(run) is not None else None
+        train(config, run, resume=resume, force=resume is None, progress_bar=False, on_eval=report)
+    return int(json.loads(done.read_text())["timesteps"])
+
+
+def _train_value(settings: dict[str, Any], run: Path, report: _Report) -> int:
+    """Train (or continue, from ``checkpoint.pt``) the value run of ``settings`` in ``run``
+    unless it finished before the sweep was interrupted; return its env steps. A run killed
+    before it wrote a checkpoint starts again."""
+    from growenv.learners.value import train_value_agent
+
+    saved = run / VALUE_CONFIG_FILE
+    sessions = json.loads(saved.read_text())["sessions"] if saved.is_file() else []
+    if not sessions or sessions[-1]["status"] != "completed":
+        resume = saved.is_file() and (run / CHECKPOINT_FILE).is_file()
+        if run.is_dir() and not resume:
+            shutil.rmtree(run)
+        train_value_agent(ValueConfig.from_json(settings), run, resume=resume, on_eval=report)
+        sessions = json.loads(saved.read_text())["sessions"]
+    return int(sessions[-1]["end_timesteps"])
 
 
 def _last_eval(run: Path) -> dict[str, Any] | None:
-    """The run's last held-out evaluation (``eval.jsonl``'s last whole line)."""
+    """The run's last held-out evaluation: a PPO run's ``eval.jsonl``'s last whole line, or
+    a value run's last ``progress.csv`` row with an ``agent_over_greedy`` (its evaluation
+    columns and ``timesteps``); ``None`` before any."""
     path = run / EVAL_FILE
+    if path.is_file():
+        last = None
+        for line in path.read_text().splitlines():
+            try:
+                last = json.loads(line)
+            except ValueError:
+                continue
+        return last
+    path = run / VALUE_PROGRESS_FILE
     if not path.is_file():
         return None
-    last = None
-    for line in path.read_text().splitlines():
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("agent_over_greedy")]
+    for row in reversed(rows):  # a row cut short by a killed trial is skipped
         try:
-            last = json.loads(line)
-        except ValueError:
+            return {"timesteps": int(row["timesteps"])} | {k: float(row[k]) for k in _EVAL_COLUMNS}
+        except (TypeError, ValueError):
             continue
-    return last
+    return None
 
 
 def _check_out(out: Path, spec: SweepSpec, resume: bool) -> None:
@@ -299,7 +378,8 @@ def _check_out(out: Path, spec: SweepSpec, resume: bool) -> None:
     if resume:
         if not saved.is_file() or not (out / TUNE_DIR).is_dir():
             raise UserError(f"--resume: expected a sweep in {out}, found no {SPEC_FILE} / tune/")
-        if json.loads(saved.read_text()) != json.loads(json.dumps(spec.to_json())):
+        before = {"learner": "ppo"} | json.loads(saved.read_text())  # older: PPO only
+        if before != json.loads(json.dumps(spec.to_json())):
             raise UserError(
                 f"--resume: {out} holds another sweep (its {SPEC_FILE} differs from this "
                 "CONFIG); use the same file or another --out"
@@ -467,9 +547,9 @@ def summarize_sweep(out: str | Path) -> dict[str, Any]:
     evaluation in its run directory), the IQM over seeds with a 95 % bootstrap CI, and the
     mean. ``selected`` is the configuration with the lowest IQM among those whose every seed
     completed (if none did, because ASHA stopped some seeds: among those with a completed
-    seed, ``all_seeds`` false), with its completed seeds' model paths (``best_model.zip``,
-    the best in-training checkpoint, where training kept one, else ``model.zip``; ``None``
-    when no trial completed).
+    seed, ``all_seeds`` false), with its completed seeds' model paths (PPO: ``best_model.zip``,
+    the best in-training checkpoint, where training kept one, else ``model.zip``; value: the
+    run directory, which ``dqn:RUN`` loads); ``None`` when no trial completed.
     """
     out = Path(out)
     spec = json.loads((out / SPEC_FILE).read_text())
@@ -483,17 +563,14 @@ def summarize_sweep(out: str | Path) -> dict[str, Any]:
             run = out / RUNS_DIR / name
             last = _last_eval(run) or {}
             status = trials.get(name, {}).get("status", "unfinished")
-            # what ``ppo:RUN`` loads: the best checkpoint on the selection teachers if any
-            model = run / "best_model.zip"
-            if not model.is_file():
-                model = run / "model.zip"
+            model = _model(run, spec.get("learner", "ppo"))
             seeds.append(
                 {
                     "seed": s,
                     "status": status,
                     "timesteps": last.get("timesteps"),
                     "score": last.get(metric),
-                    "model": str(model) if status == "completed" and model.is_file() else None,
+                    "model": str(model) if status == "completed" and model else None,
                 }
             )
         scores = [x["score"] for x in seeds if x["score"] is not None]
@@ -527,6 +604,19 @@ def summarize_sweep(out: str | Path) -> dict[str, Any]:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "summary.md", format_sweep(summary))
     return summary
+
+
+def _model(run: Path, learner: str) -> Path | None:
+    """What a completed trial's agent is (``None``: no model saved): a PPO run's
+    ``best_model.zip`` (its best checkpoint on the selection teachers, what ``ppo:RUN``
+    loads) where training kept one, else ``model.zip``; a value run's directory (what
+    ``dqn:RUN`` loads: its ``best_model.pt`` or ``model.pt``)."""
+    if learner == "value":
+        return run if (run / VALUE_MODEL_FILE).is_file() else None
+    model = run / "best_model.zip"
+    if not model.is_file():
+        model = run / "model.zip"
+    return model if model.is_file() else None
 
 
 def format_sweep(summary: Mapping[str, Any]) -> str:
