@@ -407,3 +407,30 @@ def test_a_signal_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     sessions = json.loads((out / "config.json").read_text())["sessions"]
     assert [s["status"] for s in sessions] == ["interrupted", "completed"]
     assert [s["end_timesteps"] for s in sessions] == [4, 12]
+
+
+def test_a_crashed_run_resumes_from_its_last_evaluation(tmp_path):
+    """A run killed without a signal (a Ray trial's worker thread, a crash) keeps the
+    checkpoint of its last evaluation; the resumed run logs every step once."""
+    import csv
+    import json
+
+    def crash_at_8(timesteps, result):
+        if timesteps >= 8:
+            raise KeyboardInterrupt  # not a handled signal: nothing is saved now
+
+    out = tmp_path / "run"
+    config = tiny(DAG, total_timesteps=12, eval_every=4, eval_tasks=1, n_step=1, log_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_value_agent(config, out, on_eval=crash_at_8)
+    rows = list(csv.DictReader((out / "progress.csv").open()))
+    assert max(int(r["timesteps"]) for r in rows) > 4  # rows past the checkpoint were logged
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["timesteps"] == 4
+    train_value_agent(config, out, resume=True)
+    steps = [int(r["timesteps"]) for r in csv.DictReader((out / "progress.csv").open())]
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # no step logged twice
+    sessions = json.loads((out / "config.json").read_text())["sessions"]
+    assert [(s["status"], s["end_timesteps"]) for s in sessions] == [
+        ("running", 4),
+        ("completed", 12),
+    ]

@@ -33,10 +33,9 @@ Every trial (configuration ``i``, seed ``s``) is a normal training run directory
 ``OUT/trials.jsonl`` (``completed``, ``stopped`` by ASHA, ``error``); Ray Tune's experiment
 state is in ``OUT/tune``. A resumed sweep (:func:`run_sweep` with ``resume=True``)
 restores it (``Tuner.restore``): finished trials stay finished, an interrupted trial continues
-from its run directory's newest checkpoint (a value run's ``checkpoint.pt``; as
-:func:`~growenv.learners.value.train_value_agent` writes one only when a run ends or on a
-signal, which a Tune trial's worker thread never gets, an interrupted value trial usually has
-none and starts again).
+from its run directory's newest checkpoint (a value run's ``checkpoint.pt``, which
+:func:`~growenv.learners.value.train_value_agent` saves at every evaluation; a trial stopped
+before its first evaluation starts again).
 ``OUT/summary.json`` and ``OUT/summary.md`` hold,
 per configuration, the held-out score of each seed (its last evaluation), its IQM over seeds
 with a 95 % bootstrap CI (:mod:`~growenv.harness.stats`), and the selected configuration (the

@@ -580,6 +580,22 @@ def _write_progress(path: Path, row: dict[str, Any]) -> None:
         writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
 
 
+def _truncate_progress(path: Path, timesteps: int) -> None:
+    """Drop the rows of ``progress.csv`` logged after ``timesteps`` (a run resumed from a
+    checkpoint logs them again)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = [r for r in rows if int(float(r["timesteps"])) <= timesteps]
+    if len(keep) == len(rows):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PROGRESS_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in PROGRESS_COLUMNS} for r in keep)
+
+
 def selection_tasks(config: ValueConfig) -> list[Any]:
     """The selection teachers of ``config`` (seeds ``selection_task_seeds()``): drawn from
     the training distribution (its ``task_kwargs``: classes, depths, widths, split sizes)
@@ -632,7 +648,8 @@ def train_value_agent(
     greedy evaluation on the selection teachers, lowest mean final validation loss over
     greedy's; only with ``eval_every > 0``), ``progress.csv`` (timesteps, episodes,
     updates, epsilon, mean loss, mean episode return, seconds, evaluations) and
-    ``checkpoint.pt`` (resume state).
+    ``checkpoint.pt`` (resume state, saved at every evaluation, on SIGINT/SIGTERM and at
+    the end).
 
     Parameters
     ----------
@@ -687,6 +704,8 @@ def train_value_agent(
     with keep_global_rngs():
         state = torch.load(ckpt, weights_only=True) if resume else None
         start = 0 if state is None else int(state["timesteps"])
+        if state is not None:
+            _truncate_progress(out / PROGRESS_FILE, start)
         venv, masks = _make_venv(config, task, config.seed + start)
         learner = ValueLearner(config, layout, venv, masks)
         if state is not None:
@@ -722,7 +741,8 @@ def train_value_agent(
                     learner.step()
                     t = learner.timesteps
                     row: dict[str, Any] | None = None
-                    if next_eval is not None and t >= next_eval and learner.normalised:
+                    evaluated = next_eval is not None and t >= next_eval and learner.normalised
+                    if evaluated:
                         next_eval = (t // every + 1) * every
                         result = _evaluate(learner, config)
                         row = dict(result)
@@ -745,6 +765,8 @@ def train_value_agent(
                             seconds=round(time.perf_counter() - clock, 3),
                         )
                         _write_progress(out / PROGRESS_FILE, row)
+                    if evaluated:  # a resumable point (a Ray trial runs off the main thread,
+                        save("running")  # where no signal handler can save it)
         finally:
             venv.close()
         if stop["flag"] and learner.timesteps < config.total_timesteps:
