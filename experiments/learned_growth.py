@@ -111,6 +111,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "eval_every": 500,
     },
     "bandit-long": {"algo": "bandit", "steps": 4000, "lr": 5e-4, "eval_every": 500},
+    # 5x dqn's env steps, 5-step returns, bigger minibatches, slower targets
+    "dqn-xl": {
+        "algo": "dqn",
+        "gamma": 1.0,
+        "n_step": 5,
+        "steps": 6000,
+        "lr": 3e-4,
+        "batch_size": 128,
+        "buffer_size": 50_000,
+        "target_update": 500,
+        "eps_fraction": 0.2,
+        "eval_every": 500,
+    },
 }
 
 
