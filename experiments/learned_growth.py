@@ -26,8 +26,10 @@ they are divided by the task's mean heuristic loss (``normalised``). Statistics 
 tasks, CIs of IQM differences, probability of improvement, performance profiles.
 
 Learned agents decide from TINY's closed form and the per-node bottlenecks and fit only the
-expansion they pick (``fit_scope="chosen"``); greedy and round-robin read fitted gains of
-every expansion (``fit_scope="all"``); the strategies that line-search candidates
+expansion they pick (``fit_scope="chosen"``), except configurations whose ``env`` says
+otherwise (``dqn-kinds`` reads fitted gains and chooses among each kind's best expansion,
+``action_set="best-per-kind"``); greedy and round-robin read fitted gains of every
+expansion (``fit_scope="all"``); the strategies that line-search candidates
 (whole-space, restricted, BIC, annealing) fit what they search (``"chosen"``, same decisions
 as ``"all"``). Compute is the env's multiply-add count by phase.
 
@@ -93,8 +95,23 @@ HEURISTICS: dict[str, str] = {
     "bic-restricted": "chosen",
     "annealing": "chosen",
 }
+# dqn-xl's learner settings (shared with dqn-kinds)
+_XL: dict[str, Any] = {
+    "algo": "dqn",
+    "gamma": 1.0,
+    "n_step": 5,
+    "steps": 6000,
+    "lr": 3e-4,
+    "batch_size": 128,
+    "buffer_size": 50_000,
+    "target_update": 500,
+    "eps_fraction": 0.2,
+    "eval_every": 500,
+}
 #: Learned configurations: ValueConfig fields beyond the shared ones; ``steps`` (env steps
-#: per agent) overrides ``--steps`` for that configuration (``--quick`` still caps it).
+#: per agent) overrides ``--steps`` for that configuration (``--quick`` still caps it);
+#: ``env`` overrides env settings (the learned default is ``fit_scope="chosen"``) in
+#: training and in every evaluation of its agents.
 CONFIGS: dict[str, dict[str, Any]] = {
     "dqn": {"algo": "dqn", "gamma": 1.0, "n_step": 3},
     "bandit": {"algo": "bandit"},
@@ -112,19 +129,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "bandit-long": {"algo": "bandit", "steps": 4000, "lr": 5e-4, "eval_every": 500},
     # 5x dqn's env steps, 5-step returns, bigger minibatches, slower targets
-    "dqn-xl": {
-        "algo": "dqn",
-        "gamma": 1.0,
-        "n_step": 5,
-        "steps": 6000,
-        "lr": 3e-4,
-        "batch_size": 128,
-        "buffer_size": 50_000,
-        "target_update": 500,
-        "eps_fraction": 0.2,
-        "eval_every": 500,
+    "dqn-xl": _XL,
+    # dqn-xl's learner choosing only among each kind's best expansion by fitted gain (what
+    # greedy and round-robin read): it learns a schedule of kinds, skip/stop only when no
+    # slot is valid
+    "dqn-kinds": {
+        **_XL,
+        "steps": 4000,
+        "action_set": "best-per-kind",
+        "env": {"fit_scope": "all"},
     },
 }
+
+
+def learned_env(name: str) -> dict[str, Any]:
+    """The env settings configuration ``name``'s agents train and are evaluated with,
+    beyond :data:`BASE_ENV` and the task's."""
+    return {"fit_scope": "chosen", **CONFIGS[name].get("env", {})}
 
 
 def agent_steps(name: str, steps: int, quick: bool) -> int:
@@ -203,7 +224,7 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
         "task": "teacher_student_distribution",
         "task_kwargs": train_distribution(),
         "max_params": 40 * (20 + 2),
-        "fit_scope": "chosen",
+        **learned_env(name),
     }
     if quick:
         env.update(max_steps=3, train_steps=5)
@@ -217,7 +238,7 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
         "selection_seed_offset": SELECTION_OFFSET,
         "learning_starts": min(200, steps // 4),
     }
-    settings.update({k: v for k, v in CONFIGS[name].items() if k != "steps"})
+    settings.update({k: v for k, v in CONFIGS[name].items() if k not in ("steps", "env")})
     if quick:
         settings["eval_every"] = min(settings["eval_every"], max(steps // 4, 1))
     return ValueConfig(**settings)
@@ -314,6 +335,8 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     else:
         spec, scope = key["method"], HEURISTICS[key["method"]]
     env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), "fit_scope": scope}
+    if key["kind"] == "learned":
+        env_kwargs.update(learned_env(key["method"]))
     if args["quick"]:
         env_kwargs.update(max_steps=3, train_steps=5)
     env = GrowthEnv(**env_kwargs)

@@ -17,8 +17,10 @@ from growenv.harness.episodes import run_episode
 from growenv.learners.scorer import (
     ObsLayout,
     SlotScorer,
+    best_per_kind_mask,
     infer_layout,
     layout_of,
+    load_scorer,
     parse_observation,
     slot_nodes,
 )
@@ -322,6 +324,8 @@ def test_resume_continues_and_existing_runs_are_refused(dag_run, tmp_path):
         ({"n_step": 0}, "^n_step: expected an int >= 1"),
         ({"reward_mode": "sparse"}, "^reward_mode: expected"),
         ({"hidden": ()}, "^hidden: expected"),
+        ({"action_set": "top"}, "^action_set: expected one of"),
+        ({"action_set": "best-per-kind", "env_kwargs": MLP}, "^action_set: 'best-per-kind' needs"),
         ({"selection_seed_offset": 0, "eval_every": 5}, "^task roles: expected disjoint"),
     ],
 )
@@ -353,9 +357,11 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
     out = str(tmp_path / "cli")
     common = ["train", "--out", out, "--env-kwargs", env, "--no-progress", "--n-envs", "2"]
     value = ["--eval-every", "0", "--learning-starts", "2", "--hidden", "8", "--n-step", "2"]
+    value += ["--action-set", "best-per-kind"]
     assert main([*common, "--algo", "bandit", "--timesteps", "4", *value]) == 0
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert (saved["algo"], saved["n_step"], saved["hidden"]) == ("bandit", 2, [8])
+    assert saved["action_set"] == "best-per-kind"
     assert main([*common, "--algo", "bandit", "--timesteps", "6", "--resume"]) == 0
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert [s["end_timesteps"] for s in saved["sessions"]] == [4, 6]
@@ -364,6 +370,7 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
         (["--algo", "ppo", "--n-step", "2"], "--n-step: expected --algo dqn or bandit"),
         (["--algo", "dqn", "--hidden", "8,x"], "--hidden: expected sizes >= 1"),
         (["--algo", "dqn", "--reward-mode", "sparse"], "reward_mode: expected one of"),
+        (["--algo", "dqn", "--action-set", "top"], "action_set: expected one of"),
         (["--algo", "dqn"], "--out: expected a new run directory"),
     ]
     for extra, message in bad:
@@ -434,3 +441,86 @@ def test_a_crashed_run_resumes_from_its_last_evaluation(tmp_path):
         ("running", 4),
         ("completed", 12),
     ]
+
+
+# --------------------------------------------------------------------------- action sets
+
+
+def _kind_rows(
+    rng: np.random.Generator, batch: int, layout: ObsLayout
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat DAG observations with one random kind per slot and random gains."""
+    from growenv.env.features import EXPANSION_FEATURES
+
+    obs = rng.normal(size=(batch, layout.size)).astype(np.float32)
+    rows = obs[:, : layout.num_slots * layout.row_size].reshape(batch, layout.num_slots, -1)
+    kinds = rng.integers(0, 3, size=(batch, layout.num_slots))
+    for j, name in enumerate(("kind_edge", "kind_node", "kind_widen")):
+        rows[..., EXPANSION_FEATURES.index(name)] = kinds == j
+    gains = rng.integers(0, 4, size=kinds.shape).astype(np.float32)  # ties happen
+    rows[..., EXPANSION_FEATURES.index("estimated_gain")] = gains
+    return obs, kinds, gains
+
+
+def test_best_per_kind_mask_matches_an_explicit_loop():
+    layout = infer_layout(ObsLayout("dag", 2 * 3**2 - 2, 2).size, "dag")
+    rng = np.random.default_rng(0)
+    obs, kinds, gains = _kind_rows(rng, 64, layout)
+    s = layout.num_slots
+    mask = rng.random((64, s + 2)) < 0.4
+    mask[:8, :s] = False  # rows with no valid slot keep skip / stop
+    mask[:, s:] = rng.random((64, 2)) < 0.7
+    got = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask)).numpy()
+    for b in range(64):
+        want = np.zeros(s + 2, bool)
+        for kind in range(3):
+            best, best_gain = None, -np.inf
+            for slot in range(s):  # the first slot of the largest gain
+                if mask[b, slot] and kinds[b, slot] == kind and gains[b, slot] > best_gain:
+                    best, best_gain = slot, gains[b, slot]
+            if best is not None:
+                want[best] = True
+        if not want.any():
+            want[s:] = mask[b, s:]
+        assert np.array_equal(got[b], want), b
+    assert (got <= mask).all()  # a subset of the valid actions
+    assert got[8:, :s].sum(1).max() <= 3
+
+
+def test_best_per_kind_agent_acts_in_its_set_and_saves_it(tmp_path):
+    env_kwargs = {**DAG, "max_nodes": 3}
+    config = tiny(env_kwargs, action_set="best-per-kind", total_timesteps=8)
+    train_value_agent(config, tmp_path / "kinds")
+    policy = make_policy(f"dqn:{tmp_path / 'kinds'}")
+    assert policy.scorer.action_set == "best-per-kind"
+    from growenv.env.growth_env import GrowthEnv
+
+    env = GrowthEnv(**{**env_kwargs, "max_steps": 4})
+    obs, info = env.reset(seed=3)
+    layout = infer_layout(obs.size, "dag")
+    done, steps = False, 0
+    while not done:
+        mask = torch.as_tensor(env.action_masks()[None])
+        allowed = best_per_kind_mask(torch.as_tensor(obs[None]), layout, mask)[0].numpy()
+        action = policy.act(obs, info, env)
+        assert allowed[action], (steps, action)
+        obs, _, terminated, truncated, info = env.step(action)
+        done, steps = terminated or truncated, steps + 1
+    learner = ValueLearner(config, layout, _FakeVec(), lambda: None)
+    rng = np.random.default_rng(2)
+    obs, _, _ = _kind_rows(rng, 16, layout)
+    mask = rng.random((16, layout.num_slots + 2)) < 0.5
+    allowed = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask)).numpy()
+    for _ in range(20):  # exploration draws from the action set too
+        actions = learner.select(obs, mask, 1.0)
+        assert allowed[np.arange(16), actions].all()
+
+
+def test_scorers_saved_before_action_sets_load_as_all(tmp_path):
+    scorer = SlotScorer("dag", (8,))
+    data = {"scorer": {"kind": "dag", "hidden": [8], "node_inputs": True}}
+    data["state_dict"] = scorer.state_dict()
+    torch.save(data, tmp_path / "old.pt")
+    assert load_scorer(tmp_path / "old.pt").action_set == "all"
+    with pytest.raises(ValueError, match="^action_set: 'best-per-kind' needs kind 'dag'"):
+        SlotScorer("sites", (8,), action_set="best-per-kind")

@@ -48,6 +48,7 @@ VALUE_OPTIONS = (
     ("--train-freq", "train_freq", positive_int, "env steps per gradient update (default: 2)"),
     ("--target-update", "target_update", positive_int, "updates between target-net copies"),
     ("--hidden", "hidden", str, "hidden sizes of the shared slot scorer, e.g. 64,64"),
+    ("--action-set", "action_set", str, "all, or best-per-kind (DAG: each kind's best slot)"),
 )
 
 VEC_CHOICES = ("auto", "lockstep", "single")

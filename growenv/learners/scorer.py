@@ -11,6 +11,12 @@ so the same weights score any number of slots: a scorer trained with ``max_nodes
 globals and on the masked mean of the slot embeddings. One scorer serves one observation
 *kind* (``"dag"`` or ``"sites"``): the row sizes differ.
 
+A scorer's *action set* (:data:`ACTION_SETS`, saved with it) says which of the env's valid
+actions it chooses among: ``"all"``, or ``"best-per-kind"`` (DAG only): for each expansion
+kind the valid slot of largest estimated gain (:func:`best_per_kind_mask`, pure), so the
+agent learns which kind to grow at each step (a schedule that contains round-robin and the
+greedy rule) instead of ranking every slot.
+
 :func:`parse_observation` (pure) splits flat observations by an :class:`ObsLayout`, which
 :func:`layout_of` derives from an :class:`~growenv.env.config.EnvConfig` and
 :func:`infer_layout` from an observation's length.
@@ -32,12 +38,14 @@ from growenv.errors import UserError
 from growenv.harness.lifecycle import atomic_path
 
 __all__ = [
+    "ACTION_SETS",
     "BEST_MODEL_FILE",
     "KINDS",
     "MODEL_FILE",
     "NUM_EXTRA",
     "ObsLayout",
     "SlotScorer",
+    "best_per_kind_mask",
     "infer_layout",
     "layout_of",
     "load_scorer",
@@ -55,6 +63,12 @@ KINDS = ("dag", "sites")
 NUM_EXTRA = 2
 """Actions after the slots: skip, then stop."""
 MAX_INFERRED_NODES = 256
+ACTION_SETS = ("all", "best-per-kind")
+"""Which valid actions a scorer chooses among: every one, or per expansion kind the slot of
+largest estimated gain (:func:`best_per_kind_mask`)."""
+_EXP = tuple(f.name for f in EXPANSION_TABLE)
+_KIND_COLUMNS = tuple(_EXP.index(f"kind_{k}") for k in ("edge", "node", "widen"))
+_GAIN_COLUMN = _EXP.index("estimated_gain")
 
 
 @dataclass(frozen=True)
@@ -172,6 +186,34 @@ def parse_observation(
     return rows, nodes, obs[:, end:]
 
 
+def best_per_kind_mask(obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor) -> torch.Tensor:
+    """Of the valid actions ``mask`` ``(B, S + 2)``, keep for each expansion kind (edge, node,
+    widen) the valid slot of largest ``estimated_gain`` feature (ties: the lowest slot);
+    skip and stop stay valid only in rows where no slot is (a DAG env's flat observations
+    ``(B, layout.size)``).
+
+    Raises
+    ------
+    ValueError
+        One line, when ``layout`` is not a DAG layout.
+    """
+    if layout.kind != "dag":
+        raise ValueError(f"action_set: 'best-per-kind' needs a dag env, got a {layout.kind} env")
+    rows, _, _ = parse_observation(obs, layout)
+    s = layout.num_slots
+    slots = mask[:, :s]
+    gain = rows[..., _GAIN_COLUMN]
+    keep = torch.zeros_like(slots)
+    for col in _KIND_COLUMNS:
+        of_kind = slots & (rows[..., col] > 0.5)
+        score = gain.masked_fill(~of_kind, float("-inf"))
+        best = score.argmax(1)
+        has = of_kind.any(1)
+        keep[torch.arange(len(best), device=mask.device)[has], best[has]] = True
+    extra = mask[:, s:] & ~keep.any(1, keepdim=True)
+    return torch.cat([keep, extra], 1)
+
+
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -197,14 +239,26 @@ class SlotScorer(nn.Module):
         Hidden sizes of the slot MLP (the extra head uses the same).
     node_inputs
         DAG: add the source and target node rows to each slot's input.
+    action_set
+        ``"all"`` or ``"best-per-kind"`` (DAG): the valid actions :meth:`forward` leaves
+        unmasked (:meth:`allowed`).
     """
 
     def __init__(
-        self, kind: str = "dag", hidden: tuple[int, ...] = (64, 64), node_inputs: bool = True
+        self,
+        kind: str = "dag",
+        hidden: tuple[int, ...] = (64, 64),
+        node_inputs: bool = True,
+        action_set: str = "all",
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+        if action_set not in ACTION_SETS:
+            raise ValueError(f"action_set: expected one of {ACTION_SETS}, got {action_set!r}")
+        if action_set != "all" and kind != "dag":
+            raise ValueError(f"action_set: {action_set!r} needs kind 'dag', got {kind!r}")
+        self.action_set = action_set
         hidden = tuple(int(h) for h in hidden)
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"hidden: expected one or more sizes >= 1, got {hidden!r}")
@@ -225,7 +279,19 @@ class SlotScorer(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (saved with the weights)."""
-        return {"kind": self.kind, "hidden": list(self.hidden), "node_inputs": self.node_inputs}
+        return {
+            "kind": self.kind,
+            "hidden": list(self.hidden),
+            "node_inputs": self.node_inputs,
+            "action_set": self.action_set,
+        }
+
+    def allowed(self, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor) -> torch.Tensor:
+        """The actions of the valid ``mask`` ``(B, S + 2)`` that the scorer's action set
+        chooses among (``mask`` itself for ``"all"``)."""
+        if self.action_set == "all":
+            return mask
+        return best_per_kind_mask(obs, layout, mask)
 
     def slot_inputs(self, obs: torch.Tensor, layout: ObsLayout) -> tuple[torch.Tensor, ...]:
         """``(inputs (B, S, input_size) unnormalised, present (B, S), globals (B, G))`` of
@@ -264,10 +330,11 @@ class SlotScorer(nn.Module):
         self, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Q ``(B, S + 2)`` of flat observations ``(B, layout.size)``; actions where ``mask``
-        (``(B, S + 2)`` bool) is false get ``-inf``."""
+        (``(B, S + 2)`` bool) is false, or outside the action set (:meth:`allowed`), get
+        ``-inf``."""
         q = self.score(*self.slot_inputs(obs, layout))
         if mask is not None:
-            q = q.masked_fill(~mask, float("-inf"))
+            q = q.masked_fill(~self.allowed(obs, layout, mask), float("-inf"))
         return q
 
     @torch.no_grad()
@@ -308,7 +375,12 @@ def load_scorer(path: str | Path, device: str = "cpu") -> SlotScorer:
     try:
         data = torch.load(path, map_location=device, weights_only=True)
         settings = data["scorer"]
-        scorer = SlotScorer(settings["kind"], tuple(settings["hidden"]), settings["node_inputs"])
+        scorer = SlotScorer(
+            settings["kind"],
+            tuple(settings["hidden"]),
+            settings["node_inputs"],
+            settings.get("action_set", "all"),  # models saved before action sets: "all"
+        )
         scorer.load_state_dict(data["state_dict"])
     except Exception as err:  # noqa: BLE001 (any failure means: not a saved scorer)
         raise UserError(

@@ -39,6 +39,7 @@ from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
 from growenv.learners.scorer import (
+    ACTION_SETS,
     BEST_MODEL_FILE,
     MODEL_FILE,
     ObsLayout,
@@ -129,6 +130,10 @@ class ValueConfig:
         ``eps_fraction`` of ``total_timesteps``.
     hidden, node_inputs
         The scorer's hidden sizes; DAG: feed each slot its source and target node rows.
+    action_set
+        ``"all"`` or ``"best-per-kind"`` (DAG envs): the valid actions the agent chooses
+        among, in training and when it is evaluated (saved with the scorer; see
+        :data:`~growenv.learners.scorer.ACTION_SETS`).
     total_timesteps, n_envs, vec, seed, device
         Env steps of the run; envs stepped together (``"dummy"``: SB3's DummyVecEnv of
         GrowthEnvs; ``"lockstep"``: :class:`~growenv.env.lockstep.LockstepVecEnv`, step
@@ -160,6 +165,7 @@ class ValueConfig:
     eps_fraction: float = 0.3
     hidden: tuple[int, ...] = (64, 64)
     node_inputs: bool = True
+    action_set: str = "all"
     normalize_obs: bool = True
     total_timesteps: int = 2_000
     n_envs: int = 4
@@ -181,6 +187,7 @@ class ValueConfig:
         choice("algo", self.algo, ALGOS)
         choice("reward_mode", self.reward_mode, REWARD_MODES)
         choice("vec", self.vec, VEC_KINDS)
+        choice("action_set", self.action_set, ACTION_SETS)
         real("gamma", self.gamma, 0.0, 1.0)
         real("reward_shift", self.reward_shift, finite=True)
         real("lr", self.lr, 0.0, exclusive=True, finite=True)
@@ -226,7 +233,12 @@ class ValueConfig:
         if build_env:
             from growenv.env.config import EnvConfig
 
-            EnvConfig.from_kwargs(**self.env_kwargs)
+            env_config = EnvConfig.from_kwargs(**self.env_kwargs)
+            if self.action_set != "all" and not env_config.expansions:
+                raise UserError(
+                    f"action_set: {self.action_set!r} needs a dag env (env_kwargs net='dag'), "
+                    f"got net={env_config.net!r}"
+                )
             check_task_roles(
                 {
                     "train": (self.train_task_seeds(), "env_kwargs task_kwargs"),
@@ -407,9 +419,9 @@ class ValueLearner:
         self.device = torch.device(config.device)
         with keep_global_rngs():  # the weights come from the seed; the caller's state stays
             torch.manual_seed(config.seed)
-            self.online = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
+            self.online = SlotScorer(*self._scorer_args(config, layout))
         self.online.to(self.device)
-        self.target = SlotScorer(layout.kind, tuple(config.hidden), config.node_inputs)
+        self.target = SlotScorer(*self._scorer_args(config, layout))
         self.target.to(self.device).load_state_dict(self.online.state_dict())
         self.optim = torch.optim.Adam(self.online.parameters(), lr=config.lr)
         self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM]))
@@ -424,6 +436,15 @@ class ValueLearner:
         self._ep_return = np.zeros(venv.num_envs)
         self.obs: np.ndarray | None = None
 
+    @staticmethod
+    def _scorer_args(config: ValueConfig, layout: ObsLayout) -> tuple[Any, ...]:
+        if config.action_set != "all" and layout.kind != "dag":
+            raise UserError(
+                f"action_set: {config.action_set!r} needs a dag env (net='dag'), got a "
+                f"{layout.kind} env"
+            )
+        return layout.kind, tuple(config.hidden), config.node_inputs, config.action_set
+
     # ---------------------------------------------------------------- acting
     def q_values(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Masked Q ``(B, A)`` of the online net (``-inf`` on invalid actions)."""
@@ -437,9 +458,13 @@ class ValueLearner:
         ``epsilon``, else the valid action of largest Q."""
         greedy = self.q_values(obs, mask).argmax(1)
         actions = greedy.copy()
+        with torch.no_grad():
+            allowed = self.online.allowed(
+                torch.as_tensor(obs, dtype=torch.float32), self.layout, torch.as_tensor(mask)
+            ).numpy()
         for i in range(len(obs)):
             if self.rng.random() < epsilon:
-                actions[i] = self.rng.choice(np.flatnonzero(mask[i]))
+                actions[i] = self.rng.choice(np.flatnonzero(allowed[i]))
         return actions
 
     # ---------------------------------------------------------------- learning
