@@ -419,9 +419,11 @@ class ValueLearner:
         self.device = torch.device(config.device)
         with keep_global_rngs():  # the weights come from the seed; the caller's state stays
             torch.manual_seed(config.seed)
-            self.online = SlotScorer(*self._scorer_args(config, layout))
+            # a non-dag layout with action_set "best-per-kind" is a one-line ValueError here
+            scorer_args = (layout.kind, tuple(config.hidden), config.node_inputs, config.action_set)
+            self.online = SlotScorer(*scorer_args)
         self.online.to(self.device)
-        self.target = SlotScorer(*self._scorer_args(config, layout))
+        self.target = SlotScorer(*scorer_args)
         self.target.to(self.device).load_state_dict(self.online.state_dict())
         self.optim = torch.optim.Adam(self.online.parameters(), lr=config.lr)
         self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM]))
@@ -436,15 +438,6 @@ class ValueLearner:
         self._ep_return = np.zeros(venv.num_envs)
         self.obs: np.ndarray | None = None
 
-    @staticmethod
-    def _scorer_args(config: ValueConfig, layout: ObsLayout) -> tuple[Any, ...]:
-        if config.action_set != "all" and layout.kind != "dag":
-            raise UserError(
-                f"action_set: {config.action_set!r} needs a dag env (net='dag'), got a "
-                f"{layout.kind} env"
-            )
-        return layout.kind, tuple(config.hidden), config.node_inputs, config.action_set
-
     # ---------------------------------------------------------------- acting
     def q_values(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Masked Q ``(B, A)`` of the online net (``-inf`` on invalid actions)."""
@@ -458,10 +451,11 @@ class ValueLearner:
         ``epsilon``, else the valid action of largest Q."""
         greedy = self.q_values(obs, mask).argmax(1)
         actions = greedy.copy()
-        with torch.no_grad():
-            allowed = self.online.allowed(
-                torch.as_tensor(obs, dtype=torch.float32), self.layout, torch.as_tensor(mask)
-            ).numpy()
+        allowed = mask
+        if epsilon > 0:  # exploration draws from the scorer's action set
+            with torch.no_grad():
+                o, m = torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(mask)
+                allowed = self.online.allowed(o, self.layout, m).numpy()
         for i in range(len(obs)):
             if self.rng.random() < epsilon:
                 actions[i] = self.rng.choice(np.flatnonzero(allowed[i]))
