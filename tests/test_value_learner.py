@@ -369,8 +369,8 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
     bad = [
         (["--algo", "ppo", "--n-step", "2"], "--n-step: expected --algo dqn or bandit"),
         (["--algo", "dqn", "--hidden", "8,x"], "--hidden: expected sizes >= 1"),
-        (["--algo", "dqn", "--reward-mode", "sparse"], "reward_mode: expected one of"),
-        (["--algo", "dqn", "--action-set", "top"], "action_set: expected one of"),
+        (["--algo", "dqn", "--reward-mode", "sparse"], "--reward-mode: expected one of"),
+        (["--algo", "dqn", "--action-set", "top"], "--action-set: expected one of"),
         (["--algo", "dqn"], "--out: expected a new run directory"),
     ]
     for extra, message in bad:

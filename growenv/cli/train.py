@@ -340,7 +340,14 @@ def _value_main(args: argparse.Namespace) -> int:
         **changes,
     )
     with user_input("--env-kwargs"):
-        config.validate()
+        try:
+            config.validate()
+        except ValueError as err:  # a setting given by its own option names that option
+            field, _, rest = str(err).partition(": ")
+            flag = {f: flag for flag, f, _, _ in VALUE_OPTIONS}.get(field)
+            if flag is None:
+                raise
+            raise UserError(f"{flag}: {rest}") from err
     if args.resume is None and any((out / f).exists() for f in (VALUE_MODEL, VALUE_CONFIG)):
         if not args.force:
             raise UserError(
