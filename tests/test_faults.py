@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from growenv.harness.bench import run_bench
-from growenv.harness.ppo_training import latest_checkpoint
+from growenv.harness.ppo_training import checkpoint_steps, latest_checkpoint
 
 TINY_TASK = {"n_train": 128, "n_stats": 64, "n_val": 64, "n_test": 64}
 TRAIN_ENV = {"train_steps": 2, "max_steps": 3, "batch_size": 32, "max_params": 400}
@@ -75,7 +75,7 @@ def test_train_killed_at_a_random_point_resumes_losing_at_most_one_interval(tmp_
     sessions = json.loads((run / "config.json").read_text())["sessions"]
     # the newest checkpoint on disk; a SIGKILL between saving it and rewriting config.json
     # leaves the session's end_timesteps one interval behind, and a resume still uses it
-    kept = int(latest_checkpoint(run).stem.removeprefix("model_").removesuffix("_steps"))
+    kept = checkpoint_steps(latest_checkpoint(run))
     assert kept - sessions[0]["end_timesteps"] in ((0, EVERY) if signum == signal.SIGKILL else (0,))
     if signum == signal.SIGINT:
         assert status == 130, log.read_text()

@@ -44,6 +44,7 @@ __all__ = [
     "PPOConfig",
     "check_task_roles",
     "check_test_tasks",
+    "checkpoint_steps",
     "evaluate_against_greedy",
     "latest_checkpoint",
     "make_vec_env",
@@ -526,6 +527,13 @@ def _ppo_settings(config: PPOConfig) -> dict[str, Any]:
     }
 
 
+def checkpoint_steps(path: str | Path) -> int | None:
+    """The steps of a checkpoint named ``model_<steps>_steps.zip``; ``None`` for other
+    names."""
+    steps = Path(path).stem.removeprefix("model_").removesuffix("_steps")
+    return int(steps) if steps.isdigit() else None
+
+
 def latest_checkpoint(run: str | Path) -> Path | None:
     """The checkpoint a resumed run continues from: the newest of ``run``'s
     ``checkpoints/model_<steps>_steps.zip`` and its final ``model.zip`` (by steps);
@@ -533,9 +541,9 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     run = Path(run)
     found: list[tuple[int, Path]] = []
     for path in (run / CHECKPOINT_DIR).glob("model_*_steps.zip"):
-        steps = path.stem.removeprefix("model_").removesuffix("_steps")
-        if steps.isdigit():
-            found.append((int(steps), path))
+        steps = checkpoint_steps(path)
+        if steps is not None:
+            found.append((steps, path))
     if (run / MODEL_FILE).is_file():
         try:
             steps = json.loads((run / TRAINING_FILE).read_text())["timesteps"]
