@@ -331,12 +331,10 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     if key["kind"] == "learned":
         algo = "ppo" if CONFIGS[key["method"]]["algo"] == "ppo" else "dqn"
         spec = f"{algo}:" + str(Path(args["out"]) / "agents" / key["method"] / f"seed_{key['run']}")
-        scope = "chosen"
+        own = learned_env(key["method"])
     else:
-        spec, scope = key["method"], HEURISTICS[key["method"]]
-    env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), "fit_scope": scope}
-    if key["kind"] == "learned":
-        env_kwargs.update(learned_env(key["method"]))
+        spec, own = key["method"], {"fit_scope": HEURISTICS[key["method"]]}
+    env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), **own}
     if args["quick"]:
         env_kwargs.update(max_steps=3, train_steps=5)
     env = GrowthEnv(**env_kwargs)
