@@ -10,11 +10,18 @@ Task sets (disjoint by construction, checked at start):
   ``0 .. 10^6 - 1``, depth 2, widths 10-80, with a skip, half regression, half 3-class
   classification (``classes=(0, 3)``);
 - **selection** (checkpoints inside training, and the choice of configuration): the same
-  distribution's teachers of seeds ``10^6 ..``;
-- **test**, never seen before the end: teachers of seeds ``2 * 10^6 ..`` of an unseen shape
+  distribution's teachers of seeds ``10^6 ..`` (family ``selection``), and two shapes that
+  neither training nor test has, so that the choice rewards transfer: 4-class teachers
+  (``selection-4class``, seeds ``10^6 + 1000 ..``) and wide regression teachers (widths
+  80-160, ``selection-wide``, seeds ``10^6 + 2000 ..``); the heuristics of
+  ``--selection-heuristics`` run there too, as the bar and the normalisation;
+- **test**, never seen before the end: teachers of seeds ``3 * 10^6 ..`` of an unseen shape
   (depth 3, with the skip), 5-class teachers (an unseen class count, seeds
-  ``2 * 10^6 + 1000 ..``), scikit-learn's digits and the CIFAR-10 subset (flattened after
+  ``3 * 10^6 + 1000 ..``), scikit-learn's digits and the CIFAR-10 subset (flattened after
   4 x 4 average pooling, 192 inputs; skipped when ``--cifar-dir`` has no data).
+
+A configuration may train on another mix of teachers (its ``task`` entry, e.g.
+``dqn-kinds-mix`` adds 10-class teachers); selection and test tasks are the same for all.
 
 Methods: every learned configuration of :data:`CONFIGS` trained ``--agents`` times (seeds
 0 ..), each agent's best selection checkpoint; the heuristics of :data:`HEURISTICS`. Run
@@ -37,7 +44,7 @@ Usage::
 
     python experiments/learned_growth.py [--agents 5] [--steps 1000] [--workers 2]
         [--configs dqn,bandit] [--out results/learned_growth] [--quick]
-        [--phases train,select,test,report]
+        [--phases train,select,test,report]   (also: baselines, the heuristics alone)
 
 Every phase appends to ``OUT/episodes.jsonl`` / ``OUT/agents/`` and skips what is done, so
 an interrupted run resumes where it stopped.
@@ -68,7 +75,9 @@ from growenv.policies import make_policy
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_DIR = ROOT.parent / "shared" / "data" / "cifar-10-subset"
 SELECTION_OFFSET = 10**6
-TEST_OFFSET = 2 * 10**6
+#: Test teacher seeds start here (those of ``2 * 10^6 ..`` were seen by an earlier choice of
+#: configuration, see the docs page, so they no longer count as unseen).
+TEST_OFFSET = 3 * 10**6
 SPLITS = {"n_train": 1024, "n_stats": 512, "n_val": 512, "n_test": 1024}
 TRAIN_CLASSES = (0, 3)
 
@@ -108,10 +117,13 @@ _XL: dict[str, Any] = {
     "eps_fraction": 0.2,
     "eval_every": 500,
 }
+#: Heuristics run on the selection families by default (the bar a configuration must pass).
+SELECTION_HEURISTICS = ("round-robin", "greedy")
 #: Learned configurations: ValueConfig fields beyond the shared ones; ``steps`` (env steps
 #: per agent) overrides ``--steps`` for that configuration (``--quick`` still caps it);
 #: ``env`` overrides env settings (the learned default is ``fit_scope="chosen"``) in
-#: training and in every evaluation of its agents.
+#: training and in every evaluation of its agents; ``task`` overrides entries of the
+#: training distribution (:func:`train_distribution`).
 CONFIGS: dict[str, dict[str, Any]] = {
     "dqn": {"algo": "dqn", "gamma": 1.0, "n_step": 3},
     "bandit": {"algo": "bandit"},
@@ -132,12 +144,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "dqn-xl": _XL,
     # dqn-xl's learner choosing only among each kind's best expansion by fitted gain (what
     # greedy and round-robin read): it learns a schedule of kinds, skip/stop only when no
-    # slot is valid
+    # slot is valid; its in-training selection score was flat from 500 to 4000 steps
     "dqn-kinds": {
         **_XL,
-        "steps": 4000,
+        "steps": 2000,
         "action_set": "best-per-kind",
         "env": {"fit_scope": "all"},
+    },
+    # dqn-kinds trained on a third each of regression, 3-class and 10-class teachers (digits
+    # and CIFAR-10 have 10 classes; the test's 5-class teachers stay unseen)
+    "dqn-kinds-mix": {
+        **_XL,
+        "steps": 2000,
+        "action_set": "best-per-kind",
+        "env": {"fit_scope": "all"},
+        "task": {"classes": [0, 3, 10]},
     },
 }
 
@@ -164,10 +185,28 @@ def train_distribution() -> dict[str, Any]:
     return {"classes": list(TRAIN_CLASSES), "depth": [2, 2], "width": [10, 80], **SPLITS}
 
 
-def selection_tasks(n: int) -> list[Task]:
-    """The selection teachers: the training distribution's seeds ``10^6 ..``."""
-    dist = TeacherStudentDistribution(classes=TRAIN_CLASSES)
-    return dist.held_out_teachers(n, seed_offset=SELECTION_OFFSET, **SPLITS)
+def selection_tasks(n: int) -> dict[str, list[Task]]:
+    """The selection families, ``n`` teachers each: the training distribution's seeds
+    ``10^6 ..``, 4-class teachers and wide regression teachers (shapes no training or test
+    task has)."""
+    return {
+        name: dist.held_out_teachers(n, seed_offset=SELECTION_OFFSET + 1000 * i, **SPLITS)
+        for i, (name, dist) in enumerate(selection_distributions().items())
+    }
+
+
+def selection_distributions() -> dict[str, TeacherStudentDistribution]:
+    """The distribution of each selection family, in seed-offset order."""
+    return {
+        "selection": TeacherStudentDistribution(classes=TRAIN_CLASSES),
+        "selection-4class": TeacherStudentDistribution(classes=(4,)),
+        "selection-wide": TeacherStudentDistribution(width=(80, 160)),
+    }
+
+
+def is_selection(family: str) -> bool:
+    """Whether ``family`` is a selection family (``selection``, ``selection-*``)."""
+    return family.split("-")[0] == "selection"
 
 
 def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]:
@@ -199,7 +238,11 @@ def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]
 def check_disjoint(n_selection: int, n_test: int) -> None:
     """Training, selection and test teacher seeds never meet (one line if they do)."""
     train = range(0, SELECTION_OFFSET)
-    selection = range(SELECTION_OFFSET, SELECTION_OFFSET + n_selection)
+    selection = [
+        s
+        for i in range(len(selection_distributions()))
+        for s in range(SELECTION_OFFSET + 1000 * i, SELECTION_OFFSET + 1000 * i + n_selection)
+    ]
     test = [
         *range(TEST_OFFSET, TEST_OFFSET + n_test),
         *range(TEST_OFFSET + 1000, TEST_OFFSET + 1000 + n_test),
@@ -222,7 +265,7 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
     env = {
         **BASE_ENV,
         "task": "teacher_student_distribution",
-        "task_kwargs": train_distribution(),
+        "task_kwargs": {**train_distribution(), **CONFIGS[name].get("task", {})},
         "max_params": 40 * (20 + 2),
         **learned_env(name),
     }
@@ -238,7 +281,7 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
         "selection_seed_offset": SELECTION_OFFSET,
         "learning_starts": min(200, steps // 4),
     }
-    settings.update({k: v for k, v in CONFIGS[name].items() if k not in ("steps", "env")})
+    settings.update({k: v for k, v in CONFIGS[name].items() if k not in ("steps", "env", "task")})
     if quick:
         settings["eval_every"] = min(settings["eval_every"], max(steps // 4, 1))
     return ValueConfig(**settings)
@@ -315,10 +358,10 @@ _TASKS: dict[str, list[Task]] = {}
 
 
 def _tasks(family: str, args: dict[str, Any]) -> list[Task]:
-    """The tasks of ``family`` ("selection" or a test family), built once per process."""
+    """The tasks of ``family`` (a selection or a test family), built once per process."""
     if family not in _TASKS:
-        if family == "selection":
-            _TASKS[family] = selection_tasks(args["selection_tasks"])
+        if is_selection(family):
+            _TASKS.update(selection_tasks(args["selection_tasks"]))
         else:
             _TASKS.update(test_tasks(args["test_teachers"], args["cifar_dir"]))
     return _TASKS[family]
@@ -472,11 +515,44 @@ def summarise(
     return out
 
 
+def select(
+    records: list[dict[str, Any]],
+    configs: Sequence[str],
+    heuristics: Sequence[str],
+    families: Sequence[str],
+    runs: int,
+) -> dict[str, Any]:
+    """The choice of configuration on the selection families: IQM of losses normalised by
+    each task's mean heuristic loss (by the configurations' mean without heuristics), with
+    CIs, each configuration's IQM difference against each heuristic, and ``selected``, the
+    configuration of lowest IQM (``None`` before any configuration has all its runs)."""
+    normalised(records, heuristics or configs)
+    scores = {
+        m: matrix(records, m, families, runs, "normalised")[0] for m in [*configs, *heuristics]
+    }
+    scores = {m: s for m, s in scores.items() if s.size and not np.isnan(s).any()}
+    out: dict[str, Any] = {"iqm": {}, "difference": {}, "selected": None}
+    if not scores:
+        return out
+    est = rl.interval_estimates(scores, "iqm", task_bootstrap=True)
+    out["iqm"] = {m: list(map(float, v)) for m, v in est.items()}
+    done = [c for c in configs if c in scores]
+    for c in done:
+        out["difference"][c] = {
+            h: list(map(float, rl.difference_ci(scores[c], scores[h], "iqm")))
+            for h in heuristics
+            if h in scores
+        }
+    if done:
+        out["selected"] = min(done, key=lambda c: out["iqm"][c][0])
+    return out
+
+
 def compute_table(records: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
     """Mean compute per episode (MACs) by phase, and per decision, for each method."""
     table = {}
     for m in methods:
-        rs = [r for r in records if r["method"] == m and r["family"] != "selection"]
+        rs = [r for r in records if r["method"] == m and not is_selection(r["family"])]
         if not rs:
             continue
         phases = sorted({k for r in rs for k in r["compute_by_phase"]})
@@ -506,11 +582,17 @@ def markdown(
     learned: str,
 ) -> str:
     """The results tables of the docs page."""
+    heuristics = sorted({h for d in selection.get("difference", {}).values() for h in d})
     lines = ["### Selection (IQM final test loss on the selection teachers, normalised)", ""]
-    lines += ["| configuration | IQM [95 % CI] |", "|---|---|"]
-    for name, v in selection["iqm"].items():
+    lines += [
+        "| method | IQM [95 % CI] |" + "".join(f" - {h} [95 % CI] |" for h in heuristics),
+        "|---|---|" + "---|" * len(heuristics),
+    ]
+    for name, v in sorted(selection["iqm"].items(), key=lambda kv: kv[1][0]):
         mark = " (selected)" if name == learned else ""
-        lines.append(f"| {name}{mark} | {_fmt(v)} |")
+        diffs = selection.get("difference", {}).get(name)
+        cells = [_fmt(diffs[h], "+.4f") if diffs else "" for h in heuristics]
+        lines.append(f"| {name}{mark} | {_fmt(v)} |" + "".join(f" {c} |" for c in cells))
     for group, entry in summary["groups"].items():
         lines += ["", f"### Test: {group}", "", "| method | IQM final test loss [95 % CI] |"]
         lines.append("|---|---|")
@@ -595,23 +677,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=1000, help="env steps per agent")
     p.add_argument("--configs", default="dqn,bandit")
     p.add_argument("--heuristics", default=",".join(HEURISTICS))
-    p.add_argument("--selection-tasks", type=int, default=4)
+    p.add_argument(
+        "--selection-heuristics",
+        default=",".join(SELECTION_HEURISTICS),
+        help="heuristics run on the selection families (the bar and the normalisation)",
+    )
+    p.add_argument("--selection-tasks", type=int, default=4, help="teachers per selection family")
     p.add_argument("--test-teachers", type=int, default=6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
     p.add_argument("--out", type=Path, default=Path("results/learned_growth"))
-    p.add_argument("--phases", default="train,select,test,report")
+    p.add_argument(
+        "--phases",
+        default="train,select,test,report",
+        help="any of train, baselines (heuristic episodes only), select, test, report",
+    )
     p.add_argument("--figures", type=Path, default=None, help="folder of the figures (default OUT)")
     p.add_argument("--quick", action="store_true", help="tiny everything (a smoke test)")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     heuristics = [h for h in args.heuristics.split(",") if h]
+    sel_heuristics = [h for h in args.selection_heuristics.split(",") if h]
     for c in configs:
         if c not in CONFIGS:
             p.error(f"--configs: expected names among {', '.join(CONFIGS)}, got {c!r}")
-    for h in heuristics:
-        if h not in HEURISTICS:
-            p.error(f"--heuristics: expected names among {', '.join(HEURISTICS)}, got {h!r}")
+    for flag, names in (("--heuristics", heuristics), ("--selection-heuristics", sel_heuristics)):
+        for h in names:
+            if h not in HEURISTICS:
+                p.error(f"{flag}: expected names among {', '.join(HEURISTICS)}, got {h!r}")
+    for flag, n in (
+        ("--selection-tasks", args.selection_tasks),
+        ("--test-teachers", args.test_teachers),
+    ):
+        if not 1 <= n <= 1000:
+            p.error(
+                f"{flag}: expected an int in [1, 1000] (families are 1000 seeds apart), got {n}"
+            )
     if args.agents < 1:
         p.error(f"--agents: expected an int >= 1, got {args.agents}")
     if args.quick:
@@ -621,6 +722,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     store = out / "episodes.jsonl"
     phases = set(args.phases.split(","))
+    known = ("train", "baselines", "select", "test", "report")
+    for ph in phases - set(known):
+        p.error(f"--phases: expected names among {', '.join(known)}, got {ph!r}")
     shared = {
         "out": str(out),
         "quick": args.quick,
@@ -660,74 +764,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def pending(keys: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [(episode_job, k, shared) for k in keys if _key_id(k) not in done]
 
-    if "select" in phases:
-        keys = [
-            {
-                "family": "selection",
-                "task": t,
-                "method": c,
-                "kind": "learned",
-                "run": s,
-                "config": c,
-            }
-            for c in configs
-            for s in range(args.agents)
-            for t in range(args.selection_tasks)
-        ]
-        run_jobs(pending(keys), args.workers, store)
-    records = load_store(store)
-    sel = [r for r in records if r["family"] == "selection"]
-    sel_scores = {}
-    for c in configs:
-        m, _ = matrix(sel, c, ["selection"], args.agents)
-        if m.size and not np.isnan(m).any():
-            sel_scores[c] = m
-    selection = {"iqm": {}}
-    if sel_scores:
-        # normalise each selection task by the configurations' mean (no heuristic runs there)
-        ref = np.mean([s.mean(0) for s in sel_scores.values()], axis=0)
-        est = rl.interval_estimates(
-            {c: s / ref for c, s in sel_scores.items()}, "iqm", task_bootstrap=True
-        )
-        selection["iqm"] = {c: list(map(float, v)) for c, v in est.items()}
-    learned = (
-        min(selection["iqm"], key=lambda c: selection["iqm"][c][0])
-        if selection["iqm"]
-        else configs[0]
-    )
-
+    sel_families = list(selection_distributions())
     # the test tasks are built once here (workers build their own copies)
     test_sets = test_tasks(args.test_teachers, shared["cifar_dir"])
     counts = {f: len(ts) for f, ts in test_sets.items()}
     families = list(counts)
+    sel_counts = {f: args.selection_tasks for f in sel_families}
+
+    def keys(methods: Sequence[str], kind: str, tasks: dict[str, int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "family": f,
+                "task": t,
+                "method": m,
+                "kind": kind,
+                "run": r,
+                "config": m if kind == "learned" else "",
+            }
+            for f, n in tasks.items()
+            for t in range(n)
+            for r in range(args.agents)
+            for m in methods
+        ]
+
+    if "baselines" in phases:  # heuristics only: they need no agent, so can run beside training
+        jobs = keys(sel_heuristics, "heuristic", sel_counts) + keys(heuristics, "heuristic", counts)
+        run_jobs(pending(jobs), args.workers, store)
+    if "select" in phases:
+        jobs = keys(configs, "learned", sel_counts) + keys(sel_heuristics, "heuristic", sel_counts)
+        run_jobs(pending(jobs), args.workers, store)
+    sel = [r for r in load_store(store) if is_selection(r["family"])]
+    selection = select(sel, configs, sel_heuristics, sel_families, args.agents)
+    learned = selection["selected"] or configs[0]
     if "test" in phases:
-        keys = []
-        for f in families:
-            for t in range(counts[f]):
-                for r in range(args.agents):
-                    keys.append(
-                        {
-                            "family": f,
-                            "task": t,
-                            "method": learned,
-                            "kind": "learned",
-                            "run": r,
-                            "config": learned,
-                        }
-                    )
-                    keys += [
-                        {
-                            "family": f,
-                            "task": t,
-                            "method": h,
-                            "kind": "heuristic",
-                            "run": r,
-                            "config": "",
-                        }
-                        for h in heuristics
-                    ]
-        run_jobs(pending(keys), args.workers, store)
-    records = [r for r in load_store(store) if r["family"] != "selection"]
+        jobs = keys([learned], "learned", counts) + keys(heuristics, "heuristic", counts)
+        run_jobs(pending(jobs), args.workers, store)
+    records = [r for r in load_store(store) if not is_selection(r["family"])]
     summary: dict[str, Any] = {}
     if "report" in phases and records:
         methods = [learned, *heuristics]
