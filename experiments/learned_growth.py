@@ -160,6 +160,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "env": {"fit_scope": "all"},
         "task": {"classes": [0, 3, 10]},
     },
+    # the contextual bandit (one-step reward) in the same set: the kind whose best expansion
+    # is predicted to lower the loss most now
+    "bandit-kinds": {
+        **{k: v for k, v in _XL.items() if k not in ("gamma", "n_step", "target_update")},
+        "algo": "bandit",
+        "steps": 2000,
+        "action_set": "best-per-kind",
+        "env": {"fit_scope": "all"},
+    },
 }
 
 
