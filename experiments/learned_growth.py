@@ -724,16 +724,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
     if args.agents < 1:
         p.error(f"--agents: expected an int >= 1, got {args.agents}")
+    phases = set(args.phases.split(","))
+    known = ("train", "baselines", "select", "test", "report")
+    for ph in phases - set(known):
+        p.error(f"--phases: expected names among {', '.join(known)}, got {ph!r}")
     if args.quick:
         args.steps, args.selection_tasks, args.test_teachers = min(args.steps, 40), 2, 2
     check_disjoint(args.selection_tasks, args.test_teachers)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     store = out / "episodes.jsonl"
-    phases = set(args.phases.split(","))
-    known = ("train", "baselines", "select", "test", "report")
-    for ph in phases - set(known):
-        p.error(f"--phases: expected names among {', '.join(known)}, got {ph!r}")
     shared = {
         "out": str(out),
         "quick": args.quick,

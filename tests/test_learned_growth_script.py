@@ -1,0 +1,130 @@
+"""experiments/learned_growth.py: task sets, the choice of configuration, argument errors.
+
+The episodes themselves are the env's and the policies' (tested elsewhere); here the
+protocol's bookkeeping is checked against explicit computations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lg():
+    spec = importlib.util.spec_from_file_location(
+        "learned_growth", ROOT / "experiments" / "learned_growth.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean by an explicit sort: the mean of the middle half (n divisible by 4)."""
+    v = np.sort(values.ravel())
+    n = v.size
+    assert n % 4 == 0
+    return float(v[n // 4 : 3 * n // 4].mean())
+
+
+def test_selection_families_are_disjoint_from_training_test_and_each_other(lg):
+    sel = lg.selection_tasks(3)
+    assert list(sel) == ["selection", "selection-4class", "selection-wide"]
+    seeds = {f: [t.info["seed"] for t in ts] for f, ts in sel.items()}
+    flat = [s for ss in seeds.values() for s in ss]
+    assert len(set(flat)) == len(flat)
+    assert all(lg.SELECTION_OFFSET <= s < lg.TEST_OFFSET for s in flat)
+    # the held-out shapes are what they claim: 4 outputs; hidden widths of at least 80
+    assert all(t.out_features == 4 for t in sel["selection-4class"])
+    assert all(min(t.info["hidden"]) >= 80 for t in sel["selection-wide"])
+    assert [lg.is_selection(f) for f in ("selection", "selection-wide", "teacher-5class")] == [
+        True,
+        True,
+        False,
+    ]
+    test = lg.test_tasks(2, None)
+    test_seeds = {t.info["seed"] for f in ("teacher-depth3", "teacher-5class") for t in test[f]}
+    assert not test_seeds & set(flat)
+    assert min(test_seeds) >= lg.TEST_OFFSET
+    lg.check_disjoint(4, 6)
+
+
+def test_a_configuration_overrides_the_training_mix_only(lg):
+    mix = lg.value_config("dqn-kinds-mix", 0, 100, quick=False)
+    plain = lg.value_config("dqn-kinds", 0, 100, quick=False)
+    assert mix.env_kwargs["task_kwargs"]["classes"] == [0, 3, 10]
+    assert plain.env_kwargs["task_kwargs"]["classes"] == list(lg.TRAIN_CLASSES)
+    assert {**mix.env_kwargs["task_kwargs"], "classes": None} == {
+        **plain.env_kwargs["task_kwargs"],
+        "classes": None,
+    }
+    assert mix.action_set == "best-per-kind" and mix.env_kwargs["fit_scope"] == "all"
+    bandit = lg.value_config("bandit-kinds", 0, 100, quick=False)
+    assert bandit.algo == "bandit" and bandit.action_set == "best-per-kind"
+
+
+def _records(losses: dict[str, np.ndarray], families: list[str]) -> list[dict]:
+    """Episode records of ``losses[method]`` of shape (runs, families, tasks)."""
+    out = []
+    for m, arr in losses.items():
+        for r in range(arr.shape[0]):
+            for fi, f in enumerate(families):
+                for t in range(arr.shape[2]):
+                    out.append(
+                        {"family": f, "task": t, "run": r, "method": m, "test_loss": arr[r, fi, t]}
+                    )
+    return out
+
+
+def test_selection_normalises_by_the_heuristics_and_picks_the_lowest_iqm(lg):
+    rng = np.random.default_rng(0)
+    families = ["selection", "selection-4class"]
+    scale = np.array([[1.0, 10.0], [0.1, 3.0]])  # per family, task: very different scales
+    losses = {
+        m: scale[None] * (1 + off + 0.05 * rng.standard_normal((4, 2, 2)))
+        for m, off in (("a", 0.1), ("b", -0.1), ("round-robin", 0.0), ("greedy", 0.05))
+    }
+    records = _records(losses, families)
+    out = lg.select(records, ["a", "b"], ["round-robin", "greedy"], families, runs=4)
+    ref = (losses["round-robin"] + losses["greedy"]).mean(0) / 2  # per (family, task)
+    for m in ("a", "b", "round-robin", "greedy"):
+        assert out["iqm"][m][0] == pytest.approx(iqm(losses[m] / ref[None]), rel=1e-12)
+    assert out["selected"] == "b"
+    d = out["difference"]["b"]["round-robin"]
+    assert d[0] == pytest.approx(iqm(losses["b"] / ref) - iqm(losses["round-robin"] / ref))
+    assert d[2] < 0  # b is 10 % below round-robin everywhere: the CI is below 0
+    assert out["difference"]["a"]["round-robin"][1] > 0
+
+
+def test_selection_waits_for_complete_configurations(lg):
+    families = ["selection"]
+    losses = {m: np.ones((2, 1, 2)) for m in ("a", "round-robin")}
+    records = _records(losses, families)
+    records = [r for r in records if not (r["method"] == "a" and r["run"] == 1)]
+    out = lg.select(records, ["a"], ["round-robin"], families, runs=2)
+    assert out["selected"] is None and "a" not in out["iqm"]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--phases", "train,tset"], "--phases: expected names among"),
+        (["--selection-heuristics", "greedy,rr"], "--selection-heuristics: expected names"),
+        (["--configs", "dqn-kinds,foo"], "--configs: expected names"),
+        (["--selection-tasks", "1001"], "--selection-tasks: expected an int in [1, 1000]"),
+        (["--agents", "0"], "--agents: expected an int >= 1"),
+    ],
+)
+def test_bad_arguments_get_one_line(lg, argv, flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        lg.main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert flag in err[-1]
+    assert not (tmp_path / "out").exists()
