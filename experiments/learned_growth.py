@@ -160,6 +160,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "env": {"fit_scope": "all"},
         "task": {"classes": [0, 3, 10]},
     },
+    # dqn-kinds with whole-episode returns (10-step: no bootstrapping within an episode)
+    "dqn-kinds-mc": {
+        **_XL,
+        "n_step": 10,
+        "steps": 2000,
+        "action_set": "best-per-kind",
+        "env": {"fit_scope": "all"},
+    },
     # the contextual bandit (one-step reward) in the same set: the kind whose best expansion
     # is predicted to lower the loss most now
     "bandit-kinds": {
