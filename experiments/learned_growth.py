@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="heuristics run on the selection families (the bar and the normalisation)",
     )
     p.add_argument("--selection-tasks", type=int, default=4, help="teachers per selection family")
-    p.add_argument("--test-teachers", type=int, default=6)
+    p.add_argument("--test-teachers", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
     p.add_argument("--out", type=Path, default=Path("results/learned_growth"))
