@@ -207,9 +207,14 @@ def selection_tasks(n: int) -> dict[str, list[Task]]:
     ``10^6 ..``, 4-class teachers and wide regression teachers (shapes no training or test
     task has)."""
     return {
-        name: dist.held_out_teachers(n, seed_offset=SELECTION_OFFSET + 1000 * i, **SPLITS)
+        name: dist.held_out_teachers(n, seed_offset=selection_offset(i), **SPLITS)
         for i, (name, dist) in enumerate(selection_distributions().items())
     }
+
+
+def selection_offset(i: int) -> int:
+    """The first teacher seed of the ``i``-th selection family (families 1000 seeds apart)."""
+    return SELECTION_OFFSET + 1000 * i
 
 
 def selection_distributions() -> dict[str, TeacherStudentDistribution]:
@@ -258,7 +263,7 @@ def check_disjoint(n_selection: int, n_test: int) -> None:
     selection = [
         s
         for i in range(len(selection_distributions()))
-        for s in range(SELECTION_OFFSET + 1000 * i, SELECTION_OFFSET + 1000 * i + n_selection)
+        for s in range(selection_offset(i), selection_offset(i) + n_selection)
     ]
     test = [
         *range(TEST_OFFSET, TEST_OFFSET + n_test),
@@ -776,9 +781,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             json.loads(f.read_text()) for f in sorted(out.glob("agents/*/seed_*/done.json"))
         ]
 
-    done = {_key_id(r) for r in load_store(store)}
-
     def pending(keys: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Jobs of the episodes the store does not hold yet (read now: an earlier phase of
+        this call may have added some; duplicates would be appended twice)."""
+        done = {_key_id(r) for r in load_store(store)}
         return [(episode_job, k, shared) for k in keys if _key_id(k) not in done]
 
     sel_families = list(selection_distributions())

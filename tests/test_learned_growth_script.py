@@ -145,3 +145,27 @@ def test_the_docs_page_names_the_configurations_the_script_trains(lg):
         assert lg.agent_steps(name, 10**6, quick=False) == 2000
         assert lg.CONFIGS[name]["action_set"] == "best-per-kind"
         assert lg.learned_env(name)["fit_scope"] == "all"
+
+
+def test_each_episode_runs_once_whatever_the_phases(lg, tmp_path, monkeypatch):
+    """Heuristic selection episodes belong to both ``baselines`` and ``select``: one call
+    with both phases, then a rerun, must store every episode exactly once."""
+    calls = []
+
+    def fake_episode(key, args):
+        calls.append(lg._key_id(key))
+        return {**key, "test_loss": 1.0 + 0.01 * key["run"]}
+
+    monkeypatch.setattr(lg, "episode_job", fake_episode)
+    argv = ["--quick", "--agents", "2", "--configs", "dqn-kinds", "--workers", "1"]
+    argv += ["--out", str(tmp_path / "out")]
+    lg.main([*argv, "--phases", "baselines,select,test"])
+    first = len(calls)
+    keys = [lg._key_id(r) for r in lg.load_store(tmp_path / "out" / "episodes.jsonl")]
+    assert len(keys) == len(set(keys)) == first
+    # quick: 3 selection families x 2 teachers, 2 test teacher families (2 and 1) + digits
+    selection, test = 3 * 2 * 2, (2 + 1 + 1) * 2
+    n_heur = len(lg.HEURISTICS)
+    assert first == selection * (1 + len(lg.SELECTION_HEURISTICS)) + test * (1 + n_heur)
+    lg.main([*argv, "--phases", "baselines,select,test"])
+    assert len(calls) == first  # a rerun finds everything done
