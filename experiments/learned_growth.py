@@ -117,6 +117,14 @@ _XL: dict[str, Any] = {
     "eps_fraction": 0.2,
     "eval_every": 500,
 }
+# dqn-xl's learner in the best-per-kind action set, reading fitted gains (every *-kinds
+# configuration starts from it)
+_KINDS: dict[str, Any] = {
+    **_XL,
+    "steps": 2000,
+    "action_set": "best-per-kind",
+    "env": {"fit_scope": "all"},
+}
 #: Heuristics run on the selection families by default (the bar a configuration must pass).
 SELECTION_HEURISTICS = ("round-robin", "greedy")
 #: Learned configurations: ValueConfig fields beyond the shared ones; ``steps`` (env steps
@@ -145,37 +153,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # dqn-xl's learner choosing only among each kind's best expansion by fitted gain (what
     # greedy and round-robin read): it learns a schedule of kinds, skip/stop only when no
     # slot is valid; its in-training selection score was flat from 500 to 4000 steps
-    "dqn-kinds": {
-        **_XL,
-        "steps": 2000,
-        "action_set": "best-per-kind",
-        "env": {"fit_scope": "all"},
-    },
+    "dqn-kinds": _KINDS,
     # dqn-kinds trained on a third each of regression, 3-class and 10-class teachers (digits
     # and CIFAR-10 have 10 classes; the test's 5-class teachers stay unseen)
-    "dqn-kinds-mix": {
-        **_XL,
-        "steps": 2000,
-        "action_set": "best-per-kind",
-        "env": {"fit_scope": "all"},
-        "task": {"classes": [0, 3, 10]},
-    },
+    "dqn-kinds-mix": {**_KINDS, "task": {"classes": [0, 3, 10]}},
     # dqn-kinds with whole-episode returns (10-step: no bootstrapping within an episode)
-    "dqn-kinds-mc": {
-        **_XL,
-        "n_step": 10,
-        "steps": 2000,
-        "action_set": "best-per-kind",
-        "env": {"fit_scope": "all"},
-    },
+    "dqn-kinds-mc": {**_KINDS, "n_step": 10},
     # the contextual bandit (one-step reward) in the same set: the kind whose best expansion
     # is predicted to lower the loss most now
     "bandit-kinds": {
-        **{k: v for k, v in _XL.items() if k not in ("gamma", "n_step", "target_update")},
+        **{k: v for k, v in _KINDS.items() if k not in ("gamma", "n_step", "target_update")},
         "algo": "bandit",
-        "steps": 2000,
-        "action_set": "best-per-kind",
-        "env": {"fit_scope": "all"},
     },
 }
 
