@@ -212,6 +212,55 @@ def test_observations_stay_in_the_feature_table_ranges():
     assert nodes[:, 0].sum() == 2 + len(env.net.hidden_nodes)
 
 
+def test_history_columns_are_the_growths_of_each_kind_so_far():
+    """The last three expansion columns against bookkeeping by hand: an episode that takes
+    node, skip, edge, widen, node (each the best slot of its kind) and a growth that fails
+    (a masked slot: the skip)."""
+    max_steps = 7
+    env = dag_env(max_nodes=3, max_steps=max_steps)
+    obs, info = env.reset(seed=5)
+    s, n_exp = env.max_sites, len(features.EXPANSION_TABLE)
+    kinds = np.array([("edge", "node", "widen").index(k) for k in env.slot_layout.kinds])
+    cols = [features.EXPANSION_FEATURES.index(c) for c in
+            ("kind_grown_last", "kind_growths", "kind_idle_steps")]  # fmt: skip
+    assert tuple(cols) == features.HISTORY_COLUMNS
+    grown: list[tuple[int, int]] = []  # (step, kind) by hand
+    plan = ["node", "skip", "edge", "widen", "node", "absent"]
+    for step, want in enumerate(plan):
+        exp = obs[: s * n_exp].reshape(s, n_exp)
+        present = exp[:, 0] > 0.5
+        for k in range(3):
+            rows = exp[present & (kinds == k)][:, cols]
+            last = float(bool(grown) and grown[-1][1] == k)
+            count = sum(1 for _, g in grown if g == k) / max_steps
+            when = max([t for t, g in grown if g == k], default=-1)
+            idle = min((step - when) / max_steps, 1.0)
+            np.testing.assert_allclose(rows, np.tile([last, count, idle], (len(rows), 1)))
+        assert (exp[~present][:, cols] == 0).all()
+        mask = info["action_mask"][:s]
+        if want == "skip":
+            action = env.skip_action
+        elif want == "absent":
+            action = int(np.flatnonzero(~mask)[0])
+        else:
+            k = ("edge", "node", "widen").index(want)
+            valid = np.flatnonzero(mask & (kinds == k))
+            action = int(valid[np.argmax(info["candidate_gains"][valid])])
+        obs, _, _, _, info = env.step(action)
+        if info["grown_site"] >= 0:
+            grown.append((step, int(kinds[info["grown_site"]])))
+    assert grown == [(0, 1), (2, 0), (3, 2), (4, 1)]
+    env.reset(seed=5)
+    assert env.episode.grown_kinds == []
+
+
+def test_kind_history_closed_form():
+    out = features.kind_history([(0, 2), (3, 0), (4, 2)], step=6, max_steps=10)
+    np.testing.assert_allclose(out, [[0, 0.1, 0.3], [0, 0, 0.7], [1, 0.2, 0.2]])
+    np.testing.assert_allclose(features.kind_history([], 0, 4), [[0, 0, 0.25]] * 3)
+    assert features.kind_history([], 20, 4).max() == 1.0
+
+
 def test_masks_match_the_report_and_never_close_a_cycle():
     env = grown_env(seed=0, steps=4, max_nodes=6)
     net, layout = env.net, env.slot_layout

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from growenv.env.config import EnvConfig
-from growenv.env.features import GLOBAL_TABLE, NODE_TABLE, SITE_TABLE
+from growenv.env.features import EXPANSION_TABLE, GLOBAL_TABLE, NODE_TABLE, SITE_TABLE
 from growenv.errors import UserError
 from growenv.harness.episodes import run_episode
 from growenv.learners.scorer import (
@@ -133,7 +133,8 @@ def test_parse_and_layouts_agree_with_the_env_tables():
     for m in (1, 2, 8, 12):
         layout = layout_of(EnvConfig(net="dag", max_nodes=m))
         assert layout == infer_layout(layout.size, "dag")
-        assert layout.size == 16 * layout.num_slots + 7 * (m + 2) + len(GLOBAL_TABLE)
+        rows = len(EXPANSION_TABLE) * layout.num_slots
+        assert layout.size == rows + 7 * (m + 2) + len(GLOBAL_TABLE)
     layout = layout_of({"max_sites": 5})
     assert layout == ObsLayout("sites", 5) == infer_layout(5 * len(SITE_TABLE) + 10, "sites")
     obs = torch.arange(2 * layout.size, dtype=torch.float64).reshape(2, -1)
@@ -151,7 +152,7 @@ def test_dag_slot_inputs_gather_source_and_target_node_rows():
     inputs, _, glob = scorer.slot_inputs(obs, layout)
     _, nodes, _ = parse_observation(obs, layout)
     src, tgt = slot_nodes(2)
-    r, g, k = 16, len(GLOBAL_TABLE), len(NODE_TABLE)
+    r, g, k = len(EXPANSION_TABLE), len(GLOBAL_TABLE), len(NODE_TABLE)
     for b in range(3):
         for s in range(layout.num_slots):
             assert torch.equal(inputs[b, s, r : r + g], glob[b])

@@ -24,6 +24,7 @@ it (:attr:`Measurement.estimated_gain`, :attr:`Measurement.present`) and the gra
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -253,6 +254,16 @@ def resolve_task_source(task: TaskSource, task_kwargs: dict) -> Callable:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _slot_kinds(max_nodes: int) -> tuple[int, ...]:
+    """Kind index (0, 1, 2: edge, node, widen) of every slot of a DAG env with
+    ``max_nodes``."""
+    from growenv.nets.dag.expansions import KINDS
+    from growenv.nets.dag.slots import SlotLayout
+
+    return tuple(KINDS.index(k) for k in SlotLayout(int(max_nodes)).kinds)
+
+
 def search_split(task: Task, where: str) -> Split:
     """The samples a growth's amplitude line search runs on.
 
@@ -308,6 +319,9 @@ class Episode:
         multiply-adds it would add, its first-order gain.
     gamma, loss_drop, grown_slot
         The last step's growth (``-1`` and zeros when it did not grow).
+    grown_kinds
+        DAG: the episode's growths as ``(step, kind)`` pairs (kind ``0, 1, 2``: edge, node,
+        widen), in order (the observation's history columns).
     ended
         Whether the episode has ended (stop, termination or truncation): stepping on raises
         until the next :meth:`start`.
@@ -352,6 +366,7 @@ class Episode:
         self.seconds = dict.fromkeys(phases(self.config), 0.0)
         self.compute_by_phase = dict.fromkeys(phases(self.config), 0.0)
         self.history: list[dict] = []
+        self.grown_kinds: list[tuple[int, int]] = []
         self.last_improvement = 0.0
         self.measurement = None
         self.ended = False
@@ -378,6 +393,9 @@ class Episode:
     def record_growth(self, slot: int, gamma: float, loss_drop: float) -> None:
         """Record that this step grew ``slot`` at amplitude ``gamma`` (real loss drop)."""
         self.gamma, self.loss_drop, self.grown_slot = gamma, loss_drop, slot
+        if slot >= 0 and self.config.expansions:
+            kind = _slot_kinds(self.config.max_nodes)[slot]
+            self.grown_kinds.append((self.step_count, kind))
 
     # ------------------------------------------------------------------ measurement
     def absorb(self, measurement: Measurement, architecture: Architecture) -> None:
@@ -552,6 +570,9 @@ class Episode:
             params=self.params,
             flops=self.flops,
             neurons=int(np.max(self.neurons)) if len(self.neurons) else 1,
+            grown_kinds=self.grown_kinds,
+            step=self.step_count,
+            max_steps=self.config.max_steps,
         )
         nodes = features.node_features(
             present=np.array([name is not None for name in g.node_names]),

@@ -10,6 +10,7 @@ that features mean the same thing on every task.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -87,7 +88,15 @@ EXPANSION_TABLE = (
     Feature(
         "significant_fraction", "significant eigenvalues / neurons per growth (<= 4)", "[0, 4]"
     ),
+    Feature("kind_grown_last", "the episode's last growth was of this kind", "{0, 1}"),
+    Feature("kind_growths", "growths of this kind so far / max_steps", "[0, 1]"),
+    Feature(
+        "kind_idle_steps", "steps since this kind grew (never: step + 1) / max_steps", "[0, 1]"
+    ),
 )
+#: Indices of the growth-history entries of :data:`EXPANSION_TABLE` (the last three): the
+#: episode's growths by kind, from which a policy can cycle kinds (round-robin) or not.
+HISTORY_COLUMNS = (16, 17, 18)
 #: Per-node features of a DAG env (one row per node index: ``in``, hidden nodes in creation
 #: order, zero rows for absent ones, ``out`` last), after the expansion rows.
 NODE_TABLE = (
@@ -111,7 +120,7 @@ TOP_K = 3
 def markdown_table(kind: str) -> str:
     """The Markdown table of the ``"site"``, ``"global"``, ``"expansion"`` or ``"node"``
     features (index, name, formula, range), as the env docstring and ``docs/environment.md``
-    show it (a DAG env's globals follow its node rows: index ``16 S + 7 N + i`` with ``S``
+    show it (a DAG env's globals follow its node rows: index ``19 S + 7 N + i`` with ``S``
     slots and ``N = max_nodes + 2`` node rows)."""
     n_site, n_exp, n_node = len(SITE_TABLE), len(EXPANSION_TABLE), len(NODE_TABLE)
     if kind == "site":
@@ -277,13 +286,18 @@ def expansion_features(
     params: int,
     flops: int,
     neurons: int,
+    grown_kinds: Sequence[tuple[int, int]] = (),
+    step: int = 0,
+    max_steps: int = 1,
 ) -> np.ndarray:
     """Feature matrix ``(slots, len(EXPANSION_FEATURES))`` of a DAG env; rows of absent slots
     are 0.
 
     ``kind`` holds ``0, 1, 2`` (edge, node, widen); ``eigenvalues`` is ``(slots, >= TOP_K)``
     (zero padded), the rest ``(slots,)``. Gains and bottlenecks below 0 (rounding of
-    ``E||v||^2 - d``) count as 0.
+    ``E||v||^2 - d``) count as 0. ``grown_kinds`` holds the episode's growths so far as
+    ``(step, kind)`` pairs in order, ``step`` the decisions taken and ``max_steps`` the
+    episode's length (the history columns :data:`HISTORY_COLUMNS`).
     """
     n = len(present)
     out = np.zeros((n, len(EXPANSION_FEATURES)), dtype=np.float64)
@@ -309,7 +323,29 @@ def expansion_features(
     out[rows, 13] = symlog(rel_params)
     out[rows, 14] = symlog(pos(added_flops) / max(flops, 1))
     out[rows, 15] = np.minimum(pos(num_significant) / max(neurons, 1), 4.0)
+    out[rows, 16:19] = kind_history(grown_kinds, step, max_steps)[np.asarray(kind, dtype=int)[rows]]
     return out
+
+
+def kind_history(grown_kinds: Sequence[tuple[int, int]], step: int, max_steps: int) -> np.ndarray:
+    """Per expansion kind (rows: edge, node, widen) the history columns of
+    :data:`EXPANSION_TABLE`: last growth was of this kind, growths of it / ``max_steps``,
+    steps since it last grew (``step + 1`` if never, counting from a virtual growth before
+    step 0) / ``max_steps``, clipped to ``[0, 1]``.
+
+    ``grown_kinds`` holds ``(step, kind)`` pairs in the order of growth.
+    """
+    out = np.zeros((3, 3), dtype=np.float64)
+    norm = float(max(max_steps, 1))
+    last_step = np.full(3, -1.0)
+    for when, k in grown_kinds:
+        out[k, 1] += 1.0
+        last_step[k] = when
+    if grown_kinds:
+        out[grown_kinds[-1][1], 0] = 1.0
+    out[:, 1] /= norm
+    out[:, 2] = (step - last_step) / norm
+    return np.clip(out, 0.0, 1.0)
 
 
 def node_features(
