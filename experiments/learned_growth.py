@@ -166,6 +166,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
         **{k: v for k, v in _KINDS.items() if k not in ("gamma", "n_step", "target_update")},
         "algo": "bandit",
     },
+    # dqn-kinds-mc started from round-robin, the strongest heuristic of v1 and v2 (deep
+    # Q-learning from demonstrations: 50 round-robin episodes on training teachers kept all
+    # run, 1,000 updates on them first, then a quarter of each minibatch with the
+    # large-margin loss): it starts as round-robin and leaves it where the returns pay more
+    "dqn-kinds-demo": {
+        **_KINDS,
+        "n_step": 10,
+        "demo_policy": "round-robin",
+        "demo_episodes": 50,
+        "demo_pretrain": 1000,
+    },
 }
 
 
@@ -295,6 +306,8 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
     settings.update({k: v for k, v in CONFIGS[name].items() if k not in ("steps", "env", "task")})
     if quick:
         settings["eval_every"] = min(settings["eval_every"], max(steps // 4, 1))
+        if settings.get("demo_episodes"):
+            settings.update(demo_episodes=2, demo_pretrain=min(settings["demo_pretrain"], 10))
     return ValueConfig(**settings)
 
 

@@ -49,6 +49,9 @@ VALUE_OPTIONS = (
     ("--target-update", "target_update", positive_int, "updates between target-net copies"),
     ("--hidden", "hidden", str, "hidden sizes of the shared slot scorer, e.g. 64,64"),
     ("--action-set", "action_set", str, "all, or best-per-kind (DAG: each kind's best slot)"),
+    ("--demo-policy", "demo_policy", str, "a heuristic whose episodes start the learner (DQfD)"),
+    ("--demo-episodes", "demo_episodes", nonnegative_int, "its episodes (default: 0, none)"),
+    ("--demo-pretrain", "demo_pretrain", nonnegative_int, "updates on them before acting"),
 )
 
 VEC_CHOICES = ("auto", "lockstep", "single")

@@ -38,6 +38,7 @@ import torch
 from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
+from growenv.learners.demos import Demonstrations, collect_demonstrations, large_margin_loss
 from growenv.learners.scorer import (
     ACTION_SETS,
     BEST_MODEL_FILE,
@@ -145,6 +146,17 @@ class ValueConfig:
         ``best_model.pt``.
     log_every
         Env steps between rows of ``progress.csv`` (evaluations add rows too).
+    demo_policy, demo_episodes
+        Deep Q-learning from demonstrations (:mod:`growenv.learners.demos`): a heuristic of
+        the policy registry (e.g. ``"round-robin"``) run for ``demo_episodes`` episodes on
+        training tasks before the run; its transitions stay in their own buffer (0: none).
+    demo_pretrain
+        Gradient updates on the demonstrations alone before the first env step.
+    demo_fraction
+        Share of every minibatch drawn from the demonstrations.
+    demo_margin, demo_weight
+        DQfD's large margin and the weight of its loss, added to the TD loss of the
+        demonstrated transitions.
     """
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
@@ -176,6 +188,12 @@ class ValueConfig:
     eval_tasks: int = 4
     selection_seed_offset: int = 10**6
     log_every: int = 100
+    demo_policy: str = ""
+    demo_episodes: int = 0
+    demo_pretrain: int = 0
+    demo_fraction: float = 0.25
+    demo_margin: float = 0.8
+    demo_weight: float = 1.0
 
     # the task roles read env_kwargs, selection_seed_offset and eval_tasks, as PPO's do
     train_task_seeds = PPOConfig.train_task_seeds
@@ -194,6 +212,9 @@ class ValueConfig:
         for name in ("eps_start", "eps_end"):
             real(name, getattr(self, name), 0.0, 1.0)
         real("eps_fraction", self.eps_fraction, 0.0, 1.0)
+        real("demo_fraction", self.demo_fraction, 0.0, 1.0, exclusive=True)
+        real("demo_margin", self.demo_margin, 0.0, finite=True)
+        real("demo_weight", self.demo_weight, 0.0, finite=True)
         boolean("double", self.double)
         boolean("node_inputs", self.node_inputs)
         boolean("normalize_obs", self.normalize_obs)
@@ -214,8 +235,11 @@ class ValueConfig:
             "eval_every",
             "eval_tasks",
             "selection_seed_offset",
+            "demo_episodes",
+            "demo_pretrain",
         ):
             integer(name, getattr(self, name), 0)
+        self._validate_demos()
         if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
             raise UserError(f"hidden: expected one or more layer sizes, got {self.hidden!r}")
         for h in self.hidden:
@@ -249,6 +273,26 @@ class ValueConfig:
                 }
             )
         return self
+
+    def _validate_demos(self) -> None:
+        from growenv.policies.registry import POLICIES
+
+        heuristics = [name for name, entry in POLICIES.items() if not entry.learned]
+        if not isinstance(self.demo_policy, str) or (
+            self.demo_policy and self.demo_policy not in heuristics
+        ):
+            raise UserError(
+                f"demo_policy: expected '' or a heuristic ({', '.join(heuristics)}), "
+                f"got {self.demo_policy!r}"
+            )
+        if self.demo_episodes and not self.demo_policy:
+            raise UserError(
+                f"demo_policy: expected a heuristic with demo_episodes={self.demo_episodes}, got ''"
+            )
+        if self.demo_pretrain and not self.demo_episodes:
+            raise UserError(
+                f"demo_episodes: expected >= 1 with demo_pretrain={self.demo_pretrain}, got 0"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -437,6 +481,7 @@ class ValueLearner:
         self.losses: collections.deque = collections.deque(maxlen=50)
         self._ep_return = np.zeros(venv.num_envs)
         self.obs: np.ndarray | None = None
+        self.demos: Demonstrations | None = None
 
     # ---------------------------------------------------------------- acting
     def q_values(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -462,12 +507,47 @@ class ValueLearner:
         return actions
 
     # ---------------------------------------------------------------- learning
-    def update(self) -> float:
-        """One gradient step on a replay minibatch; returns the Huber loss."""
+    def add_demonstrations(self, demos: Demonstrations) -> None:
+        """Keep ``demos`` for the run: a share ``demo_fraction`` of every minibatch, with
+        DQfD's large-margin loss on it (:func:`~growenv.learners.demos.large_margin_loss`)."""
+        self.demos = demos
+
+    def pretrain(self, updates: int) -> None:
+        """``updates`` gradient steps on the demonstrations alone (the scorer's input
+        statistics are frozen from them first)."""
+        if self.demos is None:
+            raise ValueError("pretrain: expected demonstrations (add_demonstrations) first")
+        with using_threads(1):
+            if not self.normalised:
+                self._freeze_normalisation(self.demos.obs)
+            for _ in range(int(updates)):
+                self.losses.append(self.update())
+        self.target.load_state_dict(self.online.state_dict())
+
+    def _minibatch(self) -> tuple[dict[str, np.ndarray], int]:
+        """A minibatch (replay, then demonstrations) and how many rows are demonstrations."""
         cfg = self.config
-        batch = self.buffer.sample(self.rng, cfg.batch_size)
+        if self.demos is None:
+            return self.buffer.sample(self.rng, cfg.batch_size), 0
+        n_demo = cfg.batch_size
+        if self.buffer.size:
+            n_demo = min(max(1, round(cfg.demo_fraction * cfg.batch_size)), cfg.batch_size - 1)
+        demo = self.demos.sample(self.rng, n_demo)
+        if n_demo == cfg.batch_size:
+            return demo, n_demo
+        replay = self.buffer.sample(self.rng, cfg.batch_size - n_demo)
+        batch = {k: np.concatenate([replay[k], demo[k]]) for k in replay}
+        batch["mask"] = demo["mask"]
+        return batch, n_demo
+
+    def update(self) -> float:
+        """One gradient step on a replay minibatch (with demonstrations: a share of them,
+        with the large-margin loss); returns the loss."""
+        cfg = self.config
+        batch, n_demo = self._minibatch()
         t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
-        q = self.online(t["obs"], self.layout).gather(1, t["action"][:, None])[:, 0]
+        q_all = self.online(t["obs"], self.layout)
+        q = q_all.gather(1, t["action"][:, None])[:, 0]
         with torch.no_grad():
             if cfg.algo == "bandit":
                 y = t["ret"]
@@ -481,6 +561,12 @@ class ValueLearner:
                     cfg.double,
                 )
         loss = torch.nn.functional.smooth_l1_loss(q, y)
+        if n_demo:
+            obs_e, act_e = t["obs"][-n_demo:], t["action"][-n_demo:]
+            with torch.no_grad():
+                allowed = self.online.allowed(obs_e, self.layout, t["mask"])
+            margin = large_margin_loss(q_all[-n_demo:], act_e, allowed, cfg.demo_margin)
+            loss = loss + cfg.demo_weight * margin
         self.optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.online.parameters(), 10.0)
@@ -490,8 +576,10 @@ class ValueLearner:
             self.target.load_state_dict(self.online.state_dict())
         return float(loss.detach())
 
-    def _freeze_normalisation(self) -> None:
-        obs = torch.as_tensor(self.buffer.obs[: self.buffer.size], device=self.device)
+    def _freeze_normalisation(self, obs: np.ndarray | None = None) -> None:
+        if obs is None:
+            obs = self.buffer.obs[: self.buffer.size]
+        obs = torch.as_tensor(obs, device=self.device)
         for net in (self.online, self.target):
             net.set_normalisation(obs, self.layout)
         self.normalised = True
@@ -732,6 +820,22 @@ def train_value_agent(
         session = {"start_timesteps": start, "status": "running", "started": time.ctime()}
         sessions.append(session)
         clock = time.perf_counter()
+        if config.demo_episodes:  # the same episodes on resume; pretrained only once
+            demos = collect_demonstrations(
+                config.env_kwargs,
+                config.demo_policy,
+                config.demo_episodes,
+                config.seed,
+                config.effective_n_step,
+                config.effective_gamma,
+                config.reward_shift,
+                task,
+                config.reward_mode,
+            )
+            learner.add_demonstrations(demos)
+            session["demo_mean_return"] = float(np.mean(demos.returns))
+            if state is None and config.demo_pretrain:
+                learner.pretrain(config.demo_pretrain)
 
         def write_config() -> None:
             data = {**config.to_json(), "task_roles": _roles(config), "sessions": sessions}
