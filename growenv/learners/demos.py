@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from growenv.learners.returns import NStepAccumulator
+
 __all__ = ["DEMO_SEED_OFFSET", "Demonstrations", "collect_demonstrations", "large_margin_loss"]
 
 DEMO_SEED_OFFSET = 10**7
@@ -112,7 +114,6 @@ def collect_demonstrations(
     ``env_kwargs["task"]`` as in :func:`~growenv.learners.value.train_value_agent`.
     """
     from growenv.env.growth_env import GrowthEnv
-    from growenv.learners.value import NStepAccumulator
     from growenv.learners.wrappers import TerminalReward
     from growenv.policies import make_policy
 

@@ -39,6 +39,7 @@ from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_text, stop_signals
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
 from growenv.learners.demos import Demonstrations, collect_demonstrations, large_margin_loss
+from growenv.learners.returns import NStepAccumulator, n_step_return
 from growenv.learners.scorer import (
     ACTION_SETS,
     BEST_MODEL_FILE,
@@ -333,14 +334,6 @@ class ValueConfig:
 # --------------------------------------------------------------------------- pure math
 
 
-def n_step_return(rewards: Sequence[float], gamma: float) -> float:
-    """``sum_k gamma^k r_k`` of a sequence of rewards."""
-    total = 0.0
-    for r in reversed(list(rewards)):
-        total = float(r) + gamma * total
-    return total
-
-
 def double_dqn_target(
     returns: torch.Tensor,
     discounts: torch.Tensor,
@@ -369,42 +362,6 @@ def double_dqn_target(
         value = q_target_next.max(1).values
     value = torch.where(discounts > 0, value, torch.zeros_like(value))
     return returns + discounts * value
-
-
-class NStepAccumulator:
-    """Turns each env's transitions into n-step ones: ``(obs_t, a_t, sum_{k<m} gamma^k
-    r_{t+k}, obs_{t+m}, mask_{t+m}, gamma^m or 0 at the end)`` with ``m = n`` or fewer at
-    the episode's end."""
-
-    def __init__(self, n_envs: int, n: int, gamma: float) -> None:
-        self.n, self.gamma = int(n), float(gamma)
-        self.queues: list[collections.deque] = [collections.deque() for _ in range(n_envs)]
-
-    def push(
-        self,
-        env: int,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        next_mask: np.ndarray,
-        done: bool,
-    ) -> list[tuple[np.ndarray, int, float, np.ndarray, np.ndarray, float]]:
-        """Add one step of env ``env``; return the n-step transitions it completes."""
-        queue = self.queues[env]
-        queue.append((obs, int(action), float(reward)))
-        out = []
-        if done:
-            while queue:
-                rewards = [r for _, _, r in queue]
-                o, a, _ = queue.popleft()
-                out.append((o, a, n_step_return(rewards, self.gamma), next_obs, next_mask, 0.0))
-        elif len(queue) == self.n:
-            rewards = [r for _, _, r in queue]
-            o, a, _ = queue.popleft()
-            disc = self.gamma**self.n
-            out.append((o, a, n_step_return(rewards, self.gamma), next_obs, next_mask, disc))
-        return out
 
 
 class ReplayBuffer:
