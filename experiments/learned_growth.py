@@ -18,7 +18,9 @@ Task sets (disjoint by construction, checked at start):
 - **test**, never seen before the end: teachers of seeds ``4 * 10^6 ..`` of an unseen shape
   (depth 3, with the skip), 5-class teachers (an unseen class count, seeds
   ``4 * 10^6 + 1000 ..``), scikit-learn's digits and the CIFAR-10 subset (flattened after
-  4 x 4 average pooling, 192 inputs; skipped when ``--cifar-dir`` has no data).
+  4 x 4 average pooling, 192 inputs; skipped when ``--cifar-dir`` has no data); and, added
+  after the v3 test was looked at (the configuration was chosen before), fresh teachers of
+  the training distribution (``teacher-train``, seeds ``4 * 10^6 + 2000 ..``).
 
 A configuration may train on another mix of teachers (its ``task`` entry, e.g.
 ``dqn-kinds-mix`` adds 10-class teachers); selection and test tasks are the same for all.
@@ -232,15 +234,21 @@ def is_selection(family: str) -> bool:
 
 
 def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]:
-    """The test families: unseen-shape teachers, 5-class teachers, digits, CIFAR-10."""
+    """The test families: unseen-shape teachers, 5-class teachers, digits, CIFAR-10, and
+    fresh teachers of the training distribution (``teacher-train``, added after the v3 test,
+    see the docs page)."""
     deep = TeacherStudentDistribution(depth=(3, 3))
     five = TeacherStudentDistribution(depth=(2, 3), classes=(5,))
+    same = TeacherStudentDistribution(classes=TRAIN_CLASSES)
     families = {
         "teacher-depth3": deep.held_out_teachers(n_teachers, seed_offset=TEST_OFFSET, **SPLITS),
         "teacher-5class": five.held_out_teachers(
             max(1, n_teachers // 2), seed_offset=TEST_OFFSET + 1000, **SPLITS
         ),
         "digits": [make_task("digits", seed=0)],
+        "teacher-train": same.held_out_teachers(
+            n_teachers, seed_offset=TEST_OFFSET + 2000, **SPLITS
+        ),
     }
     if cifar_dir is not None and (Path(cifar_dir) / "cifar-10-batches-py").is_dir():
         families["cifar10"] = [
@@ -268,6 +276,7 @@ def check_disjoint(n_selection: int, n_test: int) -> None:
     test = [
         *range(TEST_OFFSET, TEST_OFFSET + n_test),
         *range(TEST_OFFSET + 1000, TEST_OFFSET + 1000 + n_test),
+        *range(TEST_OFFSET + 2000, TEST_OFFSET + 2000 + n_test),
     ]
     for name, seeds in (("selection", selection), ("test", test)):
         clash = [s for s in seeds if s in train]

@@ -49,9 +49,14 @@ def test_selection_families_are_disjoint_from_training_test_and_each_other(lg):
         False,
     ]
     test = lg.test_tasks(2, None)
-    test_seeds = {t.info["seed"] for f in ("teacher-depth3", "teacher-5class") for t in test[f]}
-    assert not test_seeds & set(flat)
+    teachers = ("teacher-depth3", "teacher-5class", "teacher-train")
+    test_seeds = [t.info["seed"] for f in teachers for t in test[f]]
+    assert len(set(test_seeds)) == len(test_seeds) == 5
+    assert not set(test_seeds) & set(flat)
     assert min(test_seeds) >= lg.TEST_OFFSET
+    # teacher-train is the training distribution's shape: depth 2, 3 classes or regression
+    for t in test["teacher-train"]:
+        assert len(t.info["hidden"]) == 2 and t.out_features in (1, 3)
     lg.check_disjoint(4, 6)
 
 
@@ -163,8 +168,9 @@ def test_each_episode_runs_once_whatever_the_phases(lg, tmp_path, monkeypatch):
     first = len(calls)
     keys = [lg._key_id(r) for r in lg.load_store(tmp_path / "out" / "episodes.jsonl")]
     assert len(keys) == len(set(keys)) == first
-    # quick: 3 selection families x 2 teachers, 2 test teacher families (2 and 1) + digits
-    selection, test = 3 * 2 * 2, (2 + 1 + 1) * 2
+    # quick: 3 selection families x 2 teachers; test teacher families of 2, 1 and 2
+    # teachers (depth 3, 5 classes, training shape) + digits
+    selection, test = 3 * 2 * 2, (2 + 1 + 2 + 1) * 2
     n_heur = len(lg.HEURISTICS)
     assert first == selection * (1 + len(lg.SELECTION_HEURISTICS)) + test * (1 + n_heur)
     lg.main([*argv, "--phases", "baselines,select,test"])
