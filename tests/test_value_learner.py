@@ -269,6 +269,38 @@ def test_terminal_reward_pays_the_episode_sum_at_the_end():
     assert env.action_masks().tolist() == ref.action_masks().tolist()
 
 
+@pytest.mark.parametrize("agent", ["greedy", "stop"])
+def test_paired_reward_is_the_reward_minus_round_robins_on_the_same_episode(agent):
+    """Against two independent runs: round-robin's episode and the agent's episode on fresh
+    envs of the same seed; the paired return is their difference, also when the agent stops
+    before round-robin ends."""
+    from growenv.env.growth_env import GrowthEnv
+    from growenv.learners.wrappers import PairedReward
+
+    kwargs = {**DAG, "max_steps": 4}
+    rr = run_episode(kwargs, make_policy("round-robin"), 7)[1:]
+    ref = [r["reward"] for r in rr]
+    env = PairedReward(GrowthEnv(**kwargs))
+    plain = GrowthEnv(**kwargs)
+    obs, info = env.reset(seed=7)
+    plain.reset(seed=7)
+    policy = make_policy("greedy")
+    got, raw, done = [], [], False
+    while not done:
+        action = plain.stop_action if agent == "stop" and len(got) == 1 else None
+        if action is None:
+            action = int(policy.act(obs, info, env.unwrapped))
+        obs, reward, terminated, truncated, info = env.step(action)
+        raw.append(plain.step(action)[1])
+        got.append(reward)
+        done = terminated or truncated
+    for t, r in enumerate(got[:-1]):
+        assert r == pytest.approx(raw[t] - ref[t], abs=1e-12)
+    assert sum(got) == pytest.approx(sum(raw) - sum(ref), abs=1e-12)
+    assert len(got) == (2 if agent == "stop" else len(ref))
+    assert env.action_masks().tolist() == plain.action_masks().tolist()
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -324,6 +356,7 @@ def test_resume_continues_and_existing_runs_are_refused(dag_run, tmp_path):
         ({"gamma": 1.5}, "^gamma: expected"),
         ({"n_step": 0}, "^n_step: expected an int >= 1"),
         ({"reward_mode": "sparse"}, "^reward_mode: expected"),
+        ({"reward_mode": "paired", "reward_reference": "rr"}, "^reward_reference: expected"),
         ({"hidden": ()}, "^hidden: expected"),
         ({"action_set": "top"}, "^action_set: expected one of"),
         ({"action_set": "best-per-kind", "env_kwargs": MLP}, "^action_set: 'best-per-kind' needs"),

@@ -105,21 +105,22 @@ def collect_demonstrations(
     reward_shift: float = 0.0,
     task: Any = None,
     reward_mode: str = "step",
+    reward_reference: str = "round-robin",
 ) -> Demonstrations:
     """Run ``episodes`` episodes of the heuristic ``policy_spec`` on the training envs and
     return their n-step transitions (rewards shifted by ``reward_shift`` and, with
-    ``reward_mode="terminal"``, paid at the end, as the learner stores its own).
+    ``reward_mode``, as the learner stores its own; see
+    :func:`~growenv.learners.wrappers.make_reward_wrapper`).
 
     Episode ``j`` resets with seed ``DEMO_SEED_OFFSET + 10^4 seed + j``; ``task`` replaces
     ``env_kwargs["task"]`` as in :func:`~growenv.learners.value.train_value_agent`.
     """
     from growenv.env.growth_env import GrowthEnv
-    from growenv.learners.wrappers import TerminalReward
+    from growenv.learners.wrappers import make_reward_wrapper
     from growenv.policies import make_policy
 
     env = GrowthEnv(**env_kwargs, **({} if task is None else {"task": task}))
-    if reward_mode == "terminal":
-        env = TerminalReward(env)
+    env = make_reward_wrapper(env, reward_mode, reward_reference)
     policy = make_policy(policy_spec)
     acc = NStepAccumulator(1, n_step, gamma)
     rows: list[tuple] = []

@@ -51,7 +51,7 @@ from growenv.learners.scorer import (
     load_scorer,
     save_scorer,
 )
-from growenv.learners.wrappers import REWARD_MODES, TerminalReward
+from growenv.learners.wrappers import REWARD_MODES, make_reward_wrapper
 from growenv.policies.ppo import keep_global_rngs
 from growenv.threads import using_threads
 from growenv.validation import boolean, choice, integer, real
@@ -114,8 +114,12 @@ class ValueConfig:
     reward_shift
         Constant added to every reward the learner stores (not to reported returns).
     reward_mode
-        ``"step"`` (the env's rewards) or ``"terminal"`` (0 until the episode ends, then its
-        sum: :class:`~growenv.learners.wrappers.TerminalReward`).
+        ``"step"`` (the env's rewards), ``"terminal"`` (0 until the episode ends, then its
+        sum: :class:`~growenv.learners.wrappers.TerminalReward`) or ``"paired"`` (minus the
+        rewards of ``reward_reference`` on the same episode:
+        :class:`~growenv.learners.wrappers.PairedReward`).
+    reward_reference
+        The heuristic of ``reward_mode="paired"``.
     double
         Double DQN target (else the target net's max).
     target_update
@@ -166,6 +170,7 @@ class ValueConfig:
     n_step: int = 3
     reward_shift: float = 0.0
     reward_mode: str = "step"
+    reward_reference: str = "round-robin"
     double: bool = True
     target_update: int = 100
     lr: float = 1e-3
@@ -279,6 +284,11 @@ class ValueConfig:
         from growenv.policies.registry import POLICIES
 
         heuristics = [name for name, entry in POLICIES.items() if not entry.learned]
+        if self.reward_reference not in heuristics:
+            raise UserError(
+                f"reward_reference: expected a heuristic ({', '.join(heuristics)}), "
+                f"got {self.reward_reference!r}"
+            )
         if not isinstance(self.demo_policy, str) or (
             self.demo_policy and self.demo_policy not in heuristics
         ):
@@ -628,7 +638,7 @@ def _make_venv(config: ValueConfig, task: Any, seed: int):
 
     def make():
         env = GrowthEnv(**config.env_kwargs, **({} if task is None else {"task": task}))
-        return TerminalReward(env) if config.reward_mode == "terminal" else env
+        return make_reward_wrapper(env, config.reward_mode, config.reward_reference)
 
     venv = DummyVecEnv([make for _ in range(config.n_envs)])
     venv.seed(seed)
@@ -788,6 +798,7 @@ def train_value_agent(
                 config.reward_shift,
                 task,
                 config.reward_mode,
+                config.reward_reference,
             )
             learner.add_demonstrations(demos)
             session["demo_mean_return"] = float(np.mean(demos.returns))
