@@ -143,7 +143,7 @@ def test_the_docs_page_names_the_configurations_the_script_trains(lg):
     table = page.split("| configuration | learner |")[1].split("\n\n")[0]
     rows = [line.strip() for line in table.splitlines()]
     names = [row.split("`")[1] for row in rows if row.startswith("| `")]
-    assert len(names) == 3
+    assert len(names) == 4
     command = page.split("--configs ")[1].split()[0]
     assert sorted(command.split(",")) == sorted(names)
     for name in names:
