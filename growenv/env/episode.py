@@ -24,7 +24,6 @@ it (:attr:`Measurement.estimated_gain`, :attr:`Measurement.present`) and the gra
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -254,16 +253,6 @@ def resolve_task_source(task: TaskSource, task_kwargs: dict) -> Callable:
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _slot_kinds(max_nodes: int) -> tuple[int, ...]:
-    """Kind index (0, 1, 2: edge, node, widen) of every slot of a DAG env with
-    ``max_nodes``."""
-    from growenv.nets.dag.expansions import KINDS
-    from growenv.nets.dag.slots import SlotLayout
-
-    return tuple(KINDS.index(k) for k in SlotLayout(int(max_nodes)).kinds)
-
-
 def search_split(task: Task, where: str) -> Split:
     """The samples a growth's amplitude line search runs on.
 
@@ -393,9 +382,8 @@ class Episode:
     def record_growth(self, slot: int, gamma: float, loss_drop: float) -> None:
         """Record that this step grew ``slot`` at amplitude ``gamma`` (real loss drop)."""
         self.gamma, self.loss_drop, self.grown_slot = gamma, loss_drop, slot
-        if slot >= 0 and self.config.expansions:
-            kind = _slot_kinds(self.config.max_nodes)[slot]
-            self.grown_kinds.append((self.step_count, kind))
+        if slot >= 0 and self.measurement.graph is not None:  # the kinds of the state grown
+            self.grown_kinds.append((self.step_count, int(self.measurement.graph.kind[slot])))
 
     # ------------------------------------------------------------------ measurement
     def absorb(self, measurement: Measurement, architecture: Architecture) -> None:
