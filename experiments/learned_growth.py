@@ -168,14 +168,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         **{k: v for k, v in _KINDS.items() if k not in ("gamma", "n_step", "target_update")},
         "algo": "bandit",
     },
-    # dqn-kinds-mc started from round-robin, the strongest heuristic of v1 and v2 (deep
-    # Q-learning from demonstrations: 50 round-robin episodes on training teachers kept all
-    # run, 1,000 updates on them first, then a quarter of each minibatch with the
-    # large-margin loss): it starts as round-robin and leaves it where the returns pay more
     # dqn-kinds paid its reward minus round-robin's on a copy of the same episode (common
     # random numbers: the return is log(L_rr / L), so the spread of returns across teachers,
     # far larger than any difference between schedules, leaves the TD targets)
     "dqn-kinds-paired": {**_KINDS, "reward_mode": "paired", "reward_reference": "round-robin"},
+    # dqn-kinds-mc started from round-robin, the strongest heuristic of v1 and v2 (deep
+    # Q-learning from demonstrations: 50 round-robin episodes on training teachers kept all
+    # run, 1,000 updates on them first, then a quarter of each minibatch with the
+    # large-margin loss): it starts as round-robin and leaves it where the returns pay more
     "dqn-kinds-demo": {
         **_KINDS,
         "n_step": 10,

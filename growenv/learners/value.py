@@ -245,7 +245,7 @@ class ValueConfig:
             "demo_pretrain",
         ):
             integer(name, getattr(self, name), 0)
-        self._validate_demos()
+        self._validate_heuristics()
         if not isinstance(self.hidden, (tuple, list)) or not self.hidden:
             raise UserError(f"hidden: expected one or more layer sizes, got {self.hidden!r}")
         for h in self.hidden:
@@ -280,7 +280,8 @@ class ValueConfig:
             )
         return self
 
-    def _validate_demos(self) -> None:
+    def _validate_heuristics(self) -> None:
+        """The heuristics named by ``reward_reference`` and ``demo_*`` (one line each)."""
         from growenv.policies.registry import POLICIES
 
         heuristics = [name for name, entry in POLICIES.items() if not entry.learned]
