@@ -399,12 +399,21 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
     assert main([*common, "--algo", "bandit", "--timesteps", "6", "--resume"]) == 0
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert [s["end_timesteps"] for s in saved["sessions"]] == [4, 6]
+    rollout = ["train", "--out", str(tmp_path / "rollout"), *common[3:], *value]
+    assert main([*rollout, "--algo", "rollout", "--timesteps", "4", "--gradient-steps", "2"]) == 0
+    saved = json.loads((tmp_path / "rollout" / "config.json").read_text())
+    assert (saved["algo"], saved["rollout_base"], saved["gradient_steps"]) == (
+        "rollout",
+        "round-robin",
+        2,
+    )
     capsys.readouterr()
     bad = [
-        (["--algo", "ppo", "--n-step", "2"], "--n-step: expected --algo dqn or bandit"),
+        (["--algo", "ppo", "--n-step", "2"], "--n-step: expected --algo dqn, bandit or rollout"),
         (["--algo", "dqn", "--hidden", "8,x"], "--hidden: expected sizes >= 1"),
         (["--algo", "dqn", "--reward-mode", "sparse"], "--reward-mode: expected one of"),
         (["--algo", "dqn", "--action-set", "top"], "--action-set: expected one of"),
+        (["--algo", "rollout", "--rollout-base", "bic"], "--rollout-base: expected one of"),
         (["--algo", "dqn"], "--out: expected a new run directory"),
     ]
     for extra, message in bad:

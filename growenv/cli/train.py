@@ -35,8 +35,8 @@ from growenv.policies.ppo import MODEL_FILE
 
 __all__ = ["ALGOS", "add_train_parser", "train_main", "vec_kind"]
 
-ALGOS = ("ppo", "dqn", "bandit")
-# --algo dqn / bandit options: (flag, ValueConfig field, type, help)
+ALGOS = ("ppo", "dqn", "bandit", "rollout")
+# --algo dqn / bandit / rollout options: (flag, ValueConfig field, type, help)
 VALUE_OPTIONS = (
     ("--gamma", "gamma", float, "discount of the bootstrapped return (default: 1, undiscounted)"),
     ("--n-step", "n_step", positive_int, "steps of the bootstrapped return (default: 3)"),
@@ -46,13 +46,15 @@ VALUE_OPTIONS = (
     ("--learning-rate", "lr", float, "Adam's learning rate (default: 1e-3)"),
     ("--buffer-size", "buffer_size", positive_int, "replay capacity in transitions"),
     ("--learning-starts", "learning_starts", nonnegative_int, "env steps before updates"),
-    ("--train-freq", "train_freq", positive_int, "env steps per gradient update (default: 2)"),
+    ("--train-freq", "train_freq", positive_int, "env steps per update (default: 2)"),
+    ("--gradient-steps", "gradient_steps", positive_int, "gradient steps per update (default: 1)"),
     ("--target-update", "target_update", positive_int, "updates between target-net copies"),
     ("--hidden", "hidden", str, "hidden sizes of the shared slot scorer, e.g. 64,64"),
     ("--action-set", "action_set", str, "all, or best-per-kind (DAG: each kind's best slot)"),
     ("--demo-policy", "demo_policy", str, "a heuristic whose episodes start the learner (DQfD)"),
     ("--demo-episodes", "demo_episodes", nonnegative_int, "its episodes (default: 0, none)"),
     ("--demo-pretrain", "demo_pretrain", nonnegative_int, "updates on them before acting"),
+    ("--rollout-base", "rollout_base", str, "rollout: the heuristic rolled out after each action"),
 )
 
 VEC_CHOICES = ("auto", "lockstep", "single")
@@ -64,21 +66,24 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``growenv train``."""
     p = subparsers.add_parser(
         "train",
-        help="train a growth agent (MaskablePPO, double DQN or a contextual bandit)",
-        description="Train sb3-contrib's MaskablePPO (--algo ppo), a double DQN or a "
-        "contextual bandit over per-expansion features (--algo dqn / bandit) on GrowthEnv over "
-        "a task distribution (a new teacher every episode), with checkpoints, CSV logs and an "
-        "evaluation against greedy on held-out teachers.",
+        help="train a growth agent (MaskablePPO, double DQN, a contextual bandit or rollouts)",
+        description="Train sb3-contrib's MaskablePPO (--algo ppo), a double DQN, a "
+        "contextual bandit or a rollout learner over per-expansion features (--algo dqn / "
+        "bandit / rollout) on GrowthEnv over a task distribution (a new teacher every "
+        "episode), with checkpoints, CSV logs and an evaluation against greedy on held-out "
+        "teachers.",
     )
     p.add_argument(
         "--algo",
         choices=ALGOS,
         default="ppo",
         help="ppo: MaskablePPO; dqn: n-step double DQN with reward shifting; bandit: the "
-        "same shared slot scorer regressed on one-step rewards (default: ppo)",
+        "same shared slot scorer regressed on one-step rewards; rollout: regressed on the "
+        "advantages of rollouts of a heuristic (approximate policy iteration; default: ppo)",
     )
     for flag, field, kind, text in VALUE_OPTIONS:
-        p.add_argument(flag, dest=field, type=kind, default=None, help=f"--algo dqn/bandit: {text}")
+        help = f"--algo dqn/bandit/rollout: {text}"
+        p.add_argument(flag, dest=field, type=kind, default=None, help=help)
     p.add_argument(
         "--no-double", action="store_true", help="--algo dqn: the target net's max (no double DQN)"
     )
@@ -224,7 +229,7 @@ def train_main(args: argparse.Namespace) -> int:
     given = [flag for flag, field, _, _ in VALUE_OPTIONS if getattr(args, field) is not None]
     if given or getattr(args, "no_double", False):
         flag = given[0] if given else "--no-double"
-        raise UserError(f"{flag}: expected --algo dqn or bandit, got --algo ppo")
+        raise UserError(f"{flag}: expected --algo dqn, bandit or rollout, got --algo ppo")
     if args.resume is not None and args.init_from is not None:
         raise UserError("--resume: expected --resume (continue a run) or --init-from, not both")
     if args.resume is not None and args.force:
@@ -288,7 +293,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _value_main(args: argparse.Namespace) -> int:
-    """``growenv train --algo dqn|bandit``: the value learner
+    """``growenv train --algo dqn|bandit|rollout``: the value learner
     (:func:`~growenv.learners.value.train_value_agent`); a resumed run keeps its saved
     settings except those given."""
     from growenv.learners.value import (

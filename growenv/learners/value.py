@@ -9,7 +9,11 @@ buffer, acting masked epsilon-greedy on ``env.action_masks()``:
   log-ratio reward is the objective), every reward shifted by ``reward_shift`` (the reward
   shifting of arXiv 2512.03805, which makes DQN work at dynamic algorithm configuration);
 * ``algo="bandit"``: the same scorer regressed on the one-step reward (``gamma = 0``,
-  ``n_step = 1``, no target net): a contextual bandit over expansion features.
+  ``n_step = 1``, no target net): a contextual bandit over expansion features;
+* ``algo="rollout"``: approximate policy iteration from the heuristic ``rollout_base``: in
+  every state visited, each action of the action set is rolled out on a copy of the env
+  (the action, then the heuristic to the end) and the scorer is regressed on the returns'
+  advantages (:mod:`growenv.learners.rollouts`); it then acts with no rollout.
 
 Episodes end at termination or truncation alike (``max_steps`` is part of the task and the
 observation holds ``step_fraction``), so no return is bootstrapped past the end.
@@ -40,12 +44,14 @@ from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
 from growenv.learners.demos import Demonstrations, collect_demonstrations, large_margin_loss
 from growenv.learners.returns import NStepAccumulator, n_step_return
+from growenv.learners.rollouts import ROLLOUT_BASES, LabelBuffer, RolloutLabels, advantage_loss
 from growenv.learners.scorer import (
     ACTION_SETS,
     BEST_MODEL_FILE,
     MODEL_FILE,
     ObsLayout,
     SlotScorer,
+    best_per_kind_mask,
     infer_layout,
     layout_of,
     load_scorer,
@@ -74,7 +80,7 @@ __all__ = [
     "train_value_agent",
 ]
 
-ALGOS = ("dqn", "bandit")
+ALGOS = ("dqn", "bandit", "rollout")
 VEC_KINDS = ("dummy", "lockstep")
 CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.csv"
@@ -107,8 +113,13 @@ class ValueConfig:
     env_kwargs
         GrowthEnv keywords of the training envs (as ``PPOConfig.env_kwargs``).
     algo
-        ``"dqn"`` (n-step double DQN) or ``"bandit"`` (one-step reward regression; ``gamma``,
-        ``n_step``, ``double`` and ``target_update`` are then unused).
+        ``"dqn"`` (n-step double DQN), ``"bandit"`` (one-step reward regression; ``gamma``,
+        ``n_step``, ``double`` and ``target_update`` are then unused) or ``"rollout"``
+        (advantage regression on rollouts of ``rollout_base``; ``gamma``, ``n_step``,
+        ``double``, ``target_update`` and ``reward_shift`` are unused).
+    rollout_base
+        The heuristic a rollout follows after its first action (``algo="rollout"``;
+        :data:`~growenv.learners.rollouts.ROLLOUT_BASES`).
     gamma, n_step
         Discount (1: undiscounted) and steps of the bootstrapped return.
     reward_shift
@@ -129,8 +140,8 @@ class ValueConfig:
     learning_starts
         Env steps before the first update; the input statistics of the scorer are frozen
         from the buffer then (``normalize_obs``).
-    train_freq
-        Env steps (summed over envs) per gradient update.
+    train_freq, gradient_steps
+        Env steps (summed over envs) per update; gradient steps per update (SB3's names).
     eps_start, eps_end, eps_fraction
         Epsilon falls linearly from ``eps_start`` to ``eps_end`` over the first
         ``eps_fraction`` of ``total_timesteps``.
@@ -166,6 +177,7 @@ class ValueConfig:
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_KWARGS))
     algo: str = "dqn"
+    rollout_base: str = "round-robin"
     gamma: float = 1.0
     n_step: int = 3
     reward_shift: float = 0.0
@@ -178,6 +190,7 @@ class ValueConfig:
     buffer_size: int = 20_000
     learning_starts: int = 200
     train_freq: int = 2
+    gradient_steps: int = 1
     eps_start: float = 1.0
     eps_end: float = 0.05
     eps_fraction: float = 0.3
@@ -212,6 +225,7 @@ class ValueConfig:
         choice("reward_mode", self.reward_mode, REWARD_MODES)
         choice("vec", self.vec, VEC_KINDS)
         choice("action_set", self.action_set, ACTION_SETS)
+        choice("rollout_base", self.rollout_base, ROLLOUT_BASES)
         real("gamma", self.gamma, 0.0, 1.0)
         real("reward_shift", self.reward_shift, finite=True)
         real("lr", self.lr, 0.0, exclusive=True, finite=True)
@@ -230,6 +244,7 @@ class ValueConfig:
             "batch_size",
             "buffer_size",
             "train_freq",
+            "gradient_steps",
             "total_timesteps",
             "n_envs",
             "log_every",
@@ -252,6 +267,11 @@ class ValueConfig:
             integer("hidden", h, 1)
         if not isinstance(self.env_kwargs, dict):
             raise UserError(f"env_kwargs: expected a dict, got {self.env_kwargs!r}")
+        if self.algo == "rollout" and (self.vec, self.reward_mode) != ("dummy", "step"):
+            raise UserError(
+                "algo: 'rollout' needs vec='dummy' and reward_mode='step' (it copies each env), "
+                f"got vec={self.vec!r}, reward_mode={self.reward_mode!r}"
+            )
         if self.vec == "lockstep" and self.reward_mode != "step":
             raise UserError(
                 f"reward_mode: expected 'step' with vec='lockstep', got {self.reward_mode!r}"
@@ -441,6 +461,7 @@ class ValueLearner:
         self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM]))
         n_actions = layout.num_slots + 2
         self.buffer = ReplayBuffer(config.buffer_size, layout.size, n_actions)
+        self.labels = LabelBuffer(config.buffer_size, layout.size, n_actions)
         self.acc = NStepAccumulator(venv.num_envs, config.effective_n_step, config.effective_gamma)
         self.timesteps = self.updates = self.episodes = 0
         self.start_timesteps = 0  # where this session began (a resumed run: its checkpoint)
@@ -492,6 +513,19 @@ class ValueLearner:
                 self.losses.append(self.update())
         self.target.load_state_dict(self.online.state_dict())
 
+    def _rollout_update(self) -> float:
+        """One gradient step of advantage regression on a minibatch of labelled states."""
+        batch = self.labels.sample(self.rng, self.config.batch_size)
+        obs = torch.as_tensor(batch["obs"], device=self.device)
+        labels = torch.as_tensor(batch["labels"], device=self.device)
+        loss = advantage_loss(self.online(obs, self.layout), labels)
+        self.optim.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.online.parameters(), 10.0)
+        self.optim.step()
+        self.updates += 1
+        return float(loss.detach())
+
     def _minibatch(self) -> tuple[dict[str, np.ndarray], int]:
         """A minibatch (replay, then demonstrations) and how many rows are demonstrations."""
         cfg = self.config
@@ -512,6 +546,8 @@ class ValueLearner:
         """One gradient step on a replay minibatch (with demonstrations: a share of them,
         with the large-margin loss); returns the loss."""
         cfg = self.config
+        if cfg.algo == "rollout":
+            return self._rollout_update()
         batch, n_demo = self._minibatch()
         t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
         q_all = self.online(t["obs"], self.layout)
@@ -546,7 +582,8 @@ class ValueLearner:
 
     def _freeze_normalisation(self, obs: np.ndarray | None = None) -> None:
         if obs is None:
-            obs = self.buffer.obs[: self.buffer.size]
+            buffer = self.labels if self.config.algo == "rollout" else self.buffer
+            obs = buffer.obs[: buffer.size]
         obs = torch.as_tensor(obs, device=self.device)
         for net in (self.online, self.target):
             net.set_normalisation(obs, self.layout)
@@ -571,6 +608,8 @@ class ValueLearner:
             next_obs = infos[i]["terminal_observation"] if done else new_obs[i]
             next_mask = np.ones_like(new_mask[i]) if done else new_mask[i]
             self._ep_return[i] += float(rewards[i])
+            if cfg.algo == "rollout":
+                self.labels.add(self.obs[i], infos[i]["rollout_returns"])
             for tr in self.acc.push(
                 i, self.obs[i], actions[i], float(rewards[i]) + cfg.reward_shift,
                 next_obs, next_mask, done,
@@ -583,7 +622,8 @@ class ValueLearner:
         self.obs = new_obs
         before, self.timesteps = self.timesteps, self.timesteps + len(actions)
         warm = self.start_timesteps + cfg.learning_starts
-        if self.timesteps < warm or self.buffer.size < 1:
+        filled = self.labels.size if cfg.algo == "rollout" else self.buffer.size
+        if self.timesteps < warm or filled < 1:
             return
         if not self.normalised:
             self._freeze_normalisation()
@@ -592,7 +632,7 @@ class ValueLearner:
         ) // cfg.train_freq
         if before < warm <= self.timesteps:
             due += 1
-        for _ in range(due):
+        for _ in range(due * cfg.gradient_steps):
             self.losses.append(self.update())
 
     # ---------------------------------------------------------------- state
@@ -639,11 +679,26 @@ def _make_venv(config: ValueConfig, task: Any, seed: int):
 
     def make():
         env = GrowthEnv(**config.env_kwargs, **({} if task is None else {"task": task}))
+        if config.algo == "rollout":
+            return RolloutLabels(env, config.rollout_base, _candidates(config, env))
         return make_reward_wrapper(env, config.reward_mode, config.reward_reference)
 
     venv = DummyVecEnv([make for _ in range(config.n_envs)])
     venv.seed(seed)
     return venv, lambda: np.stack(venv.env_method("action_masks"))
+
+
+def _candidates(config: ValueConfig, env: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The actions a rollout learner labels in a state: its action set's."""
+    layout = layout_of_env(int(env.observation_space.shape[0]), env)
+
+    def candidates(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if config.action_set == "all":
+            return mask
+        o, m = torch.as_tensor(obs, dtype=torch.float32)[None], torch.as_tensor(mask)[None]
+        return best_per_kind_mask(o, layout, m)[0].numpy()
+
+    return candidates
 
 
 def _write_progress(path: Path, row: dict[str, Any]) -> None:
