@@ -140,14 +140,15 @@ def test_the_docs_page_names_the_configurations_the_script_trains(lg):
     CONFIGS: every row is a configuration of the script, trained for the steps the page says,
     in the best-per-kind set with fitted gains, and its run command lists them all."""
     page = (ROOT / "docs" / "experiments" / "learned_growth.md").read_text()
-    table = page.split("| configuration | learner |")[1].split("\n\n")[0]
-    rows = [line.strip() for line in table.splitlines()]
-    names = [row.split("`")[1] for row in rows if row.startswith("| `")]
-    assert len(names) == 4
+    table = page.split("| configuration | env steps / agent | learner |")[1].split("\n\n")[0]
+    rows = [line.strip() for line in table.splitlines() if line.strip().startswith("| `")]
+    names = [row.split("`")[1] for row in rows]
+    assert len(names) == 3
     command = page.split("--configs ")[1].split()[0]
     assert sorted(command.split(",")) == sorted(names)
-    for name in names:
-        assert lg.agent_steps(name, 10**6, quick=False) == 2000
+    for name, row in zip(names, rows, strict=True):
+        steps = int(row.split("|")[2].strip().replace(",", ""))
+        assert lg.agent_steps(name, 10**6, quick=False) == steps
         assert lg.CONFIGS[name]["action_set"] == "best-per-kind"
         assert lg.learned_env(name)["fit_scope"] == "all"
 
