@@ -16,6 +16,7 @@ from growenv.learners.value import ValueConfig, train_value_agent
 from growenv.policies import make_policy
 from growenv.policies.heuristics import RoundRobinPolicy
 from tests.test_value_learner import DAG as VALUE_DAG
+from tests.test_value_learner import MLP
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,8 +64,9 @@ def test_labels_are_the_returns_of_independent_episodes():
     assert checked >= 6 and env.rollout_steps > checked
 
 
-def test_the_base_policys_own_action_is_labelled_with_its_realised_return():
-    env = RolloutLabels(GrowthEnv(**DAG), "round-robin")
+@pytest.mark.parametrize("env_kwargs", [DAG, {**MLP, "max_steps": 5}], ids=["dag", "mlp"])
+def test_the_base_policys_own_action_is_labelled_with_its_realised_return(env_kwargs):
+    env = RolloutLabels(GrowthEnv(**env_kwargs), "round-robin")
     obs, info = env.reset(seed=3)
     policy, labels, rewards, done = RoundRobinPolicy(), [], [], False
     while not done:
@@ -143,8 +145,8 @@ def test_a_rollout_run_is_reproducible_and_gives_a_loadable_policy(tmp_path):
     ("change", "message"),
     [
         ({"rollout_base": "annealing"}, "^rollout_base: expected one of"),
-        ({"vec": "lockstep"}, "^algo: 'rollout' needs vec='dummy' and reward_mode='step'"),
-        ({"reward_mode": "terminal"}, "^algo: 'rollout' needs vec='dummy'"),
+        ({"vec": "lockstep"}, "^vec: expected 'dummy' with algo='rollout'"),
+        ({"reward_mode": "terminal"}, "^reward_mode: expected 'step' with algo='rollout'"),
         ({"gradient_steps": 0}, "^gradient_steps: expected"),
     ],
 )

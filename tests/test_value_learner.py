@@ -414,6 +414,7 @@ def test_cli_train_dqn_resume_and_one_line_errors(tmp_path, capsys):
         (["--algo", "dqn", "--reward-mode", "sparse"], "--reward-mode: expected one of"),
         (["--algo", "dqn", "--action-set", "top"], "--action-set: expected one of"),
         (["--algo", "rollout", "--rollout-base", "bic"], "--rollout-base: expected one of"),
+        (["--algo", "rollout", "--vec", "lockstep"], "--vec: expected auto or single with --algo"),
         (["--algo", "dqn"], "--out: expected a new run directory"),
     ]
     for extra, message in bad:

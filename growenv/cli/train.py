@@ -334,6 +334,8 @@ def _value_main(args: argparse.Namespace) -> int:
     if args.no_double:
         changes["double"] = False
     vec = base.vec if args.vec in (None, "auto") else {"single": "dummy"}.get(args.vec, args.vec)
+    if args.algo == "rollout" and vec != "dummy":
+        raise UserError(f"--vec: expected auto or single with --algo rollout, got {args.vec}")
     device = env_kwargs.get("device", "cpu") if args.policy_device is None else args.policy_device
     config = dataclasses.replace(
         base,

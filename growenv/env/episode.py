@@ -311,6 +311,9 @@ class Episode:
     grown_kinds
         DAG: the episode's growths as ``(step, kind)`` pairs (kind ``0, 1, 2``: edge, node,
         widen), in order (the observation's history columns).
+    grown_slots
+        The episode's growths as ``(step, slot)`` pairs (slot: the site or expansion slot
+        grown), in order.
     ended
         Whether the episode has ended (stop, termination or truncation): stepping on raises
         until the next :meth:`start`.
@@ -356,6 +359,7 @@ class Episode:
         self.compute_by_phase = dict.fromkeys(phases(self.config), 0.0)
         self.history: list[dict] = []
         self.grown_kinds: list[tuple[int, int]] = []
+        self.grown_slots: list[tuple[int, int]] = []
         self.last_improvement = 0.0
         self.measurement = None
         self.ended = False
@@ -382,6 +386,8 @@ class Episode:
     def record_growth(self, slot: int, gamma: float, loss_drop: float) -> None:
         """Record that this step grew ``slot`` at amplitude ``gamma`` (real loss drop)."""
         self.gamma, self.loss_drop, self.grown_slot = gamma, loss_drop, slot
+        if slot >= 0:
+            self.grown_slots.append((self.step_count, slot))
         if slot >= 0 and self.measurement.graph is not None:  # the kinds of the state grown
             self.grown_kinds.append((self.step_count, int(self.measurement.graph.kind[slot])))
 

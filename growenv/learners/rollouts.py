@@ -38,11 +38,21 @@ round-robin's turn is set from the episode's growth history (:func:`sync_policy`
 
 
 def sync_policy(policy: Any, env: Any) -> None:
-    """Set a base policy's internal state from ``env``'s episode so far (round-robin: the
-    kind after the last kind grown, ``edge`` when none was; greedy has no state)."""
-    if getattr(policy, "name", "") == "round-robin":
-        grown = getattr(env.unwrapped.episode, "grown_kinds", [])
-        policy._next = (grown[-1][1] + 1) % 3 if grown else 0
+    """Set a base policy's internal state from ``env``'s episode so far; greedy has none.
+
+    Round-robin's turn: on a DAG env the kind after the last kind grown (``edge`` when none
+    was), otherwise the site after the last site grown (site 0 when none was).
+    """
+    if getattr(policy, "name", "") != "round-robin":
+        return
+    env = env.unwrapped
+    episode = env.episode
+    if episode.measurement is not None and episode.measurement.graph is not None:
+        kinds = episode.grown_kinds
+        policy._next = (kinds[-1][1] + 1) % 3 if kinds else 0
+    else:
+        sites = episode.grown_slots
+        policy._next = (sites[-1][1] + 1) % env.net.num_sites if sites else 0
 
 
 def advantage_loss(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

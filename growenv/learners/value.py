@@ -267,11 +267,12 @@ class ValueConfig:
             integer("hidden", h, 1)
         if not isinstance(self.env_kwargs, dict):
             raise UserError(f"env_kwargs: expected a dict, got {self.env_kwargs!r}")
-        if self.algo == "rollout" and (self.vec, self.reward_mode) != ("dummy", "step"):
-            raise UserError(
-                "algo: 'rollout' needs vec='dummy' and reward_mode='step' (it copies each env), "
-                f"got vec={self.vec!r}, reward_mode={self.reward_mode!r}"
-            )
+        if self.algo == "rollout" and self.vec != "dummy":
+            raise UserError(f"vec: expected 'dummy' with algo='rollout' (it copies each env), "
+                            f"got {self.vec!r}")  # fmt: skip
+        if self.algo == "rollout" and self.reward_mode != "step":
+            raise UserError(f"reward_mode: expected 'step' with algo='rollout', got "
+                            f"{self.reward_mode!r}")  # fmt: skip
         if self.vec == "lockstep" and self.reward_mode != "step":
             raise UserError(
                 f"reward_mode: expected 'step' with vec='lockstep', got {self.reward_mode!r}"
