@@ -678,13 +678,15 @@ def markdown(
         lines += ["", f"Training: {len(training)} agents, {cpu:.3f} CPU-hours in all."]
         lines += [
             "",
-            "| configuration | agents | env steps / agent | CPU-hours |",
-            "|---|---|---|---|",
+            "| configuration | agents | env steps / agent | CPU-hours | env MACs / agent |",
+            "|---|---|---|---|---|",
         ]
         for c in sorted({t["config"] for t in training}):
             ts = [t for t in training if t["config"] == c]
             hours = sum(t["cpu_seconds"] for t in ts) / 3600
-            lines.append(f"| {c} | {len(ts)} | {ts[0]['steps']} | {hours:.3f} |")
+            macs = [t["train_macs"] for t in ts if t.get("train_macs") is not None]
+            mean = f"{np.mean(macs):.3g}" if len(macs) == len(ts) else "not logged"
+            lines.append(f"| {c} | {len(ts)} | {ts[0]['steps']} | {hours:.3f} | {mean} |")
     return "\n".join(lines)
 
 

@@ -154,3 +154,28 @@ def test_bad_rollout_settings_are_one_line_errors(change, message):
     with pytest.raises(ValueError, match=message) as info:
         ValueConfig(env_kwargs=DAG, algo="rollout", **change).validate(build_env=False)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("algo", ["bandit", "rollout"])
+def test_env_macs_count_the_training_episodes_and_the_rollouts(algo):
+    """One training episode: the learner's env_macs is the episode's compute, replayed with
+    the same actions on a fresh env, plus (rollout) the wrapper's rollouts."""
+    from growenv.learners.value import ValueLearner, _make_venv, layout_of
+
+    config = ValueConfig(env_kwargs=DAG, algo=algo, n_envs=1, learning_starts=100,
+                         eps_start=1.0, eps_end=1.0, hidden=(8,), seed=4).validate()  # fmt: skip
+    venv, masks = _make_venv(config, None, config.seed)
+    layout = layout_of(config.env_kwargs)
+    learner = ValueLearner(config, layout, venv, masks)
+    actions = []
+    while learner.episodes == 0:
+        learner.step()
+        actions.append(int(learner.buffer.action[learner.buffer.size - 1]))
+    env = GrowthEnv(**DAG)
+    env.reset(seed=config.seed)
+    for a in actions:
+        _, _, terminated, truncated, info = env.step(a)
+    assert terminated or truncated
+    rollouts = venv.envs[0].rollout_macs if algo == "rollout" else 0.0
+    assert (rollouts > 0) == (algo == "rollout")
+    assert learner.env_macs == pytest.approx(info["compute"] + rollouts, rel=1e-9)

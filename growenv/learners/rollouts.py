@@ -123,7 +123,9 @@ class RolloutLabels(gym.Wrapper):
         set, e.g. each kind's best expansion).
 
     The rollouts are training overhead: they run on copies and are not charged to the
-    episode's compute. ``action_masks()`` passes through.
+    episode's compute; ``info["rollout_macs"]`` holds their multiply-adds (``rollout_steps``
+    and ``rollout_macs`` count them over the wrapper's life). ``action_masks()`` passes
+    through.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class RolloutLabels(gym.Wrapper):
         self._obs: np.ndarray | None = None
         self._info: dict[str, Any] = {}
         self.rollout_steps = 0
+        self.rollout_macs = 0.0
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
@@ -168,14 +171,17 @@ class RolloutLabels(gym.Wrapper):
                 act = int(policy.act(obs, info, twin))
                 obs, reward, terminated, truncated, info = twin.step(act)
                 total, done, steps = total + float(reward), terminated or truncated, steps + 1
-            twin.close()
             out[action] = total
             self.rollout_steps += steps
+            self.rollout_macs += twin.episode.compute - self.env.unwrapped.episode.compute
+            twin.close()
         return out
 
     def step(self, action: Any):
+        before = self.rollout_macs
         labels = self.returns()
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["rollout_returns"] = labels
+        info["rollout_macs"] = self.rollout_macs - before
         self._obs, self._info = obs, info
         return obs, reward, terminated, truncated, info

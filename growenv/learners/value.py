@@ -97,6 +97,7 @@ PROGRESS_COLUMNS = (
     "loss",
     "mean_return",
     "seconds",
+    "env_macs",
     "agent_val_loss",
     "greedy_val_loss",
     "agent_over_greedy",
@@ -348,13 +349,13 @@ class ValueConfig:
 
     @property
     def effective_gamma(self) -> float:
-        """``gamma`` (0 for the bandit)."""
-        return 0.0 if self.algo == "bandit" else float(self.gamma)
+        """``gamma`` (0 for the bandit and rollouts, which bootstrap nothing)."""
+        return 0.0 if self.algo in ("bandit", "rollout") else float(self.gamma)
 
     @property
     def effective_n_step(self) -> int:
-        """``n_step`` (1 for the bandit)."""
-        return 1 if self.algo == "bandit" else int(self.n_step)
+        """``n_step`` (1 for the bandit and rollouts)."""
+        return 1 if self.algo in ("bandit", "rollout") else int(self.n_step)
 
     def epsilon(self, timesteps: int) -> float:
         """Exploration rate after ``timesteps`` env steps (linear schedule)."""
@@ -470,6 +471,8 @@ class ValueLearner:
         self.returns: collections.deque = collections.deque(maxlen=20)
         self.losses: collections.deque = collections.deque(maxlen=50)
         self._ep_return = np.zeros(venv.num_envs)
+        self._ep_compute = np.zeros(venv.num_envs)
+        self.env_macs = 0.0  # multiply-adds of the training envs' episodes and rollouts
         self.obs: np.ndarray | None = None
         self.demos: Demonstrations | None = None
 
@@ -609,6 +612,11 @@ class ValueLearner:
             next_obs = infos[i]["terminal_observation"] if done else new_obs[i]
             next_mask = np.ones_like(new_mask[i]) if done else new_mask[i]
             self._ep_return[i] += float(rewards[i])
+            # the episode's multiply-adds so far, reset included (NaN: a venv that does not
+            # report them leaves the count unknown, not low)
+            compute = float(infos[i].get("compute", np.nan))
+            self.env_macs += compute - self._ep_compute[i] + infos[i].get("rollout_macs", 0.0)
+            self._ep_compute[i] = 0.0 if done else compute
             if cfg.algo == "rollout":
                 self.labels.add(self.obs[i], infos[i]["rollout_returns"])
             for tr in self.acc.push(
@@ -648,6 +656,7 @@ class ValueLearner:
             "updates": self.updates,
             "episodes": self.episodes,
             "normalised": self.normalised,
+            "env_macs": float(self.env_macs),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -659,6 +668,7 @@ class ValueLearner:
         self.timesteps = self.start_timesteps = int(state["timesteps"])
         self.updates, self.episodes = int(state["updates"]), int(state["episodes"])
         self.normalised = bool(state["normalised"])
+        self.env_macs = float(state.get("env_macs", 0.0))
 
 
 # --------------------------------------------------------------------------- runs
@@ -778,9 +788,10 @@ def train_value_agent(
     ``sessions``), ``model.pt`` (last scorer), ``best_model.pt`` (the scorer of the best
     greedy evaluation on the selection teachers, lowest mean final validation loss over
     greedy's; only with ``eval_every > 0``), ``progress.csv`` (timesteps, episodes,
-    updates, epsilon, mean loss, mean episode return, seconds, evaluations) and
-    ``checkpoint.pt`` (resume state, saved at every evaluation, on SIGINT/SIGTERM and at
-    the end).
+    updates, epsilon, mean loss, mean episode return, seconds, ``env_macs``: multiply-adds
+    of the training envs' episodes and rollouts, not of demonstrations or evaluations;
+    evaluations) and ``checkpoint.pt`` (resume state, saved at every evaluation, on
+    SIGINT/SIGTERM and at the end).
 
     Parameters
     ----------
@@ -911,6 +922,7 @@ def train_value_agent(
                             loss=float(np.mean(learner.losses)) if learner.losses else "",
                             mean_return=float(np.mean(learner.returns)) if learner.returns else "",
                             seconds=round(time.perf_counter() - clock, 3),
+                            env_macs=f"{learner.env_macs:.6g}",
                         )
                         _write_progress(out / PROGRESS_FILE, row)
                     if evaluated:  # a resumable point (a Ray trial runs off the main thread,
