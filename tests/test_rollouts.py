@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from growenv.env.growth_env import GrowthEnv
-from growenv.learners.rollouts import LabelBuffer, RolloutLabels, advantage_loss, sync_policy
+from growenv.learners.rollouts import LabelBuffer, RolloutLabels, advantage_loss
 from growenv.learners.value import ValueConfig, train_value_agent
 from growenv.policies import make_policy
 from growenv.policies.heuristics import RoundRobinPolicy
@@ -71,7 +71,7 @@ def test_the_base_policys_own_action_is_labelled_with_its_realised_return(env_kw
     policy, labels, rewards, done = RoundRobinPolicy(), [], [], False
     while not done:
         synced = RoundRobinPolicy()
-        sync_policy(synced, env)
+        synced.sync(env)
         assert synced._next == policy._next  # the history gives round-robin's own turn
         action = int(policy.act(obs, info, env.unwrapped))
         obs, reward, terminated, truncated, info = env.step(action)

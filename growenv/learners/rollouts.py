@@ -30,29 +30,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["ROLLOUT_BASES", "LabelBuffer", "RolloutLabels", "advantage_loss", "sync_policy"]
+__all__ = ["ROLLOUT_BASES", "LabelBuffer", "RolloutLabels", "advantage_loss"]
 
 ROLLOUT_BASES = ("round-robin", "greedy")
 """Heuristics a rollout can continue from any state: greedy reads only the state;
-round-robin's turn is set from the episode's growth history (:func:`sync_policy`)."""
-
-
-def sync_policy(policy: Any, env: Any) -> None:
-    """Set a base policy's internal state from ``env``'s episode so far; greedy has none.
-
-    Round-robin's turn: on a DAG env the kind after the last kind grown (``edge`` when none
-    was), otherwise the site after the last site grown (site 0 when none was).
-    """
-    if getattr(policy, "name", "") != "round-robin":
-        return
-    env = env.unwrapped
-    episode = env.episode
-    if episode.measurement is not None and episode.measurement.graph is not None:
-        kinds = episode.grown_kinds
-        policy._next = (kinds[-1][1] + 1) % 3 if kinds else 0
-    else:
-        sites = episode.grown_slots
-        policy._next = (sites[-1][1] + 1) % env.net.num_sites if sites else 0
+round-robin's turn is set from the episode's growth history
+(:meth:`~growenv.policies.heuristics.RoundRobinPolicy.sync`)."""
 
 
 def advantage_loss(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -140,13 +123,12 @@ class RolloutLabels(gym.Wrapper):
         self.base = base
         self.candidates = candidates
         self._obs: np.ndarray | None = None
-        self._info: dict[str, Any] = {}
         self.rollout_steps = 0
         self.rollout_macs = 0.0
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
-        self._obs, self._info = obs, info
+        self._obs = obs
         return obs, info
 
     def action_masks(self) -> np.ndarray:
@@ -163,11 +145,11 @@ class RolloutLabels(gym.Wrapper):
         for action in np.flatnonzero(chosen):
             twin = copy.deepcopy(self.env.unwrapped)
             policy = make_policy(self.base)
-            obs, total, done = None, 0.0, False
             obs, reward, terminated, truncated, info = twin.step(int(action))
             total, done, steps = float(reward), terminated or truncated, 1
             while not done:
-                sync_policy(policy, twin)
+                if hasattr(policy, "sync"):
+                    policy.sync(twin)
                 act = int(policy.act(obs, info, twin))
                 obs, reward, terminated, truncated, info = twin.step(act)
                 total, done, steps = total + float(reward), terminated or truncated, steps + 1
@@ -183,5 +165,5 @@ class RolloutLabels(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["rollout_returns"] = labels
         info["rollout_macs"] = self.rollout_macs - before
-        self._obs, self._info = obs, info
+        self._obs = obs
         return obs, reward, terminated, truncated, info

@@ -134,6 +134,20 @@ class RoundRobinPolicy:
         """Restart the cycle at site 0 (DAG: at kind "edge")."""
         self._next = 0
 
+    def sync(self, env: Any) -> None:
+        """Set the turn from ``env``'s episode so far, as if this policy had played it: on a
+        DAG env the kind after the last kind grown (``edge`` when none was), otherwise the
+        site after the last site grown (site 0 when none was). Rollouts continue round-robin
+        from any state with it."""
+        env = env.unwrapped
+        episode = env.episode
+        if episode.measurement is not None and episode.measurement.graph is not None:
+            kinds = episode.grown_kinds
+            self._next = (kinds[-1][1] + 1) % 3 if kinds else 0
+        else:
+            sites = episode.grown_slots
+            self._next = (sites[-1][1] + 1) % env.net.num_sites if sites else 0
+
     def _act_kinds(self, info: dict[str, Any], env: PolicyEnv) -> int:
         kinds = np.asarray(env.slot_layout.kinds)
         order = ("edge", "node", "widen")
