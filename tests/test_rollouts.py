@@ -167,10 +167,16 @@ def test_env_macs_count_the_training_episodes_and_the_rollouts(algo):
     venv, masks = _make_venv(config, None, config.seed)
     layout = layout_of(config.env_kwargs)
     learner = ValueLearner(config, layout, venv, masks)
-    actions = []
+    actions, select = [], learner.select
+
+    def recorded(*args):
+        chosen = select(*args)
+        actions.append(int(chosen[0]))
+        return chosen
+
+    learner.select = recorded
     while learner.episodes == 0:
         learner.step()
-        actions.append(int(learner.buffer.action[learner.buffer.size - 1]))
     env = GrowthEnv(**DAG)
     env.reset(seed=config.seed)
     for a in actions:

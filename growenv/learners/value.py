@@ -463,7 +463,11 @@ class ValueLearner:
         self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM]))
         n_actions = layout.num_slots + 2
         self.buffer = ReplayBuffer(config.buffer_size, layout.size, n_actions)
-        self.labels = LabelBuffer(config.buffer_size, layout.size, n_actions)
+        self.labels = (  # rollouts learn from labelled states, not from the replay buffer
+            LabelBuffer(config.buffer_size, layout.size, n_actions)
+            if config.algo == "rollout"
+            else None
+        )
         self.acc = NStepAccumulator(venv.num_envs, config.effective_n_step, config.effective_gamma)
         self.timesteps = self.updates = self.episodes = 0
         self.start_timesteps = 0  # where this session began (a resumed run: its checkpoint)
@@ -519,6 +523,7 @@ class ValueLearner:
 
     def _rollout_update(self) -> float:
         """One gradient step of advantage regression on a minibatch of labelled states."""
+        assert self.labels is not None
         batch = self.labels.sample(self.rng, self.config.batch_size)
         obs = torch.as_tensor(batch["obs"], device=self.device)
         labels = torch.as_tensor(batch["labels"], device=self.device)
@@ -586,7 +591,7 @@ class ValueLearner:
 
     def _freeze_normalisation(self, obs: np.ndarray | None = None) -> None:
         if obs is None:
-            buffer = self.labels if self.config.algo == "rollout" else self.buffer
+            buffer = self.buffer if self.labels is None else self.labels
             obs = buffer.obs[: buffer.size]
         obs = torch.as_tensor(obs, device=self.device)
         for net in (self.online, self.target):
@@ -617,13 +622,14 @@ class ValueLearner:
             compute = float(infos[i].get("compute", np.nan))
             self.env_macs += compute - self._ep_compute[i] + infos[i].get("rollout_macs", 0.0)
             self._ep_compute[i] = 0.0 if done else compute
-            if cfg.algo == "rollout":
+            if self.labels is not None:  # rollouts: the labelled state, no transition
                 self.labels.add(self.obs[i], infos[i]["rollout_returns"])
-            for tr in self.acc.push(
-                i, self.obs[i], actions[i], float(rewards[i]) + cfg.reward_shift,
-                next_obs, next_mask, done,
-            ):  # fmt: skip
-                self.buffer.add(*tr)
+            else:
+                for tr in self.acc.push(
+                    i, self.obs[i], actions[i], float(rewards[i]) + cfg.reward_shift,
+                    next_obs, next_mask, done,
+                ):  # fmt: skip
+                    self.buffer.add(*tr)
             if done:
                 self.episodes += 1
                 self.returns.append(self._ep_return[i])
@@ -631,7 +637,7 @@ class ValueLearner:
         self.obs = new_obs
         before, self.timesteps = self.timesteps, self.timesteps + len(actions)
         warm = self.start_timesteps + cfg.learning_starts
-        filled = self.labels.size if cfg.algo == "rollout" else self.buffer.size
+        filled = self.buffer.size if self.labels is None else self.labels.size
         if self.timesteps < warm or filled < 1:
             return
         if not self.normalised:
