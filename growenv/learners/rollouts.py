@@ -30,12 +30,31 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["ROLLOUT_BASES", "LabelBuffer", "RolloutLabels", "advantage_loss"]
+from growenv.validation import choice
+
+__all__ = ["ROLLOUT_BASES", "LabelBuffer", "RolloutLabels", "advantage_loss", "play_out"]
 
 ROLLOUT_BASES = ("round-robin", "greedy")
 """Heuristics a rollout can continue from any state: greedy reads only the state;
 round-robin's turn is set from the episode's growth history
 (:meth:`~growenv.policies.heuristics.RoundRobinPolicy.sync`)."""
+
+
+def play_out(
+    env: Any, policy: Any, obs: np.ndarray, info: dict[str, Any], sync: bool = False
+) -> list[float]:
+    """Step ``policy`` on ``env`` (unwrapped, from ``obs``/``info``) until the episode ends;
+    the rewards, in order. With ``sync``, the policy's state is set from the episode before
+    every act (``policy.sync(env)``, when it has one)."""
+    rewards: list[float] = []
+    done = False
+    while not done:
+        if sync and hasattr(policy, "sync"):
+            policy.sync(env)
+        obs, reward, terminated, truncated, info = env.step(int(policy.act(obs, info, env)))
+        rewards.append(float(reward))
+        done = terminated or truncated
+    return rewards
 
 
 def advantage_loss(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -118,9 +137,7 @@ class RolloutLabels(gym.Wrapper):
         candidates: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__(env)
-        if base not in ROLLOUT_BASES:
-            raise ValueError(f"rollout_base: expected one of {ROLLOUT_BASES}, got {base!r}")
-        self.base = base
+        self.base = choice("rollout_base", base, ROLLOUT_BASES)
         self.candidates = candidates
         self._obs: np.ndarray | None = None
         self.rollout_steps = 0
@@ -146,15 +163,9 @@ class RolloutLabels(gym.Wrapper):
             twin = copy.deepcopy(self.env.unwrapped)
             policy = make_policy(self.base)
             obs, reward, terminated, truncated, info = twin.step(int(action))
-            total, done, steps = float(reward), terminated or truncated, 1
-            while not done:
-                if hasattr(policy, "sync"):
-                    policy.sync(twin)
-                act = int(policy.act(obs, info, twin))
-                obs, reward, terminated, truncated, info = twin.step(act)
-                total, done, steps = total + float(reward), terminated or truncated, steps + 1
-            out[action] = total
-            self.rollout_steps += steps
+            rest = [] if terminated or truncated else play_out(twin, policy, obs, info, True)
+            out[action] = sum(rest, float(reward))  # summed in step order
+            self.rollout_steps += 1 + len(rest)
             self.rollout_macs += twin.episode.compute - self.env.unwrapped.episode.compute
             twin.close()
         return out

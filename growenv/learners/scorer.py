@@ -45,6 +45,7 @@ __all__ = [
     "NUM_EXTRA",
     "ObsLayout",
     "SlotScorer",
+    "action_set_mask",
     "best_per_kind_mask",
     "infer_layout",
     "layout_of",
@@ -214,6 +215,16 @@ def best_per_kind_mask(obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor)
     return torch.cat([keep, extra], 1)
 
 
+def action_set_mask(
+    action_set: str, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor
+) -> torch.Tensor:
+    """The actions of the valid ``mask`` ``(B, S + 2)`` that ``action_set`` chooses among:
+    ``mask`` itself for ``"all"``, :func:`best_per_kind_mask` for ``"best-per-kind"``."""
+    if action_set == "all":
+        return mask
+    return best_per_kind_mask(obs, layout, mask)
+
+
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -288,10 +299,8 @@ class SlotScorer(nn.Module):
 
     def allowed(self, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor) -> torch.Tensor:
         """The actions of the valid ``mask`` ``(B, S + 2)`` that the scorer's action set
-        chooses among (``mask`` itself for ``"all"``)."""
-        if self.action_set == "all":
-            return mask
-        return best_per_kind_mask(obs, layout, mask)
+        chooses among (:func:`action_set_mask`)."""
+        return action_set_mask(self.action_set, obs, layout, mask)
 
     def slot_inputs(self, obs: torch.Tensor, layout: ObsLayout) -> tuple[torch.Tensor, ...]:
         """``(inputs (B, S, input_size) unnormalised, present (B, S), globals (B, G))`` of

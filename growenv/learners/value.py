@@ -51,7 +51,7 @@ from growenv.learners.scorer import (
     MODEL_FILE,
     ObsLayout,
     SlotScorer,
-    best_per_kind_mask,
+    action_set_mask,
     infer_layout,
     layout_of,
     load_scorer,
@@ -614,8 +614,6 @@ class ValueLearner:
         new_mask = self.masks()
         for i in range(len(actions)):
             done = bool(dones[i])
-            next_obs = infos[i]["terminal_observation"] if done else new_obs[i]
-            next_mask = np.ones_like(new_mask[i]) if done else new_mask[i]
             self._ep_return[i] += float(rewards[i])
             # the episode's multiply-adds so far, reset included (NaN: a venv that does not
             # report them leaves the count unknown, not low)
@@ -625,6 +623,8 @@ class ValueLearner:
             if self.labels is not None:  # rollouts: the labelled state, no transition
                 self.labels.add(self.obs[i], infos[i]["rollout_returns"])
             else:
+                next_obs = infos[i]["terminal_observation"] if done else new_obs[i]
+                next_mask = np.ones_like(new_mask[i]) if done else new_mask[i]
                 for tr in self.acc.push(
                     i, self.obs[i], actions[i], float(rewards[i]) + cfg.reward_shift,
                     next_obs, next_mask, done,
@@ -710,10 +710,8 @@ def _candidates(config: ValueConfig, env: Any) -> Callable[[np.ndarray, np.ndarr
     layout = layout_of_env(int(env.observation_space.shape[0]), env)
 
     def candidates(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if config.action_set == "all":
-            return mask
         o, m = torch.as_tensor(obs, dtype=torch.float32)[None], torch.as_tensor(mask)[None]
-        return best_per_kind_mask(o, layout, m)[0].numpy()
+        return action_set_mask(config.action_set, o, layout, m)[0].numpy()
 
     return candidates
 

@@ -8,6 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from growenv.learners.rollouts import play_out
+
 __all__ = ["REWARD_MODES", "PairedReward", "TerminalReward", "make_reward_wrapper"]
 
 REWARD_MODES = ("step", "terminal", "paired")
@@ -80,13 +82,7 @@ class PairedReward(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         twin = copy.deepcopy(self.env.unwrapped)
         self._policy.reset(int(kwargs.get("seed") or 0))
-        self._ref, self._t = [], 0
-        ref_obs, ref_info, done = obs, info, False
-        while not done:
-            action = int(self._policy.act(ref_obs, ref_info, twin))
-            ref_obs, reward, terminated, truncated, ref_info = twin.step(action)
-            self._ref.append(float(reward))
-            done = terminated or truncated
+        self._ref, self._t = play_out(twin, self._policy, obs, info), 0
         twin.close()
         return obs, info
 
