@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from growenv.harness.baselines import (
     small_cnn_width,
 )
 from growenv.harness.episodes import ROW_FIELDS
+from tests.experiment_scripts import load_experiment
 from tests.test_env import write_tiny_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,16 +124,9 @@ def test_oracle_and_build_net_need_a_reset_first():
         env.build_net([2, 2])
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cifar_experiment_end_to_end_on_a_tiny_archive(tmp_path, capsys):
     torch.set_num_threads(1)
-    cifar = load_script("cifar")
+    cifar = load_experiment("cifar")
     out = tmp_path / "out"
     argv = ["--profile", "smoke", "--seeds", "1", "--workers", "1"]
     argv += ["--data-dir", write_tiny_cifar(tmp_path), "--out", str(out)]
@@ -159,7 +152,7 @@ def test_cifar_experiment_end_to_end_on_a_tiny_archive(tmp_path, capsys):
 
 
 def test_cifar_experiment_names_missing_data_before_running(tmp_path, capsys):
-    cifar = load_script("cifar")
+    cifar = load_experiment("cifar")
     with pytest.raises(SystemExit):
         cifar.main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
     assert "not found" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from growenv.nets.dag import (
     solve,
 )
 from growenv.nets.dag.net import descendants, topological_order
+from tests.experiment_scripts import load_experiment
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -425,19 +426,8 @@ def test_cross_entropy_loss():
     assert max(float(r.loss_drop) for r in results) > 0
 
 
-def load_bench():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_dag.py"
-    spec = importlib.util.spec_from_file_location("bench_dag", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_decision_is_the_best_of_an_exhaustive_loop():
-    bench = load_bench()
+    bench = load_experiment("bench_dag")
     data = bench.load_task(quick=True)
     nets = [bench.grown_graph(data, 2), bench.student_graph(data, 20)]
     (xv, yv) = data["val"]

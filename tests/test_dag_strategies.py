@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from growenv.nets.dag import (
 )
 from growenv.policies import dag_strategies as ds
 from growenv.policies.heuristics import bic
+from tests.experiment_scripts import load_experiment
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -209,18 +208,8 @@ def test_growth_from_the_empty_graph():
         assert grown.edges, name
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location(
-        "dag_teacher", ROOT / "experiments/dag_teacher.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dag_teacher"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quick_experiment_runs_end_to_end(tmp_path):
-    exp = _load_experiment()
+    exp = load_experiment("dag_teacher")
     out = tmp_path / "run"
     res = exp.main(["--quick", "--out", str(out)])
     assert (out / "results.json").exists() and (out / "dag_teacher.png").exists()

@@ -6,23 +6,19 @@ protocol's bookkeeping is checked against explicit computations.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.experiment_scripts import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def lg():
-    spec = importlib.util.spec_from_file_location(
-        "learned_growth", ROOT / "experiments" / "learned_growth.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("learned_growth")
 
 
 def iqm(values: np.ndarray) -> float:
@@ -72,6 +68,20 @@ def test_a_configuration_overrides_the_training_mix_only(lg):
     assert mix.action_set == "best-per-kind" and mix.env_kwargs["fit_scope"] == "all"
     bandit = lg.value_config("bandit-kinds", 0, 100, quick=False)
     assert bandit.algo == "bandit" and bandit.action_set == "best-per-kind"
+    skip = lg.value_config("rollout-skip", 0, 100, quick=False)
+    long = lg.value_config("rollout-kinds-long", 0, 100, quick=False)
+    assert (
+        skip.action_set == "best-per-kind-skip" and skip.env_kwargs["task_kwargs"]["n_val"] == 4096
+    )
+    assert {**skip.env_kwargs["task_kwargs"], "n_val": None} == {
+        **long.env_kwargs["task_kwargs"],
+        "n_val": None,
+    }
+    assert {**vars(skip), "action_set": None, "env_kwargs": None} == {
+        **vars(long),
+        "action_set": None,
+        "env_kwargs": None,
+    }
 
 
 def _records(losses: dict[str, np.ndarray], families: list[str]) -> list[dict]:
@@ -138,7 +148,7 @@ def test_bad_arguments_get_one_line(lg, argv, flag, tmp_path, capsys):
 def test_the_docs_page_names_the_configurations_the_script_trains(lg):
     """The configuration table of docs/experiments/learned_growth.md cannot drift from
     CONFIGS: every row is a configuration of the script, trained for the steps the page says,
-    in the best-per-kind set with fitted gains, and its run command lists them all."""
+    in a best-per-kind set with fitted gains, and its run command lists them all."""
     page = (ROOT / "docs" / "experiments" / "learned_growth.md").read_text()
     table = page.split("| configuration | env steps / agent | learner |")[1].split("\n\n")[0]
     rows = [line.strip() for line in table.splitlines() if line.strip().startswith("| `")]
@@ -149,7 +159,7 @@ def test_the_docs_page_names_the_configurations_the_script_trains(lg):
     for name, row in zip(names, rows, strict=True):
         steps = int(row.split("|")[2].strip().replace(",", ""))
         assert lg.agent_steps(name, 10**6, quick=False) == steps
-        assert lg.CONFIGS[name]["action_set"] == "best-per-kind"
+        assert lg.CONFIGS[name]["action_set"] in ("best-per-kind", "best-per-kind-skip")
         assert lg.learned_env(name)["fit_scope"] == "all"
 
 

@@ -185,3 +185,29 @@ def test_env_macs_count_the_training_episodes_and_the_rollouts(algo):
     rollouts = venv.envs[0].rollout_macs if algo == "rollout" else 0.0
     assert (rollouts > 0) == (algo == "rollout")
     assert learner.env_macs == pytest.approx(info["compute"] + rollouts, rel=1e-9)
+
+
+def test_a_skip_learner_labels_each_kinds_best_expansion_and_skip():
+    """With ``action_set="best-per-kind-skip"`` the wrapper labels exactly that set, and the
+    skip label is the return of skipping, then round-robin, replayed by hand."""
+    from growenv.learners.scorer import best_per_kind_mask, infer_layout
+    from growenv.learners.value import _candidates
+
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", action_set="best-per-kind-skip")
+    base = GrowthEnv(**DAG)
+    env = RolloutLabels(base, "round-robin", _candidates(config.validate(), base))
+    obs, _ = env.reset(seed=2)
+    layout = infer_layout(obs.size, "dag")
+    prefix, done = [], False
+    while not done:
+        mask = torch.as_tensor(env.action_masks())[None]
+        want = best_per_kind_mask(torch.as_tensor(obs)[None], layout, mask, True)[0].numpy()
+        labels = env.returns()
+        assert np.array_equal(np.isfinite(labels), want)
+        assert want[base.skip_action] and not want[base.stop_action]
+        skip = _replayed_return(prefix, base.skip_action, 2)
+        assert labels[base.skip_action] == pytest.approx(skip, rel=1e-6)
+        action = int(np.flatnonzero(want)[0])
+        obs, _, terminated, truncated, _ = env.step(action)
+        prefix.append(action)
+        done = terminated or truncated

@@ -506,7 +506,8 @@ def _kind_rows(
     return obs, kinds, gains
 
 
-def test_best_per_kind_mask_matches_an_explicit_loop():
+@pytest.mark.parametrize("skip", [False, True])
+def test_best_per_kind_mask_matches_an_explicit_loop(skip):
     layout = infer_layout(ObsLayout("dag", 2 * 3**2 - 2, 2).size, "dag")
     rng = np.random.default_rng(0)
     obs, kinds, gains = _kind_rows(rng, 64, layout)
@@ -514,7 +515,7 @@ def test_best_per_kind_mask_matches_an_explicit_loop():
     mask = rng.random((64, s + 2)) < 0.4
     mask[:8, :s] = False  # rows with no valid slot keep skip / stop
     mask[:, s:] = rng.random((64, 2)) < 0.7
-    got = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask)).numpy()
+    got = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask), skip).numpy()
     for b in range(64):
         want = np.zeros(s + 2, bool)
         for kind in range(3):
@@ -526,17 +527,21 @@ def test_best_per_kind_mask_matches_an_explicit_loop():
                 want[best] = True
         if not want.any():
             want[s:] = mask[b, s:]
+        if skip:  # skip (action s) stays valid in every row where the env allows it
+            want[s] = mask[b, s]
         assert np.array_equal(got[b], want), b
     assert (got <= mask).all()  # a subset of the valid actions
     assert got[8:, :s].sum(1).max() <= 3
 
 
-def test_best_per_kind_agent_acts_in_its_set_and_saves_it(tmp_path):
+@pytest.mark.parametrize("action_set", ["best-per-kind", "best-per-kind-skip"])
+def test_best_per_kind_agent_acts_in_its_set_and_saves_it(tmp_path, action_set):
     env_kwargs = {**DAG, "max_nodes": 3}
-    config = tiny(env_kwargs, action_set="best-per-kind", total_timesteps=8)
+    config = tiny(env_kwargs, action_set=action_set, total_timesteps=8)
     train_value_agent(config, tmp_path / "kinds")
     policy = make_policy(f"dqn:{tmp_path / 'kinds'}")
-    assert policy.scorer.action_set == "best-per-kind"
+    assert policy.scorer.action_set == action_set
+    skip = action_set == "best-per-kind-skip"
     from growenv.env.growth_env import GrowthEnv
 
     env = GrowthEnv(**{**env_kwargs, "max_steps": 4})
@@ -545,7 +550,7 @@ def test_best_per_kind_agent_acts_in_its_set_and_saves_it(tmp_path):
     done, steps = False, 0
     while not done:
         mask = torch.as_tensor(env.action_masks()[None])
-        allowed = best_per_kind_mask(torch.as_tensor(obs[None]), layout, mask)[0].numpy()
+        allowed = best_per_kind_mask(torch.as_tensor(obs[None]), layout, mask, skip)[0].numpy()
         action = policy.act(obs, info, env)
         assert allowed[action], (steps, action)
         obs, _, terminated, truncated, info = env.step(action)
@@ -554,10 +559,14 @@ def test_best_per_kind_agent_acts_in_its_set_and_saves_it(tmp_path):
     rng = np.random.default_rng(2)
     obs, _, _ = _kind_rows(rng, 16, layout)
     mask = rng.random((16, layout.num_slots + 2)) < 0.5
-    allowed = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask)).numpy()
-    for _ in range(20):  # exploration draws from the action set too
+    allowed = best_per_kind_mask(torch.as_tensor(obs), layout, torch.as_tensor(mask), skip).numpy()
+    drawn = np.zeros_like(allowed)
+    for _ in range(40):  # exploration draws from the action set too
         actions = learner.select(obs, mask, 1.0)
         assert allowed[np.arange(16), actions].all()
+        drawn[np.arange(16), actions] = True
+    skip_drawn = drawn[:, layout.num_slots] & allowed[:, :-2].any(1)
+    assert bool(skip_drawn.any()) == (skip and bool(mask[:, layout.num_slots].any()))
 
 
 def test_scorers_saved_before_action_sets_load_as_all(tmp_path):

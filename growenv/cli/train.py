@@ -50,7 +50,12 @@ VALUE_OPTIONS = (
     ("--gradient-steps", "gradient_steps", positive_int, "gradient steps per update (default: 1)"),
     ("--target-update", "target_update", positive_int, "updates between target-net copies"),
     ("--hidden", "hidden", str, "hidden sizes of the shared slot scorer, e.g. 64,64"),
-    ("--action-set", "action_set", str, "all, or best-per-kind (DAG: each kind's best slot)"),
+    (
+        "--action-set",
+        "action_set",
+        str,
+        "all, best-per-kind (DAG: each kind's best slot) or best-per-kind-skip (and skip)",
+    ),
     ("--demo-policy", "demo_policy", str, "a heuristic whose episodes start the learner (DQfD)"),
     ("--demo-episodes", "demo_episodes", nonnegative_int, "its episodes (default: 0, none)"),
     ("--demo-pretrain", "demo_pretrain", nonnegative_int, "updates on them before acting"),

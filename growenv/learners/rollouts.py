@@ -32,7 +32,14 @@ import torch
 
 from growenv.validation import choice
 
-__all__ = ["ROLLOUT_BASES", "LabelBuffer", "RolloutLabels", "advantage_loss", "play_out"]
+__all__ = [
+    "ROLLOUT_BASES",
+    "LabelBuffer",
+    "RolloutLabels",
+    "advantage_loss",
+    "play_out",
+    "rollout_returns",
+]
 
 ROLLOUT_BASES = ("round-robin", "greedy")
 """Heuristics a rollout can continue from any state: greedy reads only the state;
@@ -55,6 +62,42 @@ def play_out(
         rewards.append(float(reward))
         done = terminated or truncated
     return rewards
+
+
+def rollout_returns(env: Any, candidates: np.ndarray, base: str) -> tuple[np.ndarray, int, float]:
+    """Roll every candidate action out from a copy of ``env`` (unwrapped), then ``base``.
+
+    Parameters
+    ----------
+    env
+        A GrowthEnv in the state to label; it is not stepped (each rollout runs on a deep
+        copy, so all of them see the env's random numbers from this state on).
+    candidates
+        Boolean ``(S + 2,)``: the actions to roll out.
+    base
+        The heuristic followed after the action (:data:`ROLLOUT_BASES`).
+
+    Returns
+    -------
+    returns, steps, macs
+        ``Q^base(s, a)`` per action (the rewards summed in step order; NaN where not a
+        candidate), the env steps and the multiply-adds the rollouts took.
+    """
+    from growenv.policies import make_policy
+
+    choice("base", base, ROLLOUT_BASES)
+    out = np.full(len(candidates), np.nan)
+    steps, macs = 0, 0.0
+    for action in np.flatnonzero(candidates):
+        twin = copy.deepcopy(env)
+        policy = make_policy(base)
+        obs, reward, terminated, truncated, info = twin.step(int(action))
+        rest = [] if terminated or truncated else play_out(twin, policy, obs, info, True)
+        out[action] = sum(rest, float(reward))  # summed in step order
+        steps += 1 + len(rest)
+        macs += twin.episode.compute - env.episode.compute
+        twin.close()
+    return out, steps, macs
 
 
 def advantage_loss(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -154,20 +197,11 @@ class RolloutLabels(gym.Wrapper):
 
     def returns(self) -> np.ndarray:
         """``Q^base`` of every candidate action in the current state (NaN elsewhere)."""
-        from growenv.policies import make_policy
-
         mask = np.asarray(self.action_masks(), dtype=bool)
         chosen = mask if self.candidates is None else self.candidates(self._obs, mask)
-        out = np.full(mask.shape, np.nan)
-        for action in np.flatnonzero(chosen):
-            twin = copy.deepcopy(self.env.unwrapped)
-            policy = make_policy(self.base)
-            obs, reward, terminated, truncated, info = twin.step(int(action))
-            rest = [] if terminated or truncated else play_out(twin, policy, obs, info, True)
-            out[action] = sum(rest, float(reward))  # summed in step order
-            self.rollout_steps += 1 + len(rest)
-            self.rollout_macs += twin.episode.compute - self.env.unwrapped.episode.compute
-            twin.close()
+        out, steps, macs = rollout_returns(self.env.unwrapped, chosen, self.base)
+        self.rollout_steps += steps
+        self.rollout_macs += macs
         return out
 
     def step(self, action: Any):

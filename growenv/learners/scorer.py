@@ -15,7 +15,8 @@ A scorer's *action set* (:data:`ACTION_SETS`, saved with it) says which of the e
 actions it chooses among: ``"all"``, or ``"best-per-kind"`` (DAG only): for each expansion
 kind the valid slot of largest estimated gain (:func:`best_per_kind_mask`, pure), so the
 agent learns which kind to grow at each step (a schedule that contains round-robin and the
-greedy rule) instead of ranking every slot.
+greedy rule) instead of ranking every slot; ``"best-per-kind-skip"`` adds the skip action
+(train without growing), so the agent also learns *when* to grow.
 
 :func:`parse_observation` (pure) splits flat observations by an :class:`ObsLayout`, which
 :func:`layout_of` derives from an :class:`~growenv.env.config.EnvConfig` and
@@ -64,9 +65,9 @@ KINDS = ("dag", "sites")
 NUM_EXTRA = 2
 """Actions after the slots: skip, then stop."""
 MAX_INFERRED_NODES = 256
-ACTION_SETS = ("all", "best-per-kind")
-"""Which valid actions a scorer chooses among: every one, or per expansion kind the slot of
-largest estimated gain (:func:`best_per_kind_mask`)."""
+ACTION_SETS = ("all", "best-per-kind", "best-per-kind-skip")
+"""Which valid actions a scorer chooses among: every one, per expansion kind the slot of
+largest estimated gain (:func:`best_per_kind_mask`), or those and skip."""
 _EXP = tuple(f.name for f in EXPANSION_TABLE)
 _KIND_COLUMNS = tuple(_EXP.index(f"kind_{k}") for k in ("edge", "node", "widen"))
 _GAIN_COLUMN = _EXP.index("estimated_gain")
@@ -187,11 +188,13 @@ def parse_observation(
     return rows, nodes, obs[:, end:]
 
 
-def best_per_kind_mask(obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor) -> torch.Tensor:
+def best_per_kind_mask(
+    obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor, skip: bool = False
+) -> torch.Tensor:
     """Of the valid actions ``mask`` ``(B, S + 2)``, keep for each expansion kind (edge, node,
     widen) the valid slot of largest ``estimated_gain`` feature (ties: the lowest slot);
     skip and stop stay valid only in rows where no slot is (a DAG env's flat observations
-    ``(B, layout.size)``).
+    ``(B, layout.size)``). With ``skip``, a valid skip action is kept in every row.
 
     Raises
     ------
@@ -212,6 +215,8 @@ def best_per_kind_mask(obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor)
         has = of_kind.any(1)
         keep[torch.arange(len(best), device=mask.device)[has], best[has]] = True
     extra = mask[:, s:] & ~keep.any(1, keepdim=True)
+    if skip:
+        extra[:, 0] = mask[:, s]
     return torch.cat([keep, extra], 1)
 
 
@@ -219,10 +224,11 @@ def action_set_mask(
     action_set: str, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor
 ) -> torch.Tensor:
     """The actions of the valid ``mask`` ``(B, S + 2)`` that ``action_set`` chooses among:
-    ``mask`` itself for ``"all"``, :func:`best_per_kind_mask` for ``"best-per-kind"``."""
+    ``mask`` itself for ``"all"``, :func:`best_per_kind_mask` for ``"best-per-kind"`` (with
+    skip kept for ``"best-per-kind-skip"``)."""
     if action_set == "all":
         return mask
-    return best_per_kind_mask(obs, layout, mask)
+    return best_per_kind_mask(obs, layout, mask, skip=action_set == "best-per-kind-skip")
 
 
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
@@ -251,8 +257,8 @@ class SlotScorer(nn.Module):
     node_inputs
         DAG: add the source and target node rows to each slot's input.
     action_set
-        ``"all"`` or ``"best-per-kind"`` (DAG): the valid actions :meth:`forward` leaves
-        unmasked (:meth:`allowed`).
+        ``"all"``, ``"best-per-kind"`` or ``"best-per-kind-skip"`` (DAG): the valid actions
+        :meth:`forward` leaves unmasked (:meth:`allowed`).
     """
 
     def __init__(

@@ -149,9 +149,9 @@ class ValueConfig:
     hidden, node_inputs
         The scorer's hidden sizes; DAG: feed each slot its source and target node rows.
     action_set
-        ``"all"`` or ``"best-per-kind"`` (DAG envs): the valid actions the agent chooses
-        among, in training and when it is evaluated (saved with the scorer; see
-        :data:`~growenv.learners.scorer.ACTION_SETS`).
+        ``"all"``, ``"best-per-kind"`` or ``"best-per-kind-skip"`` (DAG envs): the valid
+        actions the agent chooses among, in training and when it is evaluated (saved with
+        the scorer; see :data:`~growenv.learners.scorer.ACTION_SETS`).
     total_timesteps, n_envs, vec, seed, device
         Env steps of the run; envs stepped together (``"dummy"``: SB3's DummyVecEnv of
         GrowthEnvs; ``"lockstep"``: :class:`~growenv.env.lockstep.LockstepVecEnv`, step
