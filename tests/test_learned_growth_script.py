@@ -82,6 +82,9 @@ def test_a_configuration_overrides_the_training_mix_only(lg):
         "action_set": None,
         "env_kwargs": None,
     }
+    val = lg.value_config("rollout-kinds-val", 0, 100, quick=False)
+    assert val.env_kwargs == skip.env_kwargs  # the same training teachers, 4,096 val samples
+    assert {**vars(val), "env_kwargs": None} == {**vars(long), "env_kwargs": None}
 
 
 def _records(losses: dict[str, np.ndarray], families: list[str]) -> list[dict]:
