@@ -243,12 +243,13 @@ def train_distribution() -> dict[str, Any]:
     return {"classes": list(TRAIN_CLASSES), "depth": [2, 2], "width": [10, 80], **SPLITS}
 
 
-def selection_tasks(n: int) -> dict[str, list[Task]]:
+def selection_tasks(n: int, **splits: int) -> dict[str, list[Task]]:
     """The selection families, ``n`` teachers each: the training distribution's seeds
     ``10^6 ..``, 4-class teachers and wide regression teachers (shapes no training or test
-    task has)."""
+    task has); ``splits`` overrides split sizes of :data:`SPLITS` (each split has its own
+    random stream, so the others' samples stay the same)."""
     return {
-        name: dist.held_out_teachers(n, seed_offset=selection_offset(i), **SPLITS)
+        name: dist.held_out_teachers(n, seed_offset=selection_offset(i), **{**SPLITS, **splits})
         for i, (name, dist) in enumerate(selection_distributions().items())
     }
 

@@ -51,12 +51,8 @@ def env_kwargs(
     family: str, index: int, n_tasks: int, quick: bool, n_val: int | None = None
 ) -> dict[str, Any]:
     """The learned-growth env of selection teacher ``index`` of ``family`` (fitted gains);
-    ``n_val`` enlarges its validation split (each split has its own random stream, so the
-    training, statistics and test samples stay the same)."""
-    i = FAMILIES.index(family)
-    splits = {**lg.SPLITS, **({"n_val": n_val} if n_val else {})}
-    dist = lg.selection_distributions()[family]
-    task = dist.held_out_teachers(n_tasks, seed_offset=lg.selection_offset(i), **splits)[index]
+    ``n_val`` enlarges its validation split (training, statistics and test samples stay)."""
+    task = lg.selection_tasks(n_tasks, **({"n_val": n_val} if n_val else {}))[family][index]
     kwargs = {**lg.BASE_ENV, "task": task, "max_params": lg.budget(task), "fit_scope": "all"}
     if quick:
         kwargs.update(max_steps=3, train_steps=5)
@@ -156,7 +152,7 @@ def main(argv: list[str] | None = None) -> str:
         parser.error("--tasks, --runs, --workers (>= 1), --n-val (>= 0): bad value")
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "episodes.jsonl"
-    records = [json.loads(x) for x in store.read_text().splitlines()] if store.is_file() else []
+    records = lg.load_store(store)
     done = {_id(r) for r in records}
     keys = [
         {"family": f, "task": t, "method": m, "run": r}
