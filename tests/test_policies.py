@@ -143,6 +143,7 @@ def test_policy_specs_come_from_the_registry_in_order():
         "whole-space",
         "restricted",
         "bic-restricted",
+        "lookahead",
         "ppo:PATH",
         "dqn:PATH",
     )
@@ -167,7 +168,7 @@ class RecordingEnv:
 POLICY_ENV_MEMBERS = {n for n in dir(PolicyEnv) if not n.startswith("_")} | set(
     PolicyEnv.__annotations__
 )
-SEARCHES = {"evaluate_candidates", "evaluate_candidate"}
+SEARCHES = {"evaluate_candidates", "evaluate_candidate", "lookahead_losses"}
 
 
 @pytest.mark.parametrize(("name", "net"), RUNS)

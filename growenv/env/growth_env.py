@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -516,6 +517,67 @@ class GrowthEnv(gym.Env):
         for result, cand in zip(results, cands, strict=True):
             result.candidate = cand
         return results
+
+    def lookahead_losses(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
+        """Validation loss of each slot's growth after ``steps`` more optimizer steps and no
+        further growth, without changing the episode.
+
+        Each slot is grown (at its searched amplitude, as :meth:`grow` does) on a copy of the
+        env, then trained ``steps`` steps on the copy's minibatch stream: every slot's copy
+        draws the same minibatches (common random numbers), and the env's own stream is
+        untouched. The growths' searches and fits, the training and the validations are
+        charged to this episode as ``"search"``.
+
+        Parameters
+        ----------
+        slots
+            Sites (DAG: slots) the current net offers, as for :meth:`evaluate_candidate`.
+        steps
+            Optimizer steps after the growth; default the rest of the episode's training,
+            ``(max_steps - step_count) * train_steps`` (the rollout of "grow this, then never
+            again").
+
+        Returns
+        -------
+        numpy.ndarray
+            One validation loss per slot (``inf`` where training diverged).
+        """
+        if self.net is None:
+            raise RuntimeError("lookahead_losses: call reset() first")
+        cfg, task = self.config, self.task
+        if steps is None:
+            steps = max(cfg.max_steps - self.step_count, 0) * cfg.train_steps
+        steps = integer("steps", steps, 0)
+        start = time.perf_counter()
+        losses = np.empty(len(slots))
+        macs = 0.0
+        for i, slot in enumerate(slots):
+            twin = copy.deepcopy(self)
+            twin.grow(int(slot))
+            with using_threads(cfg.threads):
+                if steps:
+                    train_steps(
+                        twin.net,
+                        twin.optimizer,
+                        task.train.x,
+                        task.train.y,
+                        task.loss,
+                        steps,
+                        cfg.batch_size,
+                        twin.episode.generator,
+                        transform=twin.augmentation(),
+                        check_finite=False,
+                    )
+                val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
+            loss = float(val_loss)
+            losses[i] = loss if np.isfinite(loss) else np.inf
+            samples = steps * min(cfg.batch_size, len(task.train))
+            macs += twin.episode.compute - self.episode.compute
+            macs += self.family.training_macs(twin.net, samples) if steps else 0.0
+            macs += self.family.evaluate_macs(twin.net, len(task.val))
+            twin.close()
+        self.episode.charge("search", macs, time.perf_counter() - start)
+        return losses
 
     def grow(self, site: int) -> None:
         """Grow slot ``site`` at its best amplitude (one search, charged as ``"search"``),

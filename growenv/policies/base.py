@@ -83,7 +83,8 @@ class PolicyEnv(Protocol):
     Notes
     -----
     ``evaluate_candidates`` and ``evaluate_candidate`` run amplitude searches on the
-    statistics split; the env counts them in ``compute``. Policies that call them are flagged
+    statistics split, ``lookahead_losses`` trains grown copies; the env counts them in
+    ``compute``. Policies that call them are flagged
     ``reads_env`` in :data:`growenv.policies.registry.POLICIES` and do not run in the
     lockstep vector env.
     """
@@ -115,6 +116,11 @@ class PolicyEnv(Protocol):
 
     def evaluate_candidate(self, site: int) -> CandidateResult:
         """The amplitude search of ``site``'s candidate alone."""
+        ...
+
+    def lookahead_losses(self, slots: Any, steps: int | None = None) -> np.ndarray:
+        """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
+        the rest of the episode) without further growth, each on a copy of the env."""
         ...
 
 

@@ -24,6 +24,7 @@ from growenv.policies.heuristics import (
     RandomPolicy,
     RoundRobinPolicy,
 )
+from growenv.policies.lookahead import LookaheadPolicy
 
 __all__ = ["POLICIES", "PolicyEntry", "make_policy", "policy_entry", "policy_specs"]
 
@@ -43,7 +44,7 @@ class PolicyEntry:
         fresh :class:`~growenv.policies.base.Policy`.
     reads_env
         Calls env methods beyond the observation, the info dict and the action masks (the
-        amplitude searches of :class:`~growenv.policies.base.PolicyEnv`).
+        amplitude searches and lookahead rollouts of :class:`~growenv.policies.base.PolicyEnv`).
     lockstep
         Can run its seeds together in a :class:`~growenv.env.lockstep.LockstepVecEnv`.
     learned
@@ -147,6 +148,13 @@ POLICIES: dict[str, PolicyEntry] = {
             BICRestrictedPolicy,
             reads_env=True,
             nets=("dag",),
+        ),
+        PolicyEntry(
+            "lookahead",
+            "each candidate (DAG: each kind's best) grown on a copy and trained to the end "
+            "without growing again; the lowest validation loss grows (a rollout)",
+            LookaheadPolicy,
+            reads_env=True,
         ),
         PolicyEntry("ppo", "a trained MaskablePPO agent", _load_ppo, lockstep=True, learned=True),
         PolicyEntry(

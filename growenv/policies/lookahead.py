@@ -1,0 +1,78 @@
+"""Lookahead: a rollout policy whose base policy is "never grow again".
+
+A rollout algorithm (Bertsekas, *Rollout, Policy Iteration, and Distributed Reinforcement
+Learning*, 2020) takes, among candidate actions, the one whose rollout -- the action, then a
+base policy to the end of the episode -- ends best. With round-robin as the base policy every
+rollout step pays a statistics pass (round-robin reads each kind's estimated gain), which
+makes it far dearer than any heuristic (:mod:`growenv.learners.rollouts`, where it labels
+states for learners). With the base policy "stop growing" a rollout is training alone: grow
+the candidate on a copy of the net and train it for the rest of the episode's optimizer
+steps, then read its validation loss (:meth:`~growenv.env.growth_env.GrowthEnv.
+lookahead_losses`). Training is cheap next to the statistics here: a rollout of ``r``
+remaining steps costs ``r * train_steps * batch_size`` forward+backward samples.
+
+Candidates: on a DAG env each expansion kind's valid slot of largest estimated gain (the
+ones round-robin chooses among, in the order edge, node, widen); on a site env every valid
+site. One candidate is grown without a rollout; none: skip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from growenv.policies.base import PolicyEnv, valid_sites
+from growenv.policies.heuristics import _best
+from growenv.validation import integer
+
+__all__ = ["LookaheadPolicy", "lookahead_candidates"]
+
+_KIND_ORDER = ("edge", "node", "widen")
+
+
+def lookahead_candidates(info: dict[str, Any], env: PolicyEnv) -> np.ndarray:
+    """The slots a lookahead compares: DAG, each kind's valid slot of largest
+    ``info["candidate_gains"]`` (kinds in the order edge, node, widen; kinds without a valid
+    slot are left out); sites, every valid site."""
+    valid = valid_sites(info, env)
+    layout = getattr(env, "slot_layout", None)
+    if layout is None:
+        return valid
+    kinds = np.asarray(layout.kinds)[valid]
+    of_kind = [valid[kinds == k] for k in _KIND_ORDER]
+    return np.array([_best(info["candidate_gains"], s) for s in of_kind if s.size], dtype=int)
+
+
+class LookaheadPolicy:
+    """Grow the candidate whose rollout "grow it, then train to the end without growing"
+    has the lowest validation loss (:func:`lookahead_candidates`; the rollouts are
+    ``env.lookahead_losses``, charged to the episode as ``"search"``).
+
+    Deterministic: the rollouts run on copies that share the episode's minibatch stream.
+
+    Parameters
+    ----------
+    steps
+        Optimizer steps of each rollout; default ``None``, the rest of the episode's training
+        (``(max_steps - step_count) * train_steps``).
+    """
+
+    name = "lookahead"
+
+    def __init__(self, steps: int | None = None) -> None:
+        self.steps = integer("steps", steps, 0, allow_none=True)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode (deterministic: nothing to seed)."""
+
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
+        """The candidate of lowest lookahead validation loss (ties: the first), the only
+        candidate, or skip when there is none."""
+        slots = lookahead_candidates(info, env)
+        if slots.size == 0:
+            return env.skip_action
+        if slots.size == 1:
+            return int(slots[0])
+        losses = env.lookahead_losses(slots, self.steps)
+        return int(slots[int(np.argmin(losses))])
