@@ -37,8 +37,8 @@ tasks, CIs of IQM differences, probability of improvement, performance profiles.
 Learned agents decide from TINY's closed form and the per-node bottlenecks and fit only the
 expansion they pick (``fit_scope="chosen"``), except configurations whose ``env`` says
 otherwise (the ``*-kinds`` configurations read fitted gains and choose among each kind's
-best expansion, ``action_set="best-per-kind"``); greedy and round-robin read fitted gains of every
-expansion (``fit_scope="all"``); the strategies that line-search candidates
+best expansion, ``action_set="best-per-kind"``); greedy, round-robin and lookahead read fitted
+gains of every expansion (``fit_scope="all"``); the strategies that line-search candidates
 (whole-space, restricted, BIC, annealing) fit what they search (``"chosen"``, same decisions
 as ``"all"``). Compute is the env's multiply-add count by phase.
 

@@ -49,23 +49,42 @@ def pooled_records(runs: dict[str, list[dict[str, Any]]], method: str) -> list[d
     return out
 
 
+def common_heuristics(records: list[dict[str, Any]], method: str) -> tuple[list[str], list[str]]:
+    """``(kept, left_out)``: the heuristics other than ``method`` with episodes on every
+    pooled task (they normalise the losses and are the bars), and those missing from some
+    run (e.g. one added to the protocol after the first run pooled)."""
+    tasks = {(r["family"], r["task"]) for r in records}
+    kept, left_out = [], []
+    for h in lg.HEURISTICS:
+        if h == method:
+            continue
+        covered = {(r["family"], r["task"]) for r in records if r["method"] == h}
+        (kept if covered == tasks else left_out).append(h)
+    return kept, left_out
+
+
 def pooled_summary(records: list[dict[str, Any]], method: str, runs: int) -> dict[str, Any]:
-    """The aggregate (normalised) statistics of ``method`` against every heuristic."""
+    """The aggregate (normalised) statistics of ``method`` against every heuristic that has
+    episodes on every pooled task (:func:`common_heuristics`; only they normalise)."""
+    heuristics, left_out = common_heuristics(records, method)
+    records = [r for r in records if r["method"] in (method, *heuristics)]
     families = sorted({r["family"] for r in records})
-    methods = [method, *lg.HEURISTICS]
-    out = lg.summarise(records, methods, families, runs, list(lg.HEURISTICS), method)
+    out = lg.summarise(records, [method, *heuristics], families, runs, heuristics, method)
     group = out["groups"].get("all (normalised)", {})
     return {
         "families": families,
         "tasks": len({(r["family"], r["task"]) for r in records}),
+        "left_out": left_out,
         **group,
     }
 
 
 def markdown(summary: dict[str, Any], method: str) -> str:
     """The pooled IQM table and the difference table, as the docs page shows them."""
-    lines = [
-        f"{summary['tasks']} tasks in {len(summary['families'])} families",
+    lines = [f"{summary['tasks']} tasks in {len(summary['families'])} families"]
+    if summary.get("left_out"):
+        lines.append(f"left out (not in every run): {', '.join(summary['left_out'])}")
+    lines += [
         "",
         "| method | IQM normalised final test loss [95 % CI] |",
         "|---|---|",

@@ -73,3 +73,23 @@ def test_main_writes_the_tables_and_refuses_bad_folders(pooled, tmp_path, capsys
     with pytest.raises(SystemExit):
         pooled.main([str(tmp_path / "v5"), "--method", "nope"])
     assert "--method: no test episodes" in capsys.readouterr().err
+
+
+def test_a_heuristic_missing_from_a_run_is_left_out_not_a_crash(pooled):
+    # v8 added "lookahead": pooled with earlier runs it has no episodes there
+    early = [r for r in _run(pooled, 0.0) if r["method"] != "lookahead"]
+    late = _run(pooled, 1.0)
+    for r in late:  # in the late run lookahead is 20 % better than the other heuristics
+        if r["method"] == "lookahead":
+            r["test_loss"] *= 0.8
+    records = pooled.pooled_records({"v7": early, "v8": late}, "agent")
+    summary = pooled.pooled_summary(records, "agent", runs=4)
+    assert summary["left_out"] == ["lookahead"]
+    assert "lookahead" not in summary["iqm"] and "lookahead" not in summary["difference"]
+    # the normalisation uses the kept heuristics only: the agent is still 0.9 everywhere
+    assert summary["iqm"]["agent"][0] == pytest.approx(0.9)
+    # a heuristic pooled as the method is not its own bar
+    alone = pooled.pooled_summary(pooled.pooled_records({"v8": late}, "lookahead"), "lookahead", 4)
+    assert "lookahead" not in alone["difference"] and alone["left_out"] == []
+    assert alone["iqm"]["lookahead"][0] == pytest.approx(0.8)
+    assert alone["difference"]["round-robin"][0] == pytest.approx(-0.2)
