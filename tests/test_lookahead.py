@@ -133,6 +133,18 @@ def test_candidates_are_each_kinds_best_valid_slot():
         assert lookahead_candidates(info, env).tolist() == expected
 
 
+def test_the_all_set_is_every_valid_slot_and_the_policy_takes_its_lowest_loss():
+    env = GrowthEnv(**DAG)
+    policy = LookaheadPolicy(steps=DAG["train_steps"], candidates="all")
+    for info in _walk(env, seed=8):
+        valid = [s for s in range(env.max_sites) if info["action_mask"][s]]
+        assert lookahead_candidates(info, env, "all").tolist() == valid
+        action = policy.act(None, info, env)
+        if len(valid) >= 2:
+            losses = [_stepped_val_loss(env, s) for s in valid]
+            assert action == valid[int(np.argmin(losses))]
+
+
 def test_sites_candidates_are_the_valid_sites():
     env = GrowthEnv(**SITES)
     _, info = env.reset(seed=0)
@@ -165,10 +177,14 @@ def test_lookahead_episodes_are_reproducible():
     assert [r["action_name"] for r in runs[0]] == [r["action_name"] for r in runs[1]]
 
 
-@pytest.mark.parametrize("steps", [-1, 2.5, "x"])
-def test_bad_steps_are_one_line(steps):
-    with pytest.raises(ValueError, match="steps") as err:
-        LookaheadPolicy(steps=steps)
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"steps": "x"}, "steps"),
+     ({"candidates": "best"}, "candidates")],
+)  # fmt: skip
+def test_bad_arguments_are_one_line(kwargs, name):
+    with pytest.raises(ValueError, match=name) as err:
+        LookaheadPolicy(**kwargs)
     assert "\n" not in str(err.value)
 
 

@@ -556,18 +556,7 @@ class GrowthEnv(gym.Env):
             twin.grow(int(slot))
             with using_threads(cfg.threads):
                 if steps:
-                    train_steps(
-                        twin.net,
-                        twin.optimizer,
-                        task.train.x,
-                        task.train.y,
-                        task.loss,
-                        steps,
-                        cfg.batch_size,
-                        twin.episode.generator,
-                        transform=twin.augmentation(),
-                        check_finite=False,
-                    )
+                    twin._train(steps, check_finite=False)
                 val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
             loss = float(val_loss)
             losses[i] = loss if np.isfinite(loss) else np.inf
@@ -591,20 +580,27 @@ class GrowthEnv(gym.Env):
             self.dag.grown(grown)
         self.episode.record_growth(site, float(result.gamma), float(result.loss_drop))
 
-    def _train_and_measure(self) -> None:
-        task, cfg, family, episode = self.task, self.config, self.family, self.episode
-        t0 = time.perf_counter()
-        train_loss = train_steps(
+    def _train(self, steps: int, check_finite: bool = True) -> torch.Tensor:
+        """``steps`` optimizer steps of the net on the episode's minibatch stream (no
+        accounting); the mean training loss."""
+        task = self.task
+        return train_steps(
             self.net,
             self.optimizer,
             task.train.x,
             task.train.y,
             task.loss,
-            cfg.train_steps,
-            cfg.batch_size,
-            episode.generator,
+            steps,
+            self.config.batch_size,
+            self.episode.generator,
             transform=self.augmentation(),
+            check_finite=check_finite,
         )
+
+    def _train_and_measure(self) -> None:
+        task, cfg, family, episode = self.task, self.config, self.family, self.episode
+        t0 = time.perf_counter()
+        train_loss = self._train(cfg.train_steps)
         t1 = time.perf_counter()
         if self.dag is not None:
             self._measure_dag(train_loss, t0, t1)

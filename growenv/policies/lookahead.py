@@ -22,25 +22,30 @@ from typing import Any
 
 import numpy as np
 
+from growenv.nets.dag import KINDS
 from growenv.policies.base import PolicyEnv, valid_sites
 from growenv.policies.heuristics import _best
-from growenv.validation import integer
+from growenv.validation import choice, integer
 
-__all__ = ["LookaheadPolicy", "lookahead_candidates"]
+__all__ = ["CANDIDATE_SETS", "LookaheadPolicy", "lookahead_candidates"]
 
-_KIND_ORDER = ("edge", "node", "widen")
+CANDIDATE_SETS = ("kinds", "all")
+"""What a lookahead compares: ``"kinds"``, each expansion kind's best (DAG; every valid site
+on site envs); ``"all"``, every valid slot (a rollout each: about 4x the kinds' on the
+protocol's DAG students)."""
 
 
-def lookahead_candidates(info: dict[str, Any], env: PolicyEnv) -> np.ndarray:
-    """The slots a lookahead compares: DAG, each kind's valid slot of largest
-    ``info["candidate_gains"]`` (kinds in the order edge, node, widen; kinds without a valid
-    slot are left out); sites, every valid site."""
+def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kinds") -> np.ndarray:
+    """The slots a lookahead compares: with ``kind="kinds"`` on a DAG, each kind's valid slot
+    of largest ``info["candidate_gains"]`` (kinds in the order edge, node, widen; kinds
+    without a valid slot are left out); otherwise (sites, or ``kind="all"``) every valid
+    slot."""
     valid = valid_sites(info, env)
     layout = getattr(env, "slot_layout", None)
-    if layout is None:
+    if layout is None or kind == "all":
         return valid
     kinds = np.asarray(layout.kinds)[valid]
-    of_kind = [valid[kinds == k] for k in _KIND_ORDER]
+    of_kind = [valid[kinds == k] for k in KINDS]
     return np.array([_best(info["candidate_gains"], s) for s in of_kind if s.size], dtype=int)
 
 
@@ -56,12 +61,15 @@ class LookaheadPolicy:
     steps
         Optimizer steps of each rollout; default ``None``, the rest of the episode's training
         (``(max_steps - step_count) * train_steps``).
+    candidates
+        :data:`CANDIDATE_SETS`: each kind's best (default) or every valid slot.
     """
 
     name = "lookahead"
 
-    def __init__(self, steps: int | None = None) -> None:
+    def __init__(self, steps: int | None = None, candidates: str = "kinds") -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
+        self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
@@ -69,7 +77,7 @@ class LookaheadPolicy:
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The candidate of lowest lookahead validation loss (ties: the first), the only
         candidate, or skip when there is none."""
-        slots = lookahead_candidates(info, env)
+        slots = lookahead_candidates(info, env, self.candidates)
         if slots.size == 0:
             return env.skip_action
         if slots.size == 1:
