@@ -194,3 +194,99 @@ def test_bad_steps_in_the_env_are_one_line():
     with pytest.raises(ValueError, match="steps") as err:
         env.lookahead_losses([0], -3)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def skip_agent(tmp_path_factory):
+    """A tiny rollout agent with the skip action (trained in seconds; what it learned does
+    not matter, only that the policy follows it)."""
+    from growenv.learners.value import ValueConfig, train_value_agent
+
+    run = tmp_path_factory.mktemp("skip_agent")
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", action_set="best-per-kind-skip",
+                         total_timesteps=8, n_envs=2, learning_starts=2, batch_size=8,
+                         train_freq=1, gradient_steps=3, eval_every=0, hidden=(16,),
+                         seed=1)  # fmt: skip
+    with torch.random.fork_rng():
+        train_value_agent(config, run)
+    return run
+
+
+def test_lookahead_skip_skips_where_its_agent_would_after_a_first_growth(skip_agent):
+    policy = make_policy(f"lookahead-skip:{skip_agent}")
+    agent, lookahead = make_policy(f"dqn:{skip_agent}"), LookaheadPolicy()
+    for seed in range(3):
+        env = GrowthEnv(**DAG)
+        obs, info = env.reset(seed=seed)
+        policy.reset(seed)
+        grown, done, skips = False, False, 0
+        while not done:
+            q = agent.q_values(obs, env)
+            q[env.stop_action] = -np.inf
+            wants_skip = int(np.argmax(q)) == env.skip_action
+            expected = env.skip_action if grown and wants_skip else lookahead.act(obs, info, env)
+            action = policy.act(obs, info, env)
+            assert action == expected
+            skips += action == env.skip_action and grown and wants_skip
+            grown = grown or action < env.max_sites
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert policy.skips == skips
+
+
+def test_lookahead_skip_needs_an_agent_with_the_skip_action(tmp_path):
+    from growenv.learners.value import ValueConfig, train_value_agent
+
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", action_set="best-per-kind",
+                         total_timesteps=4, n_envs=2, learning_starts=2, batch_size=4,
+                         train_freq=1, gradient_steps=1, eval_every=0, hidden=(8,))  # fmt: skip
+    train_value_agent(config, tmp_path / "kinds")
+    with pytest.raises(ValueError, match="best-per-kind-skip") as err:
+        make_policy(f"lookahead-skip:{tmp_path / 'kinds'}")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="path") as err:
+        make_policy(f"lookahead-skip:{tmp_path / 'missing'}")
+    assert "\n" not in str(err.value)
+
+
+class _Alternating:
+    """A stand-in agent that prefers skip on every other call (stop scored highest always:
+    the policy must never take stop from it)."""
+
+    scorer = type("S", (), {"action_set": "best-per-kind-skip"})()
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def reset(self, seed=None) -> None:
+        self.calls = 0
+
+    def q_values(self, observation, env) -> np.ndarray:
+        self.calls += 1
+        q = np.where(np.asarray(env.action_masks(), bool), 0.0, -np.inf)
+        q[env.stop_action] = 10.0
+        q[env.skip_action] = 1.0 if self.calls % 2 else -1.0
+        return q
+
+
+def test_lookahead_skip_takes_both_branches_and_never_skips_the_empty_start():
+    from growenv.policies.lookahead import LookaheadSkipPolicy
+
+    policy = LookaheadSkipPolicy(_Alternating())
+    lookahead = LookaheadPolicy()
+    env = GrowthEnv(**{**DAG, "max_steps": 6})
+    obs, info = env.reset(seed=0)
+    policy.reset(0)
+    actions, done = [], False
+    while not done:
+        expected_growth = lookahead.act(obs, info, env)
+        action = policy.act(obs, info, env)
+        assert action in (env.skip_action, expected_growth)
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert actions[0] < env.max_sites  # the first action grows, whatever the agent says
+    # after it, the agent's calls alternate skip (odd) and grow (even)
+    assert actions[1::2] == [env.skip_action] * len(actions[1::2])
+    assert all(a < env.max_sites for a in actions[2::2])
+    assert policy.skips == len(actions[1::2])

@@ -144,6 +144,7 @@ def test_policy_specs_come_from_the_registry_in_order():
         "restricted",
         "bic-restricted",
         "lookahead",
+        "lookahead-skip:PATH",
         "ppo:PATH",
         "dqn:PATH",
     )

@@ -14,6 +14,10 @@ remaining steps costs ``r * train_steps * batch_size`` forward+backward samples.
 Candidates: on a DAG env each expansion kind's valid slot of largest estimated gain (the
 ones round-robin chooses among, in the order edge, node, widen); on a site env every valid
 site. One candidate is grown without a rollout; none: skip.
+
+:class:`LookaheadSkipPolicy` (``"lookahead-skip:PATH"``) adds a learned *when*: a value agent
+trained with the skip action (``action_set="best-per-kind-skip"``) decides whether to grow
+this step, and the lookahead decides where.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from growenv.policies.base import PolicyEnv, valid_sites
 from growenv.policies.heuristics import _best
 from growenv.validation import choice, integer
 
-__all__ = ["CANDIDATE_SETS", "LookaheadPolicy", "lookahead_candidates"]
+__all__ = [
+    "CANDIDATE_SETS",
+    "LookaheadPolicy",
+    "LookaheadSkipPolicy",
+    "load_skip",
+    "lookahead_candidates",
+]
 
 CANDIDATE_SETS = ("kinds", "all")
 """What a lookahead compares: ``"kinds"``, each expansion kind's best (DAG; every valid site
@@ -84,3 +94,62 @@ class LookaheadPolicy:
             return int(slots[0])
         losses = env.lookahead_losses(slots, self.steps)
         return int(slots[int(np.argmin(losses))])
+
+
+class LookaheadSkipPolicy:
+    """Skip where a trained agent would skip, otherwise grow where the lookahead says.
+
+    At each step the agent (a :class:`~growenv.policies.value.ValuePolicy` whose action set
+    has the skip action) scores its actions; when its greedy action is skip and the episode
+    has grown at least once, this policy skips (trains 50 steps without growing), otherwise
+    it acts as :class:`LookaheadPolicy`. Skipping is never taken on the empty start: a skip
+    there leaves the state, and so the agent's choice, unchanged for the whole episode.
+
+    Parameters
+    ----------
+    agent
+        The trained agent that decides *when*.
+    lookahead
+        The policy that decides *where* (default ``LookaheadPolicy()``).
+    """
+
+    name = "lookahead-skip"
+
+    def __init__(self, agent: Any, lookahead: LookaheadPolicy | None = None) -> None:
+        if getattr(agent.scorer, "action_set", None) != "best-per-kind-skip":
+            raise ValueError(
+                "lookahead-skip: expected an agent trained with action_set="
+                f"'best-per-kind-skip', got {getattr(agent.scorer, 'action_set', None)!r}"
+            )
+        self.agent = agent
+        self.lookahead = lookahead or LookaheadPolicy()
+        self.skips = 0
+        self._grown = False
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode (deterministic)."""
+        self.skips, self._grown = 0, False
+        self.agent.reset(seed)
+        self.lookahead.reset(seed)
+
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
+        """Skip where the agent's greedy action is skip after a first growth (of this
+        policy's, since :meth:`reset`), else the lookahead's action."""
+        if self._grown:
+            q = self.agent.q_values(observation, env)
+            q[env.stop_action] = -np.inf
+            if int(np.argmax(q)) == env.skip_action:
+                self.skips += 1
+                return env.skip_action
+        action = self.lookahead.act(observation, info, env)
+        self._grown = self._grown or action < env.max_sites
+        return action
+
+
+def load_skip(path: str, **kwargs: Any) -> LookaheadSkipPolicy:
+    """``"lookahead-skip:PATH"``: the value agent of ``PATH`` (a run directory or a ``.pt``,
+    :func:`growenv.policies.value.load`) deciding when, :class:`LookaheadPolicy` (built with
+    ``kwargs``) where."""
+    from growenv.policies.value import load
+
+    return LookaheadSkipPolicy(load(path), LookaheadPolicy(**kwargs))

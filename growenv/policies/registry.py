@@ -92,6 +92,10 @@ def _load_value(path: str, **kwargs: Any) -> Policy:
     return importlib.import_module("growenv.policies.value").load(path, **kwargs)
 
 
+def _load_lookahead_skip(path: str, **kwargs: Any) -> Policy:
+    return importlib.import_module("growenv.policies.lookahead").load_skip(path, **kwargs)
+
+
 POLICIES: dict[str, PolicyEntry] = {
     entry.name: entry
     for entry in (
@@ -155,6 +159,15 @@ POLICIES: dict[str, PolicyEntry] = {
             "without growing again; the lowest validation loss grows (a rollout)",
             LookaheadPolicy,
             reads_env=True,
+        ),
+        PolicyEntry(
+            "lookahead-skip",
+            "a trained value agent with the skip action decides when to grow (after a first "
+            "growth), the lookahead where",
+            _load_lookahead_skip,
+            reads_env=True,
+            learned=True,
+            nets=("dag",),
         ),
         PolicyEntry("ppo", "a trained MaskablePPO agent", _load_ppo, lockstep=True, learned=True),
         PolicyEntry(
