@@ -550,6 +550,7 @@ class GrowthEnv(gym.Env):
         steps = integer("steps", steps, 0)
         start = time.perf_counter()
         losses = np.empty(len(slots))
+        samples = steps * min(cfg.batch_size, len(task.train))
         macs = 0.0
         for i, slot in enumerate(slots):
             twin = copy.deepcopy(self)
@@ -560,7 +561,6 @@ class GrowthEnv(gym.Env):
                 val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
             loss = float(val_loss)
             losses[i] = loss if np.isfinite(loss) else np.inf
-            samples = steps * min(cfg.batch_size, len(task.train))
             macs += twin.episode.compute - self.episode.compute
             macs += self.family.training_macs(twin.net, samples) if steps else 0.0
             macs += self.family.evaluate_macs(twin.net, len(task.val))
