@@ -189,3 +189,38 @@ def test_each_episode_runs_once_whatever_the_phases(lg, tmp_path, monkeypatch):
     assert first == selection * (1 + len(lg.SELECTION_HEURISTICS)) + test * (1 + n_heur)
     lg.main([*argv, "--phases", "baselines,select,test"])
     assert len(calls) == first  # a rerun finds everything done
+
+
+def test_a_configuration_evaluated_by_another_policy_trains_as_its_source(lg):
+    """lookahead-skip's agents are rollout-skip's (the run copies them): the two configurations
+    must train identically, and only lookahead-skip's episodes use its own policy spec."""
+    for quick in (False, True):
+        assert lg.value_config("lookahead-skip", 3, 400, quick) == lg.value_config(
+            "rollout-skip", 3, 400, quick
+        )
+    assert lg.learned_env("lookahead-skip") == lg.learned_env("rollout-skip")
+
+
+def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_path):
+    specs = []
+
+    def fake_make_policy(spec):
+        specs.append(spec)
+        return object()
+
+    def fake_episode(env_kwargs, policy, seed, env):
+        env.reset(seed=seed)
+        row = {"test_loss": 1.0, "test_accuracy": None, "val_loss": 1.0, "params": 1}
+        return [{**row, "grown_site": -1, "compute": 0.0, "action_name": "reset"}]
+
+    monkeypatch.setattr(lg, "make_policy", fake_make_policy)
+    monkeypatch.setattr(lg, "run_episode", fake_episode)
+    args = {"out": str(tmp_path), "quick": True, "selection_tasks": 1}
+    for method in ("lookahead-skip", "rollout-skip"):
+        key = {"family": "selection", "task": 0, "method": method, "run": 2, "kind": "learned"}
+        lg.episode_job(key, args)
+    agents = tmp_path / "agents"
+    assert specs == [
+        f"lookahead-skip:{agents / 'lookahead-skip' / 'seed_2'}",
+        f"dqn:{agents / 'rollout-skip' / 'seed_2'}",
+    ]
