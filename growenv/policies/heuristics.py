@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from growenv.nets.dag import KINDS
 from growenv.policies.base import PolicyEnv, make_rng, valid_sites
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PeriodicPolicy",
     "RandomPolicy",
     "RoundRobinPolicy",
+    "best_of_each_kind",
     "bic",
     "bic_after_growth",
 ]
@@ -31,6 +33,16 @@ def _best(scores: np.ndarray, sites: np.ndarray) -> int:
     """The site of ``sites`` with the largest score (NaN counts as -inf; ties: lowest site)."""
     values = np.nan_to_num(np.asarray(scores, dtype=float)[sites], nan=-np.inf)
     return int(sites[int(np.argmax(values))])
+
+
+def best_of_each_kind(info: dict[str, Any], env: PolicyEnv) -> dict[str, int]:
+    """DAG envs: each expansion kind's valid slot of largest ``info["candidate_gains"]``,
+    ``{kind: slot}`` in the order of :data:`~growenv.nets.dag.KINDS` (edge, node, widen);
+    kinds without a valid slot are left out (round-robin's and the lookahead's choices)."""
+    valid = valid_sites(info, env)
+    kinds = np.asarray(env.slot_layout.kinds)[valid]
+    of_kind = {k: valid[kinds == k] for k in KINDS}
+    return {k: _best(info["candidate_gains"], s) for k, s in of_kind.items() if s.size}
 
 
 class GreedyPolicy:
@@ -149,15 +161,12 @@ class RoundRobinPolicy:
             self._next = (sites[-1][1] + 1) % env.net.num_sites if sites else 0
 
     def _act_kinds(self, info: dict[str, Any], env: PolicyEnv) -> int:
-        kinds = np.asarray(env.slot_layout.kinds)
-        order = ("edge", "node", "widen")
-        mask = np.asarray(info["action_mask"], dtype=bool)[: env.max_sites]
-        for offset in range(len(order)):
-            k = (self._next + offset) % len(order)
-            slots = np.flatnonzero(mask & (kinds == order[k]))
-            if slots.size:
-                self._next = (k + 1) % len(order)
-                return _best(info["candidate_gains"], slots)
+        best = best_of_each_kind(info, env)
+        for offset in range(len(KINDS)):
+            k = (self._next + offset) % len(KINDS)
+            if KINDS[k] in best:
+                self._next = (k + 1) % len(KINDS)
+                return best[KINDS[k]]
         return env.skip_action
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:

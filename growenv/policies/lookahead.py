@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from growenv.nets.dag import KINDS
 from growenv.policies.base import PolicyEnv, valid_sites
-from growenv.policies.heuristics import _best
+from growenv.policies.heuristics import best_of_each_kind
 from growenv.validation import choice, integer
 
 __all__ = [
@@ -50,13 +49,9 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
     of largest ``info["candidate_gains"]`` (kinds in the order edge, node, widen; kinds
     without a valid slot are left out); otherwise (sites, or ``kind="all"``) every valid
     slot."""
-    valid = valid_sites(info, env)
-    layout = getattr(env, "slot_layout", None)
-    if layout is None or kind == "all":
-        return valid
-    kinds = np.asarray(layout.kinds)[valid]
-    of_kind = [valid[kinds == k] for k in KINDS]
-    return np.array([_best(info["candidate_gains"], s) for s in of_kind if s.size], dtype=int)
+    if getattr(env, "slot_layout", None) is None or kind == "all":
+        return valid_sites(info, env)
+    return np.array(list(best_of_each_kind(info, env).values()), dtype=int)
 
 
 class LookaheadPolicy:
