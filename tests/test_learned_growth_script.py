@@ -216,11 +216,24 @@ def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_pa
     monkeypatch.setattr(lg, "make_policy", fake_make_policy)
     monkeypatch.setattr(lg, "run_episode", fake_episode)
     args = {"out": str(tmp_path), "quick": True, "selection_tasks": 1}
-    for method in ("lookahead-skip", "rollout-skip"):
+    methods = ("lookahead-skip", "rollout-skip", "lookahead-learned")
+    for method in methods:
         key = {"family": "selection", "task": 0, "method": method, "run": 2, "kind": "learned"}
         lg.episode_job(key, args)
     agents = tmp_path / "agents"
     assert specs == [
         f"lookahead-skip:{agents / 'lookahead-skip' / 'seed_2'}",
         f"dqn:{agents / 'rollout-skip' / 'seed_2'}",
+        f"lookahead-learned:{agents / 'lookahead-learned' / 'seed_2'}",
     ]
+
+
+def test_lookahead_learned_trains_a_slot_scorer_on_never_rollouts(lg):
+    """lookahead-learned's learner regresses a scorer of every slot on the lookahead's own
+    rollouts, labelled on training teachers with 4,096 validation samples, and its config
+    passes the learner's checks (log-ratio rewards, no growth costs)."""
+    config = lg.value_config("lookahead-learned", 0, 1000, False).validate()
+    assert (config.algo, config.rollout_base, config.action_set) == ("rollout", "never", "slots")
+    assert lg.agent_steps("lookahead-learned", 1000, False) == 200
+    assert config.env_kwargs["task_kwargs"]["n_val"] == 4096
+    assert config.env_kwargs["fit_scope"] == "all"

@@ -145,6 +145,7 @@ def test_policy_specs_come_from_the_registry_in_order():
         "bic-restricted",
         "lookahead",
         "lookahead-skip:PATH",
+        "lookahead-learned:PATH",
         "ppo:PATH",
         "dqn:PATH",
     )

@@ -531,7 +531,8 @@ class GrowthEnv(gym.Env):
         Parameters
         ----------
         slots
-            Sites (DAG: slots) the current net offers, as for :meth:`evaluate_candidate`.
+            Sites (DAG: slots) the current net offers, as for :meth:`evaluate_candidate`;
+            ``skip_action`` rolls out "no growth" (training alone).
         steps
             Optimizer steps after the growth; default the rest of the episode's training,
             ``(max_steps - step_count) * train_steps`` (the rollout of "grow this, then never
@@ -554,7 +555,8 @@ class GrowthEnv(gym.Env):
         macs = 0.0
         for i, slot in enumerate(slots):
             twin = copy.deepcopy(self)
-            twin.grow(int(slot))
+            if int(slot) != self.skip_action:
+                twin.grow(int(slot))
             with using_threads(cfg.threads):
                 if steps:
                     twin._train(steps, check_finite=False)

@@ -37,14 +37,18 @@ __all__ = [
     "LabelBuffer",
     "RolloutLabels",
     "advantage_loss",
+    "never_returns",
     "play_out",
     "rollout_returns",
 ]
 
-ROLLOUT_BASES = ("round-robin", "greedy")
-"""Heuristics a rollout can continue from any state: greedy reads only the state;
+ROLLOUT_BASES = ("round-robin", "greedy", "never")
+"""Base policies a rollout can continue from any state: greedy reads only the state;
 round-robin's turn is set from the episode's growth history
-(:meth:`~growenv.policies.heuristics.RoundRobinPolicy.sync`)."""
+(:meth:`~growenv.policies.heuristics.RoundRobinPolicy.sync`); ``"never"`` grows no more (skip
+to the end of the episode), so its rollouts are training alone
+(:meth:`~growenv.env.growth_env.GrowthEnv.lookahead_losses`, no statistics pass) and its
+``Q(s, a)`` is the lookahead's ``log(L_val(t) / L_val(end))`` (:func:`never_returns`)."""
 
 
 def play_out(
@@ -85,7 +89,8 @@ def rollout_returns(env: Any, candidates: np.ndarray, base: str) -> tuple[np.nda
     """
     from growenv.policies import make_policy
 
-    choice("base", base, ROLLOUT_BASES)
+    if choice("base", base, ROLLOUT_BASES) == "never":
+        return never_returns(env, candidates)
     out = np.full(len(candidates), np.nan)
     steps, macs = 0, 0.0
     for action in np.flatnonzero(candidates):
@@ -98,6 +103,46 @@ def rollout_returns(env: Any, candidates: np.ndarray, base: str) -> tuple[np.nda
         macs += twin.episode.compute - env.episode.compute
         twin.close()
     return out, steps, macs
+
+
+def never_returns(env: Any, candidates: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """:func:`rollout_returns` with the base policy "never grow again".
+
+    The return of growing slot ``a`` (or skipping) and then skipping to the end is
+    ``log(L_val(t) / L_val(end))`` (the log-ratio rewards telescope; growth costs must be 0),
+    where ``L_val(end)`` is ``env.lookahead_losses`` of ``a`` (skip: no growth) on a copy of
+    ``env``; stop's return is 0. Diverged rollouts (infinite loss) are left unlabelled.
+
+    Returns
+    -------
+    returns, steps, macs
+        As :func:`rollout_returns`; ``steps`` counts the env steps the rollouts stand for
+        (each covers the rest of the episode), ``macs`` their multiply-adds (not charged to
+        ``env``'s episode).
+    """
+    cfg = env.config
+    if cfg.reward != "log_ratio" or cfg.cost_per_param or cfg.cost_per_flop:
+        raise ValueError(
+            "rollout_base 'never': expected reward='log_ratio' and zero growth costs (its "
+            f"returns are log loss ratios), got reward={cfg.reward!r}, cost_per_param="
+            f"{cfg.cost_per_param}, cost_per_flop={cfg.cost_per_flop}"
+        )
+    out = np.full(len(candidates), np.nan)
+    actions = np.flatnonzero(candidates)
+    if candidates[env.stop_action]:
+        out[env.stop_action] = 0.0
+    rolled = actions[actions != env.stop_action]
+    if rolled.size == 0:
+        return out, 0, 0.0
+    twin = copy.deepcopy(env)
+    losses = twin.lookahead_losses(rolled)
+    macs = twin.episode.compute - env.episode.compute
+    twin.close()
+    now = max(float(env.episode.measurement.val_loss), 1e-12)
+    finite = np.isfinite(losses)
+    out[rolled[finite]] = np.log(now / np.maximum(losses[finite], 1e-12))
+    remaining = max(cfg.max_steps - env.step_count, 1)
+    return out, int(rolled.size) * remaining, float(macs)
 
 
 def advantage_loss(q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,7 @@ __all__ = [
     "parse_observation",
     "save_scorer",
     "slot_nodes",
+    "slots_mask",
 ]
 
 MODEL_FILE = "model.pt"
@@ -65,9 +66,10 @@ KINDS = ("dag", "sites")
 NUM_EXTRA = 2
 """Actions after the slots: skip, then stop."""
 MAX_INFERRED_NODES = 256
-ACTION_SETS = ("all", "best-per-kind", "best-per-kind-skip")
+ACTION_SETS = ("all", "best-per-kind", "best-per-kind-skip", "slots")
 """Which valid actions a scorer chooses among: every one, per expansion kind the slot of
-largest estimated gain (:func:`best_per_kind_mask`), or those and skip."""
+largest estimated gain (:func:`best_per_kind_mask`), those and skip, or every valid slot
+(:func:`slots_mask`: skip and stop only where no slot is valid)."""
 _EXP = tuple(f.name for f in EXPANSION_TABLE)
 _KIND_COLUMNS = tuple(_EXP.index(f"kind_{k}") for k in ("edge", "node", "widen"))
 _GAIN_COLUMN = _EXP.index("estimated_gain")
@@ -220,14 +222,23 @@ def best_per_kind_mask(
     return torch.cat([keep, extra], 1)
 
 
+def slots_mask(mask: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """Of the valid actions ``mask`` ``(B, S + 2)``, every valid slot; skip and stop stay
+    valid only in rows where no slot is."""
+    slots = mask[:, :num_slots]
+    return torch.cat([slots, mask[:, num_slots:] & ~slots.any(1, keepdim=True)], 1)
+
+
 def action_set_mask(
     action_set: str, obs: torch.Tensor, layout: ObsLayout, mask: torch.Tensor
 ) -> torch.Tensor:
     """The actions of the valid ``mask`` ``(B, S + 2)`` that ``action_set`` chooses among:
     ``mask`` itself for ``"all"``, :func:`best_per_kind_mask` for ``"best-per-kind"`` (with
-    skip kept for ``"best-per-kind-skip"``)."""
+    skip kept for ``"best-per-kind-skip"``), :func:`slots_mask` for ``"slots"``."""
     if action_set == "all":
         return mask
+    if action_set == "slots":
+        return slots_mask(mask, mask.shape[1] - NUM_EXTRA)
     return best_per_kind_mask(obs, layout, mask, skip=action_set == "best-per-kind-skip")
 
 
@@ -257,8 +268,8 @@ class SlotScorer(nn.Module):
     node_inputs
         DAG: add the source and target node rows to each slot's input.
     action_set
-        ``"all"``, ``"best-per-kind"`` or ``"best-per-kind-skip"`` (DAG): the valid actions
-        :meth:`forward` leaves unmasked (:meth:`allowed`).
+        ``"all"``, ``"slots"``, ``"best-per-kind"`` or ``"best-per-kind-skip"`` (the last two
+        DAG only): the valid actions :meth:`forward` leaves unmasked (:meth:`allowed`).
     """
 
     def __init__(
@@ -273,7 +284,7 @@ class SlotScorer(nn.Module):
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         if action_set not in ACTION_SETS:
             raise ValueError(f"action_set: expected one of {ACTION_SETS}, got {action_set!r}")
-        if action_set != "all" and kind != "dag":
+        if action_set.startswith("best-per-kind") and kind != "dag":
             raise ValueError(f"action_set: {action_set!r} needs kind 'dag', got {kind!r}")
         self.action_set = action_set
         hidden = tuple(int(h) for h in hidden)

@@ -13,7 +13,9 @@ buffer, acting masked epsilon-greedy on ``env.action_masks()``:
 * ``algo="rollout"``: approximate policy iteration from the heuristic ``rollout_base``: in
   every state visited, each action of the action set is rolled out on a copy of the env
   (the action, then the heuristic to the end) and the scorer is regressed on the returns'
-  advantages (:mod:`growenv.learners.rollouts`); it then acts with no rollout.
+  advantages (:mod:`growenv.learners.rollouts`); it then acts with no rollout. With
+  ``rollout_base="never"`` the rollouts are the lookahead's (grow, then train to the end):
+  the scorer learns which slots a lookahead should compare (``lookahead-learned:RUN``).
 
 Episodes end at termination or truncation alike (``max_steps`` is part of the task and the
 observation holds ``step_fraction``), so no return is bootstrapped past the end.
@@ -119,8 +121,9 @@ class ValueConfig:
         (advantage regression on rollouts of ``rollout_base``; ``gamma``, ``n_step``,
         ``double``, ``target_update`` and ``reward_shift`` are unused).
     rollout_base
-        The heuristic a rollout follows after its first action (``algo="rollout"``;
-        :data:`~growenv.learners.rollouts.ROLLOUT_BASES`).
+        The base policy a rollout follows after its first action (``algo="rollout"``;
+        :data:`~growenv.learners.rollouts.ROLLOUT_BASES`): a heuristic, or ``"never"`` (no
+        more growth: the rollouts are the lookahead's, training alone).
     gamma, n_step
         Discount (1: undiscounted) and steps of the bootstrapped return.
     reward_shift
@@ -149,8 +152,9 @@ class ValueConfig:
     hidden, node_inputs
         The scorer's hidden sizes; DAG: feed each slot its source and target node rows.
     action_set
-        ``"all"``, ``"best-per-kind"`` or ``"best-per-kind-skip"`` (DAG envs): the valid
-        actions the agent chooses among, in training and when it is evaluated (saved with
+        ``"all"``, ``"slots"`` (every valid slot; skip and stop only where none is),
+        ``"best-per-kind"`` or ``"best-per-kind-skip"`` (DAG envs): the valid actions the
+        agent chooses among, in training and when it is evaluated (saved with
         the scorer; see :data:`~growenv.learners.scorer.ACTION_SETS`).
     total_timesteps, n_envs, vec, seed, device
         Env steps of the run; envs stepped together (``"dummy"``: SB3's DummyVecEnv of
@@ -286,10 +290,22 @@ class ValueConfig:
             from growenv.env.config import EnvConfig
 
             env_config = EnvConfig.from_kwargs(**self.env_kwargs)
-            if self.action_set != "all" and not env_config.expansions:
+            if self.action_set.startswith("best-per-kind") and not env_config.expansions:
                 raise UserError(
                     f"action_set: {self.action_set!r} needs a dag env (env_kwargs net='dag'), "
                     f"got net={env_config.net!r}"
+                )
+            never = self.algo == "rollout" and self.rollout_base == "never"
+            if never and (
+                env_config.reward != "log_ratio"
+                or env_config.cost_per_param
+                or env_config.cost_per_flop
+            ):
+                raise UserError(
+                    "rollout_base: 'never' needs env_kwargs reward='log_ratio' and no growth "
+                    f"costs (its returns are log loss ratios), got reward={env_config.reward!r}, "
+                    f"cost_per_param={env_config.cost_per_param}, "
+                    f"cost_per_flop={env_config.cost_per_flop}"
                 )
             check_task_roles(
                 {

@@ -18,6 +18,12 @@ site. One candidate is grown without a rollout; none: skip.
 :class:`LookaheadSkipPolicy` (``"lookahead-skip:PATH"``) adds a learned *when*: a value agent
 trained with the skip action (``action_set="best-per-kind-skip"``) decides whether to grow
 this step, and the lookahead decides where.
+
+:class:`LearnedLookaheadPolicy` (``"lookahead-learned:PATH"``) learns the candidates instead:
+a value agent that scores every slot (``action_set="slots"``), trained on the lookahead's own
+rollouts of every valid slot (``algo="rollout"``, ``rollout_base="never"``), proposes its
+``top`` slots, and the lookahead rolls out only those: rolling out every slot finds better
+growths than each kind's best, at about 7x the rollouts.
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ from growenv.validation import choice, integer
 
 __all__ = [
     "CANDIDATE_SETS",
+    "LearnedLookaheadPolicy",
     "LookaheadPolicy",
     "LookaheadSkipPolicy",
+    "load_learned",
     "load_skip",
     "lookahead_candidates",
+    "proposed_slots",
 ]
 
 CANDIDATE_SETS = ("kinds", "all")
@@ -52,6 +61,14 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
     if getattr(env, "slot_layout", None) is None or kind == "all":
         return valid_sites(info, env)
     return np.array(list(best_of_each_kind(info, env).values()), dtype=int)
+
+
+def proposed_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
+    """The ``top`` slots of ``valid`` of largest score ``q`` (ties: the lower slot first), in
+    slot order."""
+    valid = np.asarray(valid, dtype=int)
+    order = np.lexsort((valid, -np.asarray(q, dtype=float)[valid]))
+    return np.sort(valid[order[:top]])
 
 
 class LookaheadPolicy:
@@ -139,6 +156,62 @@ class LookaheadSkipPolicy:
         action = self.lookahead.act(observation, info, env)
         self._grown = self._grown or action < env.max_sites
         return action
+
+
+class LearnedLookaheadPolicy:
+    """The lookahead over a trained agent's ``top`` proposals.
+
+    At each step the agent (a :class:`~growenv.policies.value.ValuePolicy` with
+    ``action_set="slots"``) scores every valid slot; its ``top`` slots of largest score
+    (:func:`proposed_slots`) are rolled out as :class:`LookaheadPolicy` rolls out its
+    candidates, and the one of lowest validation loss grows. Skip when no slot is valid.
+
+    Parameters
+    ----------
+    agent
+        The trained agent that proposes *where* to look.
+    top
+        How many proposals are rolled out (default 3, the kinds set's count).
+    steps
+        Optimizer steps of each rollout (default: the rest of the episode's training).
+    """
+
+    name = "lookahead-learned"
+
+    def __init__(self, agent: Any, top: int = 3, steps: int | None = None) -> None:
+        if getattr(agent.scorer, "action_set", None) != "slots":
+            raise ValueError(
+                "lookahead-learned: expected an agent trained with action_set='slots' (it "
+                f"scores every slot), got {getattr(agent.scorer, 'action_set', None)!r}"
+            )
+        self.agent = agent
+        self.top = integer("top", top, 1)
+        self.steps = integer("steps", steps, 0, allow_none=True)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode (deterministic)."""
+        self.agent.reset(seed)
+
+    def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
+        """The proposal of lowest lookahead validation loss (ties: the first), the only
+        valid slot, or skip when there is none."""
+        valid = valid_sites(info, env)
+        if valid.size <= 1:
+            return int(valid[0]) if valid.size else env.skip_action
+        slots = proposed_slots(self.agent.q_values(observation, env), valid, self.top)
+        if slots.size == 1:
+            return int(slots[0])
+        losses = env.lookahead_losses(slots, self.steps)
+        return int(slots[int(np.argmin(losses))])
+
+
+def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:
+    """``"lookahead-learned:PATH"``: the value agent of ``PATH`` (a run directory or a ``.pt``,
+    :func:`growenv.policies.value.load`) proposing, the lookahead choosing among its
+    proposals (``kwargs``: ``top``, ``steps``)."""
+    from growenv.policies.value import load
+
+    return LearnedLookaheadPolicy(load(path), **kwargs)
 
 
 def load_skip(path: str, **kwargs: Any) -> LookaheadSkipPolicy:

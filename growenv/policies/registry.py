@@ -96,6 +96,10 @@ def _load_lookahead_skip(path: str, **kwargs: Any) -> Policy:
     return importlib.import_module("growenv.policies.lookahead").load_skip(path, **kwargs)
 
 
+def _load_lookahead_learned(path: str, **kwargs: Any) -> Policy:
+    return importlib.import_module("growenv.policies.lookahead").load_learned(path, **kwargs)
+
+
 POLICIES: dict[str, PolicyEntry] = {
     entry.name: entry
     for entry in (
@@ -165,6 +169,15 @@ POLICIES: dict[str, PolicyEntry] = {
             "a trained value agent with the skip action decides when to grow (after a first "
             "growth), the lookahead where",
             _load_lookahead_skip,
+            reads_env=True,
+            learned=True,
+            nets=("dag",),
+        ),
+        PolicyEntry(
+            "lookahead-learned",
+            "a trained value agent scoring every slot proposes its top 3, the lookahead "
+            "chooses among them",
+            _load_lookahead_learned,
             reads_env=True,
             learned=True,
             nets=("dag",),

@@ -1,0 +1,180 @@
+"""A learned *where* for the lookahead (issue 23): the "never grow again" rollout labels
+against real episodes stepped to the end, the ``slots`` action set and the proposals against
+explicit loops, and the ``lookahead-learned:PATH`` policy against the lookahead over the
+agent's top slots computed by hand."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from growenv.env.growth_env import GrowthEnv
+from growenv.errors import UserError
+from growenv.learners.rollouts import RolloutLabels, rollout_returns
+from growenv.learners.scorer import action_set_mask, infer_layout, slots_mask
+from growenv.learners.value import ValueConfig, _candidates, train_value_agent
+from growenv.policies import make_policy
+from growenv.policies.lookahead import LearnedLookaheadPolicy, proposed_slots
+from tests.test_lookahead import DAG
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _never_return(env: GrowthEnv, action: int) -> float:
+    """The return of ``action`` then skip to the end, stepped for real on a copy of ``env``."""
+    twin = copy.deepcopy(env)
+    _, total, terminated, truncated, _ = twin.step(int(action))
+    total, done = float(total), terminated or truncated
+    while not done:
+        _, reward, terminated, truncated, _ = twin.step(twin.skip_action)
+        total, done = total + float(reward), terminated or truncated
+    return total
+
+
+def test_never_labels_are_the_returns_of_real_episodes_that_stop_growing():
+    env = GrowthEnv(**DAG)
+    _, info = env.reset(seed=3)
+    done, checked = False, 0
+    while not done:
+        mask = np.asarray(env.action_masks(), dtype=bool)
+        before = env.episode.compute
+        labels, steps, macs = rollout_returns(env, mask, "never")
+        assert env.episode.compute == before  # labels are training overhead, not the episode's
+        rolled = np.flatnonzero(mask)
+        rolled = rolled[rolled != env.stop_action]
+        assert steps == len(rolled) * (DAG["max_steps"] - env.step_count) and macs > 0
+        for a in rolled:
+            assert labels[a] == pytest.approx(_never_return(env, a), rel=1e-5, abs=1e-7)
+            checked += 1
+        assert labels[env.stop_action] == 0.0 and np.isnan(labels[~mask]).all()
+        valid = np.flatnonzero(mask[: env.max_sites])
+        action = int(valid[-1]) if valid.size else env.skip_action
+        _, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert checked >= 8
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"reward": "relative"}, {"cost_per_param": 1e-3}, {"cost_per_flop": 1e-9}],
+    ids=["relative", "param-cost", "flop-cost"],
+)
+def test_never_needs_telescoping_rewards(change):
+    config = ValueConfig(env_kwargs={**DAG, **change}, algo="rollout", rollout_base="never")
+    with pytest.raises(UserError, match="^rollout_base: 'never' needs") as err:
+        config.validate()
+    assert "\n" not in str(err.value)
+
+
+def test_the_slots_set_keeps_every_valid_slot_and_extras_only_without_one():
+    rng = np.random.default_rng(0)
+    mask = torch.as_tensor(rng.random((64, 9)) < 0.3)
+    out = slots_mask(mask, 7).numpy()
+    for row, got in zip(mask.numpy(), out, strict=True):
+        any_slot = row[:7].any()
+        assert np.array_equal(got[:7], row[:7])
+        assert np.array_equal(got[7:], row[7:] & (not any_slot))
+    obs = torch.zeros(64, 1)
+    assert torch.equal(action_set_mask("slots", obs, None, mask), torch.as_tensor(out))
+
+
+def test_proposals_are_the_top_scores_by_an_explicit_sort():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        q = rng.integers(0, 4, 12).astype(float)  # ties: the lower slot first
+        valid = np.flatnonzero(rng.random(12) < 0.6)
+        top = int(rng.integers(1, 5))
+        ranked = sorted(valid.tolist(), key=lambda s: (-q[s], s))[:top]
+        assert proposed_slots(q, valid, top).tolist() == sorted(ranked)
+
+
+@pytest.fixture(scope="module")
+def slots_agent(tmp_path_factory):
+    """A tiny agent trained on "never" labels of every valid slot (what it learned does not
+    matter, only that the policy follows its scores)."""
+    run = tmp_path_factory.mktemp("slots_agent")
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", rollout_base="never",
+                         action_set="slots", total_timesteps=8, n_envs=2, learning_starts=2,
+                         batch_size=8, train_freq=1, gradient_steps=3, eval_every=0,
+                         hidden=(16,), seed=2)  # fmt: skip
+    with torch.random.fork_rng():
+        train_value_agent(config, run)
+    return run
+
+
+def test_the_learner_labels_every_valid_slot_with_never_returns():
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", rollout_base="never", action_set="slots")
+    base = GrowthEnv(**DAG)
+    env = RolloutLabels(base, "never", _candidates(config.validate(), base))
+    obs, _ = env.reset(seed=5)
+    layout, done = infer_layout(obs.size, "dag"), False
+    while not done:
+        mask = np.asarray(env.action_masks(), dtype=bool)
+        want = slots_mask(torch.as_tensor(mask)[None], layout.num_slots)[0].numpy()
+        labels = env.returns()
+        assert np.array_equal(np.isfinite(labels), want)
+        valid = np.flatnonzero(want[: base.max_sites])
+        action = int(valid[0]) if valid.size else base.skip_action
+        obs, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+
+
+def test_the_policy_rolls_out_the_agents_top_slots_and_grows_the_best(slots_agent):
+    agent = make_policy(f"dqn:{slots_agent}")
+    for top in (2, 3):
+        policy = make_policy(f"lookahead-learned:{slots_agent}", top=top)
+        env = GrowthEnv(**DAG)
+        obs, info = env.reset(seed=top)
+        policy.reset(top)
+        done, compared = False, 0
+        while not done:
+            q = agent.q_values(obs, env)
+            valid = np.flatnonzero(info["action_mask"][: env.max_sites])
+            ranked = sorted(sorted(valid.tolist(), key=lambda s: (-q[s], s))[:top])
+            if len(ranked) > 1:
+                losses = copy.deepcopy(env).lookahead_losses(ranked)
+                expected = ranked[int(np.argmin(losses))]
+                compared += 1
+            else:
+                expected = ranked[0] if ranked else env.skip_action
+            before = env.episode.compute
+            action = policy.act(obs, info, env)
+            assert action == expected
+            assert (env.episode.compute > before) == (len(ranked) > 1)  # rollouts are charged
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert compared >= 2
+
+
+def test_one_proposal_grows_the_agents_best_slot_without_a_rollout(slots_agent):
+    agent = make_policy(f"dqn:{slots_agent}")
+    policy = LearnedLookaheadPolicy(agent, top=1)
+    env = GrowthEnv(**DAG)
+    obs, info = env.reset(seed=0)
+    env.lookahead_losses = None  # calling it would fail
+    for _ in range(DAG["max_steps"]):
+        action = policy.act(obs, info, env)
+        assert action == agent.act(obs, info, env)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+
+
+def test_lookahead_learned_needs_an_agent_that_scores_every_slot(tmp_path, slots_agent):
+    config = ValueConfig(env_kwargs=DAG, algo="rollout", action_set="best-per-kind",
+                         total_timesteps=4, n_envs=2, learning_starts=2, batch_size=4,
+                         train_freq=1, gradient_steps=1, eval_every=0, hidden=(8,))  # fmt: skip
+    train_value_agent(config, tmp_path / "kinds")
+    for spec, match in (
+        (f"lookahead-learned:{tmp_path / 'kinds'}", "action_set='slots'"),
+        (f"lookahead-learned:{tmp_path / 'missing'}", "path"),
+    ):
+        with pytest.raises(ValueError, match=match) as err:
+            make_policy(spec)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^top: expected") as err:
+        make_policy(f"lookahead-learned:{slots_agent}", top=0)
+    assert "\n" not in str(err.value)
