@@ -239,6 +239,11 @@ CONFIGS["lookahead-learned"] = {
     "task": {"n_val": 4096},
     "policy": "lookahead-learned",
 }
+# lookahead-learned's agents acting alone on their scores (the slot of best predicted
+# "grow it, then never again" return), with no rollout: a decision is one statistics pass and
+# one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its
+# agents)
+CONFIGS["rollout-slots"] = {k: v for k, v in CONFIGS["lookahead-learned"].items() if k != "policy"}
 # rollout-kinds-long labelled on training teachers with 4,096 validation samples, without
 # skip: rollout-skip (v6) over-skipped and lost at selection, so this keeps only the change
 # that makes its labels track test loss

@@ -151,18 +151,19 @@ def test_bad_arguments_get_one_line(lg, argv, flag, tmp_path, capsys):
 def test_the_docs_page_names_the_configurations_the_script_trains(lg):
     """The configuration table of docs/experiments/learned_growth.md cannot drift from
     CONFIGS: every row is a configuration of the script, trained for the steps the page says,
-    in a best-per-kind set with fitted gains, and its run command lists them all."""
+    in a best-per-kind set or the slots set with fitted gains, and its run command lists
+    them all."""
     page = (ROOT / "docs" / "experiments" / "learned_growth.md").read_text()
     table = page.split("| configuration | env steps / agent | learner |")[1].split("\n\n")[0]
     rows = [line.strip() for line in table.splitlines() if line.strip().startswith("| `")]
     names = [row.split("`")[1] for row in rows]
-    assert len(names) == 3
+    assert len(names) >= 3
     command = page.split("--configs ")[1].split()[0]
     assert sorted(command.split(",")) == sorted(names)
     for name, row in zip(names, rows, strict=True):
         steps = int(row.split("|")[2].strip().replace(",", ""))
         assert lg.agent_steps(name, 10**6, quick=False) == steps
-        assert lg.CONFIGS[name]["action_set"] in ("best-per-kind", "best-per-kind-skip")
+        assert lg.CONFIGS[name]["action_set"] in ("best-per-kind", "best-per-kind-skip", "slots")
         assert lg.learned_env(name)["fit_scope"] == "all"
 
 
@@ -191,14 +192,17 @@ def test_each_episode_runs_once_whatever_the_phases(lg, tmp_path, monkeypatch):
     assert len(calls) == first  # a rerun finds everything done
 
 
-def test_a_configuration_evaluated_by_another_policy_trains_as_its_source(lg):
-    """lookahead-skip's agents are rollout-skip's (the run copies them): the two configurations
-    must train identically, and only lookahead-skip's episodes use its own policy spec."""
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [("lookahead-skip", "rollout-skip"), ("rollout-slots", "lookahead-learned")],
+)
+def test_a_configuration_evaluated_by_another_policy_trains_as_its_source(lg, name, source):
+    """lookahead-skip's agents are rollout-skip's and rollout-slots' are lookahead-learned's
+    (the run copies them): each pair must train identically, and only the configuration with
+    a ``policy`` uses its own spec in episodes."""
     for quick in (False, True):
-        assert lg.value_config("lookahead-skip", 3, 400, quick) == lg.value_config(
-            "rollout-skip", 3, 400, quick
-        )
-    assert lg.learned_env("lookahead-skip") == lg.learned_env("rollout-skip")
+        assert lg.value_config(name, 3, 400, quick) == lg.value_config(source, 3, 400, quick)
+    assert lg.learned_env(name) == lg.learned_env(source)
 
 
 def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_path):
