@@ -54,12 +54,18 @@ VALUE_OPTIONS = (
         "--action-set",
         "action_set",
         str,
-        "all, best-per-kind (DAG: each kind's best slot) or best-per-kind-skip (and skip)",
+        "all, slots (every valid slot), best-per-kind (DAG: each kind's best slot) or "
+        "best-per-kind-skip (and skip)",
     ),
     ("--demo-policy", "demo_policy", str, "a heuristic whose episodes start the learner (DQfD)"),
     ("--demo-episodes", "demo_episodes", nonnegative_int, "its episodes (default: 0, none)"),
     ("--demo-pretrain", "demo_pretrain", nonnegative_int, "updates on them before acting"),
-    ("--rollout-base", "rollout_base", str, "rollout: the heuristic rolled out after each action"),
+    (
+        "--rollout-base",
+        "rollout_base",
+        str,
+        "rollout: what follows each labelled action (round-robin, greedy, or never: no growth)",
+    ),
 )
 
 VEC_CHOICES = ("auto", "lockstep", "single")
