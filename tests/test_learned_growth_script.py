@@ -232,12 +232,17 @@ def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_pa
     ]
 
 
-def test_lookahead_learned_trains_a_slot_scorer_on_never_rollouts(lg):
+@pytest.mark.parametrize(
+    ("name", "classes"), [("lookahead-learned", [0, 3]), ("lookahead-learned-mix", [0, 3, 10])]
+)
+def test_lookahead_learned_trains_a_slot_scorer_on_never_rollouts(lg, name, classes):
     """lookahead-learned's learner regresses a scorer of every slot on the lookahead's own
-    rollouts, labelled on training teachers with 4,096 validation samples, and its config
-    passes the learner's checks (log-ratio rewards, no growth costs)."""
-    config = lg.value_config("lookahead-learned", 0, 1000, False).validate()
+    rollouts, labelled on training teachers with 4,096 validation samples (the mix: with
+    10-class teachers too), and its config passes the learner's checks (log-ratio rewards,
+    no growth costs)."""
+    config = lg.value_config(name, 0, 1000, False).validate()
     assert (config.algo, config.rollout_base, config.action_set) == ("rollout", "never", "slots")
-    assert lg.agent_steps("lookahead-learned", 1000, False) == 200
+    assert lg.agent_steps(name, 1000, False) == 200
     assert config.env_kwargs["task_kwargs"]["n_val"] == 4096
+    assert config.env_kwargs["task_kwargs"]["classes"] == classes
     assert config.env_kwargs["fit_scope"] == "all"
