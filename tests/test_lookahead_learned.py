@@ -67,6 +67,11 @@ def test_never_needs_telescoping_rewards(change):
     with pytest.raises(UserError, match="^rollout_base: 'never' needs") as err:
         config.validate()
     assert "\n" not in str(err.value)
+    env = GrowthEnv(**{**DAG, **change})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="^rollout_base: 'never' needs") as err:
+        rollout_returns(env, np.asarray(env.action_masks(), dtype=bool), "never")
+    assert "\n" not in str(err.value)
 
 
 def test_the_slots_set_keeps_every_valid_slot_and_extras_only_without_one():

@@ -37,6 +37,7 @@ __all__ = [
     "LabelBuffer",
     "RolloutLabels",
     "advantage_loss",
+    "never_obstacle",
     "never_returns",
     "play_out",
     "rollout_returns",
@@ -105,6 +106,20 @@ def rollout_returns(env: Any, candidates: np.ndarray, base: str) -> tuple[np.nda
     return out, steps, macs
 
 
+def never_obstacle(env_config: Any) -> str | None:
+    """Why the base policy "never" cannot label envs of ``env_config`` (an
+    :class:`~growenv.env.config.EnvConfig`), or ``None``: its returns are log loss ratios,
+    which need the log-ratio reward and no growth costs."""
+    c = env_config
+    if c.reward == "log_ratio" and not c.cost_per_param and not c.cost_per_flop:
+        return None
+    return (
+        "'never' needs env_kwargs reward='log_ratio' and no growth costs (its returns are log "
+        f"loss ratios), got reward={c.reward!r}, cost_per_param={c.cost_per_param}, "
+        f"cost_per_flop={c.cost_per_flop}"
+    )
+
+
 def never_returns(env: Any, candidates: np.ndarray) -> tuple[np.ndarray, int, float]:
     """:func:`rollout_returns` with the base policy "never grow again".
 
@@ -121,12 +136,9 @@ def never_returns(env: Any, candidates: np.ndarray) -> tuple[np.ndarray, int, fl
         ``env``'s episode).
     """
     cfg = env.config
-    if cfg.reward != "log_ratio" or cfg.cost_per_param or cfg.cost_per_flop:
-        raise ValueError(
-            "rollout_base 'never': expected reward='log_ratio' and zero growth costs (its "
-            f"returns are log loss ratios), got reward={cfg.reward!r}, cost_per_param="
-            f"{cfg.cost_per_param}, cost_per_flop={cfg.cost_per_flop}"
-        )
+    problem = never_obstacle(cfg)
+    if problem is not None:
+        raise ValueError(f"rollout_base: {problem}")
     out = np.full(len(candidates), np.nan)
     actions = np.flatnonzero(candidates)
     if candidates[env.stop_action]:

@@ -46,7 +46,13 @@ from growenv.harness.lifecycle import RunInterrupted, atomic_path, atomic_write_
 from growenv.harness.ppo_training import DEFAULT_ENV_KWARGS, PPOConfig, check_task_roles
 from growenv.learners.demos import Demonstrations, collect_demonstrations, large_margin_loss
 from growenv.learners.returns import NStepAccumulator, n_step_return
-from growenv.learners.rollouts import ROLLOUT_BASES, LabelBuffer, RolloutLabels, advantage_loss
+from growenv.learners.rollouts import (
+    ROLLOUT_BASES,
+    LabelBuffer,
+    RolloutLabels,
+    advantage_loss,
+    never_obstacle,
+)
 from growenv.learners.scorer import (
     ACTION_SETS,
     BEST_MODEL_FILE,
@@ -295,18 +301,10 @@ class ValueConfig:
                     f"action_set: {self.action_set!r} needs a dag env (env_kwargs net='dag'), "
                     f"got net={env_config.net!r}"
                 )
-            never = self.algo == "rollout" and self.rollout_base == "never"
-            if never and (
-                env_config.reward != "log_ratio"
-                or env_config.cost_per_param
-                or env_config.cost_per_flop
-            ):
-                raise UserError(
-                    "rollout_base: 'never' needs env_kwargs reward='log_ratio' and no growth "
-                    f"costs (its returns are log loss ratios), got reward={env_config.reward!r}, "
-                    f"cost_per_param={env_config.cost_per_param}, "
-                    f"cost_per_flop={env_config.cost_per_flop}"
-                )
+            if self.algo == "rollout" and self.rollout_base == "never":
+                problem = never_obstacle(env_config)
+                if problem is not None:
+                    raise UserError(f"rollout_base: {problem}")
             check_task_roles(
                 {
                     "train": (self.train_task_seeds(), "env_kwargs task_kwargs"),

@@ -44,6 +44,7 @@ __all__ = [
     "load_learned",
     "load_skip",
     "lookahead_candidates",
+    "lowest_rollout",
     "proposed_slots",
 ]
 
@@ -61,6 +62,17 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
     if getattr(env, "slot_layout", None) is None or kind == "all":
         return valid_sites(info, env)
     return np.array(list(best_of_each_kind(info, env).values()), dtype=int)
+
+
+def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) -> int:
+    """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
+    optimizer steps) ends with the lowest validation loss (ties: the first); the only slot
+    without a rollout; skip when there is none."""
+    if slots.size == 0:
+        return env.skip_action
+    if slots.size == 1:
+        return int(slots[0])
+    return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
 
 
 def proposed_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
@@ -99,13 +111,7 @@ class LookaheadPolicy:
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The candidate of lowest lookahead validation loss (ties: the first), the only
         candidate, or skip when there is none."""
-        slots = lookahead_candidates(info, env, self.candidates)
-        if slots.size == 0:
-            return env.skip_action
-        if slots.size == 1:
-            return int(slots[0])
-        losses = env.lookahead_losses(slots, self.steps)
-        return int(slots[int(np.argmin(losses))])
+        return lowest_rollout(env, lookahead_candidates(info, env, self.candidates), self.steps)
 
 
 class LookaheadSkipPolicy:
@@ -195,14 +201,10 @@ class LearnedLookaheadPolicy:
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The proposal of lowest lookahead validation loss (ties: the first), the only
         valid slot, or skip when there is none."""
-        valid = valid_sites(info, env)
-        if valid.size <= 1:
-            return int(valid[0]) if valid.size else env.skip_action
-        slots = proposed_slots(self.agent.q_values(observation, env), valid, self.top)
-        if slots.size == 1:
-            return int(slots[0])
-        losses = env.lookahead_losses(slots, self.steps)
-        return int(slots[int(np.argmin(losses))])
+        slots = valid_sites(info, env)
+        if slots.size > 1:
+            slots = proposed_slots(self.agent.q_values(observation, env), slots, self.top)
+        return lowest_rollout(env, slots, self.steps)
 
 
 def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:
