@@ -41,6 +41,7 @@ from growenv.harness.lifecycle import atomic_path
 __all__ = [
     "ACTION_SETS",
     "BEST_MODEL_FILE",
+    "DAG_ACTION_SETS",
     "KINDS",
     "MODEL_FILE",
     "NUM_EXTRA",
@@ -70,6 +71,8 @@ ACTION_SETS = ("all", "best-per-kind", "best-per-kind-skip", "slots")
 """Which valid actions a scorer chooses among: every one, per expansion kind the slot of
 largest estimated gain (:func:`best_per_kind_mask`), those and skip, or every valid slot
 (:func:`slots_mask`: skip and stop only where no slot is valid)."""
+DAG_ACTION_SETS = ("best-per-kind", "best-per-kind-skip")
+"""The action sets that read expansion kinds, so need a DAG env."""
 _EXP = tuple(f.name for f in EXPANSION_TABLE)
 _KIND_COLUMNS = tuple(_EXP.index(f"kind_{k}") for k in ("edge", "node", "widen"))
 _GAIN_COLUMN = _EXP.index("estimated_gain")
@@ -284,7 +287,7 @@ class SlotScorer(nn.Module):
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         if action_set not in ACTION_SETS:
             raise ValueError(f"action_set: expected one of {ACTION_SETS}, got {action_set!r}")
-        if action_set.startswith("best-per-kind") and kind != "dag":
+        if action_set in DAG_ACTION_SETS and kind != "dag":
             raise ValueError(f"action_set: {action_set!r} needs kind 'dag', got {kind!r}")
         self.action_set = action_set
         hidden = tuple(int(h) for h in hidden)

@@ -56,6 +56,7 @@ from growenv.learners.rollouts import (
 from growenv.learners.scorer import (
     ACTION_SETS,
     BEST_MODEL_FILE,
+    DAG_ACTION_SETS,
     MODEL_FILE,
     ObsLayout,
     SlotScorer,
@@ -296,7 +297,7 @@ class ValueConfig:
             from growenv.env.config import EnvConfig
 
             env_config = EnvConfig.from_kwargs(**self.env_kwargs)
-            if self.action_set.startswith("best-per-kind") and not env_config.expansions:
+            if self.action_set in DAG_ACTION_SETS and not env_config.expansions:
                 raise UserError(
                     f"action_set: {self.action_set!r} needs a dag env (env_kwargs net='dag'), "
                     f"got net={env_config.net!r}"
