@@ -15,12 +15,13 @@ Task sets (disjoint by construction, checked at start):
   (``selection-4class``, seeds ``10^6 + 1000 ..``) and wide regression teachers (widths
   80-160, ``selection-wide``, seeds ``10^6 + 2000 ..``); the heuristics of
   ``--selection-heuristics`` run there too, as the bar and the normalisation;
-- **test**, never seen before the end: teachers of seeds ``TEST_OFFSET ..`` (``1.2 * 10^7``)
+- **test**, never seen before the end: teachers of seeds ``TEST_OFFSET ..`` (``1.3 * 10^7``)
   of an unseen shape (depth 3, with the skip), 5-class teachers (an unseen class count,
   seeds ``TEST_OFFSET + 1000 ..``), fresh teachers of the training distribution
   (``teacher-train``, seeds ``TEST_OFFSET + 2000 ..``), scikit-learn's digits and the
   CIFAR-10 subset (flattened after 4 x 4 average pooling, 192 inputs; skipped when
-  ``--cifar-dir`` has no data).
+  ``--cifar-dir`` has no data), each in ``--test-splits`` random splits (split seeds
+  ``0 ..``; seed 0 is the split of every run before v12).
 
 A configuration may train on another mix of teachers (its ``task`` entry, e.g.
 ``dqn-kinds-mix`` adds 10-class teachers); selection and test tasks are the same for all.
@@ -82,7 +83,7 @@ SELECTION_OFFSET = 10**6
 #: ``8 * 10^6 ..`` (v7), ``9 * 10^6 ..`` (v8), ``10^7 ..`` (v9) and ``1.1 * 10^7 ..`` (v10)
 #: were looked at after earlier choices of configuration (see the docs page), so they no
 #: longer count as unseen.
-TEST_OFFSET = 12 * 10**6
+TEST_OFFSET = 13 * 10**6
 SPLITS = {"n_train": 1024, "n_stats": 512, "n_val": 512, "n_test": 1024}
 TRAIN_CLASSES = (0, 3)
 
@@ -311,10 +312,11 @@ def is_selection(family: str) -> bool:
     return family.split("-")[0] == "selection"
 
 
-def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]:
+def test_tasks(n_teachers: int, cifar_dir: Path | None, n_splits: int = 1) -> dict[str, list[Task]]:
     """The test families: unseen-shape teachers, 5-class teachers, digits, CIFAR-10, and
     fresh teachers of the training distribution (``teacher-train``, added after the v3 test,
-    see the docs page)."""
+    see the docs page). Digits and CIFAR-10 come in ``n_splits`` random splits (split seeds
+    ``0 .. n_splits - 1``): the same data, other training, validation and test samples."""
     deep = TeacherStudentDistribution(depth=(3, 3))
     five = TeacherStudentDistribution(depth=(2, 3), classes=(5,))
     same = TeacherStudentDistribution(classes=TRAIN_CLASSES)
@@ -323,7 +325,7 @@ def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]
         "teacher-5class": five.held_out_teachers(
             max(1, n_teachers // 2), seed_offset=TEST_OFFSET + 1000, **SPLITS
         ),
-        "digits": [make_task("digits", seed=0)],
+        "digits": [make_task("digits", seed=k) for k in range(n_splits)],
         "teacher-train": same.held_out_teachers(
             n_teachers, seed_offset=TEST_OFFSET + 2000, **SPLITS
         ),
@@ -332,6 +334,7 @@ def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]
         families["cifar10"] = [
             make_task(
                 "cifar10",
+                seed=k,
                 data_dir=str(cifar_dir),
                 pool=4,
                 n_train=3000,
@@ -339,6 +342,7 @@ def test_tasks(n_teachers: int, cifar_dir: Path | None) -> dict[str, list[Task]]
                 n_stats=500,
                 n_test=1017,
             )
+            for k in range(n_splits)
         ]
     return families
 
@@ -475,7 +479,9 @@ def _tasks(family: str, args: dict[str, Any]) -> list[Task]:
         if is_selection(family):
             _TASKS.update(selection_tasks(args["selection_tasks"]))
         else:
-            _TASKS.update(test_tasks(args["test_teachers"], args["cifar_dir"]))
+            _TASKS.update(
+                test_tasks(args["test_teachers"], args["cifar_dir"], args.get("test_splits", 1))
+            )
     return _TASKS[family]
 
 
@@ -799,6 +805,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--selection-tasks", type=int, default=4, help="teachers per selection family")
     p.add_argument("--test-teachers", type=int, default=10)
+    p.add_argument(
+        "--test-splits", type=int, default=1, help="random splits of digits and CIFAR-10 tested"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
     p.add_argument("--out", type=Path, default=Path("results/learned_growth"))
@@ -828,6 +837,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error(
                 f"{flag}: expected an int in [1, 1000] (families are 1000 seeds apart), got {n}"
             )
+    if not 1 <= args.test_splits <= 100:
+        p.error(f"--test-splits: expected an int in [1, 100], got {args.test_splits}")
     if args.agents < 1:
         p.error(f"--agents: expected an int >= 1, got {args.agents}")
     phases = set(args.phases.split(","))
@@ -845,6 +856,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "selection_tasks": args.selection_tasks,
         "test_teachers": args.test_teachers,
+        "test_splits": args.test_splits,
         "cifar_dir": None if args.quick else args.cifar_dir,
     }
     (out / "settings.json").write_text(
@@ -882,7 +894,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     sel_families = list(selection_distributions())
     # the test tasks are built once here (workers build their own copies)
-    test_sets = test_tasks(args.test_teachers, shared["cifar_dir"])
+    test_sets = test_tasks(args.test_teachers, shared["cifar_dir"], args.test_splits)
     counts = {f: len(ts) for f, ts in test_sets.items()}
     families = list(counts)
     sel_counts = {f: args.selection_tasks for f in sel_families}

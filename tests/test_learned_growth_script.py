@@ -56,6 +56,20 @@ def test_selection_families_are_disjoint_from_training_test_and_each_other(lg):
     lg.check_disjoint(4, 6)
 
 
+def test_test_splits_add_other_splits_of_the_same_data(lg):
+    """``--test-splits 3``: digits in splits 0, 1, 2; split 0 is the one earlier runs tested."""
+    one = lg.test_tasks(1, None)["digits"]
+    three = lg.test_tasks(1, None, 3)["digits"]
+    assert len(one) == 1 and len(three) == 3
+    idx = [np.asarray(t.info["split_indices"]["train"]) for t in three]
+    assert np.array_equal(idx[0], np.asarray(one[0].info["split_indices"]["train"]))
+    assert not np.array_equal(idx[0], idx[1]) and not np.array_equal(idx[1], idx[2])
+    # the same samples in every split, only partitioned otherwise
+    for t in three:
+        parts = np.concatenate([np.asarray(v) for v in t.info["split_indices"].values()])
+        assert np.array_equal(np.sort(parts), np.arange(1797))
+
+
 def test_a_configuration_overrides_the_training_mix_only(lg):
     mix = lg.value_config("dqn-kinds-mix", 0, 100, quick=False)
     plain = lg.value_config("dqn-kinds", 0, 100, quick=False)
@@ -136,6 +150,7 @@ def test_selection_waits_for_complete_configurations(lg):
         (["--selection-heuristics", "greedy,rr"], "--selection-heuristics: expected names"),
         (["--configs", "dqn-kinds,foo"], "--configs: expected names"),
         (["--selection-tasks", "1001"], "--selection-tasks: expected an int in [1, 1000]"),
+        (["--test-splits", "0"], "--test-splits: expected an int in [1, 100]"),
         (["--agents", "0"], "--agents: expected an int >= 1"),
     ],
 )
