@@ -261,3 +261,45 @@ def test_lookahead_learned_trains_a_slot_scorer_on_never_rollouts(lg, name, clas
     assert config.env_kwargs["task_kwargs"]["n_val"] == 4096
     assert config.env_kwargs["task_kwargs"]["classes"] == classes
     assert config.env_kwargs["fit_scope"] == "all"
+
+
+def test_decision_compute_is_compared_per_family_as_a_ratio_of_sums(lg):
+    """One costly growth must not outweigh the other episodes: per family, all decision
+    MACs over all growths, checked against an explicit sum."""
+
+    def rec(method, family, decision, growths):
+        return {
+            "method": method,
+            "family": family,
+            "decision_macs": decision,
+            "growths": growths,
+            "compute": decision + 1.0,
+            "compute_by_phase": {"search": decision},
+            "seconds": 1.0,
+            "params": 1.0,
+            "budget": 2.0,
+        }
+
+    records = [
+        rec("whole-space", "cifar10", 100.0, 1),  # stops after one costly growth
+        rec("whole-space", "digits", 30.0, 10),
+        rec("whole-space", "digits", 10.0, 10),
+        rec("learned", "cifar10", 400.0, 10),
+        rec("learned", "digits", 50.0, 10),
+        rec("learned", "digits", 30.0, 10),
+        rec("learned", "selection", 1e9, 1),  # never counted
+    ]
+    table = lg.compute_table(records, ["learned", "whole-space"])
+    ws, ours = table["whole-space"]["by_family"], table["learned"]["by_family"]
+    assert ws["cifar10"]["decision_macs_growth"] == 100.0
+    assert ws["digits"]["decision_macs_growth"] == (30.0 + 10.0) / 20
+    assert ours["digits"]["decision_macs_growth"] == (50.0 + 30.0) / 20
+    assert ours["cifar10"]["decision_macs_growth"] == 40.0
+    assert table["learned"]["decision_macs_episode"] == (400.0 + 50.0 + 30.0) / 3
+    # a mean of per-episode ratios would say the learned method is cheaper (30 < 37.3);
+    # per family it is cheaper on CIFAR-10 only
+    assert lg.within_compute(table, "learned", "whole-space") == {
+        "cifar10": True,
+        "digits": False,
+    }
+    assert lg.within_compute(table, "learned", "greedy") == {}
