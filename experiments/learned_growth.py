@@ -650,17 +650,24 @@ def select(
     heuristics: Sequence[str],
     families: Sequence[str],
     runs: int,
+    compute_bar: str | None = None,
 ) -> dict[str, Any]:
     """The choice of configuration on the selection families: IQM of losses normalised by
     each task's mean heuristic loss (by the configurations' mean without heuristics), with
     CIs, each configuration's IQM difference against each heuristic, and ``selected``, the
-    configuration of lowest IQM (``None`` before any configuration has all its runs)."""
+    configuration of lowest IQM (``None`` before any configuration has all its runs).
+
+    With ``compute_bar`` (a heuristic whose selection episodes are in ``records``; it is
+    not part of the normalisation), ``within_compute[c]`` says whether configuration ``c``
+    spends no more decision MACs per growth than it on every selection family, and only
+    such configurations are selected (the lowest IQM of all when none is)."""
     normalised(records, heuristics or configs)
+    out_compute = compute_table(records, [*configs, compute_bar] if compute_bar else [], True)
     scores = {
         m: matrix(records, m, families, runs, "normalised")[0] for m in [*configs, *heuristics]
     }
     scores = {m: s for m, s in scores.items() if s.size and not np.isnan(s).any()}
-    out: dict[str, Any] = {"iqm": {}, "difference": {}, "selected": None}
+    out: dict[str, Any] = {"iqm": {}, "difference": {}, "selected": None, "within_compute": {}}
     if not scores:
         return out
     est = rl.interval_estimates(scores, "iqm", task_bootstrap=True)
@@ -672,13 +679,22 @@ def select(
             for h in heuristics
             if h in scores
         }
+    if compute_bar and compute_bar in out_compute:
+        for c in done:
+            within = within_compute(out_compute, c, compute_bar)
+            out["within_compute"][c] = bool(within) and all(within.values())
+        out["compute_bar"] = compute_bar
+    eligible = [c for c in done if out["within_compute"].get(c, True)]
     if done:
-        out["selected"] = min(done, key=lambda c: out["iqm"][c][0])
+        out["selected"] = min(eligible or done, key=lambda c: out["iqm"][c][0])
     return out
 
 
-def compute_table(records: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
-    """Compute of each method on the test tasks: means per episode over all of them, and per
+def compute_table(
+    records: list[dict[str, Any]], methods: Sequence[str], selection: bool = False
+) -> dict[str, Any]:
+    """Compute of each method on the test tasks (``selection``: on the selection tasks):
+    means per episode over all of them, and per
     family the decision MACs per growth as a ratio of sums (all decision MACs of the family's
     episodes over all their growths) with the decision MACs per episode.
 
@@ -688,7 +704,7 @@ def compute_table(records: list[dict[str, Any]], methods: Sequence[str]) -> dict
     """
     table = {}
     for m in methods:
-        rs = [r for r in records if r["method"] == m and not is_selection(r["family"])]
+        rs = [r for r in records if r["method"] == m and is_selection(r["family"]) == selection]
         if not rs:
             continue
         phases = sorted({k for r in rs for k in r["compute_by_phase"]})
@@ -750,6 +766,8 @@ def markdown(
     ]
     for name, v in sorted(selection["iqm"].items(), key=lambda kv: kv[1][0]):
         mark = " (selected)" if name == learned else ""
+        if selection.get("within_compute", {}).get(name) is False:
+            mark += f" (over {selection['compute_bar']}'s decision compute)"
         diffs = selection.get("difference", {}).get(name)
         cells = [_fmt(diffs[h], "+.4f") if diffs else "" for h in heuristics]
         lines.append(f"| {name}{mark} | {_fmt(v)} |" + "".join(f" {c} |" for c in cells))
@@ -862,6 +880,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=",".join(SELECTION_HEURISTICS),
         help="heuristics run on the selection families (the bar and the normalisation)",
     )
+    p.add_argument(
+        "--compute-bar",
+        default=None,
+        help="a heuristic also run on the selection families (not in the normalisation): only "
+        "configurations within its decision MACs per growth on every family are selected",
+    )
     p.add_argument("--selection-tasks", type=int, default=4, help="teachers per selection family")
     p.add_argument("--test-teachers", type=int, default=10)
     p.add_argument(
@@ -884,7 +908,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for c in configs:
         if c not in CONFIGS:
             p.error(f"--configs: expected names among {', '.join(CONFIGS)}, got {c!r}")
-    for flag, names in (("--heuristics", heuristics), ("--selection-heuristics", sel_heuristics)):
+    bar = [args.compute_bar] if args.compute_bar else []
+    for flag, names in (
+        ("--heuristics", heuristics),
+        ("--selection-heuristics", sel_heuristics),
+        ("--compute-bar", bar),
+    ):
         for h in names:
             if h not in HEURISTICS:
                 p.error(f"{flag}: expected names among {', '.join(HEURISTICS)}, got {h!r}")
@@ -975,13 +1004,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
 
     if "baselines" in phases:  # heuristics only: they need no agent, so can run beside training
-        jobs = keys(sel_heuristics, "heuristic", sel_counts) + keys(heuristics, "heuristic", counts)
+        jobs = keys([*sel_heuristics, *bar], "heuristic", sel_counts)
+        jobs += keys(heuristics, "heuristic", counts)
         run_jobs(pending(jobs), args.workers, store)
     if "select" in phases:
-        jobs = keys(configs, "learned", sel_counts) + keys(sel_heuristics, "heuristic", sel_counts)
+        jobs = keys(configs, "learned", sel_counts)
+        jobs += keys([*sel_heuristics, *bar], "heuristic", sel_counts)
         run_jobs(pending(jobs), args.workers, store)
     sel = [r for r in load_store(store) if is_selection(r["family"])]
-    selection = select(sel, configs, sel_heuristics, sel_families, args.agents)
+    selection = select(sel, configs, sel_heuristics, sel_families, args.agents, args.compute_bar)
     learned = selection["selected"] or configs[0]
     if "test" in phases:
         jobs = keys([learned], "learned", counts) + keys(heuristics, "heuristic", counts)

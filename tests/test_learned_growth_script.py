@@ -134,6 +134,49 @@ def test_selection_normalises_by_the_heuristics_and_picks_the_lowest_iqm(lg):
     assert out["difference"]["a"]["round-robin"][1] > 0
 
 
+def test_a_compute_bar_selects_only_configurations_within_its_decision_compute(lg):
+    """b has the lowest IQM but spends more decision MACs per growth than whole-space on one
+    family: a is selected; the bar takes no part in the normalisation; with both over the
+    bar the lowest IQM is selected and both are marked."""
+    rng = np.random.default_rng(1)
+    families = ["selection", "selection-4class"]
+    losses = {
+        m: 1 + off + 0.05 * rng.standard_normal((4, 2, 2))
+        for m, off in (("a", 0.0), ("b", -0.1), ("round-robin", 0.05), ("whole-space", -0.5))
+    }
+    records = _records(losses, families)
+    cost = {"a": (90.0, 90.0), "b": (90.0, 110.0), "whole-space": (100.0, 100.0)}
+    for r in records:
+        per_growth = cost.get(r["method"], (1.0, 1.0))[families.index(r["family"])]
+        growths = 1 + r["task"]  # episodes of different lengths: a ratio of sums
+        r.update(
+            decision_macs=per_growth * growths,
+            growths=growths,
+            compute=per_growth * growths,
+            compute_by_phase={},
+            seconds=1.0,
+            params=1.0,
+            budget=1.0,
+        )
+    plain = lg.select(records, ["a", "b"], ["round-robin"], families, runs=4)
+    out = lg.select(
+        records, ["a", "b"], ["round-robin"], families, runs=4, compute_bar="whole-space"
+    )
+    assert plain["selected"] == "b" and plain["within_compute"] == {}
+    assert out["iqm"] == plain["iqm"]  # whole-space (far lower losses) normalises nothing
+    assert out["within_compute"] == {"a": True, "b": False}
+    assert out["selected"] == "a"
+    text = lg.markdown({"groups": {}}, {}, [], out, "a")
+    assert "| b (over whole-space's decision compute) |" in text
+    for r in records:
+        if r["method"] == "a" and r["family"] == "selection":
+            r["decision_macs"] *= 1.2
+    out = lg.select(
+        records, ["a", "b"], ["round-robin"], families, runs=4, compute_bar="whole-space"
+    )
+    assert out["within_compute"] == {"a": False, "b": False} and out["selected"] == "b"
+
+
 def test_selection_waits_for_complete_configurations(lg):
     families = ["selection"]
     losses = {m: np.ones((2, 1, 2)) for m in ("a", "round-robin")}
@@ -151,6 +194,7 @@ def test_selection_waits_for_complete_configurations(lg):
         (["--configs", "dqn-kinds,foo"], "--configs: expected names"),
         (["--selection-tasks", "1001"], "--selection-tasks: expected an int in [1, 1000]"),
         (["--test-splits", "0"], "--test-splits: expected an int in [1, 100]"),
+        (["--compute-bar", "wholespace"], "--compute-bar: expected names among"),
         (["--agents", "0"], "--agents: expected an int >= 1"),
     ],
 )
