@@ -254,7 +254,8 @@ CONFIGS["lookahead-learned-mix"] = {
 # gains and the rollouts fit only the 3 proposed slots). After v11 lookahead-learned was
 # found to spend 1.09-1.52x whole-space's decision MACs per growth outside CIFAR-10, most of
 # it in fitting every slot; its agents evaluated this way on 3 selection teachers spent 0.5x
-# their own decision MACs (defined during v12, before its test results)
+# their own decision MACs (defined during v12, before its test results; selected after v12
+# under --compute-bar whole-space, 0.930 against lookahead-learned's 0.919, not tested yet)
 CONFIGS["lookahead-learned-chosen"] = {
     **CONFIGS["lookahead-learned"],
     "env": {"fit_scope": "chosen"},

@@ -6,6 +6,7 @@ protocol's bookkeeping is checked against explicit computations.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,19 @@ def test_a_configuration_evaluated_by_another_policy_trains_as_its_source(lg, na
     for quick in (False, True):
         assert lg.value_config(name, 3, 400, quick) == lg.value_config(source, 3, 400, quick)
     assert lg.learned_env(name) == lg.learned_env(source)
+
+
+def test_the_chosen_scope_configuration_differs_from_its_source_in_the_env_only(lg):
+    """lookahead-learned-chosen is lookahead-learned with unfitted slots: the same learner,
+    labels and policy; its agents train and are evaluated with fit_scope="chosen"."""
+    chosen = lg.value_config("lookahead-learned-chosen", 3, 400, quick=False)
+    source = lg.value_config("lookahead-learned", 3, 400, quick=False)
+    assert lg.learned_env("lookahead-learned-chosen") == {"fit_scope": "chosen"}
+    assert lg.learned_env("lookahead-learned") == {"fit_scope": "all"}
+    assert chosen.env_kwargs["fit_scope"] == "chosen" and source.env_kwargs["fit_scope"] == "all"
+    assert chosen == dataclasses.replace(source, env_kwargs=chosen.env_kwargs)
+    assert {**chosen.env_kwargs, "fit_scope": "all"} == source.env_kwargs
+    assert lg.CONFIGS["lookahead-learned-chosen"]["policy"] == "lookahead-learned"
 
 
 def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_path):
