@@ -663,7 +663,7 @@ def select(
     spends no more decision MACs per growth than it on every selection family, and only
     such configurations are selected (the lowest IQM of all when none is)."""
     normalised(records, heuristics or configs)
-    out_compute = compute_table(records, [*configs, compute_bar] if compute_bar else [], True)
+    compute = compute_table(records, [*configs, compute_bar], selection=True) if compute_bar else {}
     scores = {
         m: matrix(records, m, families, runs, "normalised")[0] for m in [*configs, *heuristics]
     }
@@ -680,9 +680,9 @@ def select(
             for h in heuristics
             if h in scores
         }
-    if compute_bar and compute_bar in out_compute:
+    if compute_bar in compute:
         for c in done:
-            within = within_compute(out_compute, c, compute_bar)
+            within = within_compute(compute, c, compute_bar)
             out["within_compute"][c] = bool(within) and all(within.values())
         out["compute_bar"] = compute_bar
     eligible = [c for c in done if out["within_compute"].get(c, True)]
@@ -695,9 +695,9 @@ def compute_table(
     records: list[dict[str, Any]], methods: Sequence[str], selection: bool = False
 ) -> dict[str, Any]:
     """Compute of each method on the test tasks (``selection``: on the selection tasks):
-    means per episode over all of them, and per
-    family the decision MACs per growth as a ratio of sums (all decision MACs of the family's
-    episodes over all their growths) with the decision MACs per episode.
+    means per episode over all of them, and per family the decision MACs per growth as a
+    ratio of sums (all decision MACs of the family's episodes over all their growths) with
+    the decision MACs per episode.
 
     The per-family ratio is the comparison of decision cost: a mean over episodes of each
     episode's ratio lets an episode that stops after one costly growth (whole-space on
@@ -805,12 +805,13 @@ def markdown(
             lines.append(
                 f"| {m} |" + "".join(f" {v:.3g} |" if v is not None else " |" for v in cells)
             )
-        within = within_compute(compute, learned, "whole-space")
+        bar = selection.get("compute_bar", "whole-space")
+        within = within_compute(compute, learned, bar)
         if within:
             over = [f for f, ok in within.items() if not ok]
             lines += [
                 "",
-                f"{learned} spends no more decision MACs per growth than whole-space on "
+                f"{learned} spends no more decision MACs per growth than {bar} on "
                 f"{len(within) - len(over)} of {len(within)} families"
                 + (f" (more on {', '.join(over)})." if over else "."),
             ]
