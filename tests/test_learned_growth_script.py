@@ -115,6 +115,19 @@ def _records(losses: dict[str, np.ndarray], families: list[str]) -> list[dict]:
     return out
 
 
+def _compute_fields(decision: float, growths: int) -> dict:
+    """The compute fields of an episode record with ``decision`` decision MACs in all."""
+    return {
+        "decision_macs": decision,
+        "growths": growths,
+        "compute": decision + 1.0,
+        "compute_by_phase": {"search": decision},
+        "seconds": 1.0,
+        "params": 1.0,
+        "budget": 2.0,
+    }
+
+
 def test_selection_normalises_by_the_heuristics_and_picks_the_lowest_iqm(lg):
     rng = np.random.default_rng(0)
     families = ["selection", "selection-4class"]
@@ -150,15 +163,7 @@ def test_a_compute_bar_selects_only_configurations_within_its_decision_compute(l
     for r in records:
         per_growth = cost.get(r["method"], (1.0, 1.0))[families.index(r["family"])]
         growths = 1 + r["task"]  # episodes of different lengths: a ratio of sums
-        r.update(
-            decision_macs=per_growth * growths,
-            growths=growths,
-            compute=per_growth * growths,
-            compute_by_phase={},
-            seconds=1.0,
-            params=1.0,
-            budget=1.0,
-        )
+        r.update(_compute_fields(per_growth * growths, growths))
     plain = lg.select(records, ["a", "b"], ["round-robin"], families, runs=4)
     out = lg.select(
         records, ["a", "b"], ["round-robin"], families, runs=4, compute_bar="whole-space"
@@ -326,17 +331,7 @@ def test_decision_compute_is_compared_per_family_as_a_ratio_of_sums(lg):
     MACs over all growths, checked against an explicit sum."""
 
     def rec(method, family, decision, growths):
-        return {
-            "method": method,
-            "family": family,
-            "decision_macs": decision,
-            "growths": growths,
-            "compute": decision + 1.0,
-            "compute_by_phase": {"search": decision},
-            "seconds": 1.0,
-            "params": 1.0,
-            "budget": 2.0,
-        }
+        return {"method": method, "family": family, **_compute_fields(decision, growths)}
 
     records = [
         rec("whole-space", "cifar10", 100.0, 1),  # stops after one costly growth
