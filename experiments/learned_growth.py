@@ -263,6 +263,17 @@ CONFIGS["lookahead-learned-chosen"] = {
     **CONFIGS["lookahead-learned"],
     "env": {"fit_scope": "chosen"},
 }
+# lookahead-learned-chosen (the same agents: "agents" names the configuration whose agents it
+# evaluates) with each decision's rollouts capped by whole-space's cost of the same decision,
+# planned by the env before anything runs (budget "whole-space": the k best-ranked proposals
+# whose rollouts and growth fit, k <= 3; k = 1 grows the best-ranked without a rollout), so
+# no decision costs more than whole-space's by construction. Defined after v13, whose digits
+# family showed that the selection families' compute bar does not predict the test families'
+CONFIGS["lookahead-learned-capped"] = {
+    **CONFIGS["lookahead-learned-chosen"],
+    "agents": "lookahead-learned-chosen",
+    "policy_kwargs": {"budget": "whole-space"},
+}
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its
@@ -278,6 +289,12 @@ def learned_env(name: str) -> dict[str, Any]:
     """The env settings configuration ``name``'s agents train and are evaluated with,
     beyond :data:`BASE_ENV` and the task's."""
     return {"fit_scope": "chosen", **CONFIGS[name].get("env", {})}
+
+
+def agents_of(name: str) -> str:
+    """The configuration whose agents configuration ``name`` evaluates (its ``agents``, else
+    itself): a configuration that only changes how the agents act shares their training."""
+    return CONFIGS[name].get("agents", name)
 
 
 def agent_steps(name: str, steps: int, quick: bool) -> int:
@@ -408,7 +425,7 @@ def value_config(name: str, seed: int, steps: int, quick: bool) -> Any:
         "selection_seed_offset": SELECTION_OFFSET,
         "learning_starts": min(200, steps // 4),
     }
-    own = ("steps", "env", "task", "policy")  # the script's, not the learner's
+    own = ("steps", "env", "task", "policy", "policy_kwargs", "agents")  # the script's
     settings.update({k: v for k, v in CONFIGS[name].items() if k not in own})
     if quick:
         settings["eval_every"] = min(settings["eval_every"], max(steps // 4, 1))
@@ -440,7 +457,10 @@ def ppo_config(seed: int, steps: int, quick: bool) -> Any:
 
 
 def train_job(name: str, seed: int, steps: int, out: Path, quick: bool) -> dict[str, Any]:
-    """Train (or resume, or skip) agent ``seed`` of configuration ``name``."""
+    """Train (or resume, or skip) agent ``seed`` of configuration ``name`` (the agent of
+    :func:`agents_of` ``name``, whose record it returns under ``name``)."""
+    if agents_of(name) != name:
+        return {**train_job(agents_of(name), seed, steps, out, quick), "config": name}
     torch.set_num_threads(1)
     run = out / "agents" / name / f"seed_{seed}"
     done = run / "done.json"
@@ -506,15 +526,17 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     if key["kind"] == "learned":
         config = CONFIGS[key["method"]]
         algo = config.get("policy", "ppo" if config["algo"] == "ppo" else "dqn")
-        spec = f"{algo}:" + str(Path(args["out"]) / "agents" / key["method"] / f"seed_{key['run']}")
+        agents = Path(args["out"]) / "agents" / agents_of(key["method"])
+        spec = f"{algo}:" + str(agents / f"seed_{key['run']}")
+        kwargs = config.get("policy_kwargs", {})
         own = learned_env(key["method"])
     else:
-        spec, own = key["method"], {"fit_scope": HEURISTICS[key["method"]]}
+        spec, own, kwargs = key["method"], {"fit_scope": HEURISTICS[key["method"]]}, {}
     env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), **own}
     if args["quick"]:
         env_kwargs.update(max_steps=3, train_steps=5)
     env = GrowthEnv(**env_kwargs)
-    policy = make_policy(spec)
+    policy = make_policy(spec, **kwargs)
     start = time.perf_counter()
     rows = run_episode(env_kwargs, policy, seed=key["run"], env=env)
     last = rows[-1]

@@ -7,6 +7,7 @@ protocol's bookkeeping is checked against explicit computations.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -287,8 +288,8 @@ def test_the_chosen_scope_configuration_differs_from_its_source_in_the_env_only(
 def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_path):
     specs = []
 
-    def fake_make_policy(spec):
-        specs.append(spec)
+    def fake_make_policy(spec, **kwargs):
+        specs.append((spec, kwargs))
         return object()
 
     def fake_episode(env_kwargs, policy, seed, env):
@@ -299,16 +300,38 @@ def test_episodes_of_a_configuration_use_its_policy_spec(lg, monkeypatch, tmp_pa
     monkeypatch.setattr(lg, "make_policy", fake_make_policy)
     monkeypatch.setattr(lg, "run_episode", fake_episode)
     args = {"out": str(tmp_path), "quick": True, "selection_tasks": 1}
-    methods = ("lookahead-skip", "rollout-skip", "lookahead-learned")
+    methods = ("lookahead-skip", "rollout-skip", "lookahead-learned", "lookahead-learned-capped")
     for method in methods:
         key = {"family": "selection", "task": 0, "method": method, "run": 2, "kind": "learned"}
         lg.episode_job(key, args)
     agents = tmp_path / "agents"
     assert specs == [
-        f"lookahead-skip:{agents / 'lookahead-skip' / 'seed_2'}",
-        f"dqn:{agents / 'rollout-skip' / 'seed_2'}",
-        f"lookahead-learned:{agents / 'lookahead-learned' / 'seed_2'}",
+        (f"lookahead-skip:{agents / 'lookahead-skip' / 'seed_2'}", {}),
+        (f"dqn:{agents / 'rollout-skip' / 'seed_2'}", {}),
+        (f"lookahead-learned:{agents / 'lookahead-learned' / 'seed_2'}", {}),
+        # the capped configuration evaluates lookahead-learned-chosen's agents, with a budget
+        (
+            f"lookahead-learned:{agents / 'lookahead-learned-chosen' / 'seed_2'}",
+            {"budget": "whole-space"},
+        ),
     ]
+
+
+def test_the_capped_configuration_shares_the_chosen_agents_and_their_training(lg, tmp_path):
+    """lookahead-learned-capped is lookahead-learned-chosen acting under whole-space's compute
+    bar: the same learner and env, and its training is the chosen configuration's (one agent
+    folder, trained once)."""
+    name, source = "lookahead-learned-capped", "lookahead-learned-chosen"
+    assert lg.agents_of(name) == source and lg.agents_of(source) == source
+    for quick in (False, True):
+        assert lg.value_config(name, 3, 400, quick) == lg.value_config(source, 3, 400, quick)
+    assert lg.learned_env(name) == lg.learned_env(source)
+    run = tmp_path / "agents" / source / "seed_1"
+    run.mkdir(parents=True)
+    (run / "done.json").write_text(json.dumps({"config": source, "seed": 1, "cpu_seconds": 2.0}))
+    record = lg.train_job(name, 1, 400, tmp_path, False)
+    assert record == {"config": name, "seed": 1, "cpu_seconds": 2.0}
+    assert not (tmp_path / "agents" / name).exists()
 
 
 @pytest.mark.parametrize(

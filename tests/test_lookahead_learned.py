@@ -16,9 +16,10 @@ from growenv.errors import UserError
 from growenv.learners.rollouts import RolloutLabels, rollout_returns
 from growenv.learners.scorer import action_set_mask, infer_layout, slots_mask
 from growenv.learners.value import ValueConfig, _candidates, train_value_agent
+from growenv.nets.dag import costs
 from growenv.policies import make_policy
-from growenv.policies.lookahead import LearnedLookaheadPolicy, proposed_slots
-from tests.test_lookahead import DAG
+from growenv.policies.lookahead import LearnedLookaheadPolicy, proposed_slots, rollouts_within
+from tests.test_lookahead import DAG, SITES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -182,4 +183,118 @@ def test_lookahead_learned_needs_an_agent_that_scores_every_slot(tmp_path, slots
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="^top: expected") as err:
         make_policy(f"lookahead-learned:{slots_agent}", top=0)
+    assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- compute bar
+CHOSEN = {**DAG, "fit_scope": "chosen", "max_nodes": 5, "max_steps": 6}
+
+
+def _decision(env: GrowthEnv, policy, obs: np.ndarray, info: dict) -> tuple[int, float]:
+    """``policy``'s action on ``env``, stepped: the action and the fit and search MACs of the
+    decision and of the step that grows it."""
+    phases = ("fit", "search")
+    before = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+    action = policy.act(obs, info, env)
+    env.step(action)
+    return action, sum(env.compute_by_phase.get(p, 0.0) for p in phases) - before
+
+
+@pytest.mark.parametrize("scope", ["chosen", "all"])
+def test_planned_costs_are_what_the_env_charges(scope):
+    env = GrowthEnv(**{**CHOSEN, "fit_scope": scope})
+    env.reset(seed=1)
+    done, checked = False, 0
+    while not done:
+        valid = np.flatnonzero(env.action_masks()[: env.max_sites]).tolist()
+        if valid:
+            twin = copy.deepcopy(env)
+            before = twin.episode.compute
+            twin.evaluate_candidates(valid)
+            assert env.search_cost(valid) == twin.episode.compute - before
+            for slot in [*valid, env.skip_action]:
+                twin = copy.deepcopy(env)
+                before = twin.episode.compute
+                twin.lookahead_losses([slot], steps=7)
+                assert env.lookahead_costs([slot], steps=7)[0] == twin.episode.compute - before
+                checked += 1
+            # the shape-only plans are what the fitted candidates give
+            twin = copy.deepcopy(env)
+            pending = twin.unfitted(valid)
+            planned = [costs.planned_fit_macs(e, twin.report.num_samples, 4) for e in pending]
+            twin.fit_expansions(valid)
+            assert planned == [e.fit_macs for e in pending]
+            for slot in valid:
+                e = twin.dag.expansion(slot)
+                cand = e.candidate(4)
+                assert costs.planned_preview_macs(twin.net, e, cand.num_neurons) == (
+                    costs.preview_macs(twin.net, cand)
+                )
+        action = valid[len(valid) // 2] if valid else env.skip_action
+        _, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+    assert checked >= 20
+
+
+def test_rollouts_within_is_the_longest_prefix_that_fits_by_an_explicit_loop():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 6))
+        roll, grow = rng.uniform(1, 10, n), rng.uniform(0, 5, n)
+        bar = float(rng.uniform(0, 40))
+        want = 1
+        for k in range(2, n + 1):
+            if sum(roll[:k]) + max(grow[:k]) <= bar:
+                want = k
+        assert rollouts_within(roll, grow, bar) == want
+
+
+@pytest.mark.parametrize("steps", [None, 400])
+def test_a_budgeted_decision_rolls_out_what_fits_and_never_costs_more_than_whole_space(
+    slots_agent, steps
+):
+    agent = make_policy(f"dqn:{slots_agent}")
+    policy = make_policy(f"lookahead-learned:{slots_agent}", steps=steps, budget="whole-space")
+    whole_space = make_policy("whole-space")
+    env = GrowthEnv(**CHOSEN)
+    obs, info = env.reset(seed=4)
+    policy.reset(4)
+    done, seen = False, set()
+    while not done:
+        q = agent.q_values(obs, env)
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
+        ranked = sorted(valid, key=lambda s: (-q[s], s))[:3]
+        k = min(len(ranked), 1)
+        if len(valid) > 1:  # the largest k whose rollouts and growth fit in the bar, by hand
+            bar, spent, grow = env.search_cost(valid), 0.0, 0.0
+            for i, slot in enumerate(ranked):
+                spent += env.lookahead_costs([slot], steps)[0]
+                grow = max(grow, env.search_cost([slot]))
+                if i >= 1 and spent + grow <= bar:
+                    k = i + 1
+        chosen = sorted(ranked[:k])
+        if k > 1:
+            expected = chosen[int(np.argmin(copy.deepcopy(env).lookahead_losses(chosen, steps)))]
+        else:
+            expected = chosen[0] if chosen else env.skip_action
+        seen.add(k)
+        action, ours = _decision(copy.deepcopy(env), policy, obs, info)
+        assert action == expected
+        assert policy.rollouts[-1] == (k if k > 1 else 0)
+        if len(valid) > 1:  # whole-space's decision on the same state costs at least as much
+            _, theirs = _decision(copy.deepcopy(env), whole_space, obs, info)
+            assert ours <= theirs
+        obs, _, terminated, truncated, info = env.step(expected)
+        done = terminated or truncated
+    assert seen & {2, 3} if steps is None else 1 in seen  # both branches are exercised
+
+
+def test_budget_errors_are_one_line(slots_agent):
+    with pytest.raises(UserError, match="^budget: expected one of 'whole-space'") as err:
+        make_policy(f"lookahead-learned:{slots_agent}", budget="half")
+    assert "\n" not in str(err.value)
+    env = GrowthEnv(**SITES)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="^search_cost: only DAG envs") as err:
+        env.search_cost([0])
     assert "\n" not in str(err.value)

@@ -27,7 +27,7 @@ from growenv.env.episode import (
 )
 from growenv.env.features import TOP_K
 from growenv.nets.base import GrowingNet
-from growenv.nets.dag import DagReport, Expansion
+from growenv.nets.dag import DagReport, Expansion, costs
 from growenv.nets.dag.expansions import bottleneck as dag_bottleneck
 from growenv.nets.dag.expansions import fit_neurons
 from growenv.nets.family import NEEDS_IMAGES
@@ -517,6 +517,86 @@ class GrowthEnv(gym.Env):
         for result, cand in zip(results, cands, strict=True):
             result.candidate = cand
         return results
+
+    def search_cost(self, slots: Sequence[int]) -> float:
+        """DAG: the MACs that :meth:`evaluate_candidates` of ``slots`` charges, known before it
+        runs: the neuron fits still pending (``fit_scope="chosen"``) and one batched search.
+
+        Parameters
+        ----------
+        slots
+            Valid slots of the current graph (:meth:`evaluate_candidates` searches only the
+            valid ones among what it is given).
+        """
+        slots = self._planned_slots("search_cost", slots)
+        fits, previews = self._plans(slots)
+        n = len(self.episode.search)
+        search = n * (self.net.macs() + len(default_gammas()) * sum(previews))
+        return float(sum(fits) + (search if slots else 0))
+
+    def lookahead_costs(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
+        """DAG: the MACs that :meth:`lookahead_losses` charges for each of ``slots`` (its
+        fit, search, training and validation), known before it runs.
+
+        Parameters
+        ----------
+        slots, steps
+            As for :meth:`lookahead_losses` (``skip_action``: training alone).
+        """
+        slots = self._planned_slots("lookahead_costs", slots, skip=True)
+        cfg, task = self.config, self.task
+        if steps is None:
+            steps = max(cfg.max_steps - self.step_count, 0) * cfg.train_steps
+        samples = integer("steps", steps, 0) * min(cfg.batch_size, len(task.train))
+        n, gammas, forward = len(self.episode.search), len(default_gammas()), self.net.macs()
+        out = np.empty(len(slots))
+        for i, slot in enumerate(slots):
+            fit = search = added = 0
+            if slot != self.skip_action:
+                (fit,), (preview,) = self._plans([slot])
+                search = n * (forward + gammas * preview)
+                added = costs.planned_added_macs(self.dag.expansion(slot), self._neurons(slot))
+            grown = forward + added
+            train = costs.training_macs(grown, samples) if samples else 0
+            out[i] = fit + search + train + costs.evaluate_macs(grown, len(task.val))
+        return out
+
+    def _planned_slots(self, name: str, slots: Sequence[int], skip: bool = False) -> list[int]:
+        if self.net is None:
+            raise RuntimeError(f"{name}: call reset() first")
+        if self.dag is None:
+            raise ValueError(f"{name}: only DAG envs (net='dag') plan their costs")
+        top = self.max_sites if skip else self.max_sites - 1
+        out = [integer("slots", int(s), 0, top) for s in slots]
+        for s in out:
+            if s != self.skip_action:
+                self.dag.expansion(s)  # one line when the graph does not offer it
+        return out
+
+    def _neurons(self, slot: int) -> int:
+        """Neurons of ``slot``'s searched candidate (its fit's count while it is pending)."""
+        e = self.dag.expansion(slot)
+        k = None if self.config.neurons_per_growth == "auto" else self.config.neurons_per_growth
+        if e.kind == "edge":
+            return 0
+        if e.fitted is None and self.fits_pending:
+            return int(k)
+        return e.candidate(k).num_neurons
+
+    def _plans(self, slots: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Per slot: the MACs of its pending fit (once per expansion) and its preview per
+        sample and amplitude."""
+        pending = self.unfitted(slots)
+        samples = self.report.statistics.samples[0].shape[-2] if pending else 0
+        fits, previews, seen = [], [], []
+        for s in slots:
+            e = self.dag.expansion(s)
+            first = any(e is p for p in pending) and all(e is not t for t in seen)
+            seen.append(e)
+            neurons = int(self.config.neurons_per_growth) if first else 0
+            fits.append(costs.planned_fit_macs(e, samples, neurons) if first else 0)
+            previews.append(costs.planned_preview_macs(self.net, e, self._neurons(s)))
+        return fits, previews
 
     def lookahead_losses(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
         """Validation loss of each slot's growth after ``steps`` more optimizer steps and no

@@ -84,7 +84,8 @@ class PolicyEnv(Protocol):
     -----
     ``evaluate_candidates`` and ``evaluate_candidate`` run amplitude searches on the
     statistics split, ``lookahead_losses`` trains grown copies; the env counts them in
-    ``compute``. Policies that call them are flagged
+    ``compute``. ``search_cost`` and ``lookahead_costs`` (DAG) plan those counts without
+    running anything. Policies that call them are flagged
     ``reads_env`` in :data:`growenv.policies.registry.POLICIES` and do not run in the
     lockstep vector env.
     """
@@ -121,6 +122,14 @@ class PolicyEnv(Protocol):
     def lookahead_losses(self, slots: Any, steps: int | None = None) -> np.ndarray:
         """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
         the rest of the episode) without further growth, each on a copy of the env."""
+        ...
+
+    def search_cost(self, slots: Any) -> float:
+        """DAG: the MACs ``evaluate_candidates(slots)`` charges, planned before it runs."""
+        ...
+
+    def lookahead_costs(self, slots: Any, steps: int | None = None) -> np.ndarray:
+        """DAG: the MACs ``lookahead_losses`` charges for each slot, planned before it runs."""
         ...
 
 

@@ -23,7 +23,11 @@ this step, and the lookahead decides where.
 a value agent that scores every slot (``action_set="slots"``), trained on the lookahead's own
 rollouts of every valid slot (``algo="rollout"``, ``rollout_base="never"``), proposes its
 ``top`` slots, and the lookahead rolls out only those: rolling out every slot finds better
-growths than each kind's best, at about 7x the rollouts.
+growths than each kind's best, at about 7x the rollouts. With ``budget="whole-space"`` it
+rolls out only as many of them as fit in what whole-space greedy would spend on the same
+decision (the env's cost plans, :meth:`~growenv.env.growth_env.GrowthEnv.search_cost` and
+:meth:`~growenv.env.growth_env.GrowthEnv.lookahead_costs`), so that no decision costs more
+than whole-space's, by construction.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from growenv.policies.heuristics import best_of_each_kind
 from growenv.validation import choice, integer
 
 __all__ = [
+    "BUDGETS",
     "CANDIDATE_SETS",
     "LearnedLookaheadPolicy",
     "LookaheadPolicy",
@@ -46,6 +51,8 @@ __all__ = [
     "lookahead_candidates",
     "lowest_rollout",
     "proposed_slots",
+    "ranked_slots",
+    "rollouts_within",
 ]
 
 CANDIDATE_SETS = ("kinds", "all")
@@ -75,12 +82,45 @@ def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) 
     return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
 
 
+BUDGETS = ("whole-space",)
+"""Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, the fits and the
+batched search of every valid slot (what whole-space greedy spends on a decision before it
+grows)."""
+
+
+def ranked_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
+    """The ``top`` slots of ``valid`` of largest score ``q``, best first (ties: the lower slot
+    first)."""
+    valid = np.asarray(valid, dtype=int)
+    order = np.lexsort((valid, -np.asarray(q, dtype=float)[valid]))
+    return valid[order[:top]]
+
+
 def proposed_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
     """The ``top`` slots of ``valid`` of largest score ``q`` (ties: the lower slot first), in
     slot order."""
-    valid = np.asarray(valid, dtype=int)
-    order = np.lexsort((valid, -np.asarray(q, dtype=float)[valid]))
-    return np.sort(valid[order[:top]])
+    return np.sort(ranked_slots(q, valid, top))
+
+
+def rollouts_within(rollout_costs: np.ndarray, grow_costs: np.ndarray, bar: float) -> int:
+    """How many of the ranked proposals can be rolled out within ``bar``: the largest ``k >=
+    2`` with ``sum(rollout_costs[:k]) + max(grow_costs[:k]) <= bar`` (the rollouts, then the
+    growth of the one chosen), else 1 (no rollout: the best-ranked proposal grows).
+
+    Parameters
+    ----------
+    rollout_costs
+        MACs of each proposal's rollout, in rank order.
+    grow_costs
+        MACs of growing each proposal (its fit and search) after the rollouts.
+    bar
+        The decision's compute bar in MACs.
+    """
+    rollout_costs = np.asarray(rollout_costs, dtype=float)
+    grow_costs = np.asarray(grow_costs, dtype=float)
+    spent = np.cumsum(rollout_costs) + np.maximum.accumulate(grow_costs)
+    fits = np.flatnonzero(spent[1:] <= bar)
+    return int(fits[-1]) + 2 if fits.size else 1
 
 
 class LookaheadPolicy:
@@ -180,11 +220,25 @@ class LearnedLookaheadPolicy:
         How many proposals are rolled out (default 3, the kinds set's count).
     steps
         Optimizer steps of each rollout (default: the rest of the episode's training).
+    budget
+        ``None`` (default): every proposal is rolled out. ``"whole-space"`` (DAG envs): only
+        the best-ranked ``k`` proposals whose rollouts and final growth fit in whole-space
+        greedy's cost of the same decision (the fits and the batched search of every valid
+        slot), planned before anything runs (:func:`rollouts_within`); with ``k = 1`` the
+        best-ranked proposal grows without a rollout. No decision then costs more than
+        whole-space's, and where the bar allows every rollout the decisions are the default's.
+
+    Attributes
+    ----------
+    rollouts
+        Rollouts of each decision since :meth:`reset` (0 where none ran).
     """
 
     name = "lookahead-learned"
 
-    def __init__(self, agent: Any, top: int = 3, steps: int | None = None) -> None:
+    def __init__(
+        self, agent: Any, top: int = 3, steps: int | None = None, budget: str | None = None
+    ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
                 "lookahead-learned: expected an agent trained with action_set='slots' (it "
@@ -193,18 +247,36 @@ class LearnedLookaheadPolicy:
         self.agent = agent
         self.top = integer("top", top, 1)
         self.steps = integer("steps", steps, 0, allow_none=True)
+        self.budget = None if budget is None else choice("budget", budget, BUDGETS)
+        self.rollouts: list[int] = []
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
         self.agent.reset(seed)
+        self.rollouts = []
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The proposal of lowest lookahead validation loss (ties: the first), the only
-        valid slot, or skip when there is none."""
-        slots = valid_sites(info, env)
-        if slots.size > 1:
-            slots = proposed_slots(self.agent.q_values(observation, env), slots, self.top)
+        valid slot, or skip when there is none; with a ``budget``, among the proposals that
+        fit in it (:func:`rollouts_within`)."""
+        valid = valid_sites(info, env)
+        slots = valid
+        if valid.size > 1:
+            slots = ranked_slots(self.agent.q_values(observation, env), valid, self.top)
+            if self.budget is not None and slots.size > 1:
+                slots = slots[: self._within_budget(env, valid, slots)]
+            slots = np.sort(slots)
+        self.rollouts.append(int(slots.size) if slots.size > 1 else 0)
         return lowest_rollout(env, slots, self.steps)
+
+    def _within_budget(self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray) -> int:
+        if getattr(env, "slot_layout", None) is None:
+            raise ValueError(
+                f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
+            )
+        bar = env.search_cost(valid)
+        grow = np.array([env.search_cost([s]) for s in ranked])
+        return rollouts_within(env.lookahead_costs(ranked, self.steps), grow, bar)
 
 
 def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:

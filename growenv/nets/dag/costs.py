@@ -14,22 +14,32 @@ rows (every node but ``out``), ``O`` the residual columns (every node but ``in``
 * search: one plain forward of the search split, then per candidate and amplitude the
   recomputation of the nodes the candidate changes (:func:`preview_macs`,
   :func:`search_macs`).
+
+The same counts are known before a fit or a search runs, from the shapes of an expansion
+alone (:func:`planned_fit_macs`, :func:`planned_added_macs`, :func:`planned_preview_macs`):
+what a policy needs to keep its decisions within a compute bar.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from growenv.nets.dag import neuron_fit
 from growenv.nets.dag.expansions import DagCandidate, Expansion
 from growenv.nets.dag.net import IN, OUT, GrowingDAG, descendants
 
 __all__ = [
     "node_solve_macs",
     "parameter_count",
+    "evaluate_macs",
+    "planned_added_macs",
+    "planned_fit_macs",
+    "planned_preview_macs",
     "preview_macs",
     "search_macs",
     "solve_macs",
     "statistics_macs",
+    "training_macs",
 ]
 
 
@@ -38,6 +48,18 @@ def _rows_cols(net: GrowingDAG) -> tuple[int, int]:
     d = sum(w for v, w in widths.items() if v != OUT)
     o = sum(w for v, w in widths.items() if v != IN)
     return d, o
+
+
+def training_macs(forward_macs: int, samples: int) -> int:
+    """MACs of training (forward + backward, ``3 x`` the forward) on ``samples`` samples of a
+    net of ``forward_macs`` multiply-adds per sample (:meth:`GrowingDAG.macs`)."""
+    return 3 * forward_macs * samples
+
+
+def evaluate_macs(forward_macs: int, samples: int) -> int:
+    """MACs of one forward pass over ``samples`` samples of a net of ``forward_macs``
+    multiply-adds per sample."""
+    return forward_macs * samples
 
 
 def statistics_macs(net: GrowingDAG, samples: int) -> int:
@@ -85,6 +107,50 @@ def preview_macs(net: GrowingDAG, candidate: DagCandidate) -> int:
     for t in candidate.targets:
         changed |= descendants(t, net.edges)
     total = candidate.added_macs() + sum(w.numel() for w in candidate.update_weights.values())
+    for v in changed:
+        total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
+    return total
+
+
+def planned_fit_macs(
+    expansion: Expansion,
+    samples: int,
+    neurons: int,
+    iterations: int = neuron_fit.DEFAULT_ITERATIONS,
+) -> int:
+    """The :attr:`Expansion.fit_macs` that fitting ``neurons`` neurons to ``expansion`` over
+    ``samples`` samples will record (:func:`~growenv.nets.dag.neuron_fit.fit_macs` of its
+    inputs plus the constant and its outputs), known before the fit; 0 for an edge."""
+    if expansion.kind == "edge":
+        return 0
+    d = sum(w for _, w in expansion.inputs) + 1
+    o = sum(w for _, w in expansion.outputs)
+    return neuron_fit.fit_macs(samples, d, o, neurons, iterations)
+
+
+def planned_added_macs(expansion: Expansion, neurons: int) -> int:
+    """Multiply-adds per sample that growing ``expansion`` with ``neurons`` neurons adds
+    (:meth:`DagCandidate.added_macs` of its candidate; an edge's weight for an edge)."""
+    if expansion.kind == "edge":
+        return expansion.edge_update[2].numel()
+    return neurons * sum(w for _, w in (*expansion.inputs, *expansion.outputs))
+
+
+def planned_preview_macs(net: GrowingDAG, expansion: Expansion, neurons: int) -> int:
+    """:func:`preview_macs` of ``expansion``'s candidate (with its best update) of ``neurons``
+    neurons, from shapes alone: known before its neurons are fitted."""
+    if expansion.kind == "edge":
+        targets = [expansion.target]
+        update = sum(w.numel() for w in expansion.edge_update[0].values())
+    else:
+        targets = list(dict.fromkeys([*expansion.updates, *(t for t, _ in expansion.outputs)]))
+        update = sum(
+            w.numel() for rep in expansion.updates.values() for w in rep.update_weights.values()
+        )
+    changed: set[str] = set()
+    for t in targets:
+        changed |= descendants(t, net.edges)
+    total = planned_added_macs(expansion, neurons) + update
     for v in changed:
         total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
     return total

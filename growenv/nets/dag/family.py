@@ -183,8 +183,9 @@ class DagFamily:
 
     # ------------------------------------------------------------------ cost model
     def training_macs(self, net: GrowingDAG, samples: int) -> int:
-        """Forward + backward: ``3 x`` the forward multiply-adds per sample."""
-        return 3 * net.macs() * samples
+        """Forward + backward: ``3 x`` the forward multiply-adds per sample
+        (:func:`~growenv.nets.dag.costs.training_macs`)."""
+        return costs.training_macs(net.macs(), samples)
 
     def statistics_macs(self, net: GrowingDAG, samples: int, **options: Any) -> int:
         """The streamed statistics pass (the solve is not counted, as for conv).
@@ -232,8 +233,9 @@ class DagFamily:
         return costs.search_macs(net, site, num_gammas, samples)
 
     def evaluate_macs(self, net: GrowingDAG, samples: int) -> int:
-        """One forward pass per sample (:meth:`GrowingDAG.macs`)."""
-        return net.macs() * samples
+        """One forward pass per sample (:meth:`GrowingDAG.macs`,
+        :func:`~growenv.nets.dag.costs.evaluate_macs`)."""
+        return costs.evaluate_macs(net.macs(), samples)
 
 
 FAMILY = DagFamily()
