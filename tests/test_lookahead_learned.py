@@ -18,7 +18,12 @@ from growenv.learners.scorer import action_set_mask, infer_layout, slots_mask
 from growenv.learners.value import ValueConfig, _candidates, train_value_agent
 from growenv.nets.dag import costs
 from growenv.policies import make_policy
-from growenv.policies.lookahead import LearnedLookaheadPolicy, proposed_slots, rollouts_within
+from growenv.policies.lookahead import (
+    LearnedLookaheadPolicy,
+    proposed_slots,
+    rollouts_within,
+    shortened_rollouts,
+)
 from tests.test_lookahead import DAG, SITES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -249,6 +254,24 @@ def test_rollouts_within_is_the_longest_prefix_that_fits_by_an_explicit_loop():
         assert rollouts_within(roll, grow, bar) == want
 
 
+def test_shortened_rollouts_are_the_most_proposals_then_the_longest_by_brute_force():
+    rng = np.random.default_rng(1)
+    shortened = 0
+    for _ in range(300):
+        n, steps = int(rng.integers(1, 5)), int(rng.integers(0, 30))
+        fixed, per, grow = rng.uniform(1, 10, n), rng.uniform(0, 2, n), rng.uniform(0, 5, n)
+        bar = float(rng.uniform(0, 60))
+        want = (1, steps)
+        for k in range(2, n + 1):  # more proposals first, then more steps
+            for s in range(steps + 1):
+                if (fixed[:k] + s * per[:k]).sum() + grow[:k].max() <= bar:
+                    want = max(want, (k, s)) if want[0] > 1 else (k, s)
+        got = shortened_rollouts(fixed, per, grow, bar, steps)
+        assert got == want
+        shortened += 1 < got[0] and got[1] < steps
+    assert shortened > 20
+
+
 @pytest.mark.parametrize("steps", [None, 400])
 def test_a_budgeted_decision_rolls_out_what_fits_and_never_costs_more_than_whole_space(
     slots_agent, steps
@@ -280,7 +303,7 @@ def test_a_budgeted_decision_rolls_out_what_fits_and_never_costs_more_than_whole
         seen.add(k)
         action, ours = _decision(copy.deepcopy(env), policy, obs, info)
         assert action == expected
-        assert policy.rollouts[-1] == (k if k > 1 else 0)
+        assert policy.rollouts[-1][0] == (k if k > 1 else 0)
         if len(valid) > 1:  # whole-space's decision on the same state costs at least as much
             _, theirs = _decision(copy.deepcopy(env), whole_space, obs, info)
             assert ours <= theirs
@@ -289,9 +312,39 @@ def test_a_budgeted_decision_rolls_out_what_fits_and_never_costs_more_than_whole
     assert seen & {2, 3} if steps is None else 1 in seen  # both branches are exercised
 
 
+def test_an_episode_budget_with_shortened_rollouts_stays_within_the_bars_it_visits(slots_agent):
+    policy = make_policy(
+        f"lookahead-learned:{slots_agent}", steps=400, budget="whole-space-episode", shorten=True
+    )
+    env = GrowthEnv(**CHOSEN)
+    obs, info = env.reset(seed=4)
+    policy.reset(4)
+    done, bars, spent, short = False, 0.0, 0.0, 0
+    phases = ("fit", "search")
+    while not done:
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
+        bars += env.search_cost(valid) if len(valid) > 1 else 0.0
+        before = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+        action = policy.act(obs, info, env)
+        obs, _, terminated, truncated, info = env.step(action)
+        after = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+        if len(valid) > 1:
+            spent += after - before
+            assert spent <= bars  # at every decision, not only at the end
+            assert policy.credit == pytest.approx(bars - spent, rel=1e-12)
+            k, steps = policy.rollouts[-1]
+            assert k == 0 or 0 <= steps <= 400
+            short += k > 0 and steps < 400
+        done = terminated or truncated
+    assert short  # some rollouts were shortened
+
+
 def test_budget_errors_are_one_line(slots_agent):
     with pytest.raises(UserError, match="^budget: expected one of 'whole-space'") as err:
         make_policy(f"lookahead-learned:{slots_agent}", budget="half")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^shorten: expected True or False") as err:
+        make_policy(f"lookahead-learned:{slots_agent}", budget="whole-space", shorten="yes")
     assert "\n" not in str(err.value)
     env = GrowthEnv(**SITES)
     env.reset(seed=0)

@@ -518,6 +518,12 @@ class GrowthEnv(gym.Env):
             result.candidate = cand
         return results
 
+    @property
+    def rollout_steps(self) -> int:
+        """The optimizer steps left in the episode, ``(max_steps - step_count) *
+        train_steps``: a rollout's default length (:meth:`lookahead_losses`)."""
+        return max(self.config.max_steps - self.step_count, 0) * self.config.train_steps
+
     def search_cost(self, slots: Sequence[int]) -> float:
         """DAG: the MACs that :meth:`evaluate_candidates` of ``slots`` charges, known before it
         runs: the neuron fits still pending (``fit_scope="chosen"``) and one batched search.
@@ -546,7 +552,7 @@ class GrowthEnv(gym.Env):
         slots = self._planned_slots("lookahead_costs", slots, skip=True)
         cfg, task = self.config, self.task
         if steps is None:
-            steps = max(cfg.max_steps - self.step_count, 0) * cfg.train_steps
+            steps = self.rollout_steps
         samples = integer("steps", steps, 0) * min(cfg.batch_size, len(task.train))
         n, gammas, forward = len(self.episode.search), len(default_gammas()), self.net.macs()
         out = np.empty(len(slots))
@@ -627,7 +633,7 @@ class GrowthEnv(gym.Env):
             raise RuntimeError("lookahead_losses: call reset() first")
         cfg, task = self.config, self.task
         if steps is None:
-            steps = max(cfg.max_steps - self.step_count, 0) * cfg.train_steps
+            steps = self.rollout_steps
         steps = integer("steps", steps, 0)
         start = time.perf_counter()
         losses = np.empty(len(slots))

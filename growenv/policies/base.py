@@ -124,6 +124,11 @@ class PolicyEnv(Protocol):
         the rest of the episode) without further growth, each on a copy of the env."""
         ...
 
+    @property
+    def rollout_steps(self) -> int:
+        """The optimizer steps left in the episode (a rollout's default length)."""
+        ...
+
     def search_cost(self, slots: Any) -> float:
         """DAG: the MACs ``evaluate_candidates(slots)`` charges, planned before it runs."""
         ...

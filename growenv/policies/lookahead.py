@@ -53,6 +53,7 @@ __all__ = [
     "proposed_slots",
     "ranked_slots",
     "rollouts_within",
+    "shortened_rollouts",
 ]
 
 CANDIDATE_SETS = ("kinds", "all")
@@ -82,10 +83,11 @@ def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) 
     return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
 
 
-BUDGETS = ("whole-space",)
-"""Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, the fits and the
-batched search of every valid slot (what whole-space greedy spends on a decision before it
-grows)."""
+BUDGETS = ("whole-space", "whole-space-episode")
+"""Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, per decision the fits
+and the batched search of every valid slot (what whole-space greedy spends on the decision
+before it grows); ``"whole-space-episode"``, the same bars summed over the episode's
+decisions so far (what a decision leaves unspent, a later one may spend)."""
 
 
 def ranked_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
@@ -121,6 +123,36 @@ def rollouts_within(rollout_costs: np.ndarray, grow_costs: np.ndarray, bar: floa
     spent = np.cumsum(rollout_costs) + np.maximum.accumulate(grow_costs)
     fits = np.flatnonzero(spent[1:] <= bar)
     return int(fits[-1]) + 2 if fits.size else 1
+
+
+def shortened_rollouts(
+    fixed_costs: np.ndarray, step_costs: np.ndarray, grow_costs: np.ndarray, bar: float, steps: int
+) -> tuple[int, int]:
+    """``(k, s)``: the most ranked proposals ``k >= 2`` that can be rolled out within ``bar``
+    when each rollout is shortened to ``s <= steps`` optimizer steps (the largest ``s`` with
+    ``sum(fixed_costs[:k] + s step_costs[:k]) + max(grow_costs[:k]) <= bar``), else ``(1,
+    steps)`` (no rollout).
+
+    Parameters
+    ----------
+    fixed_costs, step_costs
+        Per proposal in rank order, a rollout's MACs with no training step (its fit, search
+        and validation) and per optimizer step: a rollout of ``s`` steps costs ``fixed + s
+        step``.
+    grow_costs, bar
+        As for :func:`rollouts_within`.
+    steps
+        The rollouts' length when the bar allows it.
+    """
+    fixed = np.asarray(fixed_costs, dtype=float)
+    per = np.asarray(step_costs, dtype=float)
+    grow = np.asarray(grow_costs, dtype=float)
+    for k in range(fixed.size, 1, -1):
+        spare = bar - fixed[:k].sum() - grow[:k].max()
+        if spare >= 0:
+            rate = per[:k].sum()
+            return k, steps if rate <= 0 else int(min(steps, spare // rate))
+    return 1, steps
 
 
 class LookaheadPolicy:
@@ -226,18 +258,30 @@ class LearnedLookaheadPolicy:
         greedy's cost of the same decision (the fits and the batched search of every valid
         slot), planned before anything runs (:func:`rollouts_within`); with ``k = 1`` the
         best-ranked proposal grows without a rollout. No decision then costs more than
-        whole-space's, and where the bar allows every rollout the decisions are the default's.
+        whole-space's would on the same state, and where the bar allows every rollout the
+        decisions are the default's. ``"whole-space-episode"``: the bar of a decision also
+        holds what the episode's earlier decisions left of theirs, so the episode's decisions
+        cost no more than whole-space's bars of the states it visits, summed.
+    shorten
+        With a ``budget``: where the bar does not allow every rollout, shorten them all
+        (:func:`shortened_rollouts`) before rolling out fewer.
 
     Attributes
     ----------
     rollouts
-        Rollouts of each decision since :meth:`reset` (0 where none ran).
+        ``(rollouts, their optimizer steps)`` of each decision since :meth:`reset` (``(0,
+        0)`` where none ran; steps ``None``: to the end, without a budget).
     """
 
     name = "lookahead-learned"
 
     def __init__(
-        self, agent: Any, top: int = 3, steps: int | None = None, budget: str | None = None
+        self,
+        agent: Any,
+        top: int = 3,
+        steps: int | None = None,
+        budget: str | None = None,
+        shorten: bool = False,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
@@ -248,35 +292,62 @@ class LearnedLookaheadPolicy:
         self.top = integer("top", top, 1)
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
-        self.rollouts: list[int] = []
+        if not isinstance(shorten, bool):
+            raise ValueError(f"shorten: expected True or False, got {shorten!r}")
+        self.shorten = shorten
+        self.rollouts: list[tuple[int, int]] = []
+        self.credit = 0.0
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
         self.agent.reset(seed)
         self.rollouts = []
+        self.credit = 0.0
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The proposal of lowest lookahead validation loss (ties: the first), the only
         valid slot, or skip when there is none; with a ``budget``, among the proposals that
-        fit in it (:func:`rollouts_within`)."""
+        fit in it (:func:`rollouts_within`, :func:`shortened_rollouts`)."""
         valid = valid_sites(info, env)
-        slots = valid
-        if valid.size > 1:
-            slots = ranked_slots(self.agent.q_values(observation, env), valid, self.top)
-            if self.budget is not None and slots.size > 1:
-                slots = slots[: self._within_budget(env, valid, slots)]
-            slots = np.sort(slots)
-        self.rollouts.append(int(slots.size) if slots.size > 1 else 0)
-        return lowest_rollout(env, slots, self.steps)
+        if valid.size <= 1:
+            self.rollouts.append((0, 0))
+            return lowest_rollout(env, valid, self.steps)
+        ranked = ranked_slots(self.agent.q_values(observation, env), valid, self.top)
+        if self.budget is None:
+            self.rollouts.append((ranked.size, self.steps) if ranked.size > 1 else (0, 0))
+            return lowest_rollout(env, np.sort(ranked), self.steps)
+        bar, grow, costs, steps = self._plan(env, valid, ranked)
+        slots = np.sort(ranked[: costs.size])
+        self.rollouts.append((slots.size, steps) if slots.size > 1 else (0, 0))
+        action = lowest_rollout(env, slots, steps)
+        spent = (costs.sum() if slots.size > 1 else 0.0) + grow[
+            int(np.flatnonzero(ranked == action)[0])
+        ]
+        if self.budget == "whole-space-episode":
+            self.credit = bar - spent
+        return action
 
-    def _within_budget(self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray) -> int:
+    def _plan(
+        self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray, int]:
+        """``(bar, growth costs, costs of the rollouts to run, their steps)`` of a decision
+        under the budget (the bar with the episode's credit)."""
         if getattr(env, "slot_layout", None) is None:
             raise ValueError(
                 f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
             )
-        bar = env.search_cost(valid)
+        bar = env.search_cost(valid) + self.credit
         grow = np.array([env.search_cost([s]) for s in ranked])
-        return rollouts_within(env.lookahead_costs(ranked, self.steps), grow, bar)
+        steps = env.rollout_steps if self.steps is None else self.steps
+        full = env.lookahead_costs(ranked, steps)
+        k = rollouts_within(full, grow, bar)
+        if self.shorten and k < ranked.size:
+            fixed = env.lookahead_costs(ranked, 0)
+            k, steps = shortened_rollouts(
+                fixed, env.lookahead_costs(ranked, 1) - fixed, grow, bar, steps
+            )
+            full = env.lookahead_costs(ranked, steps)
+        return bar, grow, full[:k], steps
 
 
 def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:
