@@ -217,6 +217,9 @@ def test_planned_costs_are_what_the_env_charges(scope):
             before = twin.episode.compute
             twin.evaluate_candidates(valid)
             assert env.search_cost(valid) == twin.episode.compute - before
+            before = twin.episode.compute  # everything fitted now: the search alone
+            twin.evaluate_candidates(valid)
+            assert env.search_cost(valid, fits=False) == twin.episode.compute - before
             for slot in [*valid, env.skip_action]:
                 twin = copy.deepcopy(env)
                 before = twin.episode.compute
@@ -288,22 +291,27 @@ def test_a_budgeted_decision_rolls_out_what_fits_and_never_costs_more_than_whole
         valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
         ranked = sorted(valid, key=lambda s: (-q[s], s))[:3]
         k = min(len(ranked), 1)
+        searches = {slot: env.search_cost([slot], fits=False) for slot in valid}
         if len(valid) > 1:  # the largest k whose rollouts and growth fit in the bar, by hand
-            bar, spent, grow = env.search_cost(valid), 0.0, 0.0
+            bar = env.search_cost(valid) + min(searches.values())
+            spent, grow = 0.0, 0.0
             for i, slot in enumerate(ranked):
-                spent += env.lookahead_costs([slot], steps)[0]
-                grow = max(grow, env.search_cost([slot]))
+                spent += env.lookahead_costs([slot], steps)[0]  # with its fit, paid once
+                grow = max(grow, searches[slot])
                 if i >= 1 and spent + grow <= bar:
                     k = i + 1
         chosen = sorted(ranked[:k])
-        if k > 1:
+        if k > 1:  # rollouts on copies fitted in them: the policy's own fits change nothing
             expected = chosen[int(np.argmin(copy.deepcopy(env).lookahead_losses(chosen, steps)))]
+            planned = env.lookahead_costs(chosen, steps).sum() + searches[expected]
         else:
             expected = chosen[0] if chosen else env.skip_action
+            planned = env.search_cost(chosen) if chosen else 0.0
         seen.add(k)
         action, ours = _decision(copy.deepcopy(env), policy, obs, info)
         assert action == expected
         assert policy.rollouts[-1][0] == (k if k > 1 else 0)
+        assert ours == planned  # the plan is what the decision is charged
         if len(valid) > 1:  # whole-space's decision on the same state costs at least as much
             _, theirs = _decision(copy.deepcopy(env), whole_space, obs, info)
             assert ours <= theirs
@@ -323,7 +331,8 @@ def test_an_episode_budget_with_shortened_rollouts_stays_within_the_bars_it_visi
     phases = ("fit", "search")
     while not done:
         valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
-        bars += env.search_cost(valid) if len(valid) > 1 else 0.0
+        if len(valid) > 1:  # whole-space's least cost of the decision
+            bars += env.search_cost(valid) + min(env.search_cost([v], fits=False) for v in valid)
         before = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
         action = policy.act(obs, info, env)
         obs, _, terminated, truncated, info = env.step(action)

@@ -524,7 +524,7 @@ class GrowthEnv(gym.Env):
         train_steps``: a rollout's default length (:meth:`lookahead_losses`)."""
         return max(self.config.max_steps - self.step_count, 0) * self.config.train_steps
 
-    def search_cost(self, slots: Sequence[int]) -> float:
+    def search_cost(self, slots: Sequence[int], fits: bool = True) -> float:
         """DAG: the MACs that :meth:`evaluate_candidates` of ``slots`` charges, known before it
         runs: the neuron fits still pending (``fit_scope="chosen"``) and one batched search.
 
@@ -533,12 +533,15 @@ class GrowthEnv(gym.Env):
         slots
             Valid slots of the current graph (:meth:`evaluate_candidates` searches only the
             valid ones among what it is given).
+        fits
+            Count the pending fits (default); ``False``: the search alone (what it costs once
+            :meth:`fit_expansions` has fitted them).
         """
         slots = self._planned_slots("search_cost", slots)
-        fits, previews = self._plans(slots)
+        fit_macs, previews = self._plans(slots)
         n = len(self.episode.search)
         search = n * (self.net.macs() + len(default_gammas()) * sum(previews))
-        return float(sum(fits) + (search if slots else 0))
+        return float((sum(fit_macs) if fits else 0) + (search if slots else 0))
 
     def lookahead_costs(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
         """DAG: the MACs that :meth:`lookahead_losses` charges for each of ``slots`` (its

@@ -129,8 +129,13 @@ class PolicyEnv(Protocol):
         """The optimizer steps left in the episode (a rollout's default length)."""
         ...
 
-    def search_cost(self, slots: Any) -> float:
-        """DAG: the MACs ``evaluate_candidates(slots)`` charges, planned before it runs."""
+    def search_cost(self, slots: Any, fits: bool = True) -> float:
+        """DAG: the MACs ``evaluate_candidates(slots)`` charges, planned before it runs
+        (``fits=False``: without the pending neuron fits)."""
+        ...
+
+    def fit_expansions(self, slots: Any) -> None:
+        """DAG with ``fit_scope="chosen"``: fit the slots' pending neurons now (charged)."""
         ...
 
     def lookahead_costs(self, slots: Any, steps: int | None = None) -> np.ndarray:

@@ -256,8 +256,9 @@ class LearnedLookaheadPolicy:
         ``None`` (default): every proposal is rolled out. ``"whole-space"`` (DAG envs): only
         the best-ranked ``k`` proposals whose rollouts and final growth fit in whole-space
         greedy's cost of the same decision (the fits and the batched search of every valid
-        slot), planned before anything runs (:func:`rollouts_within`); with ``k = 1`` the
-        best-ranked proposal grows without a rollout. No decision then costs more than
+        slot, and the search of the slot it grows), planned before anything runs
+        (:func:`rollouts_within`; the proposals are fitted once, before their rollouts); with
+        ``k = 1`` the best-ranked proposal grows without a rollout. No decision then costs more than
         whole-space's would on the same state, and where the bar allows every rollout the
         decisions are the default's. ``"whole-space-episode"``: the bar of a decision also
         holds what the episode's earlier decisions left of theirs, so the episode's decisions
@@ -318,26 +319,40 @@ class LearnedLookaheadPolicy:
             return lowest_rollout(env, np.sort(ranked), self.steps)
         bar, grow, costs, steps = self._plan(env, valid, ranked)
         slots = np.sort(ranked[: costs.size])
-        self.rollouts.append((slots.size, steps) if slots.size > 1 else (0, 0))
+        if slots.size == 1:  # no rollout: its fit and search
+            self.rollouts.append((0, 0))
+            self.credit = bar - env.search_cost(slots) if self.banked else 0.0
+            return int(slots[0])
+        for slot in slots:  # fitted once here, not in each rollout and again to grow
+            env.fit_expansions([int(slot)])
+        self.rollouts.append((slots.size, steps))
         action = lowest_rollout(env, slots, steps)
-        spent = (costs.sum() if slots.size > 1 else 0.0) + grow[
-            int(np.flatnonzero(ranked == action)[0])
-        ]
-        if self.budget == "whole-space-episode":
-            self.credit = bar - spent
+        if self.banked:  # what the plan left of the bar
+            self.credit = bar - costs.sum() - grow[int(np.flatnonzero(ranked == action)[0])]
         return action
+
+    @property
+    def banked(self) -> bool:
+        """Whether what a decision leaves of its bar carries over to the next."""
+        return self.budget == "whole-space-episode"
 
     def _plan(
         self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
     ) -> tuple[float, np.ndarray, np.ndarray, int]:
         """``(bar, growth costs, costs of the rollouts to run, their steps)`` of a decision
-        under the budget (the bar with the episode's credit)."""
+        under the budget.
+
+        The bar is whole-space's least cost of the decision (the fits and batched search of
+        every valid slot, then the search of the one it grows, at least the cheapest) plus
+        the episode's credit. The proposals' fits are paid once, before their rollouts, so a
+        growth after the rollouts costs its search alone."""
         if getattr(env, "slot_layout", None) is None:
             raise ValueError(
                 f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
             )
-        bar = env.search_cost(valid) + self.credit
-        grow = np.array([env.search_cost([s]) for s in ranked])
+        searches = [env.search_cost([s], fits=False) for s in valid]
+        bar = env.search_cost(valid) + min(searches) + self.credit
+        grow = np.array([searches[int(np.flatnonzero(valid == s)[0])] for s in ranked])
         steps = env.rollout_steps if self.steps is None else self.steps
         full = env.lookahead_costs(ranked, steps)
         k = rollouts_within(full, grow, bar)
