@@ -72,6 +72,17 @@ def test_test_splits_add_other_splits_of_the_same_data(lg):
         assert np.array_equal(np.sort(parts), np.arange(1797))
 
 
+def test_the_first_split_moves_the_splits_to_fresh_seeds(lg):
+    """``--first-split 2 --test-splits 2``: digits in splits 2 and 3, the same tasks as the
+    last two of ``--test-splits 4``."""
+    four = lg.test_tasks(1, None, 4)["digits"]
+    moved = lg.test_tasks(1, None, 2, first_split=2)["digits"]
+    for a, b in zip(moved, four[2:], strict=True):
+        for part in ("train", "val", "test"):
+            ia, ib = (np.asarray(t.info["split_indices"][part]) for t in (a, b))
+            assert np.array_equal(ia, ib)
+
+
 def test_a_configuration_overrides_the_training_mix_only(lg):
     mix = lg.value_config("dqn-kinds-mix", 0, 100, quick=False)
     plain = lg.value_config("dqn-kinds", 0, 100, quick=False)
@@ -201,6 +212,7 @@ def test_selection_waits_for_complete_configurations(lg):
         (["--configs", "dqn-kinds,foo"], "--configs: expected names"),
         (["--selection-tasks", "1001"], "--selection-tasks: expected an int in [1, 1000]"),
         (["--test-splits", "0"], "--test-splits: expected an int in [1, 100]"),
+        (["--first-split", "-1"], "--first-split: expected an int in [0, 1000000]"),
         (["--compute-bar", "wholespace"], "--compute-bar: expected names among"),
         (["--agents", "0"], "--agents: expected an int >= 1"),
     ],
