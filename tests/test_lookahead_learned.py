@@ -355,6 +355,9 @@ def test_budget_errors_are_one_line(slots_agent):
     with pytest.raises(ValueError, match="^shorten: expected True or False") as err:
         make_policy(f"lookahead-learned:{slots_agent}", budget="whole-space", shorten="yes")
     assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^shorten: shortens rollouts to fit a budget") as err:
+        make_policy(f"lookahead-learned:{slots_agent}", shorten=True)
+    assert "\n" not in str(err.value)
     env = GrowthEnv(**SITES)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="^search_cost: only DAG envs") as err:

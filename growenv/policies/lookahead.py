@@ -84,10 +84,10 @@ def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) 
 
 
 BUDGETS = ("whole-space", "whole-space-episode")
-"""Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, per decision the fits
-and the batched search of every valid slot (what whole-space greedy spends on the decision
-before it grows); ``"whole-space-episode"``, the same bars summed over the episode's
-decisions so far (what a decision leaves unspent, a later one may spend)."""
+"""Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, per decision the least
+that whole-space greedy would spend on it (the fits and the batched search of every valid
+slot, then the search of the cheapest); ``"whole-space-episode"``, the same bars summed over
+the episode's decisions so far (what a decision leaves unspent, a later one may spend)."""
 
 
 def ranked_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
@@ -114,7 +114,8 @@ def rollouts_within(rollout_costs: np.ndarray, grow_costs: np.ndarray, bar: floa
     rollout_costs
         MACs of each proposal's rollout, in rank order.
     grow_costs
-        MACs of growing each proposal (its fit and search) after the rollouts.
+        MACs of growing each proposal after the rollouts (its search: the policy fits the
+        proposals before their rollouts, so the fit is in the rollout's cost).
     bar
         The decision's compute bar in MACs.
     """
@@ -295,8 +296,10 @@ class LearnedLookaheadPolicy:
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
         if not isinstance(shorten, bool):
             raise ValueError(f"shorten: expected True or False, got {shorten!r}")
+        if shorten and budget is None:
+            raise ValueError("shorten: shortens rollouts to fit a budget; pass budget= too")
         self.shorten = shorten
-        self.rollouts: list[tuple[int, int]] = []
+        self.rollouts: list[tuple[int, int | None]] = []
         self.credit = 0.0
 
     def reset(self, seed: int | None = None) -> None:
