@@ -353,19 +353,16 @@ class LearnedLookaheadPolicy:
             raise ValueError(
                 f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
             )
-        searches = [env.search_cost([s], fits=False) for s in valid]
-        bar = env.search_cost(valid) + min(searches) + self.credit
-        grow = np.array([searches[int(np.flatnonzero(valid == s)[0])] for s in ranked])
+        searches = {int(s): env.search_cost([s], fits=False) for s in valid}
+        bar = env.search_cost(valid) + min(searches.values()) + self.credit
+        grow = np.array([searches[int(s)] for s in ranked])
         steps = env.rollout_steps if self.steps is None else self.steps
-        full = env.lookahead_costs(ranked, steps)
-        k = rollouts_within(full, grow, bar)
+        fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
+        per_step = env.lookahead_costs(ranked, 1) - fixed
+        k = rollouts_within(fixed + steps * per_step, grow, bar)
         if self.shorten and k < ranked.size:
-            fixed = env.lookahead_costs(ranked, 0)
-            k, steps = shortened_rollouts(
-                fixed, env.lookahead_costs(ranked, 1) - fixed, grow, bar, steps
-            )
-            full = env.lookahead_costs(ranked, steps)
-        return bar, grow, full[:k], steps
+            k, steps = shortened_rollouts(fixed, per_step, grow, bar, steps)
+        return bar, grow, (fixed + steps * per_step)[:k], steps
 
 
 def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:

@@ -103,13 +103,17 @@ def solve_macs(expansion: Expansion) -> int:
 def preview_macs(net: GrowingDAG, candidate: DagCandidate) -> int:
     """MACs per sample and amplitude of previewing ``candidate``: the in-edges of every node
     it changes (its targets and their descendants), its update and its new weights."""
+    moved = candidate.added_macs() + sum(w.numel() for w in candidate.update_weights.values())
+    return moved + _recomputed_macs(net, candidate.targets)
+
+
+def _recomputed_macs(net: GrowingDAG, targets: Sequence[str]) -> int:
+    """MACs per sample of the in-edges of ``targets`` and of all their descendants: what a
+    preview recomputes."""
     changed: set[str] = set()
-    for t in candidate.targets:
+    for t in targets:
         changed |= descendants(t, net.edges)
-    total = candidate.added_macs() + sum(w.numel() for w in candidate.update_weights.values())
-    for v in changed:
-        total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
-    return total
+    return sum(sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v] for v in changed)
 
 
 def planned_fit_macs(
@@ -147,13 +151,7 @@ def planned_preview_macs(net: GrowingDAG, expansion: Expansion, neurons: int) ->
         update = sum(
             w.numel() for rep in expansion.updates.values() for w in rep.update_weights.values()
         )
-    changed: set[str] = set()
-    for t in targets:
-        changed |= descendants(t, net.edges)
-    total = planned_added_macs(expansion, neurons) + update
-    for v in changed:
-        total += sum(net.nodes[s] for s in net.in_edges(v)) * net.nodes[v]
-    return total
+    return planned_added_macs(expansion, neurons) + update + _recomputed_macs(net, targets)
 
 
 def search_macs(
