@@ -195,14 +195,18 @@ def test_lookahead_learned_needs_an_agent_that_scores_every_slot(tmp_path, slots
 CHOSEN = {**DAG, "fit_scope": "chosen", "max_nodes": 5, "max_steps": 6}
 
 
+def _decision_macs(env: GrowthEnv) -> float:
+    """The fit and search MACs ``env`` has charged so far (a decision's phases)."""
+    return sum(env.compute_by_phase.get(p, 0.0) for p in ("fit", "search"))
+
+
 def _decision(env: GrowthEnv, policy, obs: np.ndarray, info: dict) -> tuple[int, float]:
     """``policy``'s action on ``env``, stepped: the action and the fit and search MACs of the
     decision and of the step that grows it."""
-    phases = ("fit", "search")
-    before = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+    before = _decision_macs(env)
     action = policy.act(obs, info, env)
     env.step(action)
-    return action, sum(env.compute_by_phase.get(p, 0.0) for p in phases) - before
+    return action, _decision_macs(env) - before
 
 
 @pytest.mark.parametrize("scope", ["chosen", "all"])
@@ -328,15 +332,14 @@ def test_an_episode_budget_with_shortened_rollouts_stays_within_the_bars_it_visi
     obs, info = env.reset(seed=4)
     policy.reset(4)
     done, bars, spent, short = False, 0.0, 0.0, 0
-    phases = ("fit", "search")
     while not done:
         valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
         if len(valid) > 1:  # whole-space's least cost of the decision
             bars += env.search_cost(valid) + min(env.search_cost([v], fits=False) for v in valid)
-        before = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+        before = _decision_macs(env)
         action = policy.act(obs, info, env)
         obs, _, terminated, truncated, info = env.step(action)
-        after = sum(env.compute_by_phase.get(p, 0.0) for p in phases)
+        after = _decision_macs(env)
         if len(valid) > 1:
             spent += after - before
             assert spent <= bars  # at every decision, not only at the end

@@ -258,6 +258,12 @@ class EnvConfig:
 
     # ------------------------------------------------------------------ derived
     @property
+    def candidate_neurons(self) -> int | None:
+        """The neurons of a grown candidate as its solvers take them: ``neurons_per_growth``,
+        or ``None`` for ``"auto"`` (the significant ones)."""
+        return None if self.neurons_per_growth == "auto" else self.neurons_per_growth
+
+    @property
     def family(self) -> NetFamily:
         """The net family (:func:`~growenv.nets.registry.get_family` of ``net``)."""
         return get_family(self.net)

@@ -425,7 +425,7 @@ class GrowthEnv(gym.Env):
         site = integer("site", site, 0, self.net.num_sites - 1)
         start = time.perf_counter()
         cfg = self.config
-        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        k = cfg.candidate_neurons
         search = self.episode.search
         with using_threads(cfg.threads):
             cand = self.report.sites[site].candidate(
@@ -506,7 +506,7 @@ class GrowthEnv(gym.Env):
             return []
         start = time.perf_counter()
         cfg = self.config
-        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        k = cfg.candidate_neurons
         search = self.episode.search
         cands = [self.dag.expansion(s).candidate(k) for s in slots]
         results = self.family.amplitude_search_many(
@@ -585,7 +585,7 @@ class GrowthEnv(gym.Env):
     def _neurons(self, slot: int) -> int:
         """Neurons of ``slot``'s searched candidate (its fit's count while it is pending)."""
         e = self.dag.expansion(slot)
-        k = None if self.config.neurons_per_growth == "auto" else self.config.neurons_per_growth
+        k = self.config.candidate_neurons
         if e.kind == "edge":
             return 0
         if e.fitted is None and self.fits_pending:
@@ -735,7 +735,7 @@ class GrowthEnv(gym.Env):
         and ``neuron_fit="nonlinear"`` also every neuron fit, charged as ``"statistics"``)
         and validation."""
         task, cfg = self.task, self.config
-        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        k = cfg.candidate_neurons
         if self.fits_pending:  # TINY's closed form now, the fits of chosen expansions later
             report = dag_bottleneck(
                 self.net, task.stats.x, task.stats.y, task.loss, fit="tiny", neurons=k,

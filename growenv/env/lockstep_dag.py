@@ -252,7 +252,7 @@ class LockstepDagVecEnv(LockstepBase):
         (batched over envs too); ``fit_scope="chosen"`` keeps the samples for the fits of the
         grown expansions (:meth:`_grow_all`)."""
         cfg = self.config
-        k = None if cfg.neurons_per_growth == "auto" else cfg.neurons_per_growth
+        k = cfg.candidate_neurons
         nonlinear = cfg.neuron_fit == "nonlinear"
         fit_all = nonlinear and cfg.fit_scope == "all"
         reports, problems = [], []
