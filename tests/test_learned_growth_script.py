@@ -158,7 +158,7 @@ def test_selection_normalises_by_the_heuristics_and_picks_the_lowest_iqm(lg):
     assert d[0] == pytest.approx(iqm(losses["b"] / ref) - iqm(losses["round-robin"] / ref))
     assert d[2] < 0  # b is 10 % below round-robin everywhere: the CI is below 0
     assert out["difference"]["a"]["round-robin"][1] > 0
-    b_a = out["between_configs"]["b"]["a"]  # paired: b is 20 % below a on every episode
+    b_a = out["between_configs"]["b"]["a"]  # paired episodes: b sits 0.2 below a
     assert b_a[0] == pytest.approx(iqm(losses["b"] / ref) - iqm(losses["a"] / ref))
     assert b_a[2] < 0 < out["between_configs"]["a"]["b"][1]
 
