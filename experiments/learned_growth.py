@@ -979,7 +979,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--first-split",
         type=int,
         default=0,
-        help="the first split seed of digits and CIFAR-10 (0-3 are v12's and v13's)",
+        help="the first split seed of digits and CIFAR-10 (0-3: v12-v13, 4-7: v14, 8-11: v15)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
