@@ -309,6 +309,20 @@ CONFIGS["lookahead-learned-capped-short-mix"] = {
     "agents": "lookahead-learned-chosen-mix",
     "policy_kwargs": {"budget": "whole-space", "shorten": True},
 }
+# lookahead-learned-capped-short-mix spending what its per-decision cap leaves: in v15 it used
+# 0.44-0.71x whole-space's decision MACs per growth, because its late decisions, whose bars
+# are large and whose rollouts are short, roll out at most its 3 proposals. "wide" rolls out
+# up to 8 of the agent's ranked proposals at full length where the bar allows; "kinds" adds
+# the lookahead's candidates (each kind's best by estimated gain) after the agent's 3, so
+# that where the bar allows, its candidates hold the lookahead's (defined after v15's test)
+CONFIGS["lookahead-learned-wide-mix"] = {
+    **CONFIGS["lookahead-learned-capped-short-mix"],
+    "policy_kwargs": {"budget": "whole-space", "shorten": True, "widen": 8},
+}
+CONFIGS["lookahead-learned-kinds-mix"] = {
+    **CONFIGS["lookahead-learned-capped-short-mix"],
+    "policy_kwargs": {"budget": "whole-space", "shorten": True, "kinds": True},
+}
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its

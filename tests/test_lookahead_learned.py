@@ -17,6 +17,7 @@ from growenv.learners.rollouts import RolloutLabels, rollout_returns
 from growenv.learners.scorer import action_set_mask, infer_layout, slots_mask
 from growenv.learners.value import ValueConfig, _candidates, train_value_agent
 from growenv.nets.dag import costs
+from growenv.policies import lookahead as policy_lookahead
 from growenv.policies import make_policy
 from growenv.policies.lookahead import (
     LearnedLookaheadPolicy,
@@ -366,3 +367,127 @@ def test_budget_errors_are_one_line(slots_agent):
     with pytest.raises(ValueError, match="^search_cost: only DAG envs") as err:
         env.search_cost([0])
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- widened proposals
+def test_widened_ranking_is_the_top_then_the_extras_then_the_rest_by_an_explicit_loop():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        valid = np.sort(rng.choice(20, size=n, replace=False))
+        q = np.round(rng.normal(size=20), 1)  # ties happen
+        top, size = int(rng.integers(1, 5)), int(rng.integers(0, 14))
+        extra = rng.choice(valid, size=int(rng.integers(0, min(n, 3) + 1)), replace=False)
+        by_score = []
+        for slot in valid.tolist():  # insertion sort: larger score first, ties lower slot
+            i = 0
+            while i < len(by_score) and (q[by_score[i]], -by_score[i]) >= (q[slot], -slot):
+                i += 1
+            by_score.insert(i, slot)
+        want = by_score[:top]
+        for slot in extra.tolist():
+            if slot not in want:
+                want.append(slot)
+        keep = max(len(want), size)  # the top and the extras are always kept
+        want += [s for s in by_score if s not in want]
+        got = policy_lookahead.widened_ranking(q, valid, top, size, extra)
+        assert got.tolist() == want[:keep]
+        assert (
+            policy_lookahead.widened_ranking(q, valid, top, size).tolist()
+            == by_score[: max(top, size)]
+        )
+
+
+@pytest.mark.parametrize("kinds", [False, True])
+def test_a_widened_decision_rolls_out_every_full_rollout_that_fits(slots_agent, kinds):
+    agent = make_policy(f"dqn:{slots_agent}")
+    steps, top, widen = 40, 2, 6
+    policy = make_policy(f"lookahead-learned:{slots_agent}", steps=steps, budget="whole-space",
+                         shorten=True, top=top, widen=widen, kinds=kinds)  # fmt: skip
+    whole_space = make_policy("whole-space")
+    env = GrowthEnv(**CHOSEN)
+    obs, info = env.reset(seed=5)
+    policy.reset(5)
+    done, widest = False, 0
+    while not done:
+        q = agent.q_values(obs, env)
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
+        by_score = sorted(valid, key=lambda s: (-q[s], s))
+        ranked = by_score[:top]
+        if kinds:  # each kind's best by estimated gain, edge, node, widen
+            kinds_of = np.asarray(env.slot_layout.kinds)
+            gains = np.asarray(info["candidate_gains"], dtype=float)
+            for kind in ("edge", "node", "widen"):
+                of_kind = [s for s in valid if kinds_of[s] == kind]
+                best = max(of_kind, key=lambda s: (gains[s], -s)) if of_kind else None
+                if best is not None and best not in ranked:
+                    ranked.append(best)
+        ranked = (ranked + [s for s in by_score if s not in ranked])[: max(widen, len(ranked))]
+        if len(valid) > 1:
+            searches = {slot: env.search_cost([slot], fits=False) for slot in valid}
+            bar = env.search_cost(valid) + min(searches.values())
+            k, run = 1, steps
+            for i in range(1, len(ranked)):  # the longest prefix of full-length rollouts
+                rolls = env.lookahead_costs(ranked[: i + 1], steps).sum()
+                if rolls + max(searches[s] for s in ranked[: i + 1]) <= bar:
+                    k = i + 1
+            if k < min(top, len(ranked)):  # shortened, among the agent's top only
+                k, run = policy_lookahead.shortened_rollouts(
+                    env.lookahead_costs(ranked[:top], 0),
+                    env.lookahead_costs(ranked[:top], 1) - env.lookahead_costs(ranked[:top], 0),
+                    [searches[s] for s in ranked[:top]],
+                    bar,
+                    steps,
+                )
+            chosen = sorted(ranked[:k])
+            if k > 1:
+                losses = copy.deepcopy(env).lookahead_losses(chosen, run)
+                expected = chosen[int(np.argmin(losses))]
+            else:
+                expected = chosen[0]
+        else:
+            k, expected = 0, (valid[0] if valid else env.skip_action)
+        action, ours = _decision(copy.deepcopy(env), policy, obs, info)
+        assert action == expected
+        assert policy.rollouts[-1][0] == (k if k > 1 else 0)
+        if len(valid) > 1:
+            _, theirs = _decision(copy.deepcopy(env), whole_space, obs, info)
+            assert ours <= theirs
+        widest = max(widest, policy.rollouts[-1][0])
+        obs, _, terminated, truncated, info = env.step(expected)
+        done = terminated or truncated
+    assert widest > top  # some decision looked beyond the agent's top
+
+
+def test_kinds_without_a_budget_roll_out_the_top_and_the_lookaheads_candidates(slots_agent):
+    agent = make_policy(f"dqn:{slots_agent}")
+    policy = make_policy(f"lookahead-learned:{slots_agent}", top=1, kinds=True)
+    env = GrowthEnv(**DAG)
+    obs, info = env.reset(seed=1)
+    policy.reset(1)
+    done = False
+    while not done:
+        q = agent.q_values(obs, env)
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites])
+        top = sorted(valid.tolist(), key=lambda s: (-q[s], s))[:1]
+        kinds = policy_lookahead.lookahead_candidates(info, env).tolist()
+        chosen = sorted(set(top) | set(kinds))
+        if len(chosen) > 1:
+            expected = chosen[int(np.argmin(copy.deepcopy(env).lookahead_losses(chosen)))]
+        else:
+            expected = chosen[0] if chosen else env.skip_action
+        action = policy.act(obs, info, env)
+        assert action == expected
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+
+
+def test_widen_and_kinds_errors_are_one_line(slots_agent):
+    for kwargs, match in (
+        ({"widen": 4}, "^widen: rolls out more proposals where a budget allows"),
+        ({"widen": 2, "budget": "whole-space"}, "^widen: expected"),
+        ({"kinds": "yes"}, "^kinds: expected True or False"),
+    ):
+        with pytest.raises(ValueError, match=match) as err:
+            make_policy(f"lookahead-learned:{slots_agent}", **kwargs)
+        assert "\n" not in str(err.value)

@@ -54,6 +54,7 @@ __all__ = [
     "ranked_slots",
     "rollouts_within",
     "shortened_rollouts",
+    "widened_ranking",
 ]
 
 CANDIDATE_SETS = ("kinds", "all")
@@ -96,6 +97,25 @@ def ranked_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
     valid = np.asarray(valid, dtype=int)
     order = np.lexsort((valid, -np.asarray(q, dtype=float)[valid]))
     return valid[order[:top]]
+
+
+def widened_ranking(
+    q: np.ndarray, valid: np.ndarray, top: int, size: int, extra: np.ndarray | None = None
+) -> np.ndarray:
+    """The proposals of a widened lookahead, best first: the ``top`` slots of ``valid`` of
+    largest score ``q``, then the slots of ``extra`` not among them (in their order), then
+    the rest of ``valid`` by score, ``size`` slots at most but never fewer than the top and
+    the extras (ties: the lower slot first).
+
+    With no ``extra`` this is ``ranked_slots(q, valid, max(top, size))``."""
+    order = ranked_slots(q, valid, np.asarray(valid).size)
+    head = order[:top]
+    seen = set(head.tolist())
+    middle = [int(s) for s in (() if extra is None else extra) if int(s) not in seen]
+    seen.update(middle)
+    tail = [int(s) for s in order[top:] if int(s) not in seen]
+    keep = max(head.size + len(middle), size)
+    return np.array([*head.tolist(), *middle, *tail][:keep], dtype=int)
 
 
 def proposed_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
@@ -267,6 +287,16 @@ class LearnedLookaheadPolicy:
     shorten
         With a ``budget``: where the bar does not allow every rollout, shorten them all
         (:func:`shortened_rollouts`) before rolling out fewer.
+    widen
+        With a ``budget``: the most proposals rolled out where the bar allows full-length
+        rollouts of more than ``top`` (default ``None``: ``top``). The proposals beyond
+        ``top`` follow the agent's ranking (:func:`widened_ranking`); where the bar allows
+        ``top`` or fewer the decision is the unwidened one. Whole-space's bar grows with the
+        net and the rollouts shorten as the episode ends, so late decisions can look at more.
+    kinds
+        Also propose each kind's slot of largest estimated gain (the lookahead's candidates,
+        :func:`lookahead_candidates`), right after the agent's ``top`` (default ``False``).
+        Without a budget they are always rolled out; with one, only where the bar allows.
 
     Attributes
     ----------
@@ -284,6 +314,8 @@ class LearnedLookaheadPolicy:
         steps: int | None = None,
         budget: str | None = None,
         shorten: bool = False,
+        widen: int | None = None,
+        kinds: bool = False,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
@@ -299,6 +331,14 @@ class LearnedLookaheadPolicy:
         if shorten and budget is None:
             raise ValueError("shorten: shortens rollouts to fit a budget; pass budget= too")
         self.shorten = shorten
+        self.widen = integer("widen", widen, self.top, allow_none=True)
+        if widen is not None and budget is None:
+            raise ValueError(
+                "widen: rolls out more proposals where a budget allows; pass budget= too"
+            )
+        if not isinstance(kinds, bool):
+            raise ValueError(f"kinds: expected True or False, got {kinds!r}")
+        self.kinds = kinds
         self.rollouts: list[tuple[int, int | None]] = []
         self.credit = 0.0
 
@@ -316,7 +356,10 @@ class LearnedLookaheadPolicy:
         if valid.size <= 1:
             self.rollouts.append((0, 0))
             return lowest_rollout(env, valid, self.steps)
-        ranked = ranked_slots(self.agent.q_values(observation, env), valid, self.top)
+        q = self.agent.q_values(observation, env)
+        extra = lookahead_candidates(info, env) if self.kinds else None
+        size = self.top if self.widen is None else self.widen
+        ranked = widened_ranking(q, valid, self.top, size, extra)
         if self.budget is None:
             self.rollouts.append((ranked.size, self.steps) if ranked.size > 1 else (0, 0))
             return lowest_rollout(env, np.sort(ranked), self.steps)
@@ -360,8 +403,9 @@ class LearnedLookaheadPolicy:
         fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
         per_step = env.lookahead_costs(ranked, 1) - fixed
         k = rollouts_within(fixed + steps * per_step, grow, bar)
-        if self.shorten and k < ranked.size:
-            k, steps = shortened_rollouts(fixed, per_step, grow, bar, steps)
+        n = min(self.top, ranked.size)  # widened proposals are rolled out only at full length
+        if self.shorten and k < n:
+            k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], bar, steps)
         return bar, grow, (fixed + steps * per_step)[:k], steps
 
 
