@@ -992,7 +992,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--first-split",
         type=int,
         default=0,
-        help="the first split seed of digits and CIFAR-10 (0-3: v12-v13, 4-7: v14, 8-11: v15, 12-15: v16)",
+        help="the first split seed of digits and CIFAR-10 (0-3: v12-v13, 4-7: v14, 8-11: v15, "
+        "12-15: v16)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
@@ -1008,6 +1009,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs = [c for c in args.configs.split(",") if c]
     heuristics = [h for h in args.heuristics.split(",") if h]
     sel_heuristics = [h for h in args.selection_heuristics.split(",") if h]
+    if not configs:
+        p.error(f"--configs: expected one or more names among {', '.join(CONFIGS)}, got none")
     for c in configs:
         if c not in CONFIGS:
             p.error(f"--configs: expected names among {', '.join(CONFIGS)}, got {c!r}")

@@ -216,6 +216,7 @@ def test_selection_waits_for_complete_configurations(lg):
         (["--selection-tasks", "1001"], "--selection-tasks: expected an int in [1, 1000]"),
         (["--test-splits", "0"], "--test-splits: expected an int in [1, 100]"),
         (["--first-split", "-1"], "--first-split: expected an int in [0, 1000000]"),
+        (["--configs", ""], "--configs: expected one or more names"),
         (["--compute-bar", "wholespace"], "--compute-bar: expected names among"),
         (["--agents", "0"], "--agents: expected an int >= 1"),
     ],
