@@ -136,6 +136,17 @@ _KINDS: dict[str, Any] = {
     "action_set": "best-per-kind",
     "env": {"fit_scope": "all"},
 }
+#: Diagnostics (``--diagnostics``): registered policies with settings the test's heuristics
+#: do not use, run on the selection families only, beside the configurations but never
+#: selected nor in the normalisation: ``name: (policy, its keyword arguments, fit scope)``.
+#: They measure what a family of decision rules can reach (the lookahead over every valid
+#: slot: the headroom of any proposer of "grow it, then never again" rollouts) and what
+#: shorter rollouts lose (100 optimizer steps: two decisions' training).
+DIAGNOSTICS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "lookahead-all": ("lookahead", {"candidates": "all"}, "all"),
+    "lookahead-100": ("lookahead", {"steps": 100}, "all"),
+    "lookahead-all-100": ("lookahead", {"candidates": "all", "steps": 100}, "all"),
+}
 #: Heuristics run on the selection families by default (the bar a configuration must pass).
 SELECTION_HEURISTICS = ("round-robin", "greedy")
 #: Learned configurations: ValueConfig fields beyond the shared ones; ``steps`` (env steps
@@ -587,6 +598,9 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         spec = f"{algo}:" + str(agents / f"seed_{key['run']}")
         kwargs = config.get("policy_kwargs", {})
         own = learned_env(key["method"])
+    elif key["kind"] == "diagnostic":
+        spec, kwargs, scope = DIAGNOSTICS[key["method"]]
+        own = {"fit_scope": scope}
     else:
         spec, own, kwargs = key["method"], {"fit_scope": HEURISTICS[key["method"]]}, {}
     env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), **own}
@@ -734,6 +748,7 @@ def select(
     families: Sequence[str],
     runs: int,
     compute_bar: str | None = None,
+    diagnostics: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The choice of configuration on the selection families: IQM of losses normalised by
     each task's mean heuristic loss (by the configurations' mean without heuristics), with
@@ -745,11 +760,16 @@ def select(
     With ``compute_bar`` (a heuristic whose selection episodes are in ``records``; it is
     not part of the normalisation), ``within_compute[c]`` says whether configuration ``c``
     spends no more decision MACs per growth than it on every selection family, and only
-    such configurations are selected (the lowest IQM of all when none is)."""
+    such configurations are selected (the lowest IQM of all when none is).
+
+    ``diagnostics`` (methods whose selection episodes are in ``records``) get IQMs and
+    differences against each heuristic and configuration like a configuration's, but are
+    never selected."""
     normalised(records, heuristics or configs)
     compute = compute_table(records, [*configs, compute_bar], selection=True) if compute_bar else {}
     scores = {
-        m: matrix(records, m, families, runs, "normalised")[0] for m in [*configs, *heuristics]
+        m: matrix(records, m, families, runs, "normalised")[0]
+        for m in [*configs, *heuristics, *diagnostics]
     }
     scores = {m: s for m, s in scores.items() if s.size and not np.isnan(s).any()}
     out: dict[str, Any] = {
@@ -764,7 +784,7 @@ def select(
     est = rl.interval_estimates(scores, "iqm", task_bootstrap=True)
     out["iqm"] = {m: list(map(float, v)) for m, v in est.items()}
     done = [c for c in configs if c in scores]
-    for c in done:
+    for c in [*done, *(d for d in diagnostics if d in scores)]:
         out["difference"][c] = {
             h: list(map(float, rl.difference_ci(scores[c], scores[h], "iqm")))
             for h in heuristics
@@ -775,6 +795,8 @@ def select(
             for d in done
             if d != c
         }
+    if diagnostics:
+        out["diagnostics"] = [d for d in diagnostics if d in scores]
     if compute_bar in compute:
         for c in done:
             within = within_compute(compute, c, compute_bar)
@@ -862,6 +884,8 @@ def markdown(
     ]
     for name, v in sorted(selection["iqm"].items(), key=lambda kv: kv[1][0]):
         mark = " (selected)" if name == learned else ""
+        if name in selection.get("diagnostics", ()):
+            mark += " (diagnostic)"
         if selection.get("within_compute", {}).get(name) is False:
             mark += f" (over {selection['compute_bar']}'s decision compute)"
         diffs = selection.get("difference", {}).get(name)
@@ -978,6 +1002,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="heuristics run on the selection families (the bar and the normalisation)",
     )
     p.add_argument(
+        "--diagnostics",
+        default="",
+        help=f"run on the selection families only, never selected ({', '.join(DIAGNOSTICS)})",
+    )
+    p.add_argument(
         "--compute-bar",
         default=None,
         help="a heuristic also run on the selection families (not in the normalisation): only "
@@ -1009,6 +1038,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs = [c for c in args.configs.split(",") if c]
     heuristics = [h for h in args.heuristics.split(",") if h]
     sel_heuristics = [h for h in args.selection_heuristics.split(",") if h]
+    diagnostics = [d for d in args.diagnostics.split(",") if d]
+    for d in diagnostics:
+        if d not in DIAGNOSTICS:
+            p.error(f"--diagnostics: expected names among {', '.join(DIAGNOSTICS)}, got {d!r}")
     if not configs:
         p.error(f"--configs: expected one or more names among {', '.join(CONFIGS)}, got none")
     for c in configs:
@@ -1121,9 +1154,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "select" in phases:
         jobs = keys(configs, "learned", sel_counts)
         jobs += keys([*sel_heuristics, *bar], "heuristic", sel_counts)
+        jobs += keys(diagnostics, "diagnostic", sel_counts)
         run_jobs(pending(jobs), args.workers, store)
     sel = [r for r in load_store(store) if is_selection(r["family"])]
-    selection = select(sel, configs, sel_heuristics, sel_families, args.agents, args.compute_bar)
+    selection = select(
+        sel, configs, sel_heuristics, sel_families, args.agents, args.compute_bar, diagnostics
+    )
     learned = selection["selected"] or configs[0]
     if "test" in phases:
         jobs = keys([learned], "learned", counts) + keys(heuristics, "heuristic", counts)

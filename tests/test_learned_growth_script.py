@@ -198,6 +198,31 @@ def test_a_compute_bar_selects_only_configurations_within_its_decision_compute(l
     assert out["within_compute"] == {"a": False, "b": False} and out["selected"] == "b"
 
 
+def test_diagnostics_are_scored_but_never_selected_nor_normalise(lg):
+    families = ["selection", "selection-wide"]
+    rng = np.random.default_rng(4)
+    losses = {
+        "a": 1.0 + 0.1 * rng.random((3, 2, 4)),
+        "round-robin": 1.1 + 0.1 * rng.random((3, 2, 4)),
+        "oracle": 0.5 + 0.1 * rng.random((3, 2, 4)),  # far below: it would be selected
+    }
+    records = _records(losses, families)
+    out = lg.select(records, ["a"], ["round-robin"], families, runs=3, diagnostics=["oracle"])
+    plain = lg.select(_records(losses, families), ["a"], ["round-robin"], families, runs=3)
+    assert out["selected"] == "a" and out["diagnostics"] == ["oracle"]
+    assert out["iqm"]["a"] == plain["iqm"]["a"]  # the diagnostic normalises nothing
+    # its IQM is that of its losses over round-robin's task means, by hand
+    ratio = losses["oracle"] / losses["round-robin"].mean(axis=0, keepdims=True)
+    flat = np.sort(ratio.ravel())
+    n = flat.size
+    assert out["iqm"]["oracle"][0] == pytest.approx(flat[n // 4 : n - n // 4].mean())
+    assert out["difference"]["oracle"]["round-robin"][0] < -0.4
+    assert set(out["between_configs"]["oracle"]) == {"a"}  # against each configuration
+    assert "oracle" not in out["between_configs"]["a"]
+    text = lg.markdown({"groups": {}}, {}, [], out, "a")
+    assert "| oracle (diagnostic) |" in text and "| a (selected) |" in text
+
+
 def test_selection_waits_for_complete_configurations(lg):
     families = ["selection"]
     losses = {m: np.ones((2, 1, 2)) for m in ("a", "round-robin")}
@@ -217,6 +242,7 @@ def test_selection_waits_for_complete_configurations(lg):
         (["--test-splits", "0"], "--test-splits: expected an int in [1, 100]"),
         (["--first-split", "-1"], "--first-split: expected an int in [0, 1000000]"),
         (["--configs", ""], "--configs: expected one or more names"),
+        (["--diagnostics", "oracle"], "--diagnostics: expected names among"),
         (["--compute-bar", "wholespace"], "--compute-bar: expected names among"),
         (["--agents", "0"], "--agents: expected an int >= 1"),
     ],
