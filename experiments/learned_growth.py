@@ -333,6 +333,16 @@ CONFIGS["lookahead-learned-kinds-mix"] = {
     **CONFIGS["lookahead-learned-capped-short-mix"],
     "policy_kwargs": {"budget": "whole-space", "shorten": True, "kinds": True},
 }
+# v15's agents under a projected episode budget: in v16's selection episodes the uncapped
+# policy (lookahead-learned-chosen-mix) was about 1.5 % below the lookahead's test loss at
+# 0.75x whole-space's decision MACs per growth, while every per-decision cap tied it: the
+# first decisions' full rollouts cost 2-4x their small bars, the last ones' 0.2-0.9x.
+# "whole-space-projected" lends a decision the spare of the decisions left (defined after
+# v16's selection)
+CONFIGS["lookahead-learned-projected-mix"] = {
+    **CONFIGS["lookahead-learned-capped-short-mix"],
+    "policy_kwargs": {"budget": "whole-space-projected", "shorten": True},
+}
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its

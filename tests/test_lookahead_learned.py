@@ -491,3 +491,43 @@ def test_widen_and_kinds_errors_are_one_line(slots_agent):
         with pytest.raises(ValueError, match=match) as err:
             make_policy(f"lookahead-learned:{slots_agent}", **kwargs)
         assert "\n" not in str(err.value)
+
+
+def test_a_projected_budget_lends_early_decisions_the_spare_of_the_decisions_left(slots_agent):
+    agent = make_policy(f"dqn:{slots_agent}")
+    top, steps = 3, 60
+    projected = make_policy(f"lookahead-learned:{slots_agent}", steps=steps, top=top,
+                            budget="whole-space-projected")  # fmt: skip
+    env = GrowthEnv(**{**CHOSEN, "max_steps": 8})
+    obs, info = env.reset(seed=6)
+    projected.reset(6)
+    done, bars, spent, lent = False, 0.0, 0.0, 0
+    while not done:
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
+        if len(valid) > 1:  # the plan, by hand
+            q = agent.q_values(obs, env)
+            ranked = sorted(valid, key=lambda s: (-q[s], s))[:top]
+            searches = {s: env.search_cost([s], fits=False) for s in valid}
+            own = env.search_cost(valid) + min(searches.values())
+            floor = min(env.search_cost([s]) for s in valid)
+            left = env.config.max_steps - env.step_count
+            allowance = own + (bars - spent) + (left - 1) * max(own - floor, 0.0)
+            k = 1
+            for i in range(1, len(ranked)):
+                cost = env.lookahead_costs(ranked[: i + 1], steps).sum()
+                if cost + max(searches[s] for s in ranked[: i + 1]) <= allowance:
+                    k = i + 1
+            within_own = env.lookahead_costs(ranked[:2], steps).sum() + max(
+                searches[s] for s in ranked[:2]
+            ) <= own + (bars - spent)
+            lent += k > 1 and not within_own  # rolled out only thanks to the loan
+            bars += own
+        before = _decision_macs(env)
+        action = projected.act(obs, info, env)
+        obs, _, terminated, truncated, info = env.step(action)
+        if len(valid) > 1:
+            spent += _decision_macs(env) - before
+            assert projected.rollouts[-1][0] == (k if k > 1 else 0)
+            assert projected.credit == pytest.approx(bars - spent, rel=1e-9, abs=1.0)
+        done = terminated or truncated
+    assert lent  # some decision rolled out on the loan alone

@@ -84,11 +84,15 @@ def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) 
     return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
 
 
-BUDGETS = ("whole-space", "whole-space-episode")
+BUDGETS = ("whole-space", "whole-space-episode", "whole-space-projected")
 """Compute bars of :class:`LearnedLookaheadPolicy`: ``"whole-space"``, per decision the least
 that whole-space greedy would spend on it (the fits and the batched search of every valid
 slot, then the search of the cheapest); ``"whole-space-episode"``, the same bars summed over
-the episode's decisions so far (what a decision leaves unspent, a later one may spend)."""
+the episode's decisions so far (what a decision leaves unspent, a later one may spend);
+``"whole-space-projected"``, the episode's bars so far plus a loan against the decisions left,
+as if each of their bars were at least this decision's and each spent at least the cheapest
+growth now (a projection, not a bound: early decisions, whose bars are the smallest and
+whose rollouts the longest, may spend what late ones are expected to leave)."""
 
 
 def ranked_slots(q: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
@@ -284,6 +288,12 @@ class LearnedLookaheadPolicy:
         decisions are the default's. ``"whole-space-episode"``: the bar of a decision also
         holds what the episode's earlier decisions left of theirs, so the episode's decisions
         cost no more than whole-space's bars of the states it visits, summed.
+        ``"whole-space-projected"``: the same, plus a loan of ``(R - 1) * (bar - floor)`` for
+        a decision with ``R`` decisions left (itself included), ``bar`` whole-space's cost of
+        it and ``floor`` the cheapest growth now (one slot's fit and search): the spare of
+        the decisions left if each had at least this bar and spent at least this floor.
+        Debts carry to later decisions; the episode's cost can exceed its bars where later
+        bars shrink.
     shorten
         With a ``budget``: where the bar does not allow every rollout, shorten them all
         (:func:`shortened_rollouts`) before rolling out fewer.
@@ -380,7 +390,7 @@ class LearnedLookaheadPolicy:
     @property
     def banked(self) -> bool:
         """Whether what a decision leaves of its bar carries over to the next."""
-        return self.budget == "whole-space-episode"
+        return self.budget in ("whole-space-episode", "whole-space-projected")
 
     def _plan(
         self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
@@ -390,22 +400,30 @@ class LearnedLookaheadPolicy:
 
         The bar is whole-space's least cost of the decision (the fits and batched search of
         every valid slot, then the search of the one it grows, at least the cheapest) plus
-        the episode's credit. The proposals' fits are paid once, before their rollouts, so a
-        growth after the rollouts costs its search alone."""
+        the episode's credit; the rollouts are planned within it, and with
+        ``"whole-space-projected"`` within it plus the loan against the decisions left. The
+        proposals' fits are paid once, before their rollouts, so a growth after the rollouts
+        costs its search alone."""
         if getattr(env, "slot_layout", None) is None:
             raise ValueError(
                 f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
             )
         searches = {int(s): env.search_cost([s], fits=False) for s in valid}
-        bar = env.search_cost(valid) + min(searches.values()) + self.credit
+        own = env.search_cost(valid) + min(searches.values())
+        bar = own + self.credit
+        allowance = bar
+        if self.budget == "whole-space-projected":
+            left = max(env.config.max_steps - env.step_count, 1)
+            floor = min(env.search_cost([s]) for s in valid)
+            allowance += (left - 1) * max(own - floor, 0.0)
         grow = np.array([searches[int(s)] for s in ranked])
         steps = env.rollout_steps if self.steps is None else self.steps
         fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
         per_step = env.lookahead_costs(ranked, 1) - fixed
-        k = rollouts_within(fixed + steps * per_step, grow, bar)
+        k = rollouts_within(fixed + steps * per_step, grow, allowance)
         n = min(self.top, ranked.size)  # widened proposals are rolled out only at full length
         if self.shorten and k < n:
-            k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], bar, steps)
+            k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], allowance, steps)
         return bar, grow, (fixed + steps * per_step)[:k], steps
 
 
