@@ -84,7 +84,8 @@ SELECTION_OFFSET = 10**6
 #: ``8 * 10^6 ..`` (v7), ``9 * 10^6 ..`` (v8), ``10^7 ..`` (v9), ``1.1 * 10^7 ..`` (v10),
 #: ``1.2 * 10^7 ..`` (v11), ``1.3 * 10^7 ..`` (v12), ``1.4 * 10^7 ..`` (v13),
 #: ``1.5 * 10^7 ..`` (v14) and ``1.6 * 10^7 ..`` (v15) were looked at after earlier choices
-#: of configuration (see the docs page), so they no longer count as unseen. These are v16's.
+#: of configuration (see the docs page), so they no longer count as unseen. These are
+#: v16's (never drawn: v16 ended at selection) and v17's.
 TEST_OFFSET = 17 * 10**6
 SPLITS = {"n_train": 1024, "n_stats": 512, "n_val": 512, "n_test": 1024}
 TRAIN_CLASSES = (0, 3)
@@ -335,7 +336,7 @@ CONFIGS["lookahead-learned-kinds-mix"] = {
 }
 # v15's agents under a projected episode budget: in v16's selection episodes the uncapped
 # policy (lookahead-learned-chosen-mix) was about 1.5 % below the lookahead's test loss at
-# 0.75x whole-space's decision MACs per growth, while every per-decision cap tied it: the
+# 0.69-0.85x whole-space's decision MACs per growth, while every per-decision cap tied it: the
 # first decisions' full rollouts cost 2-4x their small bars, the last ones' 0.2-0.9x.
 # "whole-space-projected" lends a decision the spare of the decisions left (defined after
 # v16's selection)
@@ -1032,7 +1033,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         default=0,
         help="the first split seed of digits and CIFAR-10 (0-3: v12-v13, 4-7: v14, 8-11: v15, "
-        "12-15: v16)",
+        "12-15: v16-v17)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cifar-dir", type=Path, default=CIFAR_DIR)
