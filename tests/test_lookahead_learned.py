@@ -17,13 +17,14 @@ from growenv.learners.rollouts import RolloutLabels, rollout_returns
 from growenv.learners.scorer import action_set_mask, infer_layout, slots_mask
 from growenv.learners.value import ValueConfig, _candidates, train_value_agent
 from growenv.nets.dag import costs
-from growenv.policies import lookahead as policy_lookahead
 from growenv.policies import make_policy
 from growenv.policies.lookahead import (
     LearnedLookaheadPolicy,
+    lookahead_candidates,
     proposed_slots,
     rollouts_within,
     shortened_rollouts,
+    widened_ranking,
 )
 from tests.test_lookahead import DAG, SITES
 
@@ -390,12 +391,9 @@ def test_widened_ranking_is_the_top_then_the_extras_then_the_rest_by_an_explicit
                 want.append(slot)
         keep = max(len(want), size)  # the top and the extras are always kept
         want += [s for s in by_score if s not in want]
-        got = policy_lookahead.widened_ranking(q, valid, top, size, extra)
+        got = widened_ranking(q, valid, top, size, extra)
         assert got.tolist() == want[:keep]
-        assert (
-            policy_lookahead.widened_ranking(q, valid, top, size).tolist()
-            == by_score[: max(top, size)]
-        )
+        assert widened_ranking(q, valid, top, size).tolist() == by_score[: max(top, size)]
 
 
 @pytest.mark.parametrize("kinds", [False, True])
@@ -432,7 +430,7 @@ def test_a_widened_decision_rolls_out_every_full_rollout_that_fits(slots_agent, 
                 if rolls + max(searches[s] for s in ranked[: i + 1]) <= bar:
                     k = i + 1
             if k < min(top, len(ranked)):  # shortened, among the agent's top only
-                k, run = policy_lookahead.shortened_rollouts(
+                k, run = shortened_rollouts(
                     env.lookahead_costs(ranked[:top], 0),
                     env.lookahead_costs(ranked[:top], 1) - env.lookahead_costs(ranked[:top], 0),
                     [searches[s] for s in ranked[:top]],
@@ -470,7 +468,7 @@ def test_kinds_without_a_budget_roll_out_the_top_and_the_lookaheads_candidates(s
         q = agent.q_values(obs, env)
         valid = np.flatnonzero(info["action_mask"][: env.max_sites])
         top = sorted(valid.tolist(), key=lambda s: (-q[s], s))[:1]
-        kinds = policy_lookahead.lookahead_candidates(info, env).tolist()
+        kinds = lookahead_candidates(info, env).tolist()
         chosen = sorted(set(top) | set(kinds))
         if len(chosen) > 1:
             expected = chosen[int(np.argmin(copy.deepcopy(env).lookahead_losses(chosen)))]
