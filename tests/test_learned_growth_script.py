@@ -422,3 +422,29 @@ def test_decision_compute_is_compared_per_family_as_a_ratio_of_sums(lg):
         "digits": False,
     }
     assert lg.within_compute(table, "learned", "greedy") == {}
+
+
+def test_the_long_proposer_differs_from_its_source_in_steps_only(lg):
+    """lookahead-learned-chosen-mix-long trains v15's proposer for twice the env steps, its
+    evaluations at the same interval; the projected policy acting with it is v17's policy
+    with other agents."""
+    long_steps = lg.agent_steps("lookahead-learned-chosen-mix-long", 10**6, quick=False)
+    steps = lg.agent_steps("lookahead-learned-chosen-mix", 10**6, quick=False)
+    assert (long_steps, steps) == (400, 200)
+    longer = lg.value_config("lookahead-learned-chosen-mix-long", 2, long_steps, quick=False)
+    source = lg.value_config("lookahead-learned-chosen-mix", 2, steps, quick=False)
+    assert (longer.eval_every, source.eval_every) == (100, 100)
+    assert longer.learning_starts == 2 * source.learning_starts
+    assert longer == dataclasses.replace(
+        source, total_timesteps=400, learning_starts=longer.learning_starts
+    )
+    projected, projected_long = (
+        lg.CONFIGS["lookahead-learned-projected-mix"],
+        lg.CONFIGS["lookahead-learned-projected-mix-long"],
+    )
+    assert lg.agents_of("lookahead-learned-projected-mix-long") == (
+        "lookahead-learned-chosen-mix-long"
+    )
+    assert {**projected_long, "agents": projected["agents"]} == projected
+    for name in ("lookahead-learned-projected-mix-long", "lookahead-learned-capped-short-mix-long"):
+        assert lg.agent_steps(name, 10**6, quick=False) == 400  # its agents' steps
