@@ -834,6 +834,11 @@ def select(
             within = within_compute(compute, c, compute_bar)
             out["within_compute"][c] = bool(within) and all(within.values())
         out["compute_bar"] = compute_bar
+        out["decision_macs_growth"] = {
+            m: {f: fr["decision_macs_growth"] for f, fr in compute[m]["by_family"].items()}
+            for m in [*done, compute_bar]
+            if m in compute
+        }
     eligible = [c for c in done if out["within_compute"].get(c, True)]
     if done:
         out["selected"] = min(eligible or done, key=lambda c: out["iqm"][c][0])
@@ -900,14 +905,10 @@ def _fmt(v: Sequence[float], spec: str = ".4g") -> str:
     return f"{v[0]:{spec}} [{v[1]:{spec}}, {v[2]:{spec}}]"
 
 
-def markdown(
-    summary: dict[str, Any],
-    compute: dict[str, Any],
-    training: list[dict[str, Any]],
-    selection: dict[str, Any],
-    learned: str,
-) -> str:
-    """The results tables of the docs page."""
+def selection_markdown(selection: dict[str, Any], learned: str | None) -> list[str]:
+    """The selection table (IQM, differences against each heuristic, the choice), then,
+    with several configurations, their differences on the same episodes and, with a compute
+    bar, their decision MACs per growth on each selection family."""
     heuristics = sorted({h for d in selection.get("difference", {}).values() for h in d})
     lines = ["### Selection (IQM final test loss on the selection teachers, normalised)", ""]
     lines += [
@@ -923,6 +924,34 @@ def markdown(
         diffs = selection.get("difference", {}).get(name)
         cells = [_fmt(diffs[h], "+.4f") if diffs else "" for h in heuristics]
         lines.append(f"| {name}{mark} | {_fmt(v)} |" + "".join(f" {c} |" for c in cells))
+    between = {c: d for c, d in selection.get("between_configs", {}).items() if d}
+    if between:
+        others = sorted({o for d in between.values() for o in d})
+        lines += ["", "| configuration |" + "".join(f" - {o} [95 % CI] |" for o in others)]
+        lines.append("|---|" + "---|" * len(others))
+        for c, d in sorted(between.items()):
+            cells = [_fmt(d[o], "+.4f") if o in d else "" for o in others]
+            lines.append(f"| {c} |" + "".join(f" {x} |" for x in cells))
+    per_growth = selection.get("decision_macs_growth", {})
+    if per_growth:
+        fams = sorted({f for v in per_growth.values() for f in v})
+        lines += ["", "| decision MACs per growth |" + "".join(f" {f} |" for f in fams)]
+        lines.append("|---|" + "---|" * len(fams))
+        for m, v in per_growth.items():
+            cells = [f"{v[f]:.3g}" if f in v else "" for f in fams]
+            lines.append(f"| {m} |" + "".join(f" {x} |" for x in cells))
+    return lines
+
+
+def markdown(
+    summary: dict[str, Any],
+    compute: dict[str, Any],
+    training: list[dict[str, Any]],
+    selection: dict[str, Any],
+    learned: str,
+) -> str:
+    """The results tables of the docs page."""
+    lines = selection_markdown(selection, learned)
     for group, entry in summary["groups"].items():
         lines += ["", f"### Test: {group}", "", "| method | IQM final test loss [95 % CI] |"]
         lines.append("|---|---|")
@@ -1062,7 +1091,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--phases",
         default="train,select,test,report",
-        help="any of train, baselines (heuristic episodes only), select, test, report",
+        help="any of train, baselines (heuristic episodes only), select (prints the selection "
+        "tables unless report does), test, report",
     )
     p.add_argument("--figures", type=Path, default=None, help="folder of the figures (default OUT)")
     p.add_argument("--quick", action="store_true", help="tiny everything (a smoke test)")
@@ -1193,6 +1223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sel, configs, sel_heuristics, sel_families, args.agents, args.compute_bar, diagnostics
     )
     learned = selection["selected"] or configs[0]
+    if "select" in phases and "report" not in phases and selection["iqm"]:
+        print("\n".join(selection_markdown(selection, selection["selected"])))
     if "test" in phases:
         jobs = keys([learned], "learned", counts) + keys(heuristics, "heuristic", counts)
         run_jobs(pending(jobs), args.workers, store)

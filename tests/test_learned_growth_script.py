@@ -189,6 +189,11 @@ def test_a_compute_bar_selects_only_configurations_within_its_decision_compute(l
     assert out["selected"] == "a"
     text = lg.markdown({"groups": {}}, {}, [], out, "a")
     assert "| b (over whole-space's decision compute) |" in text
+    per_growth = {"a": [90.0, 90.0], "b": [90.0, 110.0], "whole-space": [100.0, 100.0]}
+    assert {m: [v[f] for f in families] for m, v in out["decision_macs_growth"].items()} == (
+        pytest.approx(per_growth)
+    )
+    assert "| b | 90 | 110 |" in text and "| whole-space | 100 | 100 |" in text
     for r in records:
         if r["method"] == "a" and r["family"] == "selection":
             r["decision_macs"] *= 1.2
@@ -448,3 +453,34 @@ def test_the_long_proposer_differs_from_its_source_in_steps_only(lg):
     assert {**projected_long, "agents": projected["agents"]} == projected
     for name in ("lookahead-learned-projected-mix-long", "lookahead-learned-capped-short-mix-long"):
         assert lg.agent_steps(name, 10**6, quick=False) == 400  # its agents' steps
+
+
+def test_the_select_phase_alone_prints_the_selection_tables(lg, tmp_path, monkeypatch, capsys):
+    """``--phases select`` (what a declared rule is read from) prints the selection table,
+    the configurations' differences on the same episodes and, with ``--compute-bar``, their
+    decision MACs per growth; the numbers are those of :func:`select` on the stored
+    episodes."""
+    offsets = {"dqn-kinds": -0.1, "bandit-kinds": 0.05}
+
+    def fake_episode(key, args):
+        loss = 1.0 + offsets.get(key["method"], 0.0) + 0.01 * key["run"] + 0.02 * key["task"]
+        macs = 300.0 if key["method"] == "whole-space" else 100.0 * (1 + key["run"])
+        return {**key, "test_loss": loss, **_compute_fields(macs * 2, 2)}
+
+    monkeypatch.setattr(lg, "episode_job", fake_episode)
+    out = tmp_path / "out"
+    argv = ["--quick", "--agents", "2", "--configs", "dqn-kinds,bandit-kinds", "--workers", "1"]
+    argv += ["--compute-bar", "whole-space", "--out", str(out), "--phases", "select"]
+    lg.main(argv)
+    text = capsys.readouterr().out
+    records = lg.load_store(out / "episodes.jsonl")
+    families = sorted({r["family"] for r in records})
+    heuristics = list(lg.SELECTION_HEURISTICS)
+    ref = lg.select(records, ["dqn-kinds", "bandit-kinds"], heuristics, families, 2, "whole-space")
+    assert ref["selected"] == "dqn-kinds"
+    assert text.strip() == "\n".join(lg.selection_markdown(ref, "dqn-kinds")).strip()
+    assert "| dqn-kinds (selected) |" in text
+    d = ref["between_configs"]["dqn-kinds"]["bandit-kinds"]
+    assert d[0] < 0 and f"| dqn-kinds | {lg._fmt(d, '+.4f')} |  |" in text
+    assert "| whole-space |" + " 300 |" * len(families) in text
+    assert "| dqn-kinds |" + " 150 |" * len(families) in text  # runs 0, 1: 100, 200 MACs
