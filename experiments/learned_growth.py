@@ -349,8 +349,10 @@ CONFIGS["lookahead-learned-projected-mix"] = {
 # own top slot, no rollout, over greedy's validation loss) fell from 0.95 at 100 steps to
 # 0.91 at 200 in every seed, so 200 steps had not levelled off; and in v16's selection
 # episodes the proposer reached about 60 % of the headroom of rolling out every slot
-# (defined after v17's test episodes ran, before its results were read). Acting under v17's
-# projected budget, or v15's per-decision cap (no decision over whole-space's by construction)
+# (defined, and its training started, after v17's test episodes ran, before its results were
+# read). v18's candidates: it acting under v17's projected budget, or under v15's per-decision
+# cap (no decision over whole-space's by construction: added after v17's results, where the
+# projected budget spent 1.05x whole-space's decision MACs per growth on digits)
 CONFIGS["lookahead-learned-chosen-mix-long"] = {
     **CONFIGS["lookahead-learned-chosen-mix"],
     "steps": 400,
