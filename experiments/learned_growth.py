@@ -936,12 +936,16 @@ def selection_markdown(selection: dict[str, Any], learned: str | None) -> list[s
             lines.append(f"| {c} |" + "".join(f" {x} |" for x in cells))
     per_growth = selection.get("decision_macs_growth", {})
     if per_growth:
-        fams = sorted({f for v in per_growth.values() for f in v})
-        lines += ["", "| decision MACs per growth |" + "".join(f" {f} |" for f in fams)]
-        lines.append("|---|" + "---|" * len(fams))
-        for m, v in per_growth.items():
-            cells = [f"{v[f]:.3g}" if f in v else "" for f in fams]
-            lines.append(f"| {m} |" + "".join(f" {x} |" for x in cells))
+        lines += ["", *_family_table("decision MACs per growth", per_growth)]
+    return lines
+
+
+def _family_table(corner: str, rows: dict[str, dict[str, float]]) -> list[str]:
+    """A markdown table of one value per method (rows, in order) and family (columns)."""
+    fams = sorted({f for v in rows.values() for f in v})
+    lines = [f"| {corner} |" + "".join(f" {f} |" for f in fams), "|---|" + "---|" * len(fams)]
+    for m, v in rows.items():
+        lines.append(f"| {m} |" + "".join(f" {v[f]:.3g} |" if f in v else " |" for f in fams))
     return lines
 
 
@@ -978,15 +982,13 @@ def markdown(
             f"| {m} | {c['episode_macs']:.3g} | {c['decision_macs_episode']:.3g} | "
             f"{c['params']:.2f} | {c['seconds']:.2f} |"
         )
-    fams = sorted({f for c in compute.values() for f in c["by_family"]})
-    if fams:
+    per_growth = {
+        m: {f: fr["decision_macs_growth"] for f, fr in c["by_family"].items()}
+        for m, c in sorted(compute.items(), key=lambda kv: kv[1]["decision_macs_episode"])
+    }
+    if any(per_growth.values()):
         lines += ["", "### Decision MACs per growth by family (all decision MACs / all growths)"]
-        lines += ["", "| method |" + "".join(f" {f} |" for f in fams), "|---|" + "---|" * len(fams)]
-        for m, c in sorted(compute.items(), key=lambda kv: kv[1]["decision_macs_episode"]):
-            cells = [c["by_family"].get(f, {}).get("decision_macs_growth") for f in fams]
-            lines.append(
-                f"| {m} |" + "".join(f" {v:.3g} |" if v is not None else " |" for v in cells)
-            )
+        lines += ["", *_family_table("method", per_growth)]
         bar = selection.get("compute_bar", "whole-space")
         within = within_compute(compute, learned, bar)
         if within:
