@@ -115,6 +115,16 @@ HEURISTICS: dict[str, str] = {
     # a rollout of each kind's best expansion with the base policy "never grow again"
     # (growenv.policies.lookahead), found on the selection teachers after v7
     "lookahead": "all",
+    # the lookahead at the learned proposers' compute (v19): its candidates ranked by
+    # (unfitted) estimated gain, only those rolled out fitted, every rollout shortened to fit
+    # whole-space's cost of the same decision (else fewer): the per-decision cap of
+    # lookahead-learned-capped-short-mix and -wide-mix
+    "lookahead-capped-short": "chosen",
+}
+#: Heuristics that are a registered policy with settings: ``name: (policy, keyword arguments)``
+#: (the others are the policy of their name with its defaults).
+HEURISTIC_POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "lookahead-capped-short": ("lookahead", {"budget": "whole-space", "shorten": True}),
 }
 # dqn-xl's learner settings (shared with dqn-kinds)
 _XL: dict[str, Any] = {
@@ -147,6 +157,11 @@ DIAGNOSTICS: dict[str, tuple[str, dict[str, Any], str]] = {
     "lookahead-all": ("lookahead", {"candidates": "all"}, "all"),
     "lookahead-100": ("lookahead", {"steps": 100}, "all"),
     "lookahead-all-100": ("lookahead", {"candidates": "all", "steps": 100}, "all"),
+    # v19's new heuristic on the selection families, outside their normalisation
+    "lookahead-capped-short": (
+        *HEURISTIC_POLICIES["lookahead-capped-short"],
+        HEURISTICS["lookahead-capped-short"],
+    ),
 }
 #: Heuristics run on the selection families by default (the bar a configuration must pass).
 SELECTION_HEURISTICS = ("round-robin", "greedy")
@@ -636,7 +651,8 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         spec, kwargs, scope = DIAGNOSTICS[key["method"]]
         own = {"fit_scope": scope}
     else:
-        spec, own, kwargs = key["method"], {"fit_scope": HEURISTICS[key["method"]]}, {}
+        spec, kwargs = HEURISTIC_POLICIES.get(key["method"], (key["method"], {}))
+        own = {"fit_scope": HEURISTICS[key["method"]]}
     env_kwargs = {**BASE_ENV, "task": task, "max_params": budget(task), **own}
     if args["quick"]:
         env_kwargs.update(max_steps=3, train_steps=5)

@@ -529,3 +529,79 @@ def test_a_projected_budget_lends_early_decisions_the_spare_of_the_decisions_lef
             assert projected.credit == pytest.approx(bars - spent, rel=1e-9, abs=1.0)
         done = terminated or truncated
     assert lent  # some decision rolled out on the loan alone
+
+
+@pytest.mark.parametrize("steps", [None, 400])
+def test_the_budgeted_heuristic_lookahead_ranks_its_candidates_by_gain_within_the_bar(steps):
+    """The lookahead at a learned proposer's compute (v19's ``lookahead-capped-short``): each
+    kind's best by estimated gain, ranked by gain, every one rolled out at the longest length
+    that fits whole-space's bar of the decision (else fewer), by hand; never dearer than
+    whole-space's decision on the same state."""
+    policy = make_policy("lookahead", steps=steps, budget="whole-space", shorten=True)
+    whole_space = make_policy("whole-space")
+    env = GrowthEnv(**CHOSEN)
+    obs, info = env.reset(seed=3)
+    policy.reset(3)
+    done, seen = False, set()
+    while not done:
+        valid = np.flatnonzero(info["action_mask"][: env.max_sites]).tolist()
+        kinds = np.asarray(env.slot_layout.kinds)
+        gains = np.asarray(info["candidate_gains"], dtype=float)
+        best = {}  # each kind's valid slot of largest gain, by an explicit loop
+        for slot in valid:
+            k = kinds[slot]
+            if k not in best or gains[slot] > gains[best[k]]:
+                best[k] = slot
+        ranked = sorted(best.values(), key=lambda s: (-gains[s], s))
+        length = env.rollout_steps if steps is None else steps
+        expected_k, expected_steps = (len(ranked), length) if len(ranked) > 1 else (0, 0)
+        if len(ranked) > 1:
+            searches = {slot: env.search_cost([slot], fits=False) for slot in valid}
+            bar = env.search_cost(valid) + min(searches.values())
+            for k in range(len(ranked), 0, -1):  # the most candidates, then the longest
+                if k == 1:
+                    expected_k, expected_steps = 0, 0
+                    break
+                fixed = env.lookahead_costs(ranked[:k], 0)
+                per = env.lookahead_costs(ranked[:k], 1) - fixed
+                grow = max(searches[s] for s in ranked[:k])
+                s_fit = (
+                    max(s for s in range(length + 1) if (fixed + s * per).sum() + grow <= bar)
+                    if (fixed.sum() + grow <= bar)
+                    else None
+                )
+                if s_fit is not None:
+                    expected_k, expected_steps = k, s_fit
+                    break
+        action, ours = _decision(copy.deepcopy(env), policy, obs, info)
+        got = policy.rollouts[-1]
+        assert (got[0], got[1] if got[0] else 0) == (expected_k, expected_steps)
+        if expected_k > 1:
+            chosen = sorted(ranked[:expected_k])
+            losses = copy.deepcopy(env).lookahead_losses(chosen, expected_steps)
+            assert action == chosen[int(np.argmin(losses))]
+        elif ranked:
+            assert action == ranked[0]
+        seen.add(expected_k)
+        if len(valid) > 1:
+            _, theirs = _decision(copy.deepcopy(env), whole_space, obs, info)
+            assert ours <= theirs
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert seen - {0}  # some decisions rolled out
+
+
+def test_the_heuristic_lookaheads_budget_errors_are_one_line():
+    with pytest.raises(UserError, match="^budget: expected one of 'whole-space'") as err:
+        make_policy("lookahead", budget="half")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^shorten: shortens rollouts to fit a budget") as err:
+        make_policy("lookahead", shorten=True)
+    assert "\n" not in str(err.value)
+    env = GrowthEnv(**SITES)
+    obs, info = env.reset(seed=0)
+    policy = make_policy("lookahead", budget="whole-space")
+    policy.reset(0)
+    with pytest.raises(ValueError, match="^budget: 'whole-space' needs a DAG env") as err:
+        policy.act(obs, info, env)
+    assert "\n" not in str(err.value)

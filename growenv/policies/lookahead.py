@@ -27,7 +27,8 @@ growths than each kind's best, at about 7x the rollouts. With ``budget="whole-sp
 rolls out only as many of them as fit in what whole-space greedy would spend on the same
 decision (the env's cost plans, :meth:`~growenv.env.growth_env.GrowthEnv.search_cost` and
 :meth:`~growenv.env.growth_env.GrowthEnv.lookahead_costs`), so that no decision costs more
-than whole-space's, by construction.
+than whole-space's, by construction. :class:`LookaheadPolicy` takes the same budgets, over its
+own candidates ranked by estimated gain: the heuristic at the learned policy's compute.
 """
 
 from __future__ import annotations
@@ -180,7 +181,88 @@ def shortened_rollouts(
     return 1, steps
 
 
-class LookaheadPolicy:
+class _BudgetedRollouts:
+    """What both lookaheads share: rolling out ranked proposals within a compute ``budget``
+    (:data:`BUDGETS`), planned by the env before anything runs, and the record of the
+    rollouts of each decision (``rollouts``) and of the credit carried between decisions."""
+
+    budget: str | None
+    shorten: bool
+    steps: int | None
+    top: int
+
+    def _set_budget(self, budget: str | None, shorten: bool) -> None:
+        self.budget = None if budget is None else choice("budget", budget, BUDGETS)
+        if not isinstance(shorten, bool):
+            raise ValueError(f"shorten: expected True or False, got {shorten!r}")
+        if shorten and budget is None:
+            raise ValueError("shorten: shortens rollouts to fit a budget; pass budget= too")
+        self.shorten = shorten
+        self.rollouts: list[tuple[int, int | None]] = []
+        self.credit = 0.0
+
+    def _start(self) -> None:
+        self.rollouts = []
+        self.credit = 0.0
+
+    @property
+    def banked(self) -> bool:
+        """Whether what a decision leaves of its bar carries over to the next."""
+        return self.budget in ("whole-space-episode", "whole-space-projected")
+
+    def _budgeted(self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray) -> int:
+        """The proposal of ``ranked`` (best first) of lowest rollout loss among those the
+        budget allows; with one, it grows without a rollout."""
+        bar, grow, costs, steps = self._plan(env, valid, ranked)
+        slots = np.sort(ranked[: costs.size])
+        if slots.size == 1:  # no rollout: its fit and search
+            self.rollouts.append((0, 0))
+            self.credit = bar - env.search_cost(slots) if self.banked else 0.0
+            return int(slots[0])
+        for slot in slots:  # fitted once here, not in each rollout and again to grow
+            env.fit_expansions([int(slot)])
+        self.rollouts.append((slots.size, steps))
+        action = lowest_rollout(env, slots, steps)
+        if self.banked:  # what the plan left of the bar
+            self.credit = bar - costs.sum() - grow[int(np.flatnonzero(ranked == action)[0])]
+        return action
+
+    def _plan(
+        self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray, int]:
+        """``(bar, growth costs, costs of the rollouts to run, their steps)`` of a decision
+        under the budget.
+
+        The bar is whole-space's least cost of the decision (the fits and batched search of
+        every valid slot, then the search of the one it grows, at least the cheapest) plus
+        the episode's credit; the rollouts are planned within it, and with
+        ``"whole-space-projected"`` within it plus the loan against the decisions left. The
+        proposals' fits are paid once, before their rollouts, so a growth after the rollouts
+        costs its search alone."""
+        if getattr(env, "slot_layout", None) is None:
+            raise ValueError(
+                f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
+            )
+        searches = {int(s): env.search_cost([s], fits=False) for s in valid}
+        own = env.search_cost(valid) + min(searches.values())
+        bar = own + self.credit
+        allowance = bar
+        if self.budget == "whole-space-projected":
+            left = max(env.config.max_steps - env.step_count, 1)
+            floor = min(env.search_cost([s]) for s in valid)
+            allowance += (left - 1) * max(own - floor, 0.0)
+        grow = np.array([searches[int(s)] for s in ranked])
+        steps = env.rollout_steps if self.steps is None else self.steps
+        fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
+        per_step = env.lookahead_costs(ranked, 1) - fixed
+        k = rollouts_within(fixed + steps * per_step, grow, allowance)
+        n = min(self.top, ranked.size)  # widened proposals are rolled out only at full length
+        if self.shorten and k < n:
+            k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], allowance, steps)
+        return bar, grow, (fixed + steps * per_step)[:k], steps
+
+
+class LookaheadPolicy(_BudgetedRollouts):
     """Grow the candidate whose rollout "grow it, then train to the end without growing"
     has the lowest validation loss (:func:`lookahead_candidates`; the rollouts are
     ``env.lookahead_losses``, charged to the episode as ``"search"``).
@@ -194,21 +276,54 @@ class LookaheadPolicy:
         (``(max_steps - step_count) * train_steps``).
     candidates
         :data:`CANDIDATE_SETS`: each kind's best (default) or every valid slot.
+    budget
+        ``None`` (default): every candidate is rolled out. Otherwise (DAG envs) as for
+        :class:`LearnedLookaheadPolicy`, with the candidates ranked by estimated gain
+        (``info["candidate_gains"]``, best first; ties: the lower slot) in place of an
+        agent's proposals: the heuristic under the compute bar a learned proposer is held
+        to. With ``fit_scope="chosen"`` the gains are the unfitted estimates and only the
+        candidates rolled out are fitted.
+    shorten
+        With a ``budget``: where the bar does not allow every candidate's full rollout,
+        shorten them all (:func:`shortened_rollouts`) before rolling out fewer.
+
+    Attributes
+    ----------
+    rollouts
+        With a ``budget``: ``(rollouts, their optimizer steps)`` of each decision since
+        :meth:`reset` (``(0, 0)`` where none ran).
     """
 
     name = "lookahead"
 
-    def __init__(self, steps: int | None = None, candidates: str = "kinds") -> None:
+    def __init__(
+        self,
+        steps: int | None = None,
+        candidates: str = "kinds",
+        budget: str | None = None,
+        shorten: bool = False,
+    ) -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
+        self._set_budget(budget, shorten)
+        self.top = np.iinfo(np.int64).max  # every candidate may be shortened to fit
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
+        self._start()
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The candidate of lowest lookahead validation loss (ties: the first), the only
-        candidate, or skip when there is none."""
-        return lowest_rollout(env, lookahead_candidates(info, env, self.candidates), self.steps)
+        candidate, or skip when there is none; with a ``budget``, among the best-ranked
+        candidates that fit in it."""
+        candidates = lookahead_candidates(info, env, self.candidates)
+        if self.budget is None or candidates.size <= 1:
+            if self.budget is not None:
+                self.rollouts.append((0, 0))
+            return lowest_rollout(env, candidates, self.steps)
+        gains = np.nan_to_num(np.asarray(info["candidate_gains"], dtype=float), nan=-np.inf)
+        ranked = ranked_slots(gains, candidates, candidates.size)
+        return self._budgeted(env, valid_sites(info, env), ranked)
 
 
 class LookaheadSkipPolicy:
@@ -261,7 +376,7 @@ class LookaheadSkipPolicy:
         return action
 
 
-class LearnedLookaheadPolicy:
+class LearnedLookaheadPolicy(_BudgetedRollouts):
     """The lookahead over a trained agent's ``top`` proposals.
 
     At each step the agent (a :class:`~growenv.policies.value.ValuePolicy` with
@@ -335,12 +450,7 @@ class LearnedLookaheadPolicy:
         self.agent = agent
         self.top = integer("top", top, 1)
         self.steps = integer("steps", steps, 0, allow_none=True)
-        self.budget = None if budget is None else choice("budget", budget, BUDGETS)
-        if not isinstance(shorten, bool):
-            raise ValueError(f"shorten: expected True or False, got {shorten!r}")
-        if shorten and budget is None:
-            raise ValueError("shorten: shortens rollouts to fit a budget; pass budget= too")
-        self.shorten = shorten
+        self._set_budget(budget, shorten)
         self.widen = integer("widen", widen, self.top, allow_none=True)
         if widen is not None and budget is None:
             raise ValueError(
@@ -349,14 +459,11 @@ class LearnedLookaheadPolicy:
         if not isinstance(kinds, bool):
             raise ValueError(f"kinds: expected True or False, got {kinds!r}")
         self.kinds = kinds
-        self.rollouts: list[tuple[int, int | None]] = []
-        self.credit = 0.0
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
         self.agent.reset(seed)
-        self.rollouts = []
-        self.credit = 0.0
+        self._start()
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The proposal of lowest lookahead validation loss (ties: the first), the only
@@ -373,58 +480,7 @@ class LearnedLookaheadPolicy:
         if self.budget is None:
             self.rollouts.append((ranked.size, self.steps) if ranked.size > 1 else (0, 0))
             return lowest_rollout(env, np.sort(ranked), self.steps)
-        bar, grow, costs, steps = self._plan(env, valid, ranked)
-        slots = np.sort(ranked[: costs.size])
-        if slots.size == 1:  # no rollout: its fit and search
-            self.rollouts.append((0, 0))
-            self.credit = bar - env.search_cost(slots) if self.banked else 0.0
-            return int(slots[0])
-        for slot in slots:  # fitted once here, not in each rollout and again to grow
-            env.fit_expansions([int(slot)])
-        self.rollouts.append((slots.size, steps))
-        action = lowest_rollout(env, slots, steps)
-        if self.banked:  # what the plan left of the bar
-            self.credit = bar - costs.sum() - grow[int(np.flatnonzero(ranked == action)[0])]
-        return action
-
-    @property
-    def banked(self) -> bool:
-        """Whether what a decision leaves of its bar carries over to the next."""
-        return self.budget in ("whole-space-episode", "whole-space-projected")
-
-    def _plan(
-        self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
-    ) -> tuple[float, np.ndarray, np.ndarray, int]:
-        """``(bar, growth costs, costs of the rollouts to run, their steps)`` of a decision
-        under the budget.
-
-        The bar is whole-space's least cost of the decision (the fits and batched search of
-        every valid slot, then the search of the one it grows, at least the cheapest) plus
-        the episode's credit; the rollouts are planned within it, and with
-        ``"whole-space-projected"`` within it plus the loan against the decisions left. The
-        proposals' fits are paid once, before their rollouts, so a growth after the rollouts
-        costs its search alone."""
-        if getattr(env, "slot_layout", None) is None:
-            raise ValueError(
-                f"budget: {self.budget!r} needs a DAG env (net='dag'), whose costs are planned"
-            )
-        searches = {int(s): env.search_cost([s], fits=False) for s in valid}
-        own = env.search_cost(valid) + min(searches.values())
-        bar = own + self.credit
-        allowance = bar
-        if self.budget == "whole-space-projected":
-            left = max(env.config.max_steps - env.step_count, 1)
-            floor = min(env.search_cost([s]) for s in valid)
-            allowance += (left - 1) * max(own - floor, 0.0)
-        grow = np.array([searches[int(s)] for s in ranked])
-        steps = env.rollout_steps if self.steps is None else self.steps
-        fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
-        per_step = env.lookahead_costs(ranked, 1) - fixed
-        k = rollouts_within(fixed + steps * per_step, grow, allowance)
-        n = min(self.top, ranked.size)  # widened proposals are rolled out only at full length
-        if self.shorten and k < n:
-            k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], allowance, steps)
-        return bar, grow, (fixed + steps * per_step)[:k], steps
+        return self._budgeted(env, valid, ranked)
 
 
 def load_learned(path: str, **kwargs: Any) -> LearnedLookaheadPolicy:
