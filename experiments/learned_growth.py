@@ -381,6 +381,22 @@ CONFIGS["lookahead-learned-capped-short-mix-long"] = {
     **CONFIGS["lookahead-learned-capped-short-mix"],
     "agents": "lookahead-learned-chosen-mix-long",
 }
+# v15's and v18's proposers with their 2 best-ranked slots rolled out at full length and no
+# budget (defined after v19's selection): v13's uncapped policy (3 full rollouts) was the
+# only test below the lookahead (-0.013), at 1.09x whole-space's decision MACs per growth on
+# digits, and every cap since (shortening or dropping rollouts) tied it, while the lookahead's
+# own candidates under the cap matched every capped learned policy. Two full rollouts instead
+# of three cut a decision's fits and rollouts by a third
+CONFIGS["lookahead-learned-top2-mix"] = {
+    **CONFIGS["lookahead-learned-chosen-mix"],
+    "agents": "lookahead-learned-chosen-mix",
+    "policy_kwargs": {"top": 2},
+}
+CONFIGS["lookahead-learned-top2-mix-long"] = {
+    **CONFIGS["lookahead-learned-chosen-mix-long"],
+    "agents": "lookahead-learned-chosen-mix-long",
+    "policy_kwargs": {"top": 2},
+}
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its
