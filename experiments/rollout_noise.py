@@ -53,7 +53,7 @@ from growenv.policies.lookahead import lookahead_candidates  # noqa: E402
 
 FAMILIES = tuple(lg.selection_distributions())
 SCOPES = ("all", "chosen")
-#: The seed of stream ``s`` (1, 2, ...) at a decision: apart from every episode seed.
+#: Entropy of the redrawn streams' seeds (with the stream, family, task, run and step).
 STREAM_SEED = 7_000_000
 
 
@@ -114,9 +114,8 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
 def stream_seed(key: dict[str, Any], step: int, stream: int) -> int:
     """The seed of redrawn stream ``stream`` at decision ``step`` of episode ``key``."""
     family = FAMILIES.index(key["family"])
-    return (
-        STREAM_SEED + 100_000 * stream + 1000 * family + 100 * key["task"] + 10 * key["run"] + step
-    )
+    entropy = [STREAM_SEED, stream, family, key["task"], key["run"], step]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _regret(judge: np.ndarray, chosen: int) -> float:

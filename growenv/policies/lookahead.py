@@ -189,7 +189,6 @@ class _BudgetedRollouts:
     budget: str | None
     shorten: bool
     steps: int | None
-    top: int
 
     def _set_budget(self, budget: str | None, shorten: bool) -> None:
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
@@ -227,6 +226,11 @@ class _BudgetedRollouts:
             self.credit = bar - costs.sum() - grow[int(np.flatnonzero(ranked == action)[0])]
         return action
 
+    def _shortenable(self, ranked: np.ndarray) -> int:
+        """How many of the ``ranked`` proposals may be shortened to fit the bar (the rest are
+        rolled out only at full length): all of them."""
+        return ranked.size
+
     def _plan(
         self, env: PolicyEnv, valid: np.ndarray, ranked: np.ndarray
     ) -> tuple[float, np.ndarray, np.ndarray, int]:
@@ -256,7 +260,7 @@ class _BudgetedRollouts:
         fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
         per_step = env.lookahead_costs(ranked, 1) - fixed
         k = rollouts_within(fixed + steps * per_step, grow, allowance)
-        n = min(self.top, ranked.size)  # widened proposals are rolled out only at full length
+        n = self._shortenable(ranked)
         if self.shorten and k < n:
             k, steps = shortened_rollouts(fixed[:n], per_step[:n], grow[:n], allowance, steps)
         return bar, grow, (fixed + steps * per_step)[:k], steps
@@ -306,7 +310,6 @@ class LookaheadPolicy(_BudgetedRollouts):
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
         self._set_budget(budget, shorten)
-        self.top = np.iinfo(np.int64).max  # every candidate may be shortened to fit
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
@@ -464,6 +467,10 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         """Start an episode (deterministic)."""
         self.agent.reset(seed)
         self._start()
+
+    def _shortenable(self, ranked: np.ndarray) -> int:
+        """The agent's ``top`` proposals: widened ones are rolled out only at full length."""
+        return min(self.top, ranked.size)
 
     def act(self, observation: np.ndarray, info: dict[str, Any], env: PolicyEnv) -> int:
         """The proposal of lowest lookahead validation loss (ties: the first), the only
