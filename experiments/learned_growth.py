@@ -62,8 +62,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,8 @@ from growenv.data.tasks import Task, TeacherStudentDistribution, make_task
 from growenv.env.growth_env import GrowthEnv
 from growenv.harness import rliable as rl
 from growenv.harness.episodes import run_episode
+from growenv.harness.lifecycle import RunInterrupted
+from growenv.harness.pool import run_pool
 from growenv.policies import make_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -701,22 +702,53 @@ def _key_id(key: dict[str, Any]) -> str:
 
 
 def run_jobs(
-    jobs: Sequence[tuple[Any, ...]], workers: int, store: Path | None = None
+    jobs: Sequence[tuple[Any, ...]],
+    workers: int,
+    store: Path | None = None,
+    report: Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``(function, *args)`` jobs on ``workers`` processes; episode records are appended
-    to ``store`` as they finish (what is there is skipped by the caller)."""
-    results = []
-    if workers <= 1:
-        for fn, *a in jobs:
-            results.append(fn(*a))
-            _append(store, results[-1])
-        return results
-    with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(fn, *a) for fn, *a in jobs]
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            _append(store, results[-1])
+    """Run ``(function, *args)`` jobs on ``workers`` processes
+    (:func:`growenv.harness.pool.run_pool`); episode records are appended to ``store`` as
+    they finish (what is there is skipped by the caller) and passed to ``report(record,
+    finished, total)``.
+
+    Raises
+    ------
+    RunInterrupted
+        On Ctrl-C or SIGTERM: one line saying how many jobs finished and that the same
+        command resumes (stored episodes are skipped, agents resume from their checkpoints).
+    """
+    results: list[dict[str, Any]] = []
+
+    def finished(_: int, record: dict[str, Any]) -> None:
+        results.append(record)
+        _append(store, record)
+        if report is not None:
+            report(record, len(results), len(jobs))
+
+    try:
+        run_pool(_call, jobs, workers, finished)
+    except KeyboardInterrupt:
+        where = f"kept in {store}" if store is not None else "kept"
+        raise RunInterrupted(
+            f"interrupted: {len(results)} of {len(jobs)} jobs finished, {where}; "
+            "the same command resumes"
+        ) from None
     return results
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def run_script(main: Callable[[], Any], prog: str) -> int:
+    """A script's exit status: 0 when ``main()`` returns a result, 1 when it returns
+    ``None``, 130 with one line on stderr when it is interrupted (Ctrl-C, SIGTERM)."""
+    try:
+        return 0 if main() is not None else 1
+    except KeyboardInterrupt as err:
+        print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def _append(store: Path | None, record: dict[str, Any]) -> None:
@@ -1290,4 +1322,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    sys.exit(run_script(main, "learned_growth.py"))

@@ -37,7 +37,6 @@ import copy
 import json
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -235,13 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     jobs = [k for k in keys if _key_id(k) not in done]
     if jobs:
         print(f"{len(jobs)} episodes to run", flush=True)
-        with ProcessPoolExecutor(args.workers) as pool:
-            futures = [pool.submit(episode_job, k, settings) for k in jobs]
-            for fut in as_completed(futures):
-                record = fut.result()
-                with store.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                records.append(record)
+        records += lg.run_jobs([(episode_job, k, settings) for k in jobs], args.workers, store)
     wanted = {_key_id(k) for k in keys}
     summary = summarise([r for r in records if _key_id(r) in wanted])
     text = markdown(summary, args.streams)
@@ -252,4 +245,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(lg.run_script(main, "rollout_noise.py"))

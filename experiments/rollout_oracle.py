@@ -26,9 +26,7 @@ summary is ``OUT/summary.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -162,14 +160,12 @@ def main(argv: list[str] | None = None) -> str:
         for m in ("round-robin", *sets)
     ]
     pending = [k for k in keys if _id(k) not in done]
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(job, k, args.tasks, args.quick, args.n_val) for k in pending]
-        for i, future in enumerate(as_completed(futures), 1):
-            record = future.result()
-            records.append(record)
-            with store.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            print(f"[{i}/{len(pending)}] {_id(record)} test {record['test_loss']:.4g}", flush=True)
+
+    def report(record: dict[str, Any], i: int, n: int) -> None:
+        print(f"[{i}/{n}] {_id(record)} test {record['test_loss']:.4g}", flush=True)
+
+    jobs = [(job, k, args.tasks, args.quick, args.n_val) for k in pending]
+    records += lg.run_jobs(jobs, args.workers, store, report)
     table = summarise(records, sets)
     (args.out / "summary.md").write_text(table)
     print(table)
@@ -177,4 +173,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(lg.run_script(main, "rollout_oracle.py"))

@@ -484,3 +484,31 @@ def test_the_select_phase_alone_prints_the_selection_tables(lg, tmp_path, monkey
     assert d[0] < 0 and f"| dqn-kinds | {lg._fmt(d, '+.4f')} |  |" in text
     assert "| whole-space |" + " 300 |" * len(families) in text
     assert "| dqn-kinds |" + " 150 |" * len(families) in text  # runs 0, 1: 100, 200 MACs
+
+
+def test_a_script_interrupted_says_so_in_one_line_and_exits_130(lg, capsys):
+    def interrupted():
+        raise lg.RunInterrupted("interrupted: 3 of 7 jobs finished, kept in\nOUT; resume")
+
+    assert lg.run_script(interrupted, "x.py") == 130
+    assert (
+        capsys.readouterr().err == "x.py: interrupted: 3 of 7 jobs finished, kept in OUT; resume\n"
+    )
+    assert lg.run_script(lambda: {}, "x.py") == 0
+    assert lg.run_script(lambda: None, "x.py") == 1
+
+
+def test_run_jobs_keeps_what_finished_when_interrupted(lg, tmp_path, monkeypatch):
+    """Ctrl-C during the jobs: the finished records are in the store, the message says how
+    many and where (the pool itself is tested in tests/test_pool.py)."""
+
+    def fake_pool(fn, calls, workers, on_result):
+        on_result(0, fn(*calls[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lg, "run_pool", fake_pool)
+    store = tmp_path / "episodes.jsonl"
+    jobs = [(dict, {"family": "selection", "task": i}) for i in range(3)]
+    with pytest.raises(KeyboardInterrupt, match=r"^interrupted: 1 of 3 jobs finished, kept in "):
+        lg.run_jobs(jobs, 2, store)
+    assert lg.load_store(store) == [{"family": "selection", "task": 0}]

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 from collections.abc import Mapping, Sequence, Set
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,9 @@ from growenv.data.tasks import TEACHER_TASK_NAMES
 from growenv.env.config import EnvConfig
 from growenv.errors import UserError
 from growenv.harness.lifecycle import RunInterrupted, stop_signals
+from growenv.harness.pool import run_pool
 from growenv.harness.store import BenchStore, EpisodeKey
 from growenv.policies import make_policy, policy_entry
-from growenv.threads import using_threads
 
 __all__ = [
     "BACKENDS",
@@ -90,17 +88,6 @@ def parse_seeds(text: str | int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _init_worker() -> None:
-    import signal
-
-    import torch
-
-    torch.set_num_threads(1)
-    # Ctrl-C reaches the whole process group: the main process stops the workers and keeps
-    # what finished; a worker dying on its own would break the pool first
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _env_for(env_kwargs: dict[str, Any]):
@@ -246,14 +233,6 @@ def run_job(job: BenchJob, env_kwargs: Mapping[str, Any]) -> list[dict[str, Any]
     return rows
 
 
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool at once: cancel queued jobs and end the running ones (their results are
-    not wanted; the store keeps only finished jobs)."""
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.terminate()  # no public API ends running workers
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
 def run_bench(
     tasks: Sequence[str],
     policies: Sequence[str],
@@ -389,21 +368,9 @@ def run_bench(
                     run_on_ray(
                         run_job, calls, lambda k, rows: finished(todo[k], rows), name="bench_job"
                     )
-            elif workers == 1:
-                with using_threads(1):
-                    for i in todo:
-                        finished(i, run_job(jobs[i], env_kwargs))
             else:
-                ctx = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
-                pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-                try:
-                    futures = {pool.submit(run_job, jobs[i], env_kwargs): i for i in todo}
-                    for future in as_completed(futures):
-                        finished(futures[future], future.result())
-                except BaseException:
-                    _stop_pool(pool)
-                    raise
-                pool.shutdown()
+                calls = [(jobs[i], env_kwargs) for i in todo]
+                run_pool(run_job, calls, workers, lambda k, rows: finished(todo[k], rows))
     except KeyboardInterrupt:
         kept = len(jobs) - sum(results[i] is None for i in todo)
         where = f"kept in {store.path}; re-run with resume (--resume)" if store else "not kept"
