@@ -146,8 +146,10 @@ def main(argv: list[str] | None = None) -> str:
     for s in sets:
         if s not in ACTION_SETS[1:]:
             parser.error(f"--sets: expected names from {ACTION_SETS[1:]}, got {s!r}")
-    if args.tasks < 1 or args.runs < 1 or args.workers < 1 or args.n_val < 0:
-        parser.error("--tasks, --runs, --workers (>= 1), --n-val (>= 0): bad value")
+    for flag, least in (("tasks", 1), ("runs", 1), ("workers", 1), ("n_val", 0)):
+        if getattr(args, flag) < least:
+            name = "--" + flag.replace("_", "-")
+            parser.error(f"{name}: expected an integer >= {least}, got {getattr(args, flag)}")
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "episodes.jsonl"
     records = lg.load_store(store)

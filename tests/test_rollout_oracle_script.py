@@ -71,7 +71,11 @@ def test_the_summary_matches_an_explicit_computation(ro):
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["--sets", "all"], "--sets: expected names from"), (["--n-val", "-1"], "--n-val")],
+    [
+        (["--sets", "all"], "--sets: expected names from"),
+        (["--n-val", "-1"], "--n-val: expected an integer >= 0, got -1"),
+        (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+    ],
 )
 def test_bad_arguments_are_one_line_errors(ro, argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
