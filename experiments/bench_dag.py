@@ -345,4 +345,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from growenv.harness.lifecycle import run_main
+
+    run_main(main, "bench_dag.py")

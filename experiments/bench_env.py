@@ -90,4 +90,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from growenv.harness.lifecycle import run_main
+
+    run_main(main, "bench_env.py")

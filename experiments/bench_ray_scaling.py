@@ -108,4 +108,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from growenv.harness.lifecycle import run_main
+
+    run_main(main, "bench_ray_scaling.py")

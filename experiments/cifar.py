@@ -344,4 +344,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from growenv.harness.lifecycle import run_main
+
+    raise SystemExit(run_main(main, "cifar.py"))

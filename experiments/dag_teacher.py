@@ -433,4 +433,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from growenv.harness.lifecycle import run_main
+
+    run_main(lambda: main(sys.argv[1:]), "dag_teacher.py")

@@ -741,16 +741,6 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def run_script(main: Callable[[], Any], prog: str) -> int:
-    """A script's exit status: 0 when ``main()`` returns a result, 1 when it returns
-    ``None``, 130 with one line on stderr when it is interrupted (Ctrl-C, SIGTERM)."""
-    try:
-        return 0 if main() is not None else 1
-    except KeyboardInterrupt as err:
-        print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
-        return 130
-
-
 def _append(store: Path | None, record: dict[str, Any]) -> None:
     if store is not None and "family" in record:
         with store.open("a") as f:
@@ -1322,4 +1312,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main, "learned_growth.py"))
+    from growenv.harness.lifecycle import run_main
+
+    sys.exit(0 if run_main(main, "learned_growth.py") is not None else 1)

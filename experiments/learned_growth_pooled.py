@@ -131,4 +131,6 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from growenv.harness.lifecycle import run_main
+
+    run_main(main, "learned_growth_pooled.py")

@@ -129,4 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from growenv.harness.lifecycle import run_main
+
+    sys.exit(run_main(main, "policies_teacher.py"))

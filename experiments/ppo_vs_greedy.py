@@ -188,4 +188,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from growenv.harness.lifecycle import run_main
+
+    run_main(main, "ppo_vs_greedy.py")

@@ -245,4 +245,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.exit(lg.run_script(main, "rollout_noise.py"))
+    from growenv.harness.lifecycle import run_main
+
+    sys.exit(0 if run_main(main, "rollout_noise.py") is not None else 1)

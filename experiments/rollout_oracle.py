@@ -175,4 +175,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(lg.run_script(main, "rollout_oracle.py"))
+    from growenv.harness.lifecycle import run_main
+
+    sys.exit(0 if run_main(main, "rollout_oracle.py") is not None else 1)

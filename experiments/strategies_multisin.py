@@ -147,4 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from growenv.harness.lifecycle import run_main
+
+    sys.exit(run_main(main, "strategies_multisin.py"))

@@ -486,18 +486,6 @@ def test_the_select_phase_alone_prints_the_selection_tables(lg, tmp_path, monkey
     assert "| dqn-kinds |" + " 150 |" * len(families) in text  # runs 0, 1: 100, 200 MACs
 
 
-def test_a_script_interrupted_says_so_in_one_line_and_exits_130(lg, capsys):
-    def interrupted():
-        raise lg.RunInterrupted("interrupted: 3 of 7 jobs finished, kept in\nOUT; resume")
-
-    assert lg.run_script(interrupted, "x.py") == 130
-    assert (
-        capsys.readouterr().err == "x.py: interrupted: 3 of 7 jobs finished, kept in OUT; resume\n"
-    )
-    assert lg.run_script(lambda: {}, "x.py") == 0
-    assert lg.run_script(lambda: None, "x.py") == 1
-
-
 def test_run_jobs_keeps_what_finished_when_interrupted(lg, tmp_path, monkeypatch):
     """Ctrl-C during the jobs: the finished records are in the store, the message says how
     many and where (the pool itself is tested in tests/test_pool.py)."""

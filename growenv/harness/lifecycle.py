@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunInterrupted", "atomic_path", "atomic_write_text", "stop_signals"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "RunInterrupted",
+    "atomic_path",
+    "atomic_write_text",
+    "run_main",
+    "stop_signals",
+]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shells' convention
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -99,3 +109,14 @@ def stop_signals(on_signal: Callable[[int], Any] | None = None) -> Iterator[dict
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def run_main(main: Callable[[], Any], prog: str) -> Any:
+    """Run a script's ``main()`` and return what it returns; interrupted (Ctrl-C, SIGTERM:
+    a :class:`KeyboardInterrupt`, :class:`RunInterrupted` with what it kept) it prints
+    ``prog: message`` on one line and exits with status 130 instead of a traceback."""
+    try:
+        return main()
+    except KeyboardInterrupt as err:
+        print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None

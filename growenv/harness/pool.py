@@ -48,7 +48,9 @@ def run_pool(
 ) -> None:
     """Run ``fn(*calls[i])`` for every ``i``, on ``workers`` spawned processes (in this
     process, with one torch thread, when ``workers`` is 1), calling ``on_result(i, result)``
-    here as each finishes (in any order).
+    here as each finishes (in any order). ``fn`` and the calls must pickle, and a script
+    that runs this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard (the
+    workers import it).
 
     Raises
     ------
