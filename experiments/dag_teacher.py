@@ -425,8 +425,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.growths, args.epochs = 2, 2, 2
         args.samples, args.test_samples = 128, 128
-    if args.seeds < 1 or args.growths < 1 or args.epochs < 1 or args.samples < 2:
-        p.error("--seeds, --growths, --epochs must be >= 1 and --samples >= 2")
+    for flag, least in (("seeds", 1), ("growths", 1), ("epochs", 1), ("samples", 2)):
+        if getattr(args, flag) < least:
+            p.error(f"--{flag}: expected an integer >= {least}, got {getattr(args, flag)}")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         p.error(f"--out {args.out} exists and is not empty (use --force to overwrite)")
     return run(args)

@@ -116,3 +116,20 @@ def test_an_experiment_script_stopped_by_ctrl_c_says_so_in_one_line_and_resumes(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert store.read_text().count("\n") == 3  # the kept episodes were not run again
+
+
+def test_run_main_reports_bad_input_found_mid_run_in_one_line_with_status_2(capsys):
+    from growenv.errors import UserError
+    from growenv.harness.bench import run_bench
+
+    with pytest.raises(SystemExit) as exc:
+        run_main(lambda: run_bench(["teacher_student"], ["greedy"], [0], workers=0), "x.py")
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "x.py: error: workers: expected an int >= 1, got 0\n"
+
+    def bug():
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):  # not the user's: its traceback stays
+        run_main(bug, "x.py")
+    assert issubclass(UserError, ValueError)  # callers catching ValueError still do

@@ -25,11 +25,10 @@ from growenv.cli.options import Parser
 from growenv.cli.sweep import add_sweep_parser
 from growenv.cli.train import add_train_parser
 from growenv.errors import UserError
-from growenv.harness.lifecycle import EXIT_INTERRUPTED
+from growenv.harness.lifecycle import EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["build_parser", "main"]
 
-EXIT_USAGE = 2
 EXIT_BUG = 1
 
 

@@ -81,9 +81,9 @@ def parse_seeds(text: str | int) -> list[int]:
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise ValueError(f"seeds: expected N, A-B or a,b,c, got {text!r}") from None
+        raise UserError(f"seeds: expected N, A-B or a,b,c, got {text!r}") from None
     if not seeds or min(seeds) < 0:
-        raise ValueError(f"seeds: expected at least one non-negative seed, got {text!r}")
+        raise UserError(f"seeds: expected at least one non-negative seed, got {text!r}")
     return seeds
 
 
@@ -165,11 +165,11 @@ def plan_jobs(
     """
     env_kwargs = dict(env_kwargs or {})
     if not tasks or not policies or not seeds:
-        raise ValueError("run_bench: tasks, policies and seeds must not be empty")
+        raise UserError("run_bench: tasks, policies and seeds must not be empty")
     if vec not in ("auto", "lockstep", "single"):
-        raise ValueError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
+        raise UserError(f"vec: expected 'auto', 'lockstep' or 'single', got {vec!r}")
     if isinstance(max_lockstep, bool) or not isinstance(max_lockstep, int) or max_lockstep < 1:
-        raise ValueError(f"max_lockstep: expected an int >= 1, got {max_lockstep!r}")
+        raise UserError(f"max_lockstep: expected an int >= 1, got {max_lockstep!r}")
     specs = list(policies)
     net = EnvConfig.from_kwargs(**env_kwargs).net
     for p in specs:
@@ -178,11 +178,11 @@ def plan_jobs(
     if vec == "lockstep":
         bad = [p for p in specs if not lockstep[p]]
         if bad:
-            raise ValueError(f"vec: policies {bad} query the env and cannot run in lockstep")
+            raise UserError(f"vec: policies {bad} query the env and cannot run in lockstep")
     obstacle = EnvConfig.from_kwargs(**env_kwargs).lockstep_obstacle()
     stackable = obstacle is None
     if vec == "lockstep" and not stackable:
-        raise ValueError(f"vec: expected settings the lockstep env can batch; {obstacle}")
+        raise UserError(f"vec: expected settings the lockstep env can batch; {obstacle}")
     seeds = [int(s) for s in seeds]
     jobs: list[BenchJob] = []
     for t in tasks:
@@ -322,15 +322,15 @@ def run_bench(
 
     env_kwargs = dict(env_kwargs or {})
     if "task" in env_kwargs:
-        raise ValueError("env_kwargs: give the task through `tasks`, not env_kwargs['task']")
+        raise UserError("env_kwargs: give the task through `tasks`, not env_kwargs['task']")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
+        raise UserError(f"workers: expected an int >= 1, got {workers!r}")
     if out is None and (resume or force):
-        raise ValueError("out: resume and force need a results directory (out)")
+        raise UserError("out: resume and force need a results directory (out)")
     if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise UserError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if address is not None and backend != "ray":
-        raise ValueError(f"address: a Ray cluster's address needs backend='ray', not {backend!r}")
+        raise UserError(f"address: a Ray cluster's address needs backend='ray', not {backend!r}")
     jobs = plan_jobs(tasks, policies, seeds, env_kwargs, oracle, vec, max_lockstep)
     keys = [key for job in jobs for key in job.keys]  # the order of the rows returned
     store = None if out is None else BenchStore.open(out, env_kwargs, resume=resume, force=force)

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
     "RunInterrupted",
     "atomic_path",
     "atomic_write_text",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shells' convention
+EXIT_USAGE = 2  # bad input, as argparse exits
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -112,11 +114,18 @@ def stop_signals(on_signal: Callable[[int], Any] | None = None) -> Iterator[dict
 
 
 def run_main(main: Callable[[], Any], prog: str) -> Any:
-    """Run a script's ``main()`` and return what it returns; interrupted (Ctrl-C, SIGTERM:
-    a :class:`KeyboardInterrupt`, :class:`RunInterrupted` with what it kept) it prints
-    ``prog: message`` on one line and exits with status 130 instead of a traceback."""
+    """Run a script's ``main()`` and return what it returns, as the ``growenv`` command
+    does: interrupted (Ctrl-C, SIGTERM: a :class:`KeyboardInterrupt`, :class:`RunInterrupted`
+    with what it kept) it prints ``prog: message`` on one line and exits with status 130;
+    on bad input found mid-run (:class:`~growenv.errors.UserError`) ``prog: error:
+    message`` and status 2. Any other exception keeps its traceback."""
+    from growenv.errors import UserError
+
     try:
         return main()
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     except KeyboardInterrupt as err:
         print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
