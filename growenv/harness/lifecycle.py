@@ -4,7 +4,8 @@ Shared by the bench (:mod:`~growenv.harness.bench`, :mod:`~growenv.harness.store
 training (:mod:`~growenv.harness.ppo_training`): a run stopped by SIGINT or SIGTERM keeps
 what it finished and raises :class:`RunInterrupted` (the CLI prints its message and exits
 with status 130); files that a later run reads are written atomically (a temporary file
-renamed over the target), so a SIGKILL never leaves a half-written one.
+renamed over the target), so a SIGKILL never leaves a half-written one. :func:`run_main`
+gives the experiment scripts the CLI's endings: one line for an interruption or bad input.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from growenv.errors import UserError
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -119,8 +122,6 @@ def run_main(main: Callable[[], Any], prog: str) -> Any:
     with what it kept) it prints ``prog: message`` on one line and exits with status 130;
     on bad input found mid-run (:class:`~growenv.errors.UserError`) ``prog: error:
     message`` and status 2. Any other exception keeps its traceback."""
-    from growenv.errors import UserError
-
     try:
         return main()
     except UserError as err:
