@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from growenv.cli.options import int_at_least, positive_int
 from growenv.data.tasks import make_task
 from growenv.harness.stats import bootstrap_ci, iqm
 from growenv.nets.dag import IN, OUT, GrowingDAG, apply_growth, bottleneck, fit_neurons
@@ -395,10 +396,14 @@ def rebuild(path: Path, figure_path: Path | None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--growths", type=int, default=10, help="growth steps per student")
-    p.add_argument("--epochs", type=int, default=50, help="training epochs after each growth")
-    p.add_argument("--samples", type=int, default=1000, help="samples per training split")
+    p.add_argument("--seeds", type=positive_int, default=10)
+    p.add_argument("--growths", type=positive_int, default=10, help="growth steps per student")
+    p.add_argument(
+        "--epochs", type=positive_int, default=50, help="training epochs after each growth"
+    )
+    p.add_argument(
+        "--samples", type=int_at_least(2), default=1000, help="samples per training split"
+    )
     p.add_argument("--test-samples", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -425,9 +430,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.growths, args.epochs = 2, 2, 2
         args.samples, args.test_samples = 128, 128
-    for flag, least in (("seeds", 1), ("growths", 1), ("epochs", 1), ("samples", 2)):
-        if getattr(args, flag) < least:
-            p.error(f"--{flag}: expected an integer >= {least}, got {getattr(args, flag)}")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         p.error(f"--out {args.out} exists and is not empty (use --force to overwrite)")
     return run(args)

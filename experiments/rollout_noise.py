@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import learned_growth as lg  # noqa: E402
 
+from growenv.cli.options import positive_int  # noqa: E402
 from growenv.env.growth_env import GrowthEnv  # noqa: E402
 from growenv.policies.lookahead import lookahead_candidates  # noqa: E402
 
@@ -198,17 +199,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     p = argparse.ArgumentParser(
         prog="rollout_noise.py", description=__doc__.split("\n\n")[0].strip()
     )
-    p.add_argument("--tasks", type=int, default=6, help="selection teachers per family")
-    p.add_argument("--runs", type=int, default=1, help="episode seeds per teacher")
-    p.add_argument("--streams", type=int, default=2, help="other minibatch streams per decision")
+    p.add_argument("--tasks", type=positive_int, default=6, help="selection teachers per family")
+    p.add_argument("--runs", type=positive_int, default=1, help="episode seeds per teacher")
+    p.add_argument(
+        "--streams", type=positive_int, default=2, help="other minibatch streams per decision"
+    )
     p.add_argument("--scope", default="all", help=f"fit scope of the envs ({', '.join(SCOPES)})")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--out", type=Path, default=Path("results/rollout_noise"))
     p.add_argument("--quick", action="store_true", help="tiny everything (a smoke test)")
     args = p.parse_args(argv)
-    for flag in ("tasks", "runs", "streams", "workers"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag}: expected an integer >= 1, got {getattr(args, flag)}")
     if args.scope not in SCOPES:
         p.error(f"--scope: expected one of {', '.join(SCOPES)}, got {args.scope!r}")
     if args.quick:

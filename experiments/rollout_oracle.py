@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import learned_growth as lg  # noqa: E402
 
+from growenv.cli.options import nonnegative_int, positive_int  # noqa: E402
 from growenv.harness.episodes import run_episode  # noqa: E402
 from growenv.learners.rollouts import rollout_returns  # noqa: E402
 from growenv.learners.scorer import ACTION_SETS, action_set_mask, layout_of  # noqa: E402
@@ -135,21 +136,21 @@ def summarise(records: list[dict[str, Any]], sets: list[str]) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="best-per-kind,best-per-kind-skip")
-    parser.add_argument("--tasks", type=int, default=6, help="selection teachers per family")
-    parser.add_argument("--runs", type=int, default=1, help="episode seeds per teacher")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--tasks", type=positive_int, default=6, help="selection teachers per family"
+    )
+    parser.add_argument("--runs", type=positive_int, default=1, help="episode seeds per teacher")
+    parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/rollout_oracle"))
-    parser.add_argument("--n-val", type=int, default=0, help="validation samples (0: 512)")
+    parser.add_argument(
+        "--n-val", type=nonnegative_int, default=0, help="validation samples (0: 512)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 decisions of 5 steps (smoke)")
     args = parser.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
     for s in sets:
         if s not in ACTION_SETS[1:]:
             parser.error(f"--sets: expected names from {ACTION_SETS[1:]}, got {s!r}")
-    for flag, least in (("tasks", 1), ("runs", 1), ("workers", 1), ("n_val", 0)):
-        if getattr(args, flag) < least:
-            name = "--" + flag.replace("_", "-")
-            parser.error(f"{name}: expected an integer >= {least}, got {getattr(args, flag)}")
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "episodes.jsonl"
     records = lg.load_store(store)

@@ -73,8 +73,8 @@ def test_the_summary_matches_an_explicit_computation(ro):
     ("argv", "message"),
     [
         (["--sets", "all"], "--sets: expected names from"),
-        (["--n-val", "-1"], "--n-val: expected an integer >= 0, got -1"),
-        (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+        (["--n-val", "-1"], "argument --n-val: expected an int >= 0, got '-1'"),
+        (["--workers", "0"], "argument --workers: expected an int >= 1, got '0'"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(ro, argv, message, capsys, tmp_path):

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_type(minimum: int):
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an int >= ``minimum`` (the error names what was expected and what was
+    given)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -120,9 +123,9 @@ def _int_type(minimum: int):
     return parse
 
 
-positive_int = _int_type(1)
+positive_int = int_at_least(1)
 """argparse type: an int >= 1 (the error names what was expected)."""
-nonnegative_int = _int_type(0)
+nonnegative_int = int_at_least(0)
 """argparse type: an int >= 0 (seeds, optimizer steps)."""
 
 
