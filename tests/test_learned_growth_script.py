@@ -500,3 +500,21 @@ def test_run_jobs_keeps_what_finished_when_interrupted(lg, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt, match=r"^interrupted: 1 of 3 jobs finished, kept in "):
         lg.run_jobs(jobs, 2, store)
     assert lg.load_store(store) == [{"family": "selection", "task": 0}]
+
+
+def test_v21s_candidate_and_heuristic_differ_from_their_sources_in_the_rollouts_batch(lg):
+    """v21: the candidate is v15's uncapped proposer (its agents, its env) with rollouts on
+    half the episode's minibatch size, and the new heuristic is the lookahead with the same
+    rollouts, on the learned policies' unfitted slots; both are in the test's heuristics or
+    configurations and the heuristic is a selection diagnostic."""
+    half, source = (
+        lg.CONFIGS["lookahead-learned-half-mix"],
+        lg.CONFIGS["lookahead-learned-chosen-mix"],
+    )
+    assert lg.agents_of("lookahead-learned-half-mix") == "lookahead-learned-chosen-mix"
+    assert half["policy_kwargs"] == {"rollout_batch": 64} and lg.BASE_ENV["batch_size"] == 128
+    assert {k: v for k, v in half.items() if k not in ("agents", "policy_kwargs")} == source
+    assert lg.learned_env("lookahead-learned-half-mix") == {"fit_scope": "chosen"}
+    assert lg.HEURISTIC_POLICIES["lookahead-half"] == ("lookahead", {"rollout_batch": 64})
+    assert lg.HEURISTICS["lookahead-half"] == "chosen"
+    assert lg.DIAGNOSTICS["lookahead-half"] == ("lookahead", {"rollout_batch": 64}, "chosen")

@@ -6,6 +6,7 @@ agent's top slots computed by hand."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -604,4 +605,82 @@ def test_the_heuristic_lookaheads_budget_errors_are_one_line():
     policy.reset(0)
     with pytest.raises(ValueError, match="^budget: 'whole-space' needs a DAG env") as err:
         policy.act(obs, info, env)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("scope", ["chosen", "all"])
+def test_a_rollouts_batch_is_an_env_whose_minibatches_are_that_size(scope):
+    """``lookahead_losses(..., batch_size=b)`` is the rollout of the same state in an env
+    whose configured minibatch size is ``b`` (the config's path, not the argument's); the
+    default is the episode's own; the MACs are what ``lookahead_costs`` plans for ``b``."""
+    env = GrowthEnv(**{**CHOSEN, "fit_scope": scope})
+    _, info = env.reset(seed=6)
+    env.step(int(np.flatnonzero(info["action_mask"][: env.max_sites])[0]))
+    valid = np.flatnonzero(env.action_masks()[: env.max_sites])[:3]
+    steps, batch = 9, env.batch_size // 2
+    same = copy.deepcopy(env).lookahead_losses(valid, steps, env.batch_size)
+    np.testing.assert_array_equal(same, copy.deepcopy(env).lookahead_losses(valid, steps))
+    twin = copy.deepcopy(env)
+    twin.config = dataclasses.replace(twin.config, batch_size=batch)
+    expected = twin.lookahead_losses(valid, steps)
+    halved = copy.deepcopy(env)
+    before = halved.episode.compute
+    losses = halved.lookahead_losses(valid, steps, batch)
+    np.testing.assert_array_equal(losses, expected)
+    assert not np.array_equal(losses, same)
+    assert halved.episode.compute - before == env.lookahead_costs(valid, steps, batch).sum()
+    # the training term is linear in the minibatch's samples
+    full = env.lookahead_costs(valid, steps) - env.lookahead_costs(valid, 0)
+    half = env.lookahead_costs(valid, steps, batch) - env.lookahead_costs(valid, 0, batch)
+    np.testing.assert_allclose(half, full / 2, rtol=1e-12)
+
+
+def test_rollout_batch_rolls_out_on_that_minibatch_size_in_both_lookaheads(slots_agent):
+    """Both lookaheads with ``rollout_batch=b`` grow the argmin of their candidates'
+    rollouts at minibatch size ``b``, computed by hand, and that differs somewhere from the
+    choice at the episode's size (else the argument would not be shown to matter)."""
+    agent = make_policy(f"dqn:{slots_agent}")
+    policies = {
+        "heuristic": make_policy("lookahead", rollout_batch=16),
+        "learned": make_policy(f"lookahead-learned:{slots_agent}", top=3, rollout_batch=16),
+    }
+    for name, policy in policies.items():
+        differs, compared = 0, 0
+        for seed in (0, 1):
+            env = GrowthEnv(**CHOSEN)
+            obs, info = env.reset(seed=seed)
+            policy.reset(seed)
+            done = False
+            while not done:
+                valid = np.flatnonzero(info["action_mask"][: env.max_sites])
+                if name == "heuristic":
+                    slots = np.sort(lookahead_candidates(info, env))
+                else:
+                    q = agent.q_values(obs, env)
+                    slots = np.sort(sorted(valid.tolist(), key=lambda s: (-q[s], s))[:3])
+                expected = int(slots[0]) if slots.size == 1 else env.skip_action
+                if slots.size > 1:
+                    losses = copy.deepcopy(env).lookahead_losses(slots, None, 16)
+                    expected = int(slots[int(np.argmin(losses))])
+                    default = copy.deepcopy(env).lookahead_losses(slots)
+                    differs += not np.array_equal(losses, default)
+                    compared += 1
+                action = policy.act(obs, info, env)
+                assert action == expected
+                obs, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+        assert compared >= 3 and differs == compared
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, "64"])
+def test_rollout_batch_errors_are_one_line(slots_agent, bad):
+    for name in ("lookahead", f"lookahead-learned:{slots_agent}"):
+        with pytest.raises(ValueError, match="^rollout_batch: expected") as err:
+            make_policy(name, rollout_batch=bad)
+        assert "\n" not in str(err.value)
+    env = GrowthEnv(**CHOSEN)
+    _, info = env.reset(seed=0)
+    valid = np.flatnonzero(info["action_mask"][: env.max_sites])
+    with pytest.raises(ValueError, match="^batch_size: expected") as err:
+        env.lookahead_losses(valid, 3, bad)
     assert "\n" not in str(err.value)

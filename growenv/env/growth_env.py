@@ -543,20 +543,23 @@ class GrowthEnv(gym.Env):
         search = n * (self.net.macs() + len(default_gammas()) * sum(previews))
         return float((sum(fit_macs) if fits else 0) + (search if slots else 0))
 
-    def lookahead_costs(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
+    def lookahead_costs(
+        self, slots: Sequence[int], steps: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """DAG: the MACs that :meth:`lookahead_losses` charges for each of ``slots`` (its
         fit, search, training and validation), known before it runs.
 
         Parameters
         ----------
-        slots, steps
+        slots, steps, batch_size
             As for :meth:`lookahead_losses` (``skip_action``: training alone).
         """
         slots = self._planned_slots("lookahead_costs", slots, skip=True)
-        cfg, task = self.config, self.task
+        task = self.task
         if steps is None:
             steps = self.rollout_steps
-        samples = integer("steps", steps, 0) * min(cfg.batch_size, len(task.train))
+        batch = self._rollout_batch(batch_size)
+        samples = integer("steps", steps, 0) * min(batch, len(task.train))
         n, gammas, forward = len(self.episode.search), len(default_gammas()), self.net.macs()
         out = np.empty(len(slots))
         for i, slot in enumerate(slots):
@@ -607,7 +610,9 @@ class GrowthEnv(gym.Env):
             previews.append(costs.planned_preview_macs(self.net, e, self._neurons(s)))
         return fits, previews
 
-    def lookahead_losses(self, slots: Sequence[int], steps: int | None = None) -> np.ndarray:
+    def lookahead_losses(
+        self, slots: Sequence[int], steps: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """Validation loss of each slot's growth after ``steps`` more optimizer steps and no
         further growth, without changing the episode.
 
@@ -626,6 +631,10 @@ class GrowthEnv(gym.Env):
             Optimizer steps after the growth; default the rest of the episode's training,
             ``(max_steps - step_count) * train_steps`` (the rollout of "grow this, then never
             again").
+        batch_size
+            Minibatch size of the rollouts' training; default the episode's
+            (``config.batch_size``). A smaller one makes a rollout cheaper by the same
+            factor; every slot's copy still draws the same minibatches.
 
         Returns
         -------
@@ -638,9 +647,10 @@ class GrowthEnv(gym.Env):
         if steps is None:
             steps = self.rollout_steps
         steps = integer("steps", steps, 0)
+        batch = self._rollout_batch(batch_size)
         start = time.perf_counter()
         losses = np.empty(len(slots))
-        samples = steps * min(cfg.batch_size, len(task.train))
+        samples = steps * min(batch, len(task.train))
         macs = 0.0
         for i, slot in enumerate(slots):
             twin = copy.deepcopy(self)
@@ -648,7 +658,7 @@ class GrowthEnv(gym.Env):
                 twin.grow(int(slot))
             with using_threads(cfg.threads):
                 if steps:
-                    twin._train(steps, check_finite=False)
+                    twin._train(steps, check_finite=False, batch_size=batch)
                 val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
             loss = float(val_loss)
             losses[i] = loss if np.isfinite(loss) else np.inf
@@ -671,9 +681,16 @@ class GrowthEnv(gym.Env):
             self.dag.grown(grown)
         self.episode.record_growth(site, float(result.gamma), float(result.loss_drop))
 
-    def _train(self, steps: int, check_finite: bool = True) -> torch.Tensor:
+    def _rollout_batch(self, batch_size: int | None) -> int:
+        """A rollout's minibatch size: ``batch_size`` (checked) or the episode's."""
+        return integer("batch_size", batch_size, 1, allow_none=True) or self.config.batch_size
+
+    def _train(
+        self, steps: int, check_finite: bool = True, batch_size: int | None = None
+    ) -> torch.Tensor:
         """``steps`` optimizer steps of the net on the episode's minibatch stream (no
-        accounting); the mean training loss."""
+        accounting; minibatches of ``batch_size``, default the config's); the mean training
+        loss."""
         task = self.task
         return train_steps(
             self.net,
@@ -682,7 +699,7 @@ class GrowthEnv(gym.Env):
             task.train.y,
             task.loss,
             steps,
-            self.config.batch_size,
+            batch_size or self.config.batch_size,
             self.episode.generator,
             transform=self.augmentation(),
             check_finite=check_finite,

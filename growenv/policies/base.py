@@ -119,9 +119,12 @@ class PolicyEnv(Protocol):
         """The amplitude search of ``site``'s candidate alone."""
         ...
 
-    def lookahead_losses(self, slots: Any, steps: int | None = None) -> np.ndarray:
+    def lookahead_losses(
+        self, slots: Any, steps: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
-        the rest of the episode) without further growth, each on a copy of the env."""
+        the rest of the episode) of minibatches of ``batch_size`` (default: the episode's)
+        without further growth, each on a copy of the env."""
         ...
 
     @property
@@ -138,7 +141,9 @@ class PolicyEnv(Protocol):
         """DAG with ``fit_scope="chosen"``: fit the slots' pending neurons now (charged)."""
         ...
 
-    def lookahead_costs(self, slots: Any, steps: int | None = None) -> np.ndarray:
+    def lookahead_costs(
+        self, slots: Any, steps: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """DAG: the MACs ``lookahead_losses`` charges for each slot, planned before it runs."""
         ...
 

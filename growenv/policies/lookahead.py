@@ -74,15 +74,20 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
     return np.array(list(best_of_each_kind(info, env).values()), dtype=int)
 
 
-def lowest_rollout(env: PolicyEnv, slots: np.ndarray, steps: int | None = None) -> int:
+def lowest_rollout(
+    env: PolicyEnv, slots: np.ndarray, steps: int | None = None, batch_size: int | None = None
+) -> int:
     """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
-    optimizer steps) ends with the lowest validation loss (ties: the first); the only slot
-    without a rollout; skip when there is none."""
+    optimizer steps of minibatches of ``batch_size``, default the episode's) ends with the
+    lowest validation loss (ties: the first); the only slot without a rollout; skip when
+    there is none."""
     if slots.size == 0:
         return env.skip_action
     if slots.size == 1:
         return int(slots[0])
-    return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
+    if batch_size is None:  # the env's default, also for envs without the argument
+        return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
+    return int(slots[int(np.argmin(env.lookahead_losses(slots, steps, batch_size)))])
 
 
 BUDGETS = ("whole-space", "whole-space-episode", "whole-space-projected")
@@ -189,6 +194,13 @@ class _BudgetedRollouts:
     budget: str | None
     shorten: bool
     steps: int | None
+    rollout_batch: int | None
+
+    def _set_rollout_batch(self, rollout_batch: int | None) -> None:
+        self.rollout_batch = integer("rollout_batch", rollout_batch, 1, allow_none=True)
+
+    def _rollout(self, env: PolicyEnv, slots: np.ndarray, steps: int | None) -> int:
+        return lowest_rollout(env, slots, steps, self.rollout_batch)
 
     def _set_budget(self, budget: str | None, shorten: bool) -> None:
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
@@ -221,7 +233,7 @@ class _BudgetedRollouts:
         for slot in slots:  # fitted once here, not in each rollout and again to grow
             env.fit_expansions([int(slot)])
         self.rollouts.append((slots.size, steps))
-        action = lowest_rollout(env, slots, steps)
+        action = self._rollout(env, slots, steps)
         if self.banked:  # what the plan left of the bar
             self.credit = bar - costs.sum() - grow[int(np.flatnonzero(ranked == action)[0])]
         return action
@@ -257,8 +269,9 @@ class _BudgetedRollouts:
             allowance += (left - 1) * max(own - floor, 0.0)
         grow = np.array([searches[int(s)] for s in ranked])
         steps = env.rollout_steps if self.steps is None else self.steps
-        fixed = env.lookahead_costs(ranked, 0)  # a rollout's cost is linear in its steps
-        per_step = env.lookahead_costs(ranked, 1) - fixed
+        batch = self.rollout_batch  # a rollout's cost is linear in its steps
+        fixed = env.lookahead_costs(ranked, 0, batch)
+        per_step = env.lookahead_costs(ranked, 1, batch) - fixed
         k = rollouts_within(fixed + steps * per_step, grow, allowance)
         n = self._shortenable(ranked)
         if self.shorten and k < n:
@@ -290,6 +303,10 @@ class LookaheadPolicy(_BudgetedRollouts):
     shorten
         With a ``budget``: where the bar does not allow every candidate's full rollout,
         shorten them all (:func:`shortened_rollouts`) before rolling out fewer.
+    rollout_batch
+        Minibatch size of the rollouts' training (default ``None``: the episode's). Half
+        the episode's makes every rollout half as dear, at the same length, on the same
+        minibatches for every candidate.
 
     Attributes
     ----------
@@ -306,10 +323,12 @@ class LookaheadPolicy(_BudgetedRollouts):
         candidates: str = "kinds",
         budget: str | None = None,
         shorten: bool = False,
+        rollout_batch: int | None = None,
     ) -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
         self._set_budget(budget, shorten)
+        self._set_rollout_batch(rollout_batch)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
@@ -323,7 +342,7 @@ class LookaheadPolicy(_BudgetedRollouts):
         if self.budget is None or candidates.size <= 1:
             if self.budget is not None:
                 self.rollouts.append((0, 0))
-            return lowest_rollout(env, candidates, self.steps)
+            return self._rollout(env, candidates, self.steps)
         gains = np.nan_to_num(np.asarray(info["candidate_gains"], dtype=float), nan=-np.inf)
         ranked = ranked_slots(gains, candidates, candidates.size)
         return self._budgeted(env, valid_sites(info, env), ranked)
@@ -425,6 +444,9 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         Also propose each kind's slot of largest estimated gain (the lookahead's candidates,
         :func:`lookahead_candidates`), right after the agent's ``top`` (default ``False``).
         Without a budget they are always rolled out; with one, only where the bar allows.
+    rollout_batch
+        Minibatch size of the rollouts' training (default ``None``: the episode's), as for
+        :class:`LookaheadPolicy`.
 
     Attributes
     ----------
@@ -444,6 +466,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         shorten: bool = False,
         widen: int | None = None,
         kinds: bool = False,
+        rollout_batch: int | None = None,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
@@ -462,6 +485,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         if not isinstance(kinds, bool):
             raise ValueError(f"kinds: expected True or False, got {kinds!r}")
         self.kinds = kinds
+        self._set_rollout_batch(rollout_batch)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
@@ -479,14 +503,14 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         valid = valid_sites(info, env)
         if valid.size <= 1:
             self.rollouts.append((0, 0))
-            return lowest_rollout(env, valid, self.steps)
+            return self._rollout(env, valid, self.steps)
         q = self.agent.q_values(observation, env)
         extra = lookahead_candidates(info, env) if self.kinds else None
         size = self.top if self.widen is None else self.widen
         ranked = widened_ranking(q, valid, self.top, size, extra)
         if self.budget is None:
             self.rollouts.append((ranked.size, self.steps) if ranked.size > 1 else (0, 0))
-            return lowest_rollout(env, np.sort(ranked), self.steps)
+            return self._rollout(env, np.sort(ranked), self.steps)
         return self._budgeted(env, valid, ranked)
 
 
