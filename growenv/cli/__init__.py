@@ -25,7 +25,7 @@ from growenv.cli.options import Parser
 from growenv.cli.sweep import add_sweep_parser
 from growenv.cli.train import add_train_parser
 from growenv.errors import UserError
-from growenv.harness.lifecycle import EXIT_INTERRUPTED, EXIT_USAGE
+from growenv.harness.lifecycle import EXIT_USAGE, report_ending
 
 __all__ = ["build_parser", "main"]
 
@@ -69,16 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or args.debug_all
     try:
         return args.func(args)
-    except UserError as err:
+    except (UserError, KeyboardInterrupt) as err:  # RunInterrupted says what it kept
         if debug:
             raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as err:  # the harness's RunInterrupted says what it kept
-        if debug:
-            raise
-        print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return report_ending(err, prog)
     except Exception:
         if debug:
             raise

@@ -27,6 +27,7 @@ __all__ = [
     "RunInterrupted",
     "atomic_path",
     "atomic_write_text",
+    "report_ending",
     "run_main",
     "stop_signals",
 ]
@@ -116,17 +117,23 @@ def stop_signals(on_signal: Callable[[int], Any] | None = None) -> Iterator[dict
             signal.signal(s, h)
 
 
+def report_ending(err: UserError | KeyboardInterrupt, prog: str) -> int:
+    """Print how a run of ``prog`` ended on one line of stderr and return its exit status:
+    bad input found mid-run (:class:`~growenv.errors.UserError`) is ``prog: error:
+    message``, status 2; an interruption (Ctrl-C, SIGTERM: a :class:`KeyboardInterrupt`,
+    :class:`RunInterrupted` with what it kept) is ``prog: message``, status 130."""
+    if isinstance(err, UserError):
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def run_main(main: Callable[[], Any], prog: str) -> Any:
     """Run a script's ``main()`` and return what it returns, as the ``growenv`` command
-    does: interrupted (Ctrl-C, SIGTERM: a :class:`KeyboardInterrupt`, :class:`RunInterrupted`
-    with what it kept) it prints ``prog: message`` on one line and exits with status 130;
-    on bad input found mid-run (:class:`~growenv.errors.UserError`) ``prog: error:
-    message`` and status 2. Any other exception keeps its traceback."""
+    does: an interruption or bad input found mid-run ends it with :func:`report_ending`'s
+    line and status (130 or 2). Any other exception keeps its traceback."""
     try:
         return main()
-    except UserError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
-    except KeyboardInterrupt as err:
-        print(f"{prog}: {' '.join(str(err).split()) or 'interrupted'}", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (UserError, KeyboardInterrupt) as err:
+        raise SystemExit(report_ending(err, prog)) from None
