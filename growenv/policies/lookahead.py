@@ -85,8 +85,6 @@ def lowest_rollout(
         return env.skip_action
     if slots.size == 1:
         return int(slots[0])
-    if batch_size is None:  # the env's default, also for envs without the argument
-        return int(slots[int(np.argmin(env.lookahead_losses(slots, steps)))])
     return int(slots[int(np.argmin(env.lookahead_losses(slots, steps, batch_size)))])
 
 
