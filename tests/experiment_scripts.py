@@ -1,11 +1,15 @@
-"""Load a script of ``experiments/`` as a module (the scripts are not a package)."""
+"""Load a script of ``experiments/`` as a module (the scripts are not a package), and check
+how one stops on bad arguments."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -18,3 +22,15 @@ def load_experiment(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def usage_error_line(
+    main: Callable[[list[str]], object], argv: list[str], out: Path, capsys
+) -> str:
+    """Run a script's ``main`` with ``argv`` and ``--out out``, which must stop with status 2
+    (a usage error) before creating ``out``; return the last line it printed to stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(out)])
+    assert exc.value.code == 2
+    assert not out.exists()
+    return capsys.readouterr().err.strip().splitlines()[-1]
