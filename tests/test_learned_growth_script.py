@@ -513,3 +513,16 @@ def test_v21s_candidate_and_heuristic_differ_from_their_sources_in_the_rollouts_
     assert lg.HEURISTIC_POLICIES["lookahead-half"] == ("lookahead", {"rollout_batch": 64})
     assert lg.HEURISTICS["lookahead-half"] == "chosen"
     assert lg.DIAGNOSTICS["lookahead-half"] == ("lookahead", {"rollout_batch": 64}, "chosen")
+
+
+def test_v22s_candidate_is_v21s_with_rollouts_on_three_quarters_of_the_minibatch(lg):
+    """v22: v21's candidate (v15's uncapped proposer, its agents and env) with rollouts on 96
+    of the episode's 128 samples per step; test seeds and splits moved past v21's."""
+    b96, half = lg.CONFIGS["lookahead-learned-b96-mix"], lg.CONFIGS["lookahead-learned-half-mix"]
+    assert b96["policy_kwargs"] == {"rollout_batch": 96} and lg.BASE_ENV["batch_size"] == 128
+    assert {k: v for k, v in b96.items() if k != "policy_kwargs"} == {
+        k: v for k, v in half.items() if k != "policy_kwargs"
+    }
+    assert lg.agents_of("lookahead-learned-b96-mix") == "lookahead-learned-chosen-mix"
+    assert lg.learned_env("lookahead-learned-b96-mix") == {"fit_scope": "chosen"}
+    assert lg.TEST_OFFSET == 19 * 10**6
