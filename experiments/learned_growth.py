@@ -426,6 +426,16 @@ CONFIGS["lookahead-learned-b96-mix"] = {
     "agents": "lookahead-learned-chosen-mix",
     "policy_kwargs": {"rollout_batch": 3 * BASE_ENV["batch_size"] // 4},
 }
+# v21's candidate with each kind's slot of largest estimated gain (the lookahead's candidates)
+# rolled out beside the agent's 3 (defined after v22's selection), on 48 of the episode's
+# 128 samples per step to stay within whole-space's compute: in v15's and v21's tests the
+# learned proposer lost on CIFAR-10 to the lookaheads, growing more nodes and half the edges
+# (1.6 against 3.05 per episode in v21's test) and ending at a smaller share of the budget
+CONFIGS["lookahead-learned-kinds-b48-mix"] = {
+    **CONFIGS["lookahead-learned-chosen-mix"],
+    "agents": "lookahead-learned-chosen-mix",
+    "policy_kwargs": {"kinds": True, "rollout_batch": 3 * BASE_ENV["batch_size"] // 8},
+}
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its

@@ -526,3 +526,18 @@ def test_v22s_candidate_is_v21s_with_rollouts_on_three_quarters_of_the_minibatch
     assert lg.agents_of("lookahead-learned-b96-mix") == "lookahead-learned-chosen-mix"
     assert lg.learned_env("lookahead-learned-b96-mix") == {"fit_scope": "chosen"}
     assert lg.TEST_OFFSET == 19 * 10**6
+
+
+def test_v23s_candidate_adds_the_lookaheads_candidates_on_48_samples(lg):
+    """v23: v21's candidate (v15's uncapped proposer, its agents and env) also rolls out each
+    kind's best slot (``kinds=True``: no budget, so always), on 48 of 128 samples per step."""
+    kinds, half = (
+        lg.CONFIGS["lookahead-learned-kinds-b48-mix"],
+        lg.CONFIGS["lookahead-learned-half-mix"],
+    )
+    assert kinds["policy_kwargs"] == {"kinds": True, "rollout_batch": 48}
+    assert {k: v for k, v in kinds.items() if k != "policy_kwargs"} == {
+        k: v for k, v in half.items() if k != "policy_kwargs"
+    }
+    assert lg.agents_of("lookahead-learned-kinds-b48-mix") == "lookahead-learned-chosen-mix"
+    assert lg.learned_env("lookahead-learned-kinds-b48-mix") == {"fit_scope": "chosen"}
