@@ -152,6 +152,7 @@ def test_maskable_ppo_trains_on_lockstep_dag_envs():
     """MaskablePPO on ``make_vec_env`` with vec='lockstep' and net='dag' (fit_scope='chosen')
     runs a few hundred steps; the vec env is the lockstep DAG env."""
     from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.logger import Logger
 
     from growenv.harness.ppo_training import PPOConfig, make_vec_env
 
@@ -160,5 +161,6 @@ def test_maskable_ppo_trains_on_lockstep_dag_envs():
     venv = make_vec_env(config)
     assert isinstance(venv.venv, LockstepDagVecEnv)
     model = MaskablePPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0)
+    model.set_logger(Logger(None, []))  # SB3's default leaves an SB3-* folder in /tmp
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256

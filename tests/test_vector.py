@@ -154,10 +154,12 @@ def test_lockstep_reads_envs_through_public_members_only():
 
 def test_maskable_ppo_learns_on_lockstep():
     from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecMonitor
 
     vec = VecMonitor(LockstepVecEnv(4, seed=0, **dict(KW, train_steps=2)))
     model = MaskablePPO("MlpPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0)
+    model.set_logger(Logger(None, []))  # SB3's default leaves an SB3-* folder in /tmp
     model.learn(256)
     assert model.num_timesteps >= 256
     assert len(model.ep_info_buffer) > 0  # episodes ended and were auto-reset
