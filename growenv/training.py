@@ -31,6 +31,7 @@ def train_steps(
     generator: torch.Generator | None = None,
     transform=None,
     check_finite: bool = True,
+    draw_batch: int | None = None,
 ) -> torch.Tensor:
     """Run ``steps`` optimizer steps on random minibatches of ``(x, y)``.
 
@@ -48,13 +49,22 @@ def train_steps(
         NaN or inf, naming the cause: NaN/inf in ``x`` or ``y``, a net that was already
         broken, or training that diverged (the optimizer step at which the loss blew up, its
         value, and the learning rate).
+    draw_batch
+        Indices drawn per step (default ``batch_size``), of which the first ``batch_size``
+        are used: with a run's own minibatch size here, a smaller ``batch_size`` trains on
+        the first samples of each of that run's minibatches (a nested subsample) and the
+        generator advances as that run's would.
     """
     loss_fn = resolve_loss(loss)
     n = x.shape[0]
     total = torch.zeros((), device=x.device)
     if steps <= 0:
         return total
-    idx = torch.randint(0, n, (steps, min(batch_size, n)), generator=generator).to(x.device)
+    draw = batch_size if draw_batch is None else draw_batch
+    if draw < batch_size:
+        raise ValueError(f"draw_batch: expected at least batch_size ({batch_size}), got {draw}")
+    idx = torch.randint(0, n, (steps, min(draw, n)), generator=generator)
+    idx = idx[:, : min(batch_size, n)].to(x.device)
     step_losses = []
     for step in range(steps):
         xb, yb = x[idx[step]], y[idx[step]]

@@ -541,3 +541,18 @@ def test_v23s_candidate_adds_the_lookaheads_candidates_on_48_samples(lg):
     }
     assert lg.agents_of("lookahead-learned-kinds-b48-mix") == "lookahead-learned-chosen-mix"
     assert lg.learned_env("lookahead-learned-kinds-b48-mix") == {"fit_scope": "chosen"}
+
+
+def test_v24s_candidate_is_v21s_with_nested_rollout_minibatches(lg):
+    """v24: v21's candidate (v15's uncapped proposer, its agents and env, rollouts on 64 of
+    128 samples per step) with the rollouts' minibatches nested in the episode's."""
+    nested, half = (
+        lg.CONFIGS["lookahead-learned-nested-half-mix"],
+        lg.CONFIGS["lookahead-learned-half-mix"],
+    )
+    assert nested["policy_kwargs"] == {**half["policy_kwargs"], "nested": True}
+    assert {k: v for k, v in nested.items() if k != "policy_kwargs"} == {
+        k: v for k, v in half.items() if k != "policy_kwargs"
+    }
+    assert lg.agents_of("lookahead-learned-nested-half-mix") == "lookahead-learned-chosen-mix"
+    assert lg.learned_env("lookahead-learned-nested-half-mix") == {"fit_scope": "chosen"}

@@ -611,7 +611,11 @@ class GrowthEnv(gym.Env):
         return fits, previews
 
     def lookahead_losses(
-        self, slots: Sequence[int], steps: int | None = None, batch_size: int | None = None
+        self,
+        slots: Sequence[int],
+        steps: int | None = None,
+        batch_size: int | None = None,
+        nested: bool = False,
     ) -> np.ndarray:
         """Validation loss of each slot's growth after ``steps`` more optimizer steps and no
         further growth, without changing the episode.
@@ -635,6 +639,11 @@ class GrowthEnv(gym.Env):
             Minibatch size of the rollouts' training; default the episode's
             (``config.batch_size``). A smaller one makes a rollout cheaper by the same
             factor; every slot's copy still draws the same minibatches.
+        nested
+            With a ``batch_size`` below the episode's: each rollout step trains on the first
+            ``batch_size`` samples of the minibatch the episode's own step would draw there
+            (the same stream, subsampled), instead of the stream's next ``batch_size``
+            samples. Same cost.
 
         Returns
         -------
@@ -648,6 +657,14 @@ class GrowthEnv(gym.Env):
             steps = self.rollout_steps
         steps = integer("steps", steps, 0)
         batch = self._rollout_batch(batch_size)
+        if not isinstance(nested, bool):
+            raise ValueError(f"nested: expected True or False, got {nested!r}")
+        if nested and batch > cfg.batch_size:
+            raise ValueError(
+                f"nested: subsamples the episode's minibatches of {cfg.batch_size}; expected "
+                f"batch_size at most that, got {batch}"
+            )
+        draw = cfg.batch_size if nested else None
         start = time.perf_counter()
         losses = np.empty(len(slots))
         samples = steps * min(batch, len(task.train))
@@ -658,7 +675,7 @@ class GrowthEnv(gym.Env):
                 twin.grow(int(slot))
             with using_threads(cfg.threads):
                 if steps:
-                    twin._train(steps, check_finite=False, batch_size=batch)
+                    twin._train(steps, check_finite=False, batch_size=batch, draw_batch=draw)
                 val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
             loss = float(val_loss)
             losses[i] = loss if np.isfinite(loss) else np.inf
@@ -686,11 +703,15 @@ class GrowthEnv(gym.Env):
         return integer("batch_size", batch_size, 1, allow_none=True) or self.config.batch_size
 
     def _train(
-        self, steps: int, check_finite: bool = True, batch_size: int | None = None
+        self,
+        steps: int,
+        check_finite: bool = True,
+        batch_size: int | None = None,
+        draw_batch: int | None = None,
     ) -> torch.Tensor:
         """``steps`` optimizer steps of the net on the episode's minibatch stream (no
-        accounting; minibatches of ``batch_size``, default the config's); the mean training
-        loss."""
+        accounting; minibatches of ``batch_size``, default the config's, the first of each
+        ``draw_batch`` drawn); the mean training loss."""
         task = self.task
         return train_steps(
             self.net,
@@ -703,6 +724,7 @@ class GrowthEnv(gym.Env):
             self.episode.generator,
             transform=self.augmentation(),
             check_finite=check_finite,
+            draw_batch=draw_batch,
         )
 
     def _train_and_measure(self) -> None:

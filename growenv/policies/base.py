@@ -120,11 +120,16 @@ class PolicyEnv(Protocol):
         ...
 
     def lookahead_losses(
-        self, slots: Any, steps: int | None = None, batch_size: int | None = None
+        self,
+        slots: Any,
+        steps: int | None = None,
+        batch_size: int | None = None,
+        nested: bool = False,
     ) -> np.ndarray:
         """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
-        the rest of the episode) of minibatches of ``batch_size`` (default: the episode's)
-        without further growth, each on a copy of the env."""
+        the rest of the episode) of minibatches of ``batch_size`` (default: the episode's;
+        ``nested``: the first samples of the episode's own minibatches) without further
+        growth, each on a copy of the env."""
         ...
 
     @property

@@ -75,17 +75,22 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
 
 
 def lowest_rollout(
-    env: PolicyEnv, slots: np.ndarray, steps: int | None = None, batch_size: int | None = None
+    env: PolicyEnv,
+    slots: np.ndarray,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    nested: bool = False,
 ) -> int:
     """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
-    optimizer steps of minibatches of ``batch_size``, default the episode's) ends with the
-    lowest validation loss (ties: the first); the only slot without a rollout; skip when
-    there is none."""
+    optimizer steps of minibatches of ``batch_size``, default the episode's, ``nested`` in
+    the episode's own) ends with the lowest validation loss (ties: the first); the only slot
+    without a rollout; skip when there is none."""
     if slots.size == 0:
         return env.skip_action
     if slots.size == 1:
         return int(slots[0])
-    return int(slots[int(np.argmin(env.lookahead_losses(slots, steps, batch_size)))])
+    losses = env.lookahead_losses(slots, steps, batch_size, nested)
+    return int(slots[int(np.argmin(losses))])
 
 
 BUDGETS = ("whole-space", "whole-space-episode", "whole-space-projected")
@@ -193,12 +198,21 @@ class _BudgetedRollouts:
     shorten: bool
     steps: int | None
     rollout_batch: int | None
+    nested: bool
 
-    def _set_rollout_batch(self, rollout_batch: int | None) -> None:
+    def _set_rollout_batch(self, rollout_batch: int | None, nested: bool = False) -> None:
         self.rollout_batch = integer("rollout_batch", rollout_batch, 1, allow_none=True)
+        if not isinstance(nested, bool):
+            raise ValueError(f"nested: expected True or False, got {nested!r}")
+        if nested and rollout_batch is None:
+            raise ValueError(
+                "nested: subsamples the episode's minibatches for smaller rollouts; pass "
+                "rollout_batch= too"
+            )
+        self.nested = nested
 
     def _rollout(self, env: PolicyEnv, slots: np.ndarray, steps: int | None) -> int:
-        return lowest_rollout(env, slots, steps, self.rollout_batch)
+        return lowest_rollout(env, slots, steps, self.rollout_batch, self.nested)
 
     def _set_budget(self, budget: str | None, shorten: bool) -> None:
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
@@ -305,6 +319,10 @@ class LookaheadPolicy(_BudgetedRollouts):
         Minibatch size of the rollouts' training (default ``None``: the episode's). Half
         the episode's makes every rollout half as dear, at the same length, on the same
         minibatches for every candidate.
+    nested
+        With ``rollout_batch``: each rollout step trains on the first ``rollout_batch``
+        samples of the minibatch the episode's own step would draw (``nested=True`` of
+        ``env.lookahead_losses``) instead of the stream's next ones (default ``False``).
 
     Attributes
     ----------
@@ -322,11 +340,12 @@ class LookaheadPolicy(_BudgetedRollouts):
         budget: str | None = None,
         shorten: bool = False,
         rollout_batch: int | None = None,
+        nested: bool = False,
     ) -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
         self._set_budget(budget, shorten)
-        self._set_rollout_batch(rollout_batch)
+        self._set_rollout_batch(rollout_batch, nested)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
@@ -443,8 +462,9 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         :func:`lookahead_candidates`), right after the agent's ``top`` (default ``False``).
         Without a budget they are always rolled out; with one, only where the bar allows.
     rollout_batch
-        Minibatch size of the rollouts' training (default ``None``: the episode's), as for
-        :class:`LookaheadPolicy`.
+        Minibatch size of the rollouts' training (default ``None``: the episode's), and
+    nested
+        whether its minibatches are nested in the episode's, as for :class:`LookaheadPolicy`.
 
     Attributes
     ----------
@@ -465,6 +485,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         widen: int | None = None,
         kinds: bool = False,
         rollout_batch: int | None = None,
+        nested: bool = False,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
@@ -483,7 +504,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         if not isinstance(kinds, bool):
             raise ValueError(f"kinds: expected True or False, got {kinds!r}")
         self.kinds = kinds
-        self._set_rollout_batch(rollout_batch)
+        self._set_rollout_batch(rollout_batch, nested)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
