@@ -556,3 +556,17 @@ def test_v24s_candidate_is_v21s_with_nested_rollout_minibatches(lg):
     }
     assert lg.agents_of("lookahead-learned-nested-half-mix") == "lookahead-learned-chosen-mix"
     assert lg.learned_env("lookahead-learned-nested-half-mix") == {"fit_scope": "chosen"}
+
+
+def test_v25s_candidate_is_v15s_full_size_policy_with_raced_rollouts(lg):
+    """v25: v15's uncapped full-size policy (its agents and env, 3 proposals) whose worst
+    rollout stops after a quarter of the rollouts' steps."""
+    race, source = (
+        lg.CONFIGS["lookahead-learned-race-mix"],
+        lg.CONFIGS["lookahead-learned-chosen-mix"],
+    )
+    assert race["policy_kwargs"] == {"drop_worst_after": 0.25}
+    assert {k: v for k, v in race.items() if k not in ("agents", "policy_kwargs")} == source
+    assert "policy_kwargs" not in source
+    assert lg.agents_of("lookahead-learned-race-mix") == "lookahead-learned-chosen-mix"
+    assert lg.learned_env("lookahead-learned-race-mix") == {"fit_scope": "chosen"}

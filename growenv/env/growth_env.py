@@ -616,6 +616,7 @@ class GrowthEnv(gym.Env):
         steps: int | None = None,
         batch_size: int | None = None,
         nested: bool = False,
+        drop_worst_at: int | None = None,
     ) -> np.ndarray:
         """Validation loss of each slot's growth after ``steps`` more optimizer steps and no
         further growth, without changing the episode.
@@ -644,6 +645,11 @@ class GrowthEnv(gym.Env):
             ``batch_size`` samples of the minibatch the episode's own step would draw there
             (the same stream, subsampled), instead of the stream's next ``batch_size``
             samples. Same cost.
+        drop_worst_at
+            With 3 or more slots: after this many of the ``steps`` (``0 < drop_worst_at <
+            steps``) every rollout is validated and the one of highest loss (ties: the later
+            slot) stops there and reports ``inf``; the others go on to ``steps``, their losses
+            those of uninterrupted rollouts. Default ``None``: no rollout stops early.
 
         Returns
         -------
@@ -665,24 +671,52 @@ class GrowthEnv(gym.Env):
                 f"batch_size at most that, got {batch}"
             )
         draw = cfg.batch_size if nested else None
+        stops = [steps]
+        if drop_worst_at is not None:
+            drop_worst_at = integer("drop_worst_at", drop_worst_at, 1)
+            if drop_worst_at >= steps:
+                raise ValueError(
+                    f"drop_worst_at: expected fewer than the rollouts' {steps} steps, got "
+                    f"{drop_worst_at}"
+                )
+            if len(slots) >= 3:
+                stops = [drop_worst_at, steps]
         start = time.perf_counter()
         losses = np.empty(len(slots))
-        samples = steps * min(batch, len(task.train))
+        per_step = min(batch, len(task.train))
+        twins: dict[int, GrowthEnv] = {}  # the rollouts still running (one at a time unraced)
+        terms: list[list[float]] = [[] for _ in slots]  # each slot's MACs, summed in order
+        live, done = list(range(len(slots))), 0
+        for stop in stops:
+            for i in live:
+                if done == 0:
+                    twins[i] = copy.deepcopy(self)
+                    if int(slots[i]) != self.skip_action:
+                        twins[i].grow(int(slots[i]))
+                twin = twins[i]
+                with using_threads(cfg.threads):
+                    if stop > done:
+                        twin._train(stop - done, False, batch_size=batch, draw_batch=draw)
+                    val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
+                loss = float(val_loss)
+                losses[i] = loss if np.isfinite(loss) else np.inf
+                if done == 0:  # the growth's search (and fit), charged to the twin
+                    terms[i].append(twin.episode.compute - self.episode.compute)
+                samples = (stop - done) * per_step
+                terms[i].append(self.family.training_macs(twin.net, samples) if samples else 0.0)
+                terms[i].append(self.family.evaluate_macs(twin.net, len(task.val)))
+                if stop == steps:
+                    twins.pop(i).close()
+            done = stop
+            if stop < steps:  # the race: the worst stops here
+                worst = max(live, key=lambda i: (losses[i], i))
+                live.remove(worst)
+                losses[worst] = np.inf
+                twins.pop(worst).close()
         macs = 0.0
-        for i, slot in enumerate(slots):
-            twin = copy.deepcopy(self)
-            if int(slot) != self.skip_action:
-                twin.grow(int(slot))
-            with using_threads(cfg.threads):
-                if steps:
-                    twin._train(steps, check_finite=False, batch_size=batch, draw_batch=draw)
-                val_loss, _ = evaluate(twin.net, task.val.x, task.val.y, task.loss)
-            loss = float(val_loss)
-            losses[i] = loss if np.isfinite(loss) else np.inf
-            macs += twin.episode.compute - self.episode.compute
-            macs += self.family.training_macs(twin.net, samples) if steps else 0.0
-            macs += self.family.evaluate_macs(twin.net, len(task.val))
-            twin.close()
+        for slot_terms in terms:
+            for term in slot_terms:
+                macs += term
         self.episode.charge("search", macs, time.perf_counter() - start)
         return losses
 

@@ -125,11 +125,13 @@ class PolicyEnv(Protocol):
         steps: int | None = None,
         batch_size: int | None = None,
         nested: bool = False,
+        drop_worst_at: int | None = None,
     ) -> np.ndarray:
         """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
         the rest of the episode) of minibatches of ``batch_size`` (default: the episode's;
         ``nested``: the first samples of the episode's own minibatches) without further
-        growth, each on a copy of the env."""
+        growth, each on a copy of the env (``drop_worst_at``: the worst of 3 or more stops
+        there, ``inf``)."""
         ...
 
     @property

@@ -80,16 +80,18 @@ def lowest_rollout(
     steps: int | None = None,
     batch_size: int | None = None,
     nested: bool = False,
+    drop_worst_at: int | None = None,
 ) -> int:
     """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
     optimizer steps of minibatches of ``batch_size``, default the episode's, ``nested`` in
-    the episode's own) ends with the lowest validation loss (ties: the first); the only slot
-    without a rollout; skip when there is none."""
+    the episode's own, the worst of 3 or more stopped at ``drop_worst_at``) ends with the
+    lowest validation loss (ties: the first); the only slot without a rollout; skip when
+    there is none."""
     if slots.size == 0:
         return env.skip_action
     if slots.size == 1:
         return int(slots[0])
-    losses = env.lookahead_losses(slots, steps, batch_size, nested)
+    losses = env.lookahead_losses(slots, steps, batch_size, nested, drop_worst_at)
     return int(slots[int(np.argmin(losses))])
 
 
@@ -199,6 +201,7 @@ class _BudgetedRollouts:
     steps: int | None
     rollout_batch: int | None
     nested: bool
+    drop_worst_after: float | None
 
     def _set_rollout_batch(self, rollout_batch: int | None, nested: bool = False) -> None:
         self.rollout_batch = integer("rollout_batch", rollout_batch, 1, allow_none=True)
@@ -211,8 +214,30 @@ class _BudgetedRollouts:
             )
         self.nested = nested
 
+    def _set_race(self, drop_worst_after: float | None) -> None:
+        if drop_worst_after is not None:
+            if isinstance(drop_worst_after, bool) or not isinstance(drop_worst_after, int | float):
+                raise ValueError(
+                    f"drop_worst_after: expected a fraction in (0, 1), got {drop_worst_after!r}"
+                )
+            if not 0 < drop_worst_after < 1:
+                raise ValueError(
+                    f"drop_worst_after: expected a fraction in (0, 1), got {drop_worst_after}"
+                )
+            if self.budget is not None:
+                raise ValueError(
+                    "drop_worst_after: a race's cost is known only once it has run; it "
+                    "cannot be planned within a budget (pass budget=None)"
+                )
+        self.drop_worst_after = drop_worst_after
+
     def _rollout(self, env: PolicyEnv, slots: np.ndarray, steps: int | None) -> int:
-        return lowest_rollout(env, slots, steps, self.rollout_batch, self.nested)
+        at = None
+        if self.drop_worst_after is not None:
+            length = env.rollout_steps if steps is None else steps
+            at = int(self.drop_worst_after * length)
+            at = at if 0 < at < length else None  # too short a rollout to stop early
+        return lowest_rollout(env, slots, steps, self.rollout_batch, self.nested, at)
 
     def _set_budget(self, budget: str | None, shorten: bool) -> None:
         self.budget = None if budget is None else choice("budget", budget, BUDGETS)
@@ -323,6 +348,11 @@ class LookaheadPolicy(_BudgetedRollouts):
         With ``rollout_batch``: each rollout step trains on the first ``rollout_batch``
         samples of the minibatch the episode's own step would draw (``nested=True`` of
         ``env.lookahead_losses``) instead of the stream's next ones (default ``False``).
+    drop_worst_after
+        Without a budget, a fraction in (0, 1): with 3 or more candidates, once every
+        rollout has run this share of its steps the one of highest validation loss stops
+        (``drop_worst_at`` of ``env.lookahead_losses``) and the others run to the end: a
+        race that saves that rollout's rest (default ``None``: every rollout to the end).
 
     Attributes
     ----------
@@ -341,11 +371,13 @@ class LookaheadPolicy(_BudgetedRollouts):
         shorten: bool = False,
         rollout_batch: int | None = None,
         nested: bool = False,
+        drop_worst_after: float | None = None,
     ) -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
         self._set_budget(budget, shorten)
         self._set_rollout_batch(rollout_batch, nested)
+        self._set_race(drop_worst_after)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic: nothing to seed)."""
@@ -465,6 +497,8 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         Minibatch size of the rollouts' training (default ``None``: the episode's), and
     nested
         whether its minibatches are nested in the episode's, as for :class:`LookaheadPolicy`.
+    drop_worst_after
+        Without a budget: the race of :class:`LookaheadPolicy` over the proposals' rollouts.
 
     Attributes
     ----------
@@ -486,6 +520,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         kinds: bool = False,
         rollout_batch: int | None = None,
         nested: bool = False,
+        drop_worst_after: float | None = None,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
@@ -505,6 +540,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
             raise ValueError(f"kinds: expected True or False, got {kinds!r}")
         self.kinds = kinds
         self._set_rollout_batch(rollout_batch, nested)
+        self._set_race(drop_worst_after)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode (deterministic)."""
