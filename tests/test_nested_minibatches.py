@@ -128,8 +128,9 @@ def test_both_lookaheads_roll_out_nested_when_asked(slots_agent, monkeypatch):  
             calls: list = []
             real = GrowthEnv.lookahead_losses
 
-            def spy(self, slots, steps=None, batch_size=None, nested=False, real=real, calls=calls):
-                losses = real(self, slots, steps, batch_size, nested)
+            def spy(self, slots, steps=None, batch_size=None, nested=False, drop_worst_at=None,
+                    real=real, calls=calls):  # fmt: skip
+                losses = real(self, slots, steps, batch_size, nested, drop_worst_at)
                 calls.append((batch_size, nested, np.asarray(slots).copy(), losses))
                 return losses
 
