@@ -65,14 +65,31 @@ def test_a_draw_smaller_than_the_minibatch_is_one_line():
         train_steps(net, opt, x, y, "mse", 3, 8, draw_batch=4)
 
 
-def _stepped_env() -> tuple[GrowthEnv, np.ndarray, np.ndarray, dict]:
-    """An env grown until it offers at least 3 valid slots, 3 of them, its observation and
-    info."""
+def env_with(n_valid: int, seed: int = 6) -> tuple[GrowthEnv, np.ndarray, np.ndarray, dict]:
+    """An env grown until it offers at least ``n_valid`` valid slots, those slots, its
+    observation and info."""
     env = GrowthEnv(**CHOSEN)
-    obs, info = env.reset(seed=6)
-    while (valid := np.flatnonzero(info["action_mask"][: env.max_sites])).size < 3:
+    obs, info = env.reset(seed=seed)
+    while (valid := np.flatnonzero(info["action_mask"][: env.max_sites])).size < n_valid:
         obs, _, _, _, info = env.step(int(valid[-1]))
-    return env, valid[:3], obs, info
+    return env, valid, obs, info
+
+
+def record_rollouts(monkeypatch) -> list[dict]:
+    """Make ``GrowthEnv.lookahead_losses`` append its arguments and losses to the list
+    returned, one dict per call (``monkeypatch.undo()`` ends it)."""
+    calls: list[dict] = []
+    real = GrowthEnv.lookahead_losses
+
+    def spy(self, slots, steps=None, batch_size=None, nested=False, drop_worst_at=None):
+        losses = real(self, slots, steps, batch_size, nested, drop_worst_at)
+        calls.append({"steps": steps, "batch_size": batch_size, "nested": nested,
+                      "drop_worst_at": drop_worst_at, "slots": np.asarray(slots).copy(),
+                      "losses": losses})  # fmt: skip
+        return losses
+
+    monkeypatch.setattr(GrowthEnv, "lookahead_losses", spy)
+    return calls
 
 
 def test_a_nested_rollout_trains_on_the_first_samples_of_the_episodes_minibatches():
@@ -80,7 +97,8 @@ def test_a_nested_rollout_trains_on_the_first_samples_of_the_episodes_minibatche
     loop on the first ``b`` indices of each row the episode's own minibatches would draw,
     then validated; at the episode's size it is the plain rollout; it costs what
     ``lookahead_costs`` plans for ``b``."""
-    env, valid, _, _ = _stepped_env()
+    env, valid, _, _ = env_with(3)
+    valid = valid[:3]
     steps, batch, task = 9, env.batch_size // 2, env.task
     nested = copy.deepcopy(env)
     before = nested.episode.compute
@@ -106,7 +124,8 @@ def test_a_nested_rollout_trains_on_the_first_samples_of_the_episodes_minibatche
 
 
 def test_nested_errors_are_one_line(slots_agent):  # noqa: F811
-    env, valid, _, _ = _stepped_env()
+    env, valid, _, _ = env_with(3)
+    valid = valid[:3]
     with pytest.raises(ValueError, match="^nested: subsamples the episode's minibatches of") as e:
         env.lookahead_losses(valid, 3, env.batch_size * 2, nested=True)
     assert "\n" not in str(e.value)
@@ -124,21 +143,13 @@ def test_both_lookaheads_roll_out_nested_when_asked(slots_agent, monkeypatch):  
     ``rollout_batch`` and grows their argmin; without it, plain ones."""
     for name in ("lookahead", f"lookahead-learned:{slots_agent}"):
         for nested in (True, False):
-            env, _, obs, info = _stepped_env()
-            calls: list = []
-            real = GrowthEnv.lookahead_losses
-
-            def spy(self, slots, steps=None, batch_size=None, nested=False, drop_worst_at=None,
-                    real=real, calls=calls):  # fmt: skip
-                losses = real(self, slots, steps, batch_size, nested, drop_worst_at)
-                calls.append((batch_size, nested, np.asarray(slots).copy(), losses))
-                return losses
-
-            monkeypatch.setattr(GrowthEnv, "lookahead_losses", spy)
+            env, _, obs, info = env_with(3)
+            calls = record_rollouts(monkeypatch)
             policy = make_policy(name, rollout_batch=16, nested=nested)
             policy.reset(0)
             action = policy.act(obs, info, env)
             monkeypatch.undo()
-            assert len(calls) == 1 and calls[0][:2] == (16, nested)
-            slots, losses = calls[0][2], calls[0][3]
+            assert len(calls) == 1
+            assert (calls[0]["batch_size"], calls[0]["nested"]) == (16, nested)
+            slots, losses = calls[0]["slots"], calls[0]["losses"]
             assert action == int(slots[int(np.argmin(losses))])

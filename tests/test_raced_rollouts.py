@@ -12,19 +12,10 @@ import pytest
 
 from growenv.env.growth_env import GrowthEnv
 from growenv.policies import make_policy
-from tests.test_lookahead_learned import CHOSEN, slots_agent  # noqa: F401 (a fixture)
+from tests.test_lookahead_learned import slots_agent  # noqa: F401 (a fixture)
+from tests.test_nested_minibatches import env_with, record_rollouts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _env_with(n_valid: int, seed: int = 6) -> tuple[GrowthEnv, np.ndarray, np.ndarray, dict]:
-    """An env grown until it offers at least ``n_valid`` valid slots, its observation and
-    info."""
-    env = GrowthEnv(**CHOSEN)
-    obs, info = env.reset(seed=seed)
-    while (valid := np.flatnonzero(info["action_mask"][: env.max_sites])).size < n_valid:
-        obs, _, _, _, info = env.step(int(valid[-1]))
-    return env, valid, obs, info
 
 
 def _evaluate_macs(env: GrowthEnv, slot: int) -> float:
@@ -34,7 +25,7 @@ def _evaluate_macs(env: GrowthEnv, slot: int) -> float:
 
 
 def test_the_worst_rollout_at_the_checkpoint_stops_and_the_others_run_on_unchanged():
-    env, valid, _, _ = _env_with(4)
+    env, valid, _, _ = env_with(4)
     slots, steps, at = valid[:4], 30, 7
     full = copy.deepcopy(env).lookahead_losses(slots, steps)
     early = copy.deepcopy(env).lookahead_losses(slots, at)
@@ -54,7 +45,7 @@ def test_the_worst_rollout_at_the_checkpoint_stops_and_the_others_run_on_unchang
 
 
 def test_two_rollouts_are_never_raced():
-    env, valid, _, _ = _env_with(2)
+    env, valid, _, _ = env_with(2)
     slots = valid[:2]
     np.testing.assert_array_equal(
         copy.deepcopy(env).lookahead_losses(slots, 20, drop_worst_at=5),
@@ -63,7 +54,7 @@ def test_two_rollouts_are_never_raced():
 
 
 def test_race_errors_are_one_line(slots_agent):  # noqa: F811
-    env, valid, _, _ = _env_with(3)
+    env, valid, _, _ = env_with(3)
     with pytest.raises(ValueError, match=r"^drop_worst_at: expected fewer than the rollouts' 10 "):
         env.lookahead_losses(valid[:3], 10, drop_worst_at=10)
     with pytest.raises(ValueError, match="^drop_worst_at: expected"):
@@ -80,22 +71,14 @@ def test_both_lookaheads_race_at_their_share_of_the_rollouts_steps(slots_agent, 
     """The policies ask the env to stop the worst at ``int(share * steps)`` of the rollouts'
     steps (the rest of the episode by default) and grow the argmin of what it returns."""
     for name in ("lookahead", f"lookahead-learned:{slots_agent}"):
-        env, _, obs, info = _env_with(3)
-        calls: list = []
-        real = GrowthEnv.lookahead_losses
-
-        def spy(self, slots, steps=None, batch_size=None, nested=False, drop_worst_at=None,
-                real=real, calls=calls):  # fmt: skip
-            losses = real(self, slots, steps, batch_size, nested, drop_worst_at)
-            calls.append((steps, drop_worst_at, np.asarray(slots).copy(), losses))
-            return losses
-
-        monkeypatch.setattr(GrowthEnv, "lookahead_losses", spy)
+        env, _, obs, info = env_with(3)
+        calls = record_rollouts(monkeypatch)
         policy = make_policy(name, drop_worst_after=0.25)
         policy.reset(0)
         action = policy.act(obs, info, env)
         monkeypatch.undo()
         assert len(calls) == 1
-        steps, at, slots, losses = calls[0]
-        assert steps is None and at == int(0.25 * env.rollout_steps) > 0
+        slots, losses = calls[0]["slots"], calls[0]["losses"]
+        assert calls[0]["steps"] is None
+        assert calls[0]["drop_worst_at"] == int(0.25 * env.rollout_steps) > 0
         assert action == int(slots[int(np.argmin(losses))])
