@@ -92,6 +92,7 @@ TEST_OFFSET = 19 * 10**6
 SPLITS = {"n_train": 1024, "n_stats": 512, "n_val": 512, "n_test": 1024}
 TRAIN_CLASSES = (0, 3)
 
+
 #: Env settings every method shares (the task, budget and fit scope are set per run).
 BASE_ENV: dict[str, Any] = {
     "net": "dag",
@@ -245,6 +246,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "eval_every": 80,
     },
 }
+
+
+def reusing_agents(source: str, **policy_kwargs: Any) -> dict[str, Any]:
+    """A configuration that trains nothing: ``source``'s agents (and env) evaluated by their
+    policy with ``policy_kwargs``."""
+    return {**CONFIGS[source], "agents": source, "policy_kwargs": policy_kwargs}
+
+
 # rollout-kinds with 400 env steps (40 episodes, about 1,100 labelled states) per agent
 CONFIGS["rollout-kinds-long"] = {**CONFIGS["rollout-kinds"], "steps": 400, "eval_every": 100}
 # rollout-kinds-long choosing also *when* to grow (skip: train 50 steps without growing,
@@ -306,11 +315,9 @@ CONFIGS["lookahead-learned-chosen"] = {
 # whose rollouts and growth fit, k <= 3; k = 1 grows the best-ranked without a rollout), so
 # no decision costs more than whole-space's by construction. Defined after v13, whose digits
 # family showed that the selection families' compute bar does not predict the test families'
-CONFIGS["lookahead-learned-capped"] = {
-    **CONFIGS["lookahead-learned-chosen"],
-    "agents": "lookahead-learned-chosen",
-    "policy_kwargs": {"budget": "whole-space"},
-}
+CONFIGS["lookahead-learned-capped"] = reusing_agents(
+    "lookahead-learned-chosen", budget="whole-space"
+)
 # the same under other caps, defined after lookahead-learned-capped's first selection
 # episodes (IQM 0.938 against lookahead-learned-chosen's 0.930; its early decisions, whose
 # bars are small, rolled out nothing): "short" shortens every rollout to fit before rolling
@@ -339,11 +346,9 @@ CONFIGS["lookahead-learned-chosen-mix"] = {
     **CONFIGS["lookahead-learned-chosen"],
     "task": {"n_val": 4096, "classes": [0, 3, 10]},
 }
-CONFIGS["lookahead-learned-capped-short-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"budget": "whole-space", "shorten": True},
-}
+CONFIGS["lookahead-learned-capped-short-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", budget="whole-space", shorten=True
+)
 # lookahead-learned-capped-short-mix spending what its per-decision cap leaves: in v15 it used
 # 0.44-0.71x whole-space's decision MACs per growth, because its late decisions, whose bars
 # are large and whose rollouts are short, roll out at most its 3 proposals. "wide" rolls out
@@ -396,16 +401,10 @@ CONFIGS["lookahead-learned-capped-short-mix-long"] = {
 # digits, and every cap since (shortening or dropping rollouts) tied it, while the lookahead's
 # own candidates under the cap matched every capped learned policy. Two full rollouts instead
 # of three cut a decision's fits and rollouts by a third
-CONFIGS["lookahead-learned-top2-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"top": 2},
-}
-CONFIGS["lookahead-learned-top2-mix-long"] = {
-    **CONFIGS["lookahead-learned-chosen-mix-long"],
-    "agents": "lookahead-learned-chosen-mix-long",
-    "policy_kwargs": {"top": 2},
-}
+CONFIGS["lookahead-learned-top2-mix"] = reusing_agents("lookahead-learned-chosen-mix", top=2)
+CONFIGS["lookahead-learned-top2-mix-long"] = reusing_agents(
+    "lookahead-learned-chosen-mix-long", top=2
+)
 # v15's proposer, uncapped (its 3 best-ranked slots rolled out to the end, as in v13's test,
 # the only one below the lookahead), with the rollouts trained on half the episode's
 # minibatch size (defined after v20's selection): on v16's digits episodes (spent splits)
@@ -413,51 +412,41 @@ CONFIGS["lookahead-learned-top2-mix-long"] = {
 # price: on 6 training teachers (110 decisions) half-size rollouts picked the full-size
 # rollouts' choice in 54 % of decisions, 0.83 % above it judged by the full-size draw,
 # where another full-size draw agrees in 65 % at 0.42 % (53 decisions)
-CONFIGS["lookahead-learned-half-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"rollout_batch": BASE_ENV["batch_size"] // 2},
-}
+CONFIGS["lookahead-learned-half-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", rollout_batch=BASE_ENV["batch_size"] // 2
+)
 # v21's candidate with the rollouts on three quarters of the episode's minibatch size
 # (defined after v21's test): half-size rollouts cost it +0.010 at selection against its
 # full-size self and left 0.33-0.51x of whole-space's decision MACs per growth unused on the
 # test families; full-size rollouts failed the bar on digits alone (1.05-1.09x)
-CONFIGS["lookahead-learned-b96-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"rollout_batch": 3 * BASE_ENV["batch_size"] // 4},
-}
+CONFIGS["lookahead-learned-b96-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", rollout_batch=3 * BASE_ENV["batch_size"] // 4
+)
 # v21's candidate with each kind's slot of largest estimated gain (the lookahead's candidates)
 # rolled out beside the agent's 3 (defined after v22's selection), on 48 of the episode's
 # 128 samples per step to stay within whole-space's compute: in v15's and v21's tests the
 # learned proposer lost on CIFAR-10 to the lookaheads, growing more nodes and half the edges
 # (1.6 against 3.05 per episode in v21's test) and ending at a smaller share of the budget
-CONFIGS["lookahead-learned-kinds-b48-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"kinds": True, "rollout_batch": 3 * BASE_ENV["batch_size"] // 8},
-}
+CONFIGS["lookahead-learned-kinds-b48-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", kinds=True, rollout_batch=3 * BASE_ENV["batch_size"] // 8
+)
 # v21's candidate with nested rollout minibatches (defined after v23's selection): each
 # rollout step trains on the first 64 samples of the minibatch the episode's own step draws
 # (the episode's stream subsampled) instead of the stream's next 64. On 18 training teachers
 # (170 decisions, v15's agents' top 3) nested half-size rollouts picked the full-size choice
 # in 71 % of decisions at 0.25 % regret, plain half-size ones in 61 % at 0.56 %
-CONFIGS["lookahead-learned-nested-half-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"rollout_batch": BASE_ENV["batch_size"] // 2, "nested": True},
-}
+CONFIGS["lookahead-learned-nested-half-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", rollout_batch=BASE_ENV["batch_size"] // 2, nested=True
+)
 # v15's uncapped full-size policy (lookahead-learned-chosen-mix, the lowest selection IQM,
 # 1.05-1.09x whole-space's decision MACs per growth on digits) with its rollouts raced
 # (defined after v24's selection): once all 3 have run a quarter of their steps, the one of
 # highest validation loss stops. On 18 training teachers (152 three-way decisions) the race
 # kept the full rollouts' choice in 84 % of decisions at 0.125 % regret; it saves a quarter
 # of the rollouts' training
-CONFIGS["lookahead-learned-race-mix"] = {
-    **CONFIGS["lookahead-learned-chosen-mix"],
-    "agents": "lookahead-learned-chosen-mix",
-    "policy_kwargs": {"drop_worst_after": 0.25},
-}
+CONFIGS["lookahead-learned-race-mix"] = reusing_agents(
+    "lookahead-learned-chosen-mix", drop_worst_after=0.25
+)
 # lookahead-learned's agents acting alone on their scores (the slot of best predicted
 # "grow it, then never again" return), with no rollout: a decision is one statistics pass and
 # one scorer forward, round-robin's cost (training is lookahead-learned's: the run copies its

@@ -683,7 +683,7 @@ class GrowthEnv(gym.Env):
                 stops = [drop_worst_at, steps]
         start = time.perf_counter()
         losses = np.empty(len(slots))
-        per_step = min(batch, len(task.train))
+        step_samples = min(batch, len(task.train))
         twins: dict[int, GrowthEnv] = {}  # the rollouts still running (one at a time unraced)
         terms: list[list[float]] = [[] for _ in slots]  # each slot's MACs, summed in order
         live, done = list(range(len(slots))), 0
@@ -702,7 +702,7 @@ class GrowthEnv(gym.Env):
                 losses[i] = loss if np.isfinite(loss) else np.inf
                 if done == 0:  # the growth's search (and fit), charged to the twin
                     terms[i].append(twin.episode.compute - self.episode.compute)
-                samples = (stop - done) * per_step
+                samples = (stop - done) * step_samples
                 terms[i].append(self.family.training_macs(twin.net, samples) if samples else 0.0)
                 terms[i].append(self.family.evaluate_macs(twin.net, len(task.val)))
                 if stop == steps:

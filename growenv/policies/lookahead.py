@@ -39,7 +39,7 @@ import numpy as np
 
 from growenv.policies.base import PolicyEnv, valid_sites
 from growenv.policies.heuristics import best_of_each_kind
-from growenv.validation import choice, integer
+from growenv.validation import choice, integer, real
 
 __all__ = [
     "BUDGETS",
@@ -215,21 +215,14 @@ class _BudgetedRollouts:
         self.nested = nested
 
     def _set_race(self, drop_worst_after: float | None) -> None:
-        if drop_worst_after is not None:
-            if isinstance(drop_worst_after, bool) or not isinstance(drop_worst_after, int | float):
-                raise ValueError(
-                    f"drop_worst_after: expected a fraction in (0, 1), got {drop_worst_after!r}"
-                )
-            if not 0 < drop_worst_after < 1:
-                raise ValueError(
-                    f"drop_worst_after: expected a fraction in (0, 1), got {drop_worst_after}"
-                )
-            if self.budget is not None:
-                raise ValueError(
-                    "drop_worst_after: a race's cost is known only once it has run; it "
-                    "cannot be planned within a budget (pass budget=None)"
-                )
-        self.drop_worst_after = drop_worst_after
+        self.drop_worst_after = real(
+            "drop_worst_after", drop_worst_after, 0, 1, allow_none=True, exclusive=True
+        )
+        if drop_worst_after is not None and self.budget is not None:
+            raise ValueError(
+                "drop_worst_after: a race's cost is known only once it has run; it "
+                "cannot be planned within a budget (pass budget=None)"
+            )
 
     def _rollout(self, env: PolicyEnv, slots: np.ndarray, steps: int | None) -> int:
         at = None
@@ -494,9 +487,11 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         :func:`lookahead_candidates`), right after the agent's ``top`` (default ``False``).
         Without a budget they are always rolled out; with one, only where the bar allows.
     rollout_batch
-        Minibatch size of the rollouts' training (default ``None``: the episode's), and
+        Minibatch size of the rollouts' training (default ``None``: the episode's), as for
+        :class:`LookaheadPolicy`.
     nested
-        whether its minibatches are nested in the episode's, as for :class:`LookaheadPolicy`.
+        Whether those minibatches are nested in the episode's own, as for
+        :class:`LookaheadPolicy`.
     drop_worst_after
         Without a budget: the race of :class:`LookaheadPolicy` over the proposals' rollouts.
 
