@@ -525,7 +525,7 @@ def test_v22s_candidate_is_v21s_with_rollouts_on_three_quarters_of_the_minibatch
     }
     assert lg.agents_of("lookahead-learned-b96-mix") == "lookahead-learned-chosen-mix"
     assert lg.learned_env("lookahead-learned-b96-mix") == {"fit_scope": "chosen"}
-    assert lg.TEST_OFFSET == 19 * 10**6
+    assert lg.TEST_OFFSET == 20 * 10**6  # 1.9e7 spent by v25's test
 
 
 def test_v23s_candidate_adds_the_lookaheads_candidates_on_48_samples(lg):
