@@ -38,6 +38,33 @@ from growenv.validation import integer
 __all__ = ["GAIN_RESOLUTION", "OBS_BOUND", "PHASES", "GrowthEnv"]
 
 
+def race_checkpoints(drop_worst_at: int | Sequence[int] | None, steps: int) -> list[int]:
+    """The checked, sorted step counts at which a race of rollouts of ``steps`` steps stops
+    its worst (:meth:`GrowthEnv.lookahead_losses`): ``[]`` for ``None``, one entry for an
+    int, the entries of a list or tuple (repeats kept).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``drop_worst_at``: an entry that is not an int in ``[1, steps)``,
+        or an empty list.
+    """
+    if drop_worst_at is None:
+        return []
+    entries = list(drop_worst_at) if isinstance(drop_worst_at, (list, tuple)) else [drop_worst_at]
+    if not entries:
+        raise ValueError("drop_worst_at: expected a step count or a non-empty list of them, got []")
+    checked = []
+    for entry in entries:
+        at = integer("drop_worst_at", entry, 1)
+        if at >= steps:
+            raise ValueError(
+                f"drop_worst_at: expected fewer than the rollouts' {steps} steps, got {at}"
+            )
+        checked.append(at)
+    return sorted(checked)
+
+
 class GrowthEnv(gym.Env):
     """Decide where and when a network grows.
 
@@ -616,7 +643,7 @@ class GrowthEnv(gym.Env):
         steps: int | None = None,
         batch_size: int | None = None,
         nested: bool = False,
-        drop_worst_at: int | None = None,
+        drop_worst_at: int | Sequence[int] | None = None,
     ) -> np.ndarray:
         """Validation loss of each slot's growth after ``steps`` more optimizer steps and no
         further growth, without changing the episode.
@@ -649,7 +676,10 @@ class GrowthEnv(gym.Env):
             With 3 or more slots: after this many of the ``steps`` (``0 < drop_worst_at <
             steps``) every rollout is validated and the one of highest loss (ties: the later
             slot) stops there and reports ``inf``; the others go on to ``steps``, their losses
-            those of uninterrupted rollouts. Default ``None``: no rollout stops early.
+            those of uninterrupted rollouts. A list of step counts races in stages: at each
+            entry the worst of the rollouts still running stops (an entry given twice stops
+            two there), as long as 2 keep running (the entries beyond ``len(slots) - 2``,
+            in increasing order, are ignored). Default ``None``: no rollout stops early.
 
         Returns
         -------
@@ -671,16 +701,8 @@ class GrowthEnv(gym.Env):
                 f"batch_size at most that, got {batch}"
             )
         draw = cfg.batch_size if nested else None
-        stops = [steps]
-        if drop_worst_at is not None:
-            drop_worst_at = integer("drop_worst_at", drop_worst_at, 1)
-            if drop_worst_at >= steps:
-                raise ValueError(
-                    f"drop_worst_at: expected fewer than the rollouts' {steps} steps, got "
-                    f"{drop_worst_at}"
-                )
-            if len(slots) >= 3:
-                stops = [drop_worst_at, steps]
+        drops = race_checkpoints(drop_worst_at, steps)[: max(0, len(slots) - 2)]
+        stops = [*sorted(set(drops)), steps]
         start = time.perf_counter()
         losses = np.empty(len(slots))
         step_samples = min(batch, len(task.train))
@@ -708,7 +730,7 @@ class GrowthEnv(gym.Env):
                 if stop == steps:
                     twins.pop(i).close()
             done = stop
-            if stop < steps:  # the race: the worst stops here
+            for _ in range(drops.count(stop)):  # the race: the worst stops here
                 worst = max(live, key=lambda i: (losses[i], i))
                 live.remove(worst)
                 losses[worst] = np.inf

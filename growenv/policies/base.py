@@ -8,6 +8,7 @@ policies from specs is :mod:`growenv.policies.registry`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, SupportsFloat, runtime_checkable
 
 import numpy as np
@@ -125,13 +126,13 @@ class PolicyEnv(Protocol):
         steps: int | None = None,
         batch_size: int | None = None,
         nested: bool = False,
-        drop_worst_at: int | None = None,
+        drop_worst_at: int | Sequence[int] | None = None,
     ) -> np.ndarray:
         """Validation loss of each site's growth after ``steps`` more optimizer steps (default:
         the rest of the episode) of minibatches of ``batch_size`` (default: the episode's;
         ``nested``: the first samples of the episode's own minibatches) without further
         growth, each on a copy of the env (``drop_worst_at``: the worst of 3 or more stops
-        there, ``inf``)."""
+        there, ``inf``; a list: one at each entry while 2 keep running)."""
         ...
 
     @property

@@ -33,6 +33,7 @@ own candidates ranked by estimated gain: the heuristic at the learned policy's c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -80,11 +81,12 @@ def lowest_rollout(
     steps: int | None = None,
     batch_size: int | None = None,
     nested: bool = False,
-    drop_worst_at: int | None = None,
+    drop_worst_at: int | Sequence[int] | None = None,
 ) -> int:
     """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
     optimizer steps of minibatches of ``batch_size``, default the episode's, ``nested`` in
-    the episode's own, the worst of 3 or more stopped at ``drop_worst_at``) ends with the
+    the episode's own, the worst of 3 or more stopped at ``drop_worst_at``, each entry of a
+    list stopping one) ends with the
     lowest validation loss (ties: the first); the only slot without a rollout; skip when
     there is none."""
     if slots.size == 0:
@@ -201,7 +203,7 @@ class _BudgetedRollouts:
     steps: int | None
     rollout_batch: int | None
     nested: bool
-    drop_worst_after: float | None
+    drop_worst_after: float | tuple[float, ...] | None
 
     def _set_rollout_batch(self, rollout_batch: int | None, nested: bool = False) -> None:
         self.rollout_batch = integer("rollout_batch", rollout_batch, 1, allow_none=True)
@@ -214,10 +216,20 @@ class _BudgetedRollouts:
             )
         self.nested = nested
 
-    def _set_race(self, drop_worst_after: float | None) -> None:
-        self.drop_worst_after = real(
-            "drop_worst_after", drop_worst_after, 0, 1, allow_none=True, exclusive=True
-        )
+    def _set_race(self, drop_worst_after: float | Sequence[float] | None) -> None:
+        if isinstance(drop_worst_after, (list, tuple)):
+            if not drop_worst_after:
+                raise ValueError(
+                    "drop_worst_after: expected a number in (0, 1), a non-empty list of "
+                    "them or None, got []"
+                )
+            self.drop_worst_after = tuple(
+                real("drop_worst_after", f, 0, 1, exclusive=True) for f in drop_worst_after
+            )
+        else:
+            self.drop_worst_after = real(
+                "drop_worst_after", drop_worst_after, 0, 1, allow_none=True, exclusive=True
+            )
         if drop_worst_after is not None and self.budget is not None:
             raise ValueError(
                 "drop_worst_after: a race's cost is known only once it has run; it "
@@ -225,11 +237,14 @@ class _BudgetedRollouts:
             )
 
     def _rollout(self, env: PolicyEnv, slots: np.ndarray, steps: int | None) -> int:
-        at = None
-        if self.drop_worst_after is not None:
+        at: int | list[int] | None = None
+        shares = self.drop_worst_after
+        if shares is not None:
             length = env.rollout_steps if steps is None else steps
-            at = int(self.drop_worst_after * length)
-            at = at if 0 < at < length else None  # too short a rollout to stop early
+            ats = [int(f * length) for f in (shares if isinstance(shares, tuple) else [shares])]
+            ats = [a for a in ats if 0 < a < length]  # too short a rollout to stop early
+            if ats:
+                at = ats if isinstance(shares, tuple) else ats[0]
         return lowest_rollout(env, slots, steps, self.rollout_batch, self.nested, at)
 
     def _set_budget(self, budget: str | None, shorten: bool) -> None:
@@ -346,6 +361,8 @@ class LookaheadPolicy(_BudgetedRollouts):
         rollout has run this share of its steps the one of highest validation loss stops
         (``drop_worst_at`` of ``env.lookahead_losses``) and the others run to the end: a
         race that saves that rollout's rest (default ``None``: every rollout to the end).
+        A list of fractions races in stages: at each the worst of the rollouts still
+        running stops (a fraction given twice stops two), as long as 2 keep running.
 
     Attributes
     ----------
@@ -364,7 +381,7 @@ class LookaheadPolicy(_BudgetedRollouts):
         shorten: bool = False,
         rollout_batch: int | None = None,
         nested: bool = False,
-        drop_worst_after: float | None = None,
+        drop_worst_after: float | Sequence[float] | None = None,
     ) -> None:
         self.steps = integer("steps", steps, 0, allow_none=True)
         self.candidates = choice("candidates", candidates, CANDIDATE_SETS)
@@ -515,7 +532,7 @@ class LearnedLookaheadPolicy(_BudgetedRollouts):
         kinds: bool = False,
         rollout_batch: int | None = None,
         nested: bool = False,
-        drop_worst_after: float | None = None,
+        drop_worst_after: float | Sequence[float] | None = None,
     ) -> None:
         if getattr(agent.scorer, "action_set", None) != "slots":
             raise ValueError(
