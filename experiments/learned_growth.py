@@ -22,7 +22,8 @@ Task sets (disjoint by construction, checked at start):
   CIFAR-10 subset (flattened after 4 x 4 average pooling, 192 inputs; skipped when
   ``--cifar-dir`` has no data), each in ``--test-splits`` random splits (split seeds
   ``--first-split ..``, default 0; seed 0 is the split of every run before v12, seeds 0-3
-  those of v12 and v13, 4-7 v14's, 8-11 v15's, 12-15 v17's, 16-19 v21's, 20-23 v25's, 24-27 the next test's).
+  those of v12 and v13, 4-7 v14's, 8-11 v15's, 12-15 v17's, 16-19 v21's, 20-23 v25's,
+  24-27 the next test's).
 
 A configuration may train on another mix of teachers (its ``task`` entry, e.g.
 ``dqn-kinds-mix`` adds 10-class teachers); selection and test tasks are the same for all.

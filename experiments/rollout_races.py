@@ -64,6 +64,8 @@ from growenv.training import evaluate  # noqa: E402
 
 #: Training teachers ``TEACHER_SEED + t`` (the training distribution's seeds ``0 .. 10^6``).
 TEACHER_SEED = 777
+#: The episodes' family in the store (``learned_growth.run_jobs`` stores episode records).
+FAMILY = "training"
 #: Entropy of the judge streams' seeds (with the teacher and the step).
 JUDGE_SEED = 9_000_000
 #: A rule: its top ``n`` proposals and its race's shares (each stops the worst running one).
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     store = args.out / "episodes.jsonl"
     records = lg.load_store(store)
     done = {r["teacher"] for r in records}
-    jobs = [{"teacher": t} for t in range(args.teachers) if t not in done]
+    jobs = [{"family": FAMILY, "teacher": t} for t in range(args.teachers) if t not in done]
     if jobs:
         print(f"{len(jobs)} episodes to run", flush=True)
         records += lg.run_jobs([(episode_job, k, settings) for k in jobs], args.workers, store)

@@ -134,6 +134,19 @@ def test_bad_arguments_get_one_line(rr, argv, flag, tmp_path, capsys):
     assert flag in usage_error_line(rr.main, argv, tmp_path / "out", capsys)
 
 
+def test_episodes_are_stored_and_a_second_run_replays_them(
+    rr, agents, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(rr, "teacher_env", lambda t, quick: GrowthEnv(**CHOSEN))
+    argv = ["--quick", "--teachers", "2", "--workers", "1", "--agents", str(agents)]
+    first = rr.main([*argv, "--out", str(tmp_path / "out")])
+    stored = (tmp_path / "out" / "episodes.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["teacher"] for line in stored) == [0, 1]
+    capsys.readouterr()
+    assert rr.main([*argv, "--out", str(tmp_path / "out")]) == first
+    assert "episodes to run" not in capsys.readouterr().out
+
+
 def test_an_out_folder_of_other_settings_is_refused_and_left_alone(rr, agents, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
