@@ -23,7 +23,10 @@ the recorded curves exactly as the env races (checked in the tests against
 * ``- reference``: its difference from :data:`REFERENCE`'s regret (paired by decision);
 * ``agreement``: how often the rule keeps the choice of its own proposals' full rollouts on
   the episode's stream;
-* ``rollouts``: the rollouts' optimizer steps per decision, in full rollouts.
+* ``rollouts``: the rollouts' optimizer steps per decision, in full rollouts;
+
+and, over decisions with ``--top`` proposals, how often the best full rollout is the
+agent's 1st, 2nd, ... proposal.
 
 Means are over decisions; the CIs are percentile bootstraps over episodes (10,000
 resamples).
@@ -252,6 +255,18 @@ def summarise(
     return out
 
 
+def winner_ranks(records: Sequence[dict[str, Any]], top: int) -> dict[str, list[float]]:
+    """Over decisions with ``top`` proposals: the share whose best full rollout is the
+    agent's 1st, 2nd, ... proposal, on the episode's stream (``"stream"``) and judged by
+    the other (``"judge"``); how much the agent's order says among its proposals."""
+    full = [d for r in records for d in r["decisions"] if len(d["slots"]) == top]
+    counts = {"stream": np.zeros(top), "judge": np.zeros(top)}
+    for d in full:
+        counts["stream"][int(np.argmin([c[-1] for c in d["curves"]]))] += 1
+        counts["judge"][int(np.argmin(d["judge"]))] += 1
+    return {k: (v / max(len(full), 1)).tolist() for k, v in counts.items()}
+
+
 def markdown(summary: dict[str, dict[str, Any]]) -> str:
     """The summary table (regret and its difference in %)."""
     some = next(iter(summary.values()))
@@ -319,9 +334,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     summary = summarise([r for r in records if r["teacher"] < args.teachers])
     if not summary:
         raise UserError("no decision with 2 or more proposals: nothing to replay")
-    text = markdown(summary)
+    wanted = [r for r in records if r["teacher"] < args.teachers]
+    ranks = winner_ranks(wanted, args.top)
+    text = markdown(summary) + (
+        f"\nBest of the agent's {args.top} proposals, by its rank (decisions with "
+        f"{args.top}): "
+        + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in shares) for k, shares in ranks.items())
+        + "\n"
+    )
     (args.out / "summary.md").write_text(text)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "summary.json").write_text(
+        json.dumps({"rules": summary, "winner_ranks": ranks}, indent=1)
+    )
     print(text)
     return summary
 

@@ -119,6 +119,12 @@ def test_the_summary_matches_an_explicit_computation(rr):
             assert mean == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
             assert lo <= mean + 1e-12 and mean <= hi + 1e-12
     assert summary[rr.REFERENCE]["- reference"] == [0.0, 0.0, 0.0]
+    ranks = rr.winner_ranks(records, 4)
+    stream = np.bincount([np.argmin([c[-1] for c in d["curves"]]) for r in records
+                          for d in r["decisions"]], minlength=4) / 10  # fmt: skip
+    judged = np.bincount([np.argmin(d["judge"]) for r in records for d in r["decisions"]],
+                         minlength=4) / 10  # fmt: skip
+    assert ranks == {"stream": stream.tolist(), "judge": judged.tolist()}
     assert "| top 3, race 1/4 (v25) |" in rr.markdown(summary)
 
 
