@@ -63,6 +63,7 @@ from growenv.data.tasks import TeacherStudentDistribution  # noqa: E402
 from growenv.env.growth_env import GrowthEnv  # noqa: E402
 from growenv.errors import UserError  # noqa: E402
 from growenv.policies import make_policy  # noqa: E402
+from growenv.policies.lookahead import race_steps  # noqa: E402
 from growenv.training import evaluate  # noqa: E402
 
 #: Training teachers ``TEACHER_SEED + t`` (the training distribution's seeds ``0 .. 10^6``).
@@ -91,9 +92,9 @@ SHARES = tuple(sorted({f for _, shares in RULES.values() for f in shares}))
 
 
 def checkpoints(steps: int, shares: Sequence[float]) -> list[int]:
-    """The race's stops in a rollout of ``steps`` steps, as the lookaheads place them:
-    ``int(share * steps)``, those outside ``(0, steps)`` dropped, sorted."""
-    return sorted(a for a in (int(f * steps) for f in shares) if 0 < a < steps)
+    """The race's stops in a rollout of ``steps`` steps, as the lookaheads place them
+    (:func:`~growenv.policies.lookahead.race_steps`), sorted."""
+    return sorted(race_steps(shares, steps))
 
 
 def teacher_env(t: int, quick: bool) -> GrowthEnv:

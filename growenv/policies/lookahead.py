@@ -75,6 +75,13 @@ def lookahead_candidates(info: dict[str, Any], env: PolicyEnv, kind: str = "kind
     return np.array(list(best_of_each_kind(info, env).values()), dtype=int)
 
 
+def race_steps(shares: Sequence[float], length: int) -> list[int]:
+    """Where a race of rollouts of ``length`` steps stops its worst, in the order of
+    ``shares`` (each a fraction of the rollout): ``int(share * length)``, those outside
+    ``(0, length)`` left out (too short a rollout to stop early)."""
+    return [a for a in (int(f * length) for f in shares) if 0 < a < length]
+
+
 def lowest_rollout(
     env: PolicyEnv,
     slots: np.ndarray,
@@ -86,9 +93,8 @@ def lowest_rollout(
     """The slot of ``slots`` whose lookahead rollout (``env.lookahead_losses``, ``steps``
     optimizer steps of minibatches of ``batch_size``, default the episode's, ``nested`` in
     the episode's own, the worst of 3 or more stopped at ``drop_worst_at``, each entry of a
-    list stopping one) ends with the
-    lowest validation loss (ties: the first); the only slot without a rollout; skip when
-    there is none."""
+    list stopping one) ends with the lowest validation loss (ties: the first); the only
+    slot without a rollout; skip when there is none."""
     if slots.size == 0:
         return env.skip_action
     if slots.size == 1:
@@ -241,8 +247,7 @@ class _BudgetedRollouts:
         shares = self.drop_worst_after
         if shares is not None:
             length = env.rollout_steps if steps is None else steps
-            ats = [int(f * length) for f in (shares if isinstance(shares, tuple) else [shares])]
-            ats = [a for a in ats if 0 < a < length]  # too short a rollout to stop early
+            ats = race_steps(shares if isinstance(shares, tuple) else [shares], length)
             if ats:
                 at = ats if isinstance(shares, tuple) else ats[0]
         return lowest_rollout(env, slots, steps, self.rollout_batch, self.nested, at)
