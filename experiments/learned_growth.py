@@ -797,6 +797,21 @@ def _append(store: Path | None, record: dict[str, Any]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def claim_out(out: Path, settings: dict[str, Any], error: Callable[[str], Any]) -> Path:
+    """The episode store ``out/episodes.jsonl`` of a diagnostic script, once ``out`` is
+    known to hold no episodes of other ``settings`` (``error`` is called with one line
+    naming ``--out`` otherwise, nothing touched); ``settings`` are saved there."""
+    saved = out / "settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        error(
+            f"--out: {out} holds episodes of other settings ({saved.read_text().strip()}); "
+            "choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(settings))
+    return out / "episodes.jsonl"
+
+
 def load_store(path: Path) -> list[dict[str, Any]]:
     """Episode records of ``path`` (a half-written last line of an interrupted run is
     dropped)."""

@@ -214,15 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     if args.quick:
         args.tasks, args.runs = min(args.tasks, 1), min(args.runs, 1)
     settings = {k: getattr(args, k) for k in ("tasks", "streams", "scope", "quick")}
-    saved = args.out / "settings.json"
-    if saved.exists() and json.loads(saved.read_text()) != settings:
-        p.error(
-            f"--out: {args.out} holds episodes of other settings ({saved.read_text().strip()}); "
-            "choose another --out"
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(settings))
-    store = args.out / "episodes.jsonl"
+    store = lg.claim_out(args.out, settings, p.error)
     records = lg.load_store(store)
     done = {_key_id(r) for r in records}
     keys = [

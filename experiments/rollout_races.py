@@ -317,15 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         "agents": str(args.agents),
         "quick": args.quick,
     }
-    saved = args.out / "settings.json"
-    if saved.exists() and json.loads(saved.read_text()) != settings:
-        p.error(
-            f"--out: {args.out} holds episodes of other settings ({saved.read_text().strip()}); "
-            "choose another --out"
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(settings))
-    store = args.out / "episodes.jsonl"
+    store = lg.claim_out(args.out, settings, p.error)
     records = lg.load_store(store)
     done = {r["teacher"] for r in records}
     jobs = [{"family": FAMILY, "teacher": t} for t in range(args.teachers) if t not in done]
