@@ -57,6 +57,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import learned_growth as lg  # noqa: E402
+from rollout_noise import redrawn_losses  # noqa: E402
 
 from growenv.cli.options import int_at_least, positive_int  # noqa: E402
 from growenv.data.tasks import TeacherStudentDistribution  # noqa: E402
@@ -151,11 +152,8 @@ def episode_job(key: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
             steps = env.rollout_steps
             stops = [*sorted(set(checkpoints(steps, SHARES))), steps]
             curves = proposal_curves(env, ranked, stops)
-            judge = copy.deepcopy(env)
-            judge.episode.generator.manual_seed(judge_seed(t, env.step_count))
             order = np.argsort(ranked)  # the env rolls sorted slots out
-            losses = judge.lookahead_losses(ranked[order])
-            judge.close()
+            losses = redrawn_losses(env, ranked[order], judge_seed(t, env.step_count))
             judged = np.empty(ranked.size)
             judged[order] = losses
             decisions.append(
